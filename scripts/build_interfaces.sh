@@ -12,7 +12,7 @@ py_purelib=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])
 
 # The wheels' CMake export files hard-code the wheel builder's Python paths; point them at ours.
 builder=/opt/python/cp311-cp311
-grep -rl --include='*.cmake' "$builder" "$venv/share" 2>/dev/null | while read -r f; do
+{ grep -rl --include='*.cmake' "$builder" "$venv/share" 2>/dev/null || true; } | while read -r f; do
   sed -i -e "s#${builder}/include/python3.11#${py_include}#g" \
     -e "s#${builder}/lib/python3.11/site-packages#${py_purelib}#g" "$f"
 done
