@@ -1,0 +1,269 @@
+"""Top-k retrieval to a position estimate with an ENU covariance, a confidence and a fix status.
+
+For one query descriptor:
+
+1. Retrieve the ``top_k`` most similar database entries (cosine similarities ``s_i``).
+2. Weight them with a softmax ``w_i = exp(s_i / T) / sum_j exp(s_j / T)`` (``T`` = ``temperature``): a
+   similarity advantage of ``T`` makes a match ``e`` times more important.
+3. Consensus: every match is a candidate seed; its support is the total weight of the matches within
+   ``consensus_radius_m`` of it (horizontal distance in the database ENU frame). The seed with the largest
+   support (the more similar one on ties) wins and the matches within the radius of it are the inliers.
+4. Position: the inlier-weight-averaged east/north, converted back to latitude/longitude; altitude is the
+   weighted mean of the inliers' known altitudes (NaN if none is known).
+5. Confidence ``c = share * margin`` where ``share`` is the inliers' total softmax weight and
+   ``margin = 1 - exp(-max(0, s_in - s_out) / T)`` with ``s_in`` / ``s_out`` the best inlier / best outlier
+   similarity (``margin = 1`` when all matches are inliers). ``share`` drops when other places attract weight;
+   ``margin`` drops to 0 when the best match elsewhere is as similar as the best match of the consensus
+   (a perceptually aliased place), which ``share`` alone misses when the consensus has many members.
+6. Covariance: the weighted spatial covariance of the inliers (how far the agreeing matches are spread) plus
+   ``position_sigma_floor_m**2`` (the database's own position error and place spacing), divided by
+   ``max(c, 0.01)``: with probability about ``1 - c`` the consensus is the wrong place, so a less confident
+   fix gets a proportionally wider uncertainty (at most 100 times the variance). Up gets
+   ``altitude_sigma_m**2``, uncorrelated with east/north.
+7. Status: ``NO_MATCH`` if the best similarity is below ``min_similarity`` (then ``confidence`` is 0),
+   ``LOW_CONFIDENCE`` if ``c < min_confidence``, otherwise ``FIX``.
+
+This is deliberately simple; the constants are to be calibrated on recorded drives.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from semloc_ros.database import GeoDatabase
+from semloc_ros.geodesy import LocalENU
+
+MAX_TOP_K = 1000
+_MIN_CONFIDENCE_FOR_INFLATION = 0.01
+
+
+class FixStatus(enum.Enum):
+    """Whether a position estimate should be used."""
+
+    FIX = "fix"
+    LOW_CONFIDENCE = "low_confidence"
+    NO_MATCH = "no_match"
+
+
+@dataclass
+class Match:
+    """One retrieved database entry: its similarity, place, softmax weight and consensus membership."""
+
+    index: int
+    similarity: float
+    lat: float
+    lon: float
+    alt: float
+    east: float
+    north: float
+    weight: float
+    inlier: bool
+
+
+@dataclass
+class PositionEstimate:
+    """A WGS84 position (east/north in the database ENU frame) with ENU covariance in m^2."""
+
+    lat: float
+    lon: float
+    alt: float
+    east: float
+    north: float
+    covariance_enu: np.ndarray
+    confidence: float
+    status: FixStatus
+    matches: list[Match] = field(default_factory=list)
+
+
+@dataclass
+class LocalizerConfig:
+    """Parameters of the retrieval-to-position step (see the module docstring)."""
+
+    top_k: int = 10
+    consensus_radius_m: float = 25.0
+    temperature: float = 0.02
+    min_confidence: float = 0.3
+    min_similarity: float = 0.0
+    position_sigma_floor_m: float = 3.0
+    altitude_sigma_m: float = 10.0
+
+    def validate(self) -> LocalizerConfig:
+        """Raise ValueError naming the first invalid parameter; returns self."""
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int | np.integer):
+            raise ValueError(f"top_k must be an integer, got {self.top_k!r}")
+        if not 1 <= self.top_k <= MAX_TOP_K:
+            raise ValueError(f"top_k must be in [1, {MAX_TOP_K}], got {self.top_k}")
+        positive = {
+            "consensus_radius_m": self.consensus_radius_m,
+            "temperature": self.temperature,
+            "position_sigma_floor_m": self.position_sigma_floor_m,
+            "altitude_sigma_m": self.altitude_sigma_m,
+        }
+        for name, value in positive.items():
+            if not _is_real(value) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        if not _is_real(self.min_confidence) or not 0.0 <= self.min_confidence <= 1.0:
+            raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence!r}")
+        if not _is_real(self.min_similarity) or not -1.0 <= self.min_similarity <= 1.0:
+            raise ValueError(f"min_similarity must be a cosine in [-1, 1], got {self.min_similarity!r}")
+        return self
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
+
+class Localizer:
+    """Turns query descriptors into position estimates against one :class:`GeoDatabase`."""
+
+    def __init__(self, database: GeoDatabase, config: LocalizerConfig | None = None) -> None:
+        self._database = database
+        self._config = (config if config is not None else LocalizerConfig()).validate()
+
+    @property
+    def database(self) -> GeoDatabase:
+        return self._database
+
+    @property
+    def config(self) -> LocalizerConfig:
+        return self._config
+
+    def localize(self, descriptor: np.ndarray, model_id: str | None = None) -> PositionEstimate:
+        """Estimate the position of one (D,) descriptor; ``model_id`` (if given) must match the database."""
+        vector = np.asarray(descriptor)
+        if vector.ndim != 1:
+            raise ValueError(f"descriptor must be 1-D (D,), got shape {vector.shape}")
+        return self.localize_batch(vector[np.newaxis, :], model_id)[0]
+
+    def localize_batch(self, descriptors: np.ndarray, model_id: str | None = None) -> list[PositionEstimate]:
+        """Estimate the positions of (Q, D) descriptors with one database search."""
+        matrix = np.asarray(descriptors)
+        if matrix.ndim != 2:
+            raise ValueError(f"descriptors must be 2-D (Q, D), got shape {matrix.shape}")
+        self._database.check_query(matrix.shape[1], model_id)
+        if not np.issubdtype(matrix.dtype, np.floating):
+            raise TypeError(f"descriptors must have a floating-point dtype, got {matrix.dtype}")
+        if not np.all(np.isfinite(matrix)):
+            raise ValueError("query descriptor contains NaN or infinite values")
+        if len(matrix) == 0:
+            return []
+        similarities, indices = self._database.search(matrix, self._config.top_k)
+        frame, enu = self._database.frame_and_enu()
+        return [
+            self._estimate(row_similarities, row_indices, frame, enu)
+            for row_similarities, row_indices in zip(similarities, indices, strict=True)
+        ]
+
+    def _estimate(
+        self, similarities: np.ndarray, indices: np.ndarray, frame: LocalENU, enu: np.ndarray
+    ) -> PositionEstimate:
+        config = self._config
+        found = indices >= 0
+        similarities = similarities[found].astype(np.float64)
+        indices = indices[found]
+        if len(indices) == 0:
+            return _empty_estimate()
+
+        weights = _softmax(similarities / config.temperature)
+        east_north = enu[indices, :2]
+        inliers = _consensus(east_north, weights, config.consensus_radius_m)
+
+        inlier_weights = weights[inliers] / weights[inliers].sum()
+        centre = inlier_weights @ east_north[inliers]
+        offsets = east_north[inliers] - centre
+        spread = (inlier_weights[:, np.newaxis] * offsets).T @ offsets
+
+        share = float(weights[inliers].sum())
+        confidence = min(1.0, share * self._margin(similarities, inliers))
+        if similarities[0] < config.min_similarity:
+            status, confidence = FixStatus.NO_MATCH, 0.0
+        elif confidence < config.min_confidence:
+            status = FixStatus.LOW_CONFIDENCE
+        else:
+            status = FixStatus.FIX
+
+        inflation = 1.0 / max(confidence, _MIN_CONFIDENCE_FOR_INFLATION)
+        covariance = np.zeros((3, 3))
+        covariance[:2, :2] = (spread + config.position_sigma_floor_m**2 * np.eye(2)) * inflation
+        covariance[:2, :2] = 0.5 * (covariance[:2, :2] + covariance[:2, :2].T)
+        covariance[2, 2] = config.altitude_sigma_m**2
+
+        altitudes = self._database.alt[indices]
+        alt = _weighted_mean_of_known(altitudes[inliers], inlier_weights)
+        up = _weighted_mean_of_known(enu[indices[inliers], 2], inlier_weights)
+        lat, lon, _ = frame.to_geodetic(float(centre[0]), float(centre[1]), up)  # NaN up: origin altitude
+
+        lats, lons = self._database.lat[indices], self._database.lon[indices]
+        matches = [
+            Match(
+                index=int(indices[i]),
+                similarity=float(similarities[i]),
+                lat=float(lats[i]),
+                lon=float(lons[i]),
+                alt=float(altitudes[i]),
+                east=float(east_north[i, 0]),
+                north=float(east_north[i, 1]),
+                weight=float(weights[i]),
+                inlier=bool(inliers[i]),
+            )
+            for i in range(len(indices))
+        ]
+        return PositionEstimate(
+            lat=float(lat),
+            lon=float(lon),
+            alt=alt,
+            east=float(centre[0]),
+            north=float(centre[1]),
+            covariance_enu=covariance,
+            confidence=float(confidence),
+            status=status,
+            matches=matches,
+        )
+
+    def _margin(self, similarities: np.ndarray, inliers: np.ndarray) -> float:
+        """``1 - exp(-max(0, best inlier - best outlier similarity) / T)``; 1 without outliers."""
+        if inliers.all():
+            return 1.0
+        gap = similarities[inliers].max() - similarities[~inliers].max()
+        return float(-np.expm1(-max(0.0, gap) / self._config.temperature))
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    exponentials = np.exp(logits - logits.max())
+    return exponentials / exponentials.sum()
+
+
+def _consensus(east_north: np.ndarray, weights: np.ndarray, radius_m: float) -> np.ndarray:
+    """Inlier mask: the matches within ``radius_m`` of the seed whose neighbours weigh the most."""
+    differences = east_north[:, np.newaxis, :] - east_north[np.newaxis, :, :]
+    neighbours = np.hypot(differences[..., 0], differences[..., 1]) <= radius_m
+    support = neighbours @ weights
+    seed = int(np.argmax(support))
+    return neighbours[seed]
+
+
+def _weighted_mean_of_known(values: np.ndarray, weights: np.ndarray) -> float:
+    """Weighted mean over the finite values (NaN if there is none)."""
+    known = np.isfinite(values)
+    if not known.any():
+        return math.nan
+    return float(weights[known] @ values[known] / weights[known].sum())
+
+
+def _empty_estimate() -> PositionEstimate:
+    """NO_MATCH without any retrieved entry (an approximate index found nothing)."""
+    return PositionEstimate(
+        lat=math.nan,
+        lon=math.nan,
+        alt=math.nan,
+        east=math.nan,
+        north=math.nan,
+        covariance_enu=np.full((3, 3), math.nan),
+        confidence=0.0,
+        status=FixStatus.NO_MATCH,
+        matches=[],
+    )
