@@ -10,7 +10,7 @@ setup(
     name=package_name,
     version="0.1.0",
     packages=find_packages(exclude=["test", "test.*"]),
-    package_data={package_name: ["data/*.json", "data/*/*", "data/*/*/*"]},
+    package_data={package_name: ["data/*.json", "data/*/*", "data/*/*/*", "data/*/*/*/*", "data/*/*/*/*/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
         (f"share/{package_name}", ["package.xml"]),

@@ -1,0 +1,109 @@
+"""``semloc build-db SOURCE --out DB.semdb --method M``: a geotagged descriptor database from one source.
+
+SOURCE is anything :func:`semloc_ros.datasets.load_drive` reads: ``semloc-sim:ROOT:DRIVE``, a semloc-sim drive
+folder, a folder with a ``filename,lat,lon`` CSV, a folder of VPR ``@utm@`` images or a ROS 2 bag
+(``--image-topic`` / ``--gps-topic``). Frames with bad GPS are skipped and reported. ``--append`` adds the
+frames to an existing database made with the same model (checked by model id) instead of writing a new one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from semloc_ros.datasets import DatasetError, load_drive
+from semloc_ros.pipeline import METHODS
+
+DEFAULT_THREADS = 4
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="semloc build-db",
+        description="Build (or extend) a geotagged descriptor database from a drive, image folder or rosbag.",
+    )
+    parser.add_argument("source", help="semloc-sim:ROOT:DRIVE, a drive/image folder, or a ROS 2 bag")
+    parser.add_argument("--out", required=True, type=Path, help="database file to write (e.g. map.semdb)")
+    parser.add_argument("--method", default="semantic", choices=METHODS, help="descriptor method")
+    parser.add_argument("--append", action="store_true", help="add to the existing --out database")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch CPU threads")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per network batch")
+    parser.add_argument("--image-topic", default=None, help="bag image topic (Image or CompressedImage)")
+    parser.add_argument("--gps-topic", default=None, help="bag NavSatFix topic")
+    parser.add_argument(
+        "--max-gap-s",
+        type=float,
+        default=1.0,
+        help="bag: largest time from an image to each bracketing GPS fix",
+    )
+    parser.add_argument(
+        "--untrained-ok",
+        action="store_true",
+        help="use randomly initialised networks when trained weights are missing (smoke tests)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from semloc_ros.database import DatabaseError, GeoDatabase
+    from semloc_ros.evaluation import build_database
+    from semloc_ros.models import set_torch_threads
+    from semloc_ros.pipeline import Pipeline
+
+    if args.threads < 1 or args.batch_size < 1:
+        print("semloc build-db: --threads and --batch-size must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        drive = load_drive(args.source, args.image_topic, args.gps_topic, max_gap_s=args.max_gap_s)
+    except (DatasetError, OSError) as error:
+        print(f"semloc build-db: {error}", file=sys.stderr)
+        return 2
+    valid = drive.drop_invalid_gps()
+    skipped = {k: v for k, v in valid.skipped.items() if v}
+    print(
+        f"source {drive.source}: {len(drive)} frames with a position, {len(valid)} with valid GPS"
+        + (f"; skipped {skipped}" if skipped else "")
+    )
+    if not len(valid):
+        print("semloc build-db: no frame with valid GPS, nothing to add", file=sys.stderr)
+        return 1
+
+    set_torch_threads(args.threads)
+    pipeline = Pipeline.from_method(args.method, device=args.device, untrained_ok=args.untrained_ok)
+    database = None
+    if args.append and args.out.exists():
+        try:
+            database = GeoDatabase.load(args.out, expected_model_id=pipeline.model_id)
+        except DatabaseError as error:
+            print(f"semloc build-db: cannot append: {error}", file=sys.stderr)
+            return 1
+        if database.dimension != pipeline.dimension:
+            print(
+                f"semloc build-db: cannot append: database dimension {database.dimension} != {pipeline.dimension}",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"appending to {args.out} ({len(database)} entries, model {database.model_id})")
+    elif args.out.exists():
+        print(f"overwriting {args.out} (use --append to extend it)")
+
+    start = time.perf_counter()
+    before = len(database) if database is not None else 0
+    database = build_database(pipeline, valid, batch_size=args.batch_size, progress=not args.quiet, database=database)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    database.save(args.out)
+    elapsed = time.perf_counter() - start
+    print(
+        f"wrote {args.out}: {len(database)} entries (+{len(database) - before}), method {args.method}, "
+        f"model {pipeline.model_id}, {elapsed:.1f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,317 @@
+"""semloc_ros.evaluation metrics against hand-computed cases; evaluate_method with a stand-in pipeline."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import faiss
+import numpy as np
+import pytest
+import torch
+
+from semloc_ros.commands.evaluate import _jsonable, format_table
+from semloc_ros.database import GeoDatabase, PlaceRecord
+from semloc_ros.datasets import Drive, Frame
+from semloc_ros.evaluation import (
+    evaluate_method,
+    evaluate_query_descriptors,
+    method_label,
+    position_error_stats,
+    positives_within,
+    recall_at_n,
+    recall_report,
+    top1_recall_at_distances,
+)
+from semloc_ros.geodesy import LocalENU, geodesic_distance_m
+
+torch.set_num_threads(1)
+faiss.omp_set_num_threads(1)
+
+ORIGIN = LocalENU(51.752, -1.2577, 60.0)
+
+
+def geo(east_north: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """Lat/lon of points given in metres east/north of ORIGIN."""
+    en = np.asarray(east_north, dtype=float)
+    lat, lon, _ = ORIGIN.to_geodetic(en[:, 0], en[:, 1])
+    return np.asarray(lat), np.asarray(lon)
+
+
+# ------------------------------------------------------------------------------------------------- recall
+
+
+RETRIEVED = np.array(
+    [
+        [3, 1, 2, 0, 4],  # positive 3 at rank 1
+        [0, 2, 4, 1, 3],  # positive 1 at rank 4
+        [2, 0, 1, 3, 4],  # no positive at all
+        [4, 3, 2, 1, 0],  # positives {0, 2}: first hit at rank 3
+    ]
+)
+POSITIVES = [np.array([3]), np.array([1]), np.array([], dtype=np.int64), np.array([0, 2])]
+
+
+def test_recall_at_n_hand_computed() -> None:
+    assert recall_at_n(RETRIEVED, POSITIVES, ns=(1, 3, 5)) == {1: 25.0, 3: 50.0, 5: 75.0}
+    # ns are sorted, so the cumulative "correct from the first hit on" logic holds for any order given
+    assert recall_at_n(RETRIEVED, POSITIVES, ns=(5, 1)) == {1: 25.0, 5: 75.0}
+
+
+def test_recall_report_counts_queries_without_positive() -> None:
+    report = recall_report(RETRIEVED, POSITIVES, ns=(1, 3, 5))
+    assert report["n_queries"] == 4
+    assert report["n_queries_without_positive"] == 1
+    assert report["recall_at_n_all_queries"] == {1: 25.0, 3: 50.0, 5: 75.0}
+    with_positive = report["recall_at_n_queries_with_positive"]
+    assert with_positive[1] == pytest.approx(100 / 3)
+    assert with_positive[3] == pytest.approx(200 / 3)
+    assert with_positive[5] == pytest.approx(100.0)
+
+
+def test_recall_ignores_missing_results_and_checks_lengths() -> None:
+    retrieved = np.array([[-1, -1], [5, -1]])
+    assert recall_at_n(retrieved, [np.array([0]), np.array([5])], ns=(1, 2)) == {1: 50.0, 2: 50.0}
+    with pytest.raises(ValueError):
+        recall_at_n(retrieved, [np.array([0])], ns=(1,))
+
+
+def test_top1_recall_at_distances() -> None:
+    errors = np.array([1.0, 7.0, 12.0, np.nan])
+    assert top1_recall_at_distances(errors, (5, 10, 15)) == {5: 25.0, 10: 50.0, 15: 75.0}
+
+
+def test_position_error_stats() -> None:
+    stats = position_error_stats(np.array([1.0, 3.0, 4.0, 20.0, np.nan]))
+    assert stats["n"] == 5 and stats["n_no_estimate"] == 1
+    assert stats["median"] == pytest.approx(3.5)
+    assert stats["mean"] == pytest.approx(7.0)
+    assert stats["p95"] == pytest.approx(4.0 + 0.85 * 16.0)  # linear interpolation between 4 and 20
+    assert stats["within_2m"] == pytest.approx(20.0)
+    assert stats["within_5m"] == pytest.approx(60.0)
+    assert stats["within_10m"] == pytest.approx(60.0)
+    empty = position_error_stats(np.array([np.nan]))
+    assert math.isnan(empty["median"]) and empty["within_10m"] == 0.0
+
+
+# ------------------------------------------------------------------------------------------------- positives
+
+
+def test_positives_within_hand_computed() -> None:
+    db_lat, db_lon = geo([(0, 0), (10, 0), (20, 0), (30, 0), (100, 0)])
+    q_lat, q_lon = geo([(5, 0), (26, 3), (60, 0), (109.99, 0), (110.01, 0)])
+    positives = positives_within(q_lat, q_lon, db_lat, db_lon, threshold_m=10.0)
+    assert [p.tolist() for p in positives] == [[0, 1], [3, 2], [], [4], []]  # sorted by distance
+
+
+def test_positives_within_matches_brute_force_geodesic() -> None:
+    rng = np.random.default_rng(0)
+    db_lat, db_lon = geo(rng.uniform(-2000, 2000, size=(400, 2)).tolist())
+    q_lat, q_lon = geo(rng.uniform(-2000, 2000, size=(60, 2)).tolist())
+    threshold = 150.0
+    positives = positives_within(q_lat, q_lon, db_lat, db_lon, threshold)
+    for q in range(len(q_lat)):
+        distances = geodesic_distance_m(q_lat[q], q_lon[q], db_lat, db_lon)
+        expected = set(np.flatnonzero(distances <= threshold).tolist())
+        # ENU and ellipsoidal geodesic differ by far less than 5 cm at 2 km: ignore pairs that near the bound
+        ambiguous = set(np.flatnonzero(np.abs(distances - threshold) < 0.05).tolist())
+        assert set(positives[q].tolist()) ^ expected <= ambiguous
+    assert sum(len(p) for p in positives) > 0
+
+
+# ------------------------------------------------------------------------------------------------- full runs
+
+
+def one_hot(indices: list[int], dimension: int = 8) -> np.ndarray:
+    out = np.full((len(indices), dimension), 0.01, dtype=np.float32)
+    out[np.arange(len(indices)), indices] = 1.0
+    return out
+
+
+def test_evaluate_query_descriptors() -> None:
+    db_lat, db_lon = geo([(i * 10.0, 0.0) for i in range(8)])
+    database = GeoDatabase(8, "test-model")
+    database.add(
+        one_hot(list(range(8))),
+        [PlaceRecord(float(a), float(o)) for a, o in zip(db_lat, db_lon, strict=True)],
+    )
+    # q0 at place 2 retrieves 2 (0 m); q1 at 35 m retrieves 6 (25 m away); q2 is 500 m away from everything
+    q_lat, q_lon = geo([(20.0, 0.0), (35.0, 0.0), (500.0, 0.0)])
+    frames = [Frame(f"q{i}", i, float(a), float(o)) for i, (a, o) in enumerate(zip(q_lat, q_lon, strict=True))]
+    drive = Drive("queries", frames, condition="night")
+    result = evaluate_query_descriptors(database, drive, one_hot([2, 6, 0]), threshold_m=10.0, ns=(1, 5))
+    assert result["n_queries"] == 3 and result["n_queries_without_positive"] == 1
+    assert result["recall_at_n_all_queries"]["1"] == pytest.approx(100 / 3)
+    assert result["recall_at_n_queries_with_positive"]["1"] == pytest.approx(50.0)
+    assert result["per_query"]["has_positive"] == [True, True, False]
+    assert result["per_query"]["top1_index"] == [2, 6, 0]
+    top1 = result["per_query"]["top1_error_m"]
+    assert top1[0] == pytest.approx(0.0, abs=0.01) and top1[1] == pytest.approx(25.0, abs=0.05)
+    assert sum(result["status_counts"].values()) == 3
+    assert json.loads(json.dumps(_jsonable(result), allow_nan=False))["condition"] == "night"
+
+
+class LabelSumPipeline:
+    """Stand-in pipeline: the descriptor is the one-hot of the mean label id (oracle) or of rgb[0, 0, 0]."""
+
+    model_id = "label-sum-test"
+    dimension = 8
+
+    def __init__(self) -> None:
+        self.calls: list[bool] = []
+
+    def describe_frames(self, rgbs, labels=None, batch_size=16, progress=False) -> np.ndarray:
+        self.calls.append(labels is not None)
+        if labels is not None:
+            ids = [int(np.mean(label)) % 8 for label in labels]
+        else:
+            ids = [int(rgb[0, 0, 0]) % 8 for rgb in rgbs]
+        return one_hot(ids)
+
+
+def make_drive(name: str, places: list[int], rgb_value: int, condition: str) -> Drive:
+    """Frames at place p (p * 10 m east) whose ground-truth labels are filled with p; RGB is uninformative."""
+    lat, lon = geo([(p * 10.0, 0.0) for p in places])
+    frames = [
+        Frame(
+            f"{name}/{i}",
+            i,
+            float(lat[i]),
+            float(lon[i]),
+            rgb=np.full((4, 4, 3), rgb_value, np.uint8),
+            labels=np.full((4, 4), p, np.uint8),
+        )
+        for i, p in enumerate(places)
+    ]
+    return Drive(name, frames, condition=condition)
+
+
+def test_evaluate_method_oracle_uses_ground_truth_labels_and_says_so() -> None:
+    database_drive = make_drive("db", list(range(8)), rgb_value=0, condition="day")
+    query_drive = make_drive("q", [1, 4, 6], rgb_value=3, condition="night")
+    pipeline = LabelSumPipeline()
+
+    oracle = evaluate_method(
+        pipeline, database_drive, [query_drive], method="semantic", oracle=True, threshold_m=2.0, ns=(1,)
+    )
+    assert all(pipeline.calls) and len(pipeline.calls) == 2  # database and queries from labels
+    result = oracle["q"]
+    assert result["method"] == "semantic-oracle" and result["oracle"] is True
+    assert result["recall_at_n_all_queries"]["1"] == 100.0
+
+    pipeline.calls.clear()
+    plain = evaluate_method(pipeline, database_drive, [query_drive], method="semantic", threshold_m=2.0, ns=(1,))
+    assert not any(pipeline.calls)
+    assert plain["q"]["method"] == "semantic" and plain["q"]["oracle"] is False
+    assert plain["q"]["recall_at_n_all_queries"]["1"] == 0.0  # all RGB descriptors point at place 3
+    table = format_table([result, plain["q"]])
+    assert "semantic-oracle" in table and "night" in table
+    assert method_label("rgb", False) == "rgb"
+
+
+def test_evaluate_method_drops_queries_with_invalid_gps() -> None:
+    database_drive = make_drive("db", list(range(8)), rgb_value=0, condition="day")
+    query_drive = make_drive("q", [1, 4, 6], rgb_value=3, condition="night")
+    query_drive.frames[1].lat = math.nan
+    results = evaluate_method(
+        LabelSumPipeline(),
+        database_drive,
+        [query_drive],
+        method="semantic",
+        oracle=True,
+        threshold_m=2.0,
+        ns=(1,),
+    )
+    assert results["q"]["n_queries"] == 2
+    assert results["q"]["skipped_frames"] == {"invalid_gps": 1}
+
+
+def test_plots_write_pngs(tmp_path) -> None:
+    from semloc_ros.plots import plot_recall_at_n, plot_route_map, plot_top1_recall_at_distances
+
+    database_drive = make_drive("db", list(range(8)), rgb_value=0, condition="day")
+    query_drive = make_drive("q", [1, 4, 6], rgb_value=3, condition="night")
+    results = list(
+        evaluate_method(
+            LabelSumPipeline(),
+            database_drive,
+            [query_drive],
+            method="semantic",
+            oracle=True,
+            threshold_m=2.0,
+            ns=(1, 5),
+        ).values()
+    )
+    paths = [
+        plot_top1_recall_at_distances(results, tmp_path / "top1.png"),
+        plot_recall_at_n(results, tmp_path / "recall.png"),
+        plot_route_map(results[0], database_drive.lat, database_drive.lon, tmp_path / "route.png"),
+    ]
+    for path in paths:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ------------------------------------------------------------------------------------------------- commands
+
+
+def write_tiny_dataset(root) -> None:
+    """A semloc-sim layout: 6 database frames 10 m apart and 3 night queries on them, 48x64 images."""
+    import csv
+
+    import cv2
+
+    rng = np.random.default_rng(0)
+    for name, places, condition in (("db", range(6), "day"), ("q", (1, 3, 5), "night")):
+        drive = root / "drives" / name
+        (drive / "rgb").mkdir(parents=True)
+        (drive / "label").mkdir()
+        (drive / "drive.json").write_text(json.dumps({"condition": condition}))
+        lat, lon = geo([(p * 10.0, 0.0) for p in places])
+        with open(drive / "poses.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["frame", "stamp_ns", "lat", "lon", "alt_m", "heading_rad"])
+            for i, p in enumerate(places):
+                writer.writerow([i, i, lat[i], lon[i], 60.0, 0.0])
+                labels = np.zeros((48, 64), np.uint8)
+                labels[: 8 * (p + 1)] = 12  # sky share encodes the place
+                labels[8 * (p + 1) :] = 10
+                cv2.imwrite(str(drive / "label" / f"{i:06d}.png"), labels)
+                cv2.imwrite(str(drive / "rgb" / f"{i:06d}.jpg"), rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    (root / "splits.json").write_text(json.dumps({"database": "db", "queries": ["q"]}))
+
+
+def test_build_db_and_evaluate_commands(tmp_path, capsys) -> None:
+    from semloc_ros.commands import build_db, evaluate
+
+    write_tiny_dataset(tmp_path / "data")
+    out = tmp_path / "db.semdb"
+    common = ["--threads", "1", "--untrained-ok", "--quiet"]
+    source = f"semloc-sim:{tmp_path / 'data'}:db"
+    with pytest.warns(UserWarning, match="UNTRAINED"):
+        assert build_db.main([source, "--out", str(out), "--method", "label-histogram", *common]) == 0
+        assert build_db.main([source, "--out", str(out), "--method", "label-histogram", "--append", *common]) == 0
+        assert build_db.main([source, "--out", str(out), "--method", "rgb", "--append", *common]) == 1
+    assert len(GeoDatabase.load(out)) == 12
+    assert "does not match" in capsys.readouterr().err
+
+    args = [
+        "--dataset",
+        str(tmp_path / "data"),
+        "--methods",
+        "label-histogram",
+        "--oracle",
+        "--out",
+        str(tmp_path / "ev"),
+    ]
+    with pytest.warns(UserWarning, match="UNTRAINED"):
+        assert evaluate.main([*args, "--threshold-m", "4", *common]) == 0
+    table = capsys.readouterr().out
+    assert "label-histogram-oracle" in table
+    results = json.loads((tmp_path / "ev" / "results.json").read_text())["results"]
+    assert [r["method"] for r in results] == ["label-histogram", "label-histogram-oracle"]
+    assert results[1]["recall_at_n_all_queries"]["1"] == 100.0  # ground-truth labels encode the place
+    assert (tmp_path / "ev" / "top1_recall_at_distance.png").is_file()
+    assert len(list((tmp_path / "ev" / "cache").glob("*.semdb"))) == 2
+    with pytest.warns(UserWarning, match="UNTRAINED"):
+        assert evaluate.main([*args, "--threshold-m", "4", "--no-plots", *common]) == 0
+    assert capsys.readouterr().out.count("database from cache") == 2
