@@ -1,0 +1,1 @@
+"""Sub-commands of the ``semloc`` command line: each module has ``build_parser()`` and ``main(argv)``."""

@@ -1,0 +1,90 @@
+"""descriptor_node: label image (or RGB image, for RGB descriptors) -> semloc_msgs/Descriptor."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from semloc_msgs.msg import Descriptor
+from sensor_msgs.msg import Image
+
+from semloc_ros.image_codec import ImageEncodingError, to_rgb8
+from semloc_ros.model_loading import load_descriptor
+from semloc_ros.models import set_torch_threads
+from semloc_ros.node_common import (
+    ParameterSpec,
+    StageDiagnostics,
+    ValidatedParameters,
+    in_range,
+    one_of,
+    positive,
+    run_node,
+)
+from semloc_ros.ros_conversions import imgmsg_to_array
+from semloc_ros.stage_stats import StageStats
+
+PARAMETERS = (
+    ParameterSpec("model", "default",
+                  "descriptor: 'default' (shipped), 'untrained:<arch>' or a weights file", read_only=True),
+    ParameterSpec("kind", "semantic", "which shipped model 'default' means", one_of("semantic", "rgb"),
+                  read_only=True),
+    ParameterSpec("device", "auto", "torch device: auto (cuda if present), cpu, cuda, cuda:N", read_only=True),
+    ParameterSpec("threads", 1, "torch intra-op threads (see docs/benchmarks.md)", positive, read_only=True),
+    ParameterSpec("queue_depth", 2, "input subscription depth", in_range(1, 10), read_only=True),
+)
+
+
+class DescriptorNode(Node):
+    """Embeds each label image (semloc/labels) into a global descriptor (semloc/descriptor).
+
+    An RGB descriptor model (input kind 'rgb') subscribes to the camera (image_raw) instead.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("descriptor_node")
+        self.params = ValidatedParameters(self, PARAMETERS)
+        set_torch_threads(self.params.get("threads"))
+        self.extractor = load_descriptor(self.params.get("model"), self.params.get("device"),
+                                         self.params.get("kind"))
+        self.stats = StageStats()
+        self.diagnostics = StageDiagnostics(self, self.stats)
+        self.publisher = self.create_publisher(Descriptor, "semloc/descriptor", QoSProfile(depth=10))
+        input_qos = QoSProfile(depth=self.params.get("queue_depth"), reliability=ReliabilityPolicy.BEST_EFFORT)
+        topic = "semloc/labels" if self.extractor.input_kind == "labels" else "image_raw"
+        self.create_subscription(Image, topic, self.on_image, input_qos)
+        self.get_logger().info(f"descriptor {self.extractor.model_id} (dimension {self.extractor.dimension}) "
+                               f"on {topic}")
+
+    def _input_array(self, message: Image) -> np.ndarray:
+        array = imgmsg_to_array(message)
+        if self.extractor.input_kind == "rgb":
+            return to_rgb8(array, message.encoding)
+        if message.encoding not in ("mono8", "8UC1"):
+            raise ImageEncodingError(f"label images must be mono8 or 8UC1, got '{message.encoding}'")
+        return array
+
+    def on_image(self, message: Image) -> None:
+        self.stats.record_received()
+        start = time.perf_counter()
+        try:
+            descriptor = self.extractor.describe(self._input_array(message))
+        except ImageEncodingError as error:
+            self.stats.record_error("bad_image", str(error))
+            self.get_logger().warning(f"dropped frame: {error}", throttle_duration_sec=2.0)
+            return
+        out = Descriptor(header=message.header, model_id=self.extractor.model_id,
+                         dimension=int(descriptor.shape[0]))
+        out.data = descriptor.astype(np.float32).tolist()
+        self.publisher.publish(out)
+        self.stats.record_processed(time.perf_counter() - start)
+
+
+def main(args: list[str] | None = None) -> None:
+    sys.exit(run_node(DescriptorNode, args))
+
+
+if __name__ == "__main__":
+    main()

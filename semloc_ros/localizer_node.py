@@ -1,0 +1,289 @@
+"""localizer_node: semloc/descriptor -> NavSatFix, GeoPoseWithCovarianceStamped and RViz markers."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from geographic_msgs.msg import GeoPoseWithCovarianceStamped
+from geometry_msgs.msg import Point, PoseStamped, Quaternion
+from nav_msgs.msg import Path as PathMessage
+from rclpy.node import Node
+from rclpy.qos import QoSProfile
+from semloc_msgs.msg import Descriptor
+from sensor_msgs.msg import NavSatFix, NavSatStatus
+from std_msgs.msg import ColorRGBA, Header
+from visualization_msgs.msg import Marker, MarkerArray
+
+from semloc_ros.database import DatabaseError, DescriptorMismatchError, GeoDatabase
+from semloc_ros.geodesy import UTMProjection
+from semloc_ros.localizer import FixStatus, Localizer, LocalizerConfig, PositionEstimate
+from semloc_ros.node_common import (
+    ParameterSpec,
+    StageDiagnostics,
+    ValidatedParameters,
+    in_range,
+    non_negative,
+    one_of,
+    positive,
+    run_node,
+)
+from semloc_ros.stage_stats import StageStats
+
+
+def localizer_check(name: str):
+    """Check of a LocalizerConfig field: the core's own validation, so the node cannot drift from it."""
+
+    def check(value: Any) -> str | None:
+        try:
+            LocalizerConfig(**{name: value}).validate()
+        except ValueError as error:
+            return str(error).removeprefix(f"{name} ")
+        return None
+
+    return check
+
+
+CONFIG_PARAMETERS = {
+    "top_k": "retrieved database places per query",
+    "consensus_radius_m": "matches within this radius of the best cluster agree",
+    "temperature": "softmax temperature turning similarities into weights",
+    "min_confidence": "below this confidence the fix status is NO_FIX",
+    "min_similarity": "best similarity below this means 'not in the database' (NO_FIX, no position)",
+    "position_sigma_floor_m": "smallest 1-sigma position uncertainty reported",
+    "altitude_sigma_m": "1-sigma altitude uncertainty reported",
+}
+_DEFAULT_CONFIG = LocalizerConfig()
+
+PARAMETERS = (
+    ParameterSpec("database_path", "", "GeoDatabase file (semloc build-db); reloaded when changed"),
+    ParameterSpec("database_retry_period_s", 2.0, "retry period while the database file is missing or bad",
+                  positive, read_only=True),
+    *(ParameterSpec(name, getattr(_DEFAULT_CONFIG, name), description, localizer_check(name))
+      for name, description in CONFIG_PARAMETERS.items()),
+    ParameterSpec("fix_frame_id", "", "frame_id of the outputs; empty = the camera frame of the source image"),
+    ParameterSpec("map_frame", "map", "frame_id of the markers and the path of fixes"),
+    ParameterSpec("map_coordinates", "enu",
+                  "marker/path coordinates: enu (database-centred ENU, origin logged at load) or utm (zone of "
+                  "the database)", one_of("enu", "utm")),
+    ParameterSpec("path_length", 1000, "fixes kept in the published path (semloc/path)", in_range(0, 100000)),
+    ParameterSpec("marker_scale_m", 2.0, "diameter of a retrieved-place marker", positive),
+    ParameterSpec("publish_markers", True, "publish the MarkerArray of retrieved places"),
+    ParameterSpec("unknown_heading_variance", 1e6, "orientation variance published when heading is unknown",
+                  non_negative),
+)
+
+GREEN = ColorRGBA(r=0.1, g=0.8, b=0.2, a=1.0)
+RED = ColorRGBA(r=0.9, g=0.2, b=0.1, a=0.8)
+BLUE = ColorRGBA(r=0.1, g=0.4, b=1.0, a=0.35)
+
+
+def covariance_ellipse(covariance_en: np.ndarray, n_sigma: float = 2.0) -> tuple[float, float, float]:
+    """(major, minor) full axis lengths in metres of the n-sigma ellipse and the major axis yaw."""
+    values, vectors = np.linalg.eigh(covariance_en)
+    values = np.clip(values, 0.0, None)
+    major = vectors[:, 1]
+    return (2 * n_sigma * math.sqrt(values[1]), 2 * n_sigma * math.sqrt(values[0]),
+            math.atan2(major[1], major[0]))
+
+
+def yaw_quaternion(yaw: float) -> Quaternion:
+    return Quaternion(z=math.sin(yaw / 2.0), w=math.cos(yaw / 2.0))
+
+
+class LocalizerNode(Node):
+    """Matches descriptors against the geotagged database and publishes the position estimate."""
+
+    def __init__(self) -> None:
+        super().__init__("localizer_node")
+        self.params = ValidatedParameters(self, PARAMETERS, on_change=self.on_parameters_changed)
+        self.stats = StageStats()
+        self.diagnostics = StageDiagnostics(self, self.stats)
+        self.config = self._current_config()
+        self.database: GeoDatabase | None = None
+        self.localizer: Localizer | None = None
+        self._loaded_path = ""
+
+        qos = QoSProfile(depth=10)
+        self.fix_publisher = self.create_publisher(NavSatFix, "semloc/fix", qos)
+        self.geopose_publisher = self.create_publisher(GeoPoseWithCovarianceStamped, "semloc/geopose", qos)
+        self.marker_publisher = self.create_publisher(MarkerArray, "semloc/places", qos)
+        self.path_publisher = self.create_publisher(PathMessage, "semloc/path", qos)
+        self.path = PathMessage()
+        self._path_poses: deque[PoseStamped] = deque(maxlen=max(1, self.params.get("path_length")))
+        self._utm: UTMProjection | None = None
+        self.create_subscription(Descriptor, "semloc/descriptor", self.on_descriptor, QoSProfile(depth=10))
+
+        self._try_load_database()
+        self._retry_timer = self.create_timer(self.params.get("database_retry_period_s"),
+                                              self._try_load_database)
+
+    # --- database and configuration -------------------------------------------------------------
+    def _current_config(self) -> LocalizerConfig:
+        return LocalizerConfig(**{name: self.params.get(name) for name in CONFIG_PARAMETERS}).validate()
+
+    def _try_load_database(self) -> None:
+        path = self.params.get("database_path")
+        if self.database is not None and path == self._loaded_path:
+            return
+        if not path:
+            self.diagnostics.fatal = "no database_path set"
+            self.get_logger().warning("no database_path set; waiting", throttle_duration_sec=30.0)
+            return
+        try:
+            database = GeoDatabase.load(Path(path).expanduser())
+        except (OSError, DatabaseError) as error:
+            message = f"database {path} not loaded ({error}); retrying"
+            if self.database is not None:
+                message += f"; still using {self._loaded_path}"
+            else:
+                self.diagnostics.fatal = message
+            self.get_logger().warning(message, throttle_duration_sec=10.0)
+            return
+        self.database, self.localizer, self._loaded_path = database, Localizer(database, self.config), path
+        self._utm = UTMProjection.from_points(database.lat, database.lon)
+        self._path_poses.clear()
+        self.diagnostics.fatal = ""
+        origin = database.frame
+        self.get_logger().info(
+            f"database {path}: {len(database)} places, model {database.model_id}, dimension "
+            f"{database.dimension}; '{self.params.get('map_frame')}' frame origin at lat {origin.lat0:.7f} "
+            f"lon {origin.lon0:.7f}")
+
+    def on_parameters_changed(self, changed: dict[str, Any]) -> None:
+        if any(name in CONFIG_PARAMETERS for name in changed):
+            self.config = self._current_config()
+            if self.database is not None:
+                self.localizer = Localizer(self.database, self.config)
+            self.get_logger().info(f"localizer configuration updated: {self.config}")
+        if "database_path" in changed:
+            self._try_load_database()
+        if "path_length" in changed:
+            self._path_poses = deque(self._path_poses, maxlen=max(1, changed["path_length"]))
+        if "map_coordinates" in changed:
+            self._path_poses.clear()
+
+    # --- per descriptor -----------------------------------------------------------------------------
+    def on_descriptor(self, message: Descriptor) -> None:
+        self.stats.record_received()
+        if self.localizer is None:
+            self.stats.record_error("no_database", "descriptor received before a database was loaded")
+            return
+        start = time.perf_counter()
+        descriptor = np.asarray(message.data, dtype=np.float32)
+        if descriptor.shape[0] != message.dimension:
+            self._reject("bad_descriptor", f"dimension field {message.dimension} != {descriptor.shape[0]} values")
+            return
+        try:
+            estimate = self.localizer.localize(descriptor, model_id=message.model_id)
+        except DescriptorMismatchError as error:
+            self._reject("model_mismatch", str(error))
+            return
+        except ValueError as error:
+            self._reject("bad_descriptor", str(error))
+            return
+        header = Header(stamp=message.header.stamp,
+                        frame_id=self.params.get("fix_frame_id") or message.header.frame_id)
+        self.fix_publisher.publish(self.navsatfix(estimate, header))
+        self.geopose_publisher.publish(self.geopose(estimate, header))
+        if self.params.get("publish_markers"):
+            self.marker_publisher.publish(self.markers(estimate, message.header.stamp))
+        if estimate.status is FixStatus.FIX and self.params.get("path_length") > 0:
+            self.path_publisher.publish(self.extend_path(estimate, message.header.stamp))
+        self.stats.record_processed(time.perf_counter() - start)
+
+    def _reject(self, kind: str, text: str) -> None:
+        self.stats.record_error(kind, text)
+        self.get_logger().warning(f"descriptor rejected ({kind}): {text}", throttle_duration_sec=2.0)
+
+    # --- message construction ---------------------------------------------------------------------
+    @staticmethod
+    def navsatfix(estimate: PositionEstimate, header: Header) -> NavSatFix:
+        """NavSatFix with the ENU position covariance (m^2) of the estimate.
+
+        The covariance is derived from the spread and weights of the agreeing matches, not measured
+        per fix, hence COVARIANCE_TYPE_APPROXIMATED; anything but a confident fix is STATUS_NO_FIX.
+        """
+        fix = NavSatFix(header=header)
+        fix.status.status = (NavSatStatus.STATUS_FIX if estimate.status is FixStatus.FIX
+                             else NavSatStatus.STATUS_NO_FIX)
+        fix.status.service = 0  # not a GNSS receiver: no satellite system was used
+        known = estimate.status is not FixStatus.NO_MATCH
+        fix.latitude = estimate.lat if known else math.nan
+        fix.longitude = estimate.lon if known else math.nan
+        fix.altitude = estimate.alt if known else math.nan
+        fix.position_covariance = [float(v) for v in np.asarray(estimate.covariance_enu).reshape(9)]
+        fix.position_covariance_type = (NavSatFix.COVARIANCE_TYPE_APPROXIMATED if known
+                                        else NavSatFix.COVARIANCE_TYPE_UNKNOWN)
+        return fix
+
+    def geopose(self, estimate: PositionEstimate, header: Header) -> GeoPoseWithCovarianceStamped:
+        """GeoPose with covariance ordered (lat=north, lon=east, alt, rotE, rotN, rotU) in m^2 and rad^2."""
+        message = GeoPoseWithCovarianceStamped(header=header)
+        pose = message.pose.pose
+        pose.position.latitude, pose.position.longitude = estimate.lat, estimate.lon
+        pose.position.altitude = estimate.alt
+        pose.orientation = Quaternion(w=1.0)
+        enu = np.asarray(estimate.covariance_enu)
+        covariance = np.zeros((6, 6))
+        order = [1, 0, 2]  # north, east, up
+        covariance[:3, :3] = enu[np.ix_(order, order)]
+        covariance[3:, 3:] = np.eye(3) * self.params.get("unknown_heading_variance")
+        message.pose.covariance = [float(v) for v in covariance.reshape(36)]
+        return message
+
+    def map_xy(self, lat: float, lon: float, east: float, north: float) -> tuple[float, float]:
+        """Marker coordinates of a place: database ENU (east, north) or UTM (easting, northing)."""
+        if self.params.get("map_coordinates") == "utm" and self._utm is not None:
+            easting, northing = self._utm.forward(lat, lon)
+            return float(easting), float(northing)
+        return float(east), float(north)
+
+    def extend_path(self, estimate: PositionEstimate, stamp) -> PathMessage:
+        """The path of the last ``path_length`` confident fixes, in the map frame."""
+        pose = PoseStamped(header=Header(stamp=stamp, frame_id=self.params.get("map_frame")))
+        x, y = self.map_xy(estimate.lat, estimate.lon, estimate.east, estimate.north)
+        pose.pose.position = Point(x=x, y=y, z=0.0)
+        pose.pose.orientation.w = 1.0
+        self._path_poses.append(pose)
+        return PathMessage(header=pose.header, poses=list(self._path_poses))
+
+    def markers(self, estimate: PositionEstimate, stamp) -> MarkerArray:
+        """Retrieved places (green: agreeing, red: outliers) and the 2-sigma ellipse of the estimate."""
+        frame = self.params.get("map_frame")
+        scale = self.params.get("marker_scale_m")
+        markers = [Marker(action=Marker.DELETEALL)]
+        for rank, match in enumerate(estimate.matches):
+            marker = Marker(header=Header(stamp=stamp, frame_id=frame), ns="retrieved", id=rank,
+                            type=Marker.SPHERE, action=Marker.ADD)
+            x, y = self.map_xy(match.lat, match.lon, match.east, match.north)
+            marker.pose.position = Point(x=x, y=y, z=0.0)
+            marker.pose.orientation.w = 1.0
+            size = scale * (0.5 + match.weight)
+            marker.scale.x = marker.scale.y = marker.scale.z = float(size)
+            marker.color = GREEN if match.inlier else RED
+            markers.append(marker)
+        if estimate.status is not FixStatus.NO_MATCH:
+            ellipse = Marker(header=Header(stamp=stamp, frame_id=frame), ns="estimate", id=0,
+                             type=Marker.CYLINDER, action=Marker.ADD)
+            major, minor, yaw = covariance_ellipse(np.asarray(estimate.covariance_enu)[:2, :2])
+            x, y = self.map_xy(estimate.lat, estimate.lon, estimate.east, estimate.north)
+            ellipse.pose.position = Point(x=x, y=y, z=0.0)
+            ellipse.pose.orientation = yaw_quaternion(yaw)
+            ellipse.scale.x, ellipse.scale.y, ellipse.scale.z = major, minor, 0.2
+            ellipse.color = BLUE
+            markers.append(ellipse)
+        return MarkerArray(markers=markers)
+
+
+def main(args: list[str] | None = None) -> None:
+    sys.exit(run_node(LocalizerNode, args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""Model selection strings shared by nodes and the command line (ROS-free).
+
+A model is named by one string:
+- ``default``: the weights shipped with the package (``semloc_ros/data/models``);
+- ``untrained:<arch>``: a randomly initialised network with a fixed seed (tests, smoke runs);
+- anything else: a path to a weights file (semloc checkpoint, TorchScript, ONNX, torchvision state dict).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from semloc_ros.labels import load_mapping
+from semloc_ros.models import DescriptorExtractor, Segmenter
+
+UNTRAINED_PREFIX = "untrained:"
+
+
+def load_segmenter(spec: str, device: str = "auto", arch: str = "",
+                   label_mapping: str = "identity") -> Segmenter:
+    """The segmenter named by ``spec`` (see module docstring)."""
+    if spec == "default":
+        return Segmenter.default(device=device)
+    if spec.startswith(UNTRAINED_PREFIX):
+        return Segmenter.untrained(arch=spec.removeprefix(UNTRAINED_PREFIX), seed=0, device=device)
+    mapping = None if label_mapping == "identity" else load_mapping(label_mapping)
+    return Segmenter.from_file(Path(spec).expanduser(), device=device, arch=arch or None,
+                               label_mapping=mapping)
+
+
+def load_descriptor(spec: str, device: str = "auto", kind: str = "semantic") -> DescriptorExtractor:
+    """The descriptor extractor named by ``spec``; ``default`` picks the shipped model of ``kind``."""
+    if spec == "default":
+        return DescriptorExtractor.default(kind=kind, device=device)
+    if spec.startswith(UNTRAINED_PREFIX):
+        return DescriptorExtractor.untrained(spec.removeprefix(UNTRAINED_PREFIX), seed=0, device=device)
+    return DescriptorExtractor.from_file(Path(spec).expanduser(), device=device)

@@ -1,0 +1,155 @@
+"""Pieces shared by the semloc nodes: validated parameters and diagnostics publishing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from semloc_ros.stage_stats import StageStats
+
+Check = Callable[[Any], str | None]
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """A node parameter: default value (which fixes its type), meaning, check and mutability."""
+
+    name: str
+    default: Any
+    description: str
+    check: Check | None = None
+    read_only: bool = False
+
+
+def positive(value: float) -> str | None:
+    return None if value > 0 else f"must be > 0, got {value}"
+
+
+def non_negative(value: float) -> str | None:
+    return None if value >= 0 else f"must be >= 0, got {value}"
+
+
+def in_range(low: float, high: float) -> Check:
+    def check(value: float) -> str | None:
+        return None if low <= value <= high else f"must be in [{low}, {high}], got {value}"
+
+    return check
+
+
+def one_of(*choices: str) -> Check:
+    def check(value: str) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}; got '{value}'"
+
+    return check
+
+
+class ValidatedParameters:
+    """Declares parameters with descriptors, validates start-up values and run-time updates.
+
+    Invalid start-up values raise ``ValueError`` (the node refuses to start with a reason); invalid
+    run-time updates are rejected through ``SetParametersResult.reason`` and the old value stays.
+    Accepted updates are applied by ``on_change(name_to_value)``.
+    """
+
+    def __init__(self, node: Node, specs: Iterable[ParameterSpec],
+                 on_change: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self._node = node
+        self._specs = {spec.name: spec for spec in specs}
+        self._on_change = on_change
+        for spec in self._specs.values():
+            node.declare_parameter(spec.name, spec.default, ParameterDescriptor(
+                description=spec.description, read_only=spec.read_only))
+        problems = [reason for name in self._specs
+                    if (reason := self._check(name, self.get(name))) is not None]
+        if problems:
+            raise ValueError(f"{node.get_name()}: invalid parameters: " + "; ".join(problems))
+        node.add_on_set_parameters_callback(self._validate_update)
+        node.add_post_set_parameters_callback(self._apply_update)
+
+    def get(self, name: str) -> Any:
+        return self._node.get_parameter(name).value
+
+    def _check(self, name: str, value: Any) -> str | None:
+        spec = self._specs[name]
+        if spec.check is None:
+            return None
+        reason = spec.check(value)
+        return None if reason is None else f"{name} {reason}"
+
+    def _validate_update(self, parameters: list[Parameter]) -> SetParametersResult:
+        for parameter in parameters:
+            if parameter.name not in self._specs:
+                continue
+            reason = self._check(parameter.name, parameter.value)
+            if reason is not None:
+                self._node.get_logger().warning(f"rejected parameter update: {reason}")
+                return SetParametersResult(successful=False, reason=reason)
+        return SetParametersResult(successful=True)
+
+    def _apply_update(self, parameters: list[Parameter]) -> None:
+        changed = {p.name: p.value for p in parameters if p.name in self._specs}
+        if changed and self._on_change is not None:
+            self._on_change(changed)
+
+
+class StageDiagnostics:
+    """Publishes a stage's ``StageStats`` on /diagnostics once per ``period_s``.
+
+    Level: ERROR while ``fatal`` is set (e.g. no database loaded), WARN when an input was rejected in the
+    last ``warn_window_s`` seconds, OK otherwise.
+    """
+
+    def __init__(self, node: Node, stats: StageStats, period_s: float = 1.0,
+                 warn_window_s: float = 5.0) -> None:
+        self._node = node
+        self.stats = stats
+        self.fatal = ""
+        self._warn_window_s = warn_window_s
+        self._publisher = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._timer = node.create_timer(period_s, self.publish)
+
+    def status(self) -> DiagnosticStatus:
+        status = DiagnosticStatus(name=f"semloc: {self._node.get_name()}",
+                                  hardware_id=self._node.get_fully_qualified_name())
+        if self.fatal:
+            status.level, status.message = DiagnosticStatus.ERROR, self.fatal
+        elif self.stats.seconds_since_error() < self._warn_window_s:
+            status.level, status.message = DiagnosticStatus.WARN, self.stats.last_error
+        else:
+            status.level, status.message = DiagnosticStatus.OK, "running"
+        status.values = [KeyValue(key=k, value=v) for k, v in self.stats.as_key_values().items()]
+        return status
+
+    def publish(self) -> None:
+        message = DiagnosticArray()
+        message.header.stamp = self._node.get_clock().now().to_msg()
+        message.status = [self.status()]
+        self._publisher.publish(message)
+
+
+def run_node(node_class: Callable[[], Node], args: list[str] | None = None) -> int:
+    """Spin one node until Ctrl-C or shutdown; a start-up failure is logged with its reason (exit 1)."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = node_class()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception as error:  # a node that cannot start says why and exits non-zero
+        rclpy.logging.get_logger(getattr(node_class, "__name__", "semloc")).fatal(
+            f"cannot start: {type(error).__name__}: {error}")
+        return 1
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

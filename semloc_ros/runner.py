@@ -1,0 +1,133 @@
+"""Start the three semloc nodes as separate processes from one ROS 2 parameter file (ROS-free).
+
+This is what ``ros2 launch semloc_ros semloc.launch.py`` does on a ROS install, for environments where
+the launch system is not available (e.g. the PyPI ROS 2 wheels).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+NODES = ("segmentation_node", "descriptor_node", "localizer_node")
+DEFAULT_PARAMS_FILE = Path(__file__).resolve().parent.parent / "config" / "semloc.yaml"
+
+
+def ros_environment(domain_id: int | None = None) -> dict[str, str]:
+    """The current environment with DDS discovery kept on this machine and an optional domain id."""
+    env = dict(os.environ)
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    if domain_id is not None:
+        env["ROS_DOMAIN_ID"] = str(domain_id)
+    env.setdefault("AMENT_PREFIX_PATH", sys.prefix)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def default_params_file() -> Path:
+    """config/semloc.yaml of the source tree, else of the installed share directory."""
+    if DEFAULT_PARAMS_FILE.is_file():
+        return DEFAULT_PARAMS_FILE
+    from ament_index_python.packages import get_package_share_directory
+
+    return Path(get_package_share_directory("semloc_ros")) / "config" / "semloc.yaml"
+
+
+class PipelineRunner:
+    """The three nodes as child processes; use as a context manager so they are always stopped.
+
+    ``overrides`` maps node name -> {parameter: value} and is written to a second parameter file that
+    takes precedence over ``params_file``; ``remaps`` are ROS remapping rules applied to every node.
+    """
+
+    def __init__(self, params_file: Path | None = None,
+                 overrides: Mapping[str, Mapping[str, Any]] | None = None,
+                 remaps: Mapping[str, str] | None = None, nodes: tuple[str, ...] = NODES,
+                 domain_id: int | None = None, log_dir: Path | None = None) -> None:
+        self.params_file = Path(params_file) if params_file else default_params_file()
+        self.overrides = {node: dict(values) for node, values in (overrides or {}).items()}
+        self.remaps = dict(remaps or {})
+        self.nodes = nodes
+        self.env = ros_environment(domain_id)
+        self.log_dir = log_dir
+        self.processes: dict[str, subprocess.Popen] = {}
+        self._overlay: Path | None = None
+
+    def command(self, node: str) -> list[str]:
+        command = [sys.executable, "-m", f"semloc_ros.{node}", "--ros-args", "--params-file",
+                   str(self.params_file)]
+        if self._overlay is not None:
+            command += ["--params-file", str(self._overlay)]
+        for source, target in self.remaps.items():
+            command += ["-r", f"{source}:={target}"]
+        return command
+
+    def start(self) -> PipelineRunner:
+        if self.overrides:
+            handle, name = tempfile.mkstemp(prefix="semloc-params-", suffix=".yaml")
+            with os.fdopen(handle, "w") as stream:
+                yaml.safe_dump({node: {"ros__parameters": values} for node, values in self.overrides.items()},
+                               stream)
+            self._overlay = Path(name)
+        for node in self.nodes:
+            output = None
+            if self.log_dir is not None:
+                self.log_dir.mkdir(parents=True, exist_ok=True)
+                output = open(self.log_dir / f"{node}.log", "w")  # noqa: SIM115 (closed in stop())
+            self.processes[node] = subprocess.Popen(self.command(node), env=self.env, stdout=output,
+                                                    stderr=subprocess.STDOUT if output else None)
+        return self
+
+    def exited(self) -> dict[str, int]:
+        """Nodes that have exited, with their exit codes."""
+        return {node: code for node, process in self.processes.items()
+                if (code := process.poll()) is not None}
+
+    def wait(self) -> int:
+        """Block until a node exits (or Ctrl-C); returns the first non-zero exit code, else 0."""
+        try:
+            while not (done := self.exited()):
+                time.sleep(0.2)
+            for node, code in done.items():
+                print(f"[semloc run] {node} exited with code {code}", file=sys.stderr)
+            return next((code for code in done.values() if code), 0)
+        except KeyboardInterrupt:
+            return 0
+
+    def stop(self, timeout_s: float = 10.0) -> dict[str, int]:
+        """SIGINT every node (clean rclpy shutdown), then SIGTERM/SIGKILL stragglers; returns exit codes."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + timeout_s
+        codes = {}
+        for node, process in self.processes.items():
+            try:
+                codes[node] = process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.terminate()
+                try:
+                    codes[node] = process.wait(3.0)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    codes[node] = process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+        if self._overlay is not None:
+            self._overlay.unlink(missing_ok=True)
+        return codes
+
+    def __enter__(self) -> PipelineRunner:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,0 +1,120 @@
+"""segmentation_node: camera image -> semantic label image (mono8, same header) + colour overlay (rgb8)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+
+from semloc_ros.image_codec import ImageEncodingError, to_rgb8
+from semloc_ros.labels import overlay
+from semloc_ros.model_loading import load_segmenter
+from semloc_ros.models import set_torch_threads
+from semloc_ros.node_common import (
+    ParameterSpec,
+    StageDiagnostics,
+    ValidatedParameters,
+    in_range,
+    one_of,
+    positive,
+    run_node,
+)
+from semloc_ros.ros_conversions import array_to_imgmsg, compressed_imgmsg_to_array, imgmsg_to_array
+from semloc_ros.stage_stats import StageStats
+
+PARAMETERS = (
+    ParameterSpec("model", "default", "segmenter: 'default' (shipped), 'untrained:<arch>' or a weights file",
+                  read_only=True),
+    ParameterSpec("model_arch", "", "architecture of a plain torchvision state-dict file", read_only=True),
+    ParameterSpec("label_mapping", "identity",
+                  "map the model's label ids to semloc's: identity, cityscapes19, camvid11 or a JSON file",
+                  read_only=True),
+    ParameterSpec("device", "auto", "torch device: auto (cuda if present), cpu, cuda, cuda:N", read_only=True),
+    ParameterSpec("threads", 1, "torch intra-op threads (see docs/benchmarks.md)", positive, read_only=True),
+    ParameterSpec("use_compressed", False, "subscribe to image_raw/compressed instead of image_raw",
+                  read_only=True),
+    ParameterSpec("publish_overlay", True, "also publish the rgb8 colour overlay for viewing"),
+    ParameterSpec("overlay_alpha", 0.5, "weight of the label colours in the overlay", in_range(0.0, 1.0)),
+    ParameterSpec("queue_depth", 1, "camera subscription depth (old frames are dropped, not queued)",
+                  in_range(1, 10), read_only=True),
+    ParameterSpec("output_reliability", "reliable", "QoS reliability of the outputs",
+                  one_of("reliable", "best_effort"), read_only=True),
+)
+
+
+class SegmentationNode(Node):
+    """Segments each camera frame with the configured model."""
+
+    def __init__(self) -> None:
+        super().__init__("segmentation_node")
+        self.params = ValidatedParameters(self, PARAMETERS)
+        set_torch_threads(self.params.get("threads"))
+        self.segmenter = load_segmenter(self.params.get("model"), self.params.get("device"),
+                                        self.params.get("model_arch"), self.params.get("label_mapping"))
+        self.stats = StageStats()
+        self.diagnostics = StageDiagnostics(self, self.stats)
+
+        reliability = (ReliabilityPolicy.RELIABLE if self.params.get("output_reliability") == "reliable"
+                       else ReliabilityPolicy.BEST_EFFORT)
+        output_qos = QoSProfile(depth=5, reliability=reliability)
+        self.labels_publisher = self.create_publisher(Image, "semloc/labels", output_qos)
+        self.overlay_publisher = self.create_publisher(Image, "semloc/labels_overlay", output_qos)
+
+        camera_qos = QoSProfile(depth=self.params.get("queue_depth"),
+                                reliability=qos_profile_sensor_data.reliability,
+                                durability=qos_profile_sensor_data.durability)
+        if self.params.get("use_compressed"):
+            self.create_subscription(CompressedImage, "image_raw/compressed", self.on_compressed, camera_qos)
+        else:
+            self.create_subscription(Image, "image_raw", self.on_image, camera_qos)
+        self.get_logger().info(
+            f"segmenter {self.segmenter.model_id} on {self.segmenter.device}; "
+            f"listening on {'image_raw/compressed' if self.params.get('use_compressed') else 'image_raw'}")
+
+    def on_image(self, message: Image) -> None:
+        self.stats.record_received()
+        try:
+            array = imgmsg_to_array(message)
+            rgb = to_rgb8(array, message.encoding)
+        except ImageEncodingError as error:
+            self._reject("bad_image", str(error))
+            return
+        self._segment_and_publish(rgb, message.header)
+
+    def on_compressed(self, message: CompressedImage) -> None:
+        self.stats.record_received()
+        try:
+            array, encoding = compressed_imgmsg_to_array(message)
+            rgb = to_rgb8(array, encoding)
+        except ImageEncodingError as error:
+            self._reject("bad_image", str(error))
+            return
+        self._segment_and_publish(rgb, message.header)
+
+    def _segment_and_publish(self, rgb, header) -> None:
+        start = time.perf_counter()
+        try:
+            labels = self.segmenter.predict(rgb)
+        except RuntimeError as error:  # e.g. out of memory on a huge frame
+            self._reject("segmentation_failed", str(error))
+            return
+        self.labels_publisher.publish(array_to_imgmsg(labels, "mono8", header))
+        if self.params.get("publish_overlay") and self.overlay_publisher.get_subscription_count() > 0:
+            blended = overlay(rgb, labels, alpha=self.params.get("overlay_alpha"))
+            self.overlay_publisher.publish(array_to_imgmsg(blended, "rgb8", header))
+        self.stats.record_processed(time.perf_counter() - start)
+
+    def _reject(self, kind: str, message: str) -> None:
+        self.stats.record_error(kind, message)
+        self.get_logger().warning(f"dropped frame ({kind}): {message}", throttle_duration_sec=2.0)
+
+
+def main(args: list[str] | None = None) -> None:
+    sys.exit(run_node(SegmentationNode, args))
+
+
+if __name__ == "__main__":
+    main()

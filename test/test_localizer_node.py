@@ -1,0 +1,158 @@
+"""LocalizerNode in-process: parameters, database (re)loading, bad descriptors, output messages."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticStatus
+from rclpy.parameter import Parameter
+from semloc_msgs.msg import Descriptor
+from sensor_msgs.msg import NavSatFix
+
+from semloc_ros.database import GeoDatabase, PlaceRecord
+from semloc_ros.localizer_node import LocalizerNode
+
+DIMENSION = 8
+
+
+def _database(path, model_id="test-model") -> GeoDatabase:
+    rng = np.random.default_rng(0)
+    descriptors = rng.normal(size=(20, DIMENSION)).astype(np.float32)
+    descriptors /= np.linalg.norm(descriptors, axis=1, keepdims=True)
+    records = [PlaceRecord(lat=51.752 + 1e-4 * i, lon=-1.2577, alt=60.0, stamp_ns=i, image_id=f"{i:06d}")
+               for i in range(20)]
+    database = GeoDatabase(DIMENSION, model_id)
+    database.add(descriptors, records)
+    database.save(path)
+    return database
+
+
+@pytest.fixture
+def start_node():
+    """Start a LocalizerNode with database_path set the way a launch file or `--ros-args -p` does."""
+    nodes = []
+
+    def start(database_path) -> LocalizerNode:
+        rclpy.init(args=["--ros-args", "-p", f"database_path:={database_path}"])
+        nodes.append(LocalizerNode())
+        return nodes[-1]
+
+    yield start
+    for node in nodes:
+        node.destroy_node()
+    rclpy.try_shutdown()
+
+
+def _descriptor(values: np.ndarray, model_id: str = "test-model") -> Descriptor:
+    message = Descriptor(model_id=model_id, dimension=int(values.shape[0]))
+    message.header.frame_id = "cam"
+    message.header.stamp.sec = 7
+    message.data = values.astype(np.float32).tolist()
+    return message
+
+
+def test_starts_without_database_then_loads_it_when_it_appears(start_node, tmp_path):
+    path = tmp_path / "late.semdb"
+    node = start_node(path)
+    assert node.localizer is None
+    assert node.diagnostics.status().level == DiagnosticStatus.ERROR
+    node.on_descriptor(_descriptor(np.ones(DIMENSION)))  # before a database: counted, no crash
+    assert node.stats.errors["no_database"] == 1
+    _database(path)
+    node._try_load_database()
+    assert node.localizer is not None and len(node.database) == 20
+    assert node.diagnostics.status().level != DiagnosticStatus.ERROR  # WARN: the rejected descriptor
+
+
+def test_invalid_parameter_updates_are_rejected_with_a_reason(start_node, tmp_path):
+    path = tmp_path / "db.semdb"
+    _database(path)
+    node = start_node(path)
+    result = node.set_parameters([Parameter("top_k", value=0)])[0]
+    assert not result.successful and "top_k" in result.reason
+    result = node.set_parameters([Parameter("min_confidence", value=1.5)])[0]
+    assert not result.successful and "min_confidence" in result.reason
+    assert node.config.top_k == 10
+    assert node.set_parameters([Parameter("top_k", value=3)])[0].successful
+    assert node.config.top_k == 3 and node.localizer.config.top_k == 3
+
+
+def test_reload_failure_keeps_the_loaded_database(start_node, tmp_path):
+    good = tmp_path / "db.semdb"
+    _database(good)
+    corrupt = tmp_path / "corrupt.semdb"
+    corrupt.write_bytes(b"not a database")
+    node = start_node(good)
+    assert node.set_parameters([Parameter("database_path", value=str(corrupt))])[0].successful
+    assert node.database is not None and len(node.database) == 20  # still serving the old one
+    assert node._loaded_path == str(good)
+
+
+def test_mismatched_and_malformed_descriptors_are_rejected(start_node, tmp_path):
+    path = tmp_path / "db.semdb"
+    database = _database(path)
+    node = start_node(path)
+    fixes = []
+    node.fix_publisher.publish = fixes.append
+    node.on_descriptor(_descriptor(np.ones(DIMENSION + 1)))
+    node.on_descriptor(_descriptor(database.descriptors[3], model_id="other-model"))
+    bad_length = _descriptor(database.descriptors[3])
+    bad_length.dimension = DIMENSION + 2
+    node.on_descriptor(bad_length)
+    nan = database.descriptors[3].copy()
+    nan[0] = np.nan
+    node.on_descriptor(_descriptor(nan))
+    assert not fixes
+    assert node.stats.errors["model_mismatch"] == 2
+    assert node.stats.errors["bad_descriptor"] == 2
+    node.on_descriptor(_descriptor(database.descriptors[3]))
+    assert len(fixes) == 1
+
+
+def test_fix_message_carries_stamp_frame_status_and_covariance(start_node, tmp_path):
+    path = tmp_path / "db.semdb"
+    database = _database(path)
+    node = start_node(path)
+    fixes, geoposes, markers = [], [], []
+    node.fix_publisher.publish = fixes.append
+    node.geopose_publisher.publish = geoposes.append
+    node.marker_publisher.publish = markers.append
+    node.on_descriptor(_descriptor(database.descriptors[5]))
+    fix: NavSatFix = fixes[0]
+    assert fix.header.stamp.sec == 7 and fix.header.frame_id == "cam"
+    assert fix.latitude == pytest.approx(database.lat[5], abs=1e-6)
+    assert fix.status.status == fix.status.STATUS_FIX
+    assert fix.position_covariance_type == NavSatFix.COVARIANCE_TYPE_APPROXIMATED
+    covariance = np.asarray(fix.position_covariance).reshape(3, 3)
+    assert covariance[0, 0] >= 9.0 and covariance[2, 2] == pytest.approx(100.0)
+    geo = np.asarray(geoposes[0].pose.covariance).reshape(6, 6)
+    assert geo[0, 0] == pytest.approx(covariance[1, 1]) and geo[1, 1] == pytest.approx(covariance[0, 0])
+    assert markers[0].markers[0].action == markers[0].markers[0].DELETEALL
+    assert {m.ns for m in markers[0].markers[1:]} == {"retrieved", "estimate"}
+
+    assert node.set_parameters([Parameter("min_similarity", value=0.999)])[0].successful
+    node.on_descriptor(_descriptor(-database.descriptors[5]))  # far from everything stored
+    assert fixes[-1].status.status == fixes[-1].status.STATUS_NO_FIX
+    assert np.isnan(fixes[-1].latitude)
+    assert fixes[-1].position_covariance_type == NavSatFix.COVARIANCE_TYPE_UNKNOWN
+
+
+def test_path_of_fixes_and_utm_marker_coordinates(start_node, tmp_path):
+    path = tmp_path / "db.semdb"
+    database = _database(path)
+    node = start_node(path)
+    paths, markers = [], []
+    node.path_publisher.publish = paths.append
+    node.marker_publisher.publish = markers.append
+    for index in (2, 4, 6):
+        node.on_descriptor(_descriptor(database.descriptors[index]))
+    assert [len(p.poses) for p in paths] == [1, 2, 3]
+    north_steps = np.diff([p.pose.position.y for p in paths[-1].poses])
+    assert np.all(north_steps > 15)  # entries are 1e-4 deg (~11 m) apart: 2 entries ~22 m
+    assert node.set_parameters([Parameter("map_coordinates", value="utm")])[0].successful
+    assert not node.set_parameters([Parameter("map_coordinates", value="wgs84")])[0].successful
+    node.on_descriptor(_descriptor(database.descriptors[2]))
+    sphere = next(m for m in markers[-1].markers if m.ns == "retrieved")
+    assert 5.7e6 < sphere.pose.position.y < 5.8e6  # UTM northing near Oxford
+    assert len(paths[-1].poses) == 1  # switching coordinates restarts the path
