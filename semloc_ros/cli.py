@@ -11,6 +11,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train the segmenter, the semantic descriptor or the RGB baseline"),
     "run": ("run", "start the three nodes as separate processes from a YAML file"),
     "demo": ("demo", "build the demo database and localize the embedded night drive over real DDS"),
+    "replay": ("replay", "publish a ROS 2 bag's topics live with their recorded timing"),
+    "record": ("record", "record the localizer's outputs into a ROS 2 bag (mcap or sqlite3)"),
+    "plot": ("plot", "plot recorded fixes against the ground-truth route and the database"),
 }
 
 

@@ -225,6 +225,34 @@ class Drive:
         return replace(self, frames=good, skipped=skipped)
 
 
+def subsample_by_distance(drive: Drive, min_distance_m: float) -> Drive:
+    """Keep the first frame, then each frame at least ``min_distance_m`` from the last kept one.
+
+    Distances are straight lines between the frames' positions on the ellipsoid surface (altitude ignored) in
+    a local ENU frame centred on the drive: equal to the geodesic distance to well below a millimetre at the
+    spacings used here, and far from the origin too. One pass, O(N). ``min_distance_m`` 0 keeps every frame.
+    Dropped frames are counted in ``skipped["below_min_distance"]``. Frames must have valid GPS (see
+    :meth:`Drive.drop_invalid_gps`), else ``GeoError`` is raised.
+    """
+    if not math.isfinite(min_distance_m) or min_distance_m < 0.0:
+        raise ValueError(f"min_distance_m must be finite and >= 0, got {min_distance_m}")
+    if min_distance_m == 0.0 or len(drive) < 2:
+        return drive.subset(slice(None))
+    lat, lon = drive.lat, drive.lon
+    east, north, up = LocalENU.centred_on(lat, lon).to_enu(lat, lon)
+    points = list(zip(east.tolist(), north.tolist(), up.tolist(), strict=True))
+    keep = [0]
+    last_e, last_n, last_u = points[0]
+    min_sq = min_distance_m * min_distance_m
+    for i, (e, n, u) in enumerate(points[1:], start=1):
+        if (e - last_e) ** 2 + (n - last_n) ** 2 + (u - last_u) ** 2 >= min_sq:
+            keep.append(i)
+            last_e, last_n, last_u = e, n, u
+    subsampled = drive.subset(keep)
+    subsampled.skipped["below_min_distance"] = drive.skipped.get("below_min_distance", 0) + len(drive) - len(keep)
+    return subsampled
+
+
 # ------------------------------------------------------------------------------------------ semloc-sim
 
 

@@ -2,10 +2,13 @@
 
 - :func:`plot_top1_recall_at_distances` and :func:`plot_recall_at_n`: one line per method and condition
   (colour = method, line style = condition), like Fig. 3 of the usual VPR papers;
-- :func:`plot_route_map`: database route, query ground truth and the localizer's fixes coloured by error.
+- :func:`plot_route_map`: database route, query ground truth and the localizer's fixes coloured by error;
+- :func:`plot_fix_track`: fixes recorded from the running localizer (``semloc plot``) on the ground-truth
+  route, coloured by error, over the database places;
+- :func:`plot_rejection_curves`: no-match rejection precision/recall curves of ``semloc evaluate``.
 
-Every function takes the per-query-drive result dicts of :func:`semloc_ros.evaluation.evaluate_method` and
-writes one PNG; the method names in them (``semantic-oracle`` ...) become the legend labels.
+The first three take the per-query-drive result dicts of :func:`semloc_ros.evaluation.evaluate_method` and
+write one PNG; the method names in them (``semantic-oracle`` ...) become the legend labels.
 """
 
 from __future__ import annotations
@@ -61,6 +64,17 @@ def _curve(mapping: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
     ys = np.array([np.nan if v is None else float(v) for v in mapping.values()], dtype=float)
     order = np.argsort(xs)
     return xs[order], ys[order]
+
+
+def _error_scatter(ax: plt.Axes, east: np.ndarray, north: np.ndarray, error_m: np.ndarray, max_error_m: float,
+                   label: str, marker: str = "o"):
+    """Points coloured by position error on a fixed 0..``max_error_m`` scale (larger errors share the top)."""
+    return ax.scatter(east, north, c=np.minimum(error_m, max_error_m), cmap="viridis", vmin=0, vmax=max_error_m,
+                      s=10 if marker == "o" else 18, marker=marker, label=label, zorder=3)
+
+
+def _error_colorbar(fig: plt.Figure, ax: plt.Axes, points, max_error_m: float) -> None:
+    fig.colorbar(points, ax=ax, label=f"position error (m, clipped at {max_error_m:g})")
 
 
 def plot_top1_recall_at_distances(
@@ -128,18 +142,8 @@ def plot_route_map(
     ax.plot(q_e, q_n, color="k", linewidth=1, label="query ground truth")
     if has.any():
         e_e, e_n, _ = frame.to_enu(est_lat[has], est_lon[has])
-        points = ax.scatter(
-            e_e,
-            e_n,
-            c=np.minimum(error[has], max_error_m),
-            cmap="viridis",
-            vmin=0,
-            vmax=max_error_m,
-            s=10,
-            label="estimated fixes",
-            zorder=3,
-        )
-        fig.colorbar(points, ax=ax, label=f"position error (m, clipped at {max_error_m:g})")
+        points = _error_scatter(ax, e_e, e_n, error[has], max_error_m, label="estimated fixes")
+        _error_colorbar(fig, ax, points, max_error_m)
     n_none = int((~has).sum())
     ax.set_title(
         f"{result['method']} / {result['condition']} ({result['query_drive']}): "
@@ -151,4 +155,96 @@ def plot_route_map(
     ax.set_aspect("equal", adjustable="datalim")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="best")
+    return _save(fig, path)
+
+
+def plot_fix_track(
+    truth_lat: np.ndarray,
+    truth_lon: np.ndarray,
+    fix_lat: np.ndarray,
+    fix_lon: np.ndarray,
+    error_m: np.ndarray,
+    path: str | os.PathLike,
+    confident: np.ndarray | None = None,
+    database_lat: np.ndarray | None = None,
+    database_lon: np.ndarray | None = None,
+    title: str = "",
+    max_error_m: float = 50.0,
+) -> Path:
+    """Map in metres (ENU centred on the route): database places (grey dots), route, fixes coloured by error.
+
+    ``error_m`` is the distance of each fix to the ground truth at its stamp (NaN: not known, drawn as hollow
+    grey circles); ``confident`` (default all) marks status-FIX fixes, the others are drawn as crosses.
+    Fixes without a position (NaN) must be left out by the caller.
+    """
+    truth_lat, truth_lon = np.asarray(truth_lat, float), np.asarray(truth_lon, float)
+    fix_lat, fix_lon, error_m = np.asarray(fix_lat, float), np.asarray(fix_lon, float), np.asarray(error_m, float)
+    confident = np.ones(len(fix_lat), bool) if confident is None else np.asarray(confident, bool)
+    has_db = database_lat is not None and database_lon is not None and len(database_lat) > 0
+    all_lat = [truth_lat, fix_lat] + ([np.asarray(database_lat, float)] if has_db else [])
+    all_lon = [truth_lon, fix_lon] + ([np.asarray(database_lon, float)] if has_db else [])
+    frame = LocalENU.centred_on(np.concatenate(all_lat), np.concatenate(all_lon))
+
+    fig, ax = plt.subplots(figsize=(7.0, 6.0))
+    if has_db:
+        db_e, db_n, _ = frame.to_enu(np.asarray(database_lat, float), np.asarray(database_lon, float))
+        ax.scatter(db_e, db_n, s=3, color="0.65", label="database places", zorder=1)
+    t_e, t_n, _ = frame.to_enu(truth_lat, truth_lon)
+    ax.plot(t_e, t_n, color="k", linewidth=1, label="ground-truth route", zorder=2)
+    f_e, f_n, _ = frame.to_enu(fix_lat, fix_lon)
+    known = np.isfinite(error_m)
+    points = None
+    for mask, marker, label in ((known & confident, "o", "fixes (FIX)"), (known & ~confident, "x", "fixes (NO_FIX)")):
+        if mask.any():
+            points = _error_scatter(ax, f_e[mask], f_n[mask], error_m[mask], max_error_m, label, marker)
+    if (~known).any():
+        ax.scatter(f_e[~known], f_n[~known], s=12, facecolors="none", edgecolors="0.4",
+                   label="fixes without ground truth", zorder=3)
+    if points is not None:
+        _error_colorbar(fig, ax, points, max_error_m)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("east (m)")
+    ax.set_ylabel("north (m)")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    return _save(fig, path)
+
+
+def plot_rejection_curves(calibrations: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path:
+    """No-match rejection: precision against recall on the held-out drives, one panel per score.
+
+    Takes ``calibrations`` of ``semloc evaluate`` (method -> :func:`semloc_ros.evaluation.calibrate_method`);
+    colour = method, line style = held-out drive; the dot is the threshold fitted on the calibration drive.
+    """
+    scores = list(dict.fromkeys(score for c in calibrations.values() for score in c["rejection"]))
+    fig, axes = plt.subplots(1, max(1, len(scores)), figsize=(5.0 * max(1, len(scores)), 4.6), squeeze=False)
+    colours = plt.get_cmap("tab10")
+    for panel, score in enumerate(scores):
+        ax = axes[0, panel]
+        for m, (method, calibration) in enumerate(calibrations.items()):
+            entry = calibration["rejection"].get(score)
+            if entry is None:
+                continue
+            for d, (drive, point) in enumerate(entry["per_drive"].items()):
+                curve = point["curve"]
+                recall = np.array([np.nan if v is None else v for v in curve["recall"]], dtype=float)
+                precision = np.array([np.nan if v is None else v for v in curve["precision"]], dtype=float)
+                style = {"color": colours(m % 10), "linestyle": _LINESTYLES[d % len(_LINESTYLES)]}
+                ax.plot(100 * recall, 100 * precision, label=f"{method} / {drive}", **style)
+                if point["recall"] is not None and point["precision"] is not None:
+                    ax.plot(100 * point["recall"], 100 * point["precision"], "o", color=style["color"], markersize=5)
+        first = next(c for c in calibrations.values() if score in c["rejection"])
+        ax.set_title(
+            f"{score}: threshold fitted on {first['calibration_query_drive']} "
+            f"(precision >= {100 * first['rejection'][score]['target_precision']:g} %)",
+            fontsize=8,
+        )
+        ax.set_xlabel("recall: in-database queries accepted (%)")
+        ax.set_ylabel("precision: accepted queries in the database (%)")
+        ax.set_xlim(-2, 102)
+        ax.set_ylim(-2, 102)
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6, loc="lower left")
     return _save(fig, path)

@@ -2,18 +2,23 @@
 
 SOURCE is anything :func:`semloc_ros.datasets.load_drive` reads: ``semloc-sim:ROOT:DRIVE``, a semloc-sim drive
 folder, a folder with a ``filename,lat,lon`` CSV, a folder of VPR ``@utm@`` images or a ROS 2 bag
-(``--image-topic`` / ``--gps-topic``). Frames with bad GPS are skipped and reported. ``--append`` adds the
-frames to an existing database made with the same model (checked by model id) instead of writing a new one.
+(``--image-topic`` / ``--gps-topic``). Frames with bad GPS are skipped and every skip is counted and printed
+(for bags: fixes with NO_FIX status or NaN position, images outside the fix span or in a fix gap).
+``--min-distance-m`` keeps a frame only once the vehicle has moved that far from the last kept frame (a
+stopped vehicle does not fill the database with copies of one place). ``--append`` adds the frames to an
+existing database made with the same model (checked by model id) instead of writing a new one: run it once
+per bag or drive to build a multi-drive database.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
 
-from semloc_ros.datasets import DatasetError, load_drive
+from semloc_ros.datasets import DatasetError, load_drive, subsample_by_distance
 from semloc_ros.pipeline import METHODS
 
 DEFAULT_THREADS = 4
@@ -40,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="bag: largest time from an image to each bracketing GPS fix",
     )
     parser.add_argument(
+        "--min-distance-m",
+        type=float,
+        default=0.0,
+        help="keep a frame only this far (m) from the last kept one; 0 keeps every frame",
+    )
+    parser.add_argument(
         "--untrained-ok",
         action="store_true",
         help="use randomly initialised networks when trained weights are missing (smoke tests)",
@@ -58,17 +69,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads < 1 or args.batch_size < 1:
         print("semloc build-db: --threads and --batch-size must be >= 1", file=sys.stderr)
         return 2
+    if not (math.isfinite(args.min_distance_m) and args.min_distance_m >= 0.0):
+        print("semloc build-db: --min-distance-m must be finite and >= 0", file=sys.stderr)
+        return 2
     try:
         drive = load_drive(args.source, args.image_topic, args.gps_topic, max_gap_s=args.max_gap_s)
     except (DatasetError, OSError) as error:
         print(f"semloc build-db: {error}", file=sys.stderr)
         return 2
-    valid = drive.drop_invalid_gps()
-    skipped = {k: v for k, v in valid.skipped.items() if v}
+    with_gps = drive.drop_invalid_gps()
+    valid = subsample_by_distance(with_gps, args.min_distance_m)
     print(
-        f"source {drive.source}: {len(drive)} frames with a position, {len(valid)} with valid GPS"
-        + (f"; skipped {skipped}" if skipped else "")
+        f"source {drive.source}: {len(drive)} frames with a position, {len(with_gps)} with valid GPS, "
+        f"{len(valid)} kept"
+        + (f" (>= {args.min_distance_m:g} m apart)" if args.min_distance_m > 0 else "")
     )
+    print("skipped: " + (", ".join(f"{reason}={count}" for reason, count in valid.skipped.items()) or "none"))
     if not len(valid):
         print("semloc build-db: no frame with valid GPS, nothing to add", file=sys.stderr)
         return 1
