@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import Image, NavSatFix
@@ -29,10 +30,24 @@ class StreamClient(Node):
         camera_qos = QoSProfile(depth=5, reliability=qos_profile_sensor_data.reliability)
         self.camera_publisher = self.create_publisher(Image, image_topic, camera_qos)
         self.fixes: dict[int, NavSatFix] = {}
+        self.fix_times: dict[int, float] = {}  # stamp -> time.monotonic() of arrival
+        self.diagnostics: dict[str, DiagnosticStatus] = {}  # node name -> latest status
         self.create_subscription(NavSatFix, fix_topic, self._on_fix, QoSProfile(depth=50))
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, QoSProfile(depth=50))
 
     def _on_fix(self, message: NavSatFix) -> None:
-        self.fixes[stamp_to_ns(message.header.stamp)] = message
+        stamp_ns = stamp_to_ns(message.header.stamp)
+        self.fixes[stamp_ns] = message
+        self.fix_times[stamp_ns] = time.monotonic()
+
+    def _on_diagnostics(self, message: DiagnosticArray) -> None:
+        for status in message.status:
+            self.diagnostics[status.name.removeprefix("semloc: ")] = status
+
+    def diagnostic_values(self, node: str) -> dict[str, str]:
+        """Key values of the latest diagnostic status of ``node`` (e.g. received, processed, dropped)."""
+        status = self.diagnostics.get(node)
+        return {} if status is None else {kv.key: kv.value for kv in status.values}
 
     def spin_for(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -48,6 +63,25 @@ class StreamClient(Node):
                     and self.count_publishers("/semloc/fix") > 0 and (ready is None or ready())):
                 return True
             self.spin_for(0.1)
+        return False
+
+    def warm_up(self, rgb: np.ndarray, timeout_s: float = 60.0, period_s: float = 0.5) -> bool:
+        """Publish ``rgb`` every ``period_s`` until a fix for one of these frames comes back.
+
+        Discovery matches each link of the chain on its own; until all are matched a best-effort frame can
+        vanish on the way. One answered frame proves every link is up. The warm-up fixes are forgotten.
+        """
+        deadline = time.monotonic() + timeout_s
+        stamps: list[int] = []
+        while time.monotonic() < deadline:
+            stamps.append(self.get_clock().now().nanoseconds)
+            self.publish_frame(rgb, stamps[-1])
+            self.spin_for(period_s)
+            if any(stamp in self.fixes for stamp in stamps):
+                self.spin_for(period_s)  # let answers to the other warm-up frames arrive, then drop them all
+                for stamp in stamps:
+                    self.fixes.pop(stamp, None)
+                return True
         return False
 
     def publish_frame(self, rgb: np.ndarray, stamp_ns: int) -> None:

@@ -48,7 +48,7 @@ def running_pipeline(tmp_path_factory):
         if not client.wait_for_pipeline(timeout_s=120.0, ready=lambda: not runner.exited()):
             logs = {p.name: p.read_text()[-2000:] for p in (path.parent / "logs").glob("*.log")}
             pytest.fail(f"pipeline did not come up; exited={runner.exited()} logs={logs}")
-        client.spin_for(1.0)
+        assert client.warm_up(places[0].load_rgb(), timeout_s=60.0), "no fix for the warm-up frames"
         yield places, client, runner
     finally:
         client.destroy_node()

@@ -91,6 +91,58 @@ def summarize(query: Drive, fixes: dict, threshold_m: float) -> dict:
             "errors": stats}
 
 
+def demo_figure(query: Drive, fixes: dict, database_drive: Drive, pipeline: Pipeline, path: Path) -> Path:
+    """Night frame, its predicted labels, the database frame at the fix, and the route with fixes by error."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from semloc_ros.geodesy import LocalENU
+    from semloc_ros.labels import overlay
+
+    frame = query.frames[len(query) // 2]
+    fix = fixes.get(frame.stamp_ns)
+    rgb = frame.load_rgb()
+    enu = LocalENU.centred_on(database_drive.lat, database_drive.lon)
+    db_e, db_n, _ = enu.to_enu(database_drive.lat, database_drive.lon)
+    answered = [(f, fixes[f.stamp_ns]) for f in query if f.stamp_ns in fixes
+                and np.isfinite(fixes[f.stamp_ns].latitude)]
+
+    figure, axes = plt.subplots(1, 4, figsize=(17, 3.6), gridspec_kw={"width_ratios": [1, 1, 1, 1.15]})
+    axes[0].imshow(rgb)
+    axes[0].set_title(f"night query {frame.image_id}", fontsize=9)
+    axes[1].imshow(overlay(rgb, pipeline.segment(rgb), alpha=0.6))
+    axes[1].set_title("segmentation (shipped LR-ASPP)", fontsize=9)
+    if fix is not None and np.isfinite(fix.latitude):
+        f_e, f_n, _ = enu.to_enu(fix.latitude, fix.longitude)
+        nearest = int(np.argmin(np.hypot(db_e - f_e, db_n - f_n)))
+        error = float(geodesic_distance_m(frame.lat, frame.lon, fix.latitude, fix.longitude))
+        axes[2].imshow(database_drive.frames[nearest].load_rgb())
+        axes[2].set_title(f"day database at the fix (error {error:.1f} m)", fontsize=9)
+    for axis in axes[:3]:
+        axis.axis("off")
+    axes[3].plot(db_e, db_n, color="0.7", linewidth=5, label="day database route")
+    if answered:
+        q_e, q_n, _ = enu.to_enu(np.array([f.lat for f, _ in answered]), np.array([f.lon for f, _ in answered]))
+        e_e, e_n, _ = enu.to_enu(np.array([x.latitude for _, x in answered]),
+                                 np.array([x.longitude for _, x in answered]))
+        errors = np.hypot(e_e - q_e, e_n - q_n)
+        axes[3].plot(q_e, q_n, color="k", linewidth=1, label="night drive (truth)")
+        points = axes[3].scatter(e_e, e_n, c=np.minimum(errors, 25.0), cmap="viridis", vmin=0, vmax=25, s=12,
+                                 zorder=3, label="/semloc/fix")
+        figure.colorbar(points, ax=axes[3], label="error (m)")
+    axes[3].set_aspect("equal", adjustable="datalim")
+    axes[3].set_xlabel("east (m)")
+    axes[3].set_ylabel("north (m)")
+    axes[3].legend(fontsize=7)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     domain_id = args.domain_id if args.domain_id is not None else random.randint(100, 200)
@@ -130,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[demo] the nodes did not come up: exited {runner.exited()}; see the logs",
                       file=sys.stderr)
                 return 1
-            client.spin_for(1.0)
+            if not client.warm_up(query.frames[0].load_rgb(), timeout_s=60.0):
+                print("[demo] no fix for the warm-up frames; see the logs", file=sys.stderr)
+                return 1
             print(f"[demo] publishing {len(query)} frames on /camera/image_raw at {args.speed:g}x "
                   "recorded rate; fixes from /semloc/fix:")
             fixes = play_and_collect(client, query, args.speed, args.threshold_m)
@@ -139,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         rclpy.try_shutdown()
 
     summary = summarize(query, fixes, args.threshold_m)
+    print(f"[demo] figure: {demo_figure(query, fixes, database_drive, pipeline, args.out / 'demo.png')}")
     errors = summary["errors"]
     print(f"\n[demo] {summary['answered']}/{summary['published']} frames answered, "
           f"{summary['status_fix']} with STATUS_FIX")

@@ -1,0 +1,127 @@
+"""``semloc train segmenter|semantic|rgb --dataset ROOT --out FILE``: train a model on the semloc-sim train drives.
+
+- ``segmenter``: segmentation network from scratch (class-balanced cross-entropy, lighting augmentation).
+- ``semantic``: the semantic descriptor (label input) with cross-condition triplets and hard negatives; its input
+  mixes noisy ground-truth labels and the predictions of ``--segmenter`` (default: the shipped segmenter).
+- ``rgb``: the RGB NetVLAD baseline, same triplets.
+
+Only the ``train`` drives of the dataset's splits.json are read. Training stops after ``--minutes`` of wall
+clock (cosine learning rate over that budget) or after ``--steps`` steps when given (reproducible length).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_MINUTES = {"segmenter": 20.0, "semantic": 12.0, "rgb": 12.0}
+DEFAULT_FILES = {"segmenter": "segmenter.pt", "semantic": "descriptor_semantic.pt", "rgb": "descriptor_rgb.pt"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="semloc train", description="Train the segmenter, the semantic descriptor or the RGB baseline."
+    )
+    parser.add_argument("task", choices=sorted(DEFAULT_FILES), help="what to train")
+    parser.add_argument("--dataset", required=True, type=Path, help="semloc-sim dataset root (with splits.json)")
+    parser.add_argument("--out", type=Path, default=None, help="weights file (default: the shipped file name)")
+    parser.add_argument("--minutes", type=float, default=None, help="wall-clock budget (segmenter 20, else 12)")
+    parser.add_argument("--steps", type=int, default=None, help="fixed number of steps instead of --minutes")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    parser.add_argument("--drives", nargs="+", default=None, help="subset of the train drives (default: all)")
+    parser.add_argument("--batch-size", type=int, default=None, help="segmenter images / descriptor anchors per step")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    parser.add_argument("--arch", default="lraspp_mobilenet_v3_large", help="segmenter architecture")
+    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None, help="network input size")
+    parser.add_argument("--pooling", choices=("gem", "netvlad"), default="netvlad", help="semantic descriptor head")
+    parser.add_argument("--backbone", choices=("alexnet", "vgg16"), default="alexnet", help="RGB descriptor backbone")
+    parser.add_argument("--dim", type=int, default=256, help="descriptor dimension")
+    parser.add_argument("--mask-dynamic", action="store_true", help="semantic: ignore dynamic classes")
+    parser.add_argument(
+        "--segmenter",
+        default="default",
+        help="semantic: segmenter weights whose predictions are mixed into the input ('default' = shipped, "
+        "'none' = ground truth + synthetic noise only)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (periodic log lines instead)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from semloc_ros.models import Segmenter, WeightsError, set_torch_threads
+    from semloc_ros.models.weights import WEIGHTS_DIR
+    from semloc_ros.training.data import load_train_drives
+
+    if args.threads < 1:
+        print("semloc train: --threads must be >= 1", file=sys.stderr)
+        return 2
+    set_torch_threads(args.threads)
+    start = time.monotonic()
+    out = args.out or WEIGHTS_DIR / DEFAULT_FILES[args.task]
+    minutes = args.minutes if args.minutes is not None else DEFAULT_MINUTES[args.task]
+    progress = not args.quiet and sys.stderr.isatty()
+    dataset = str(args.dataset.resolve())
+    trained_on = f"semloc-sim-v1 train split ({args.dataset.resolve().name})"
+    input_size = tuple(args.input_size) if args.input_size else None
+    try:
+        if args.task == "segmenter":
+            from semloc_ros.training.segmenter import SegmenterTrainConfig, train_segmenter
+
+            cfg = SegmenterTrainConfig(
+                arch=args.arch, minutes=minutes, steps=args.steps, seed=args.seed, device=args.device
+            )
+            cfg.input_size = input_size or cfg.input_size
+            cfg.batch_size = args.batch_size or cfg.batch_size
+            cfg.lr = args.lr or cfg.lr
+            drives = load_train_drives(args.dataset, args.drives, cfg.input_size, cfg.input_size, progress=progress)
+            # time to load the data is not part of the training budget
+            result = train_segmenter(drives, out, cfg, dataset=trained_on, progress=progress)
+        else:
+            from semloc_ros.training.descriptor import DescriptorTrainConfig, train_descriptor
+
+            net_conf: dict = {"dim": args.dim}
+            if args.task == "semantic":
+                net_conf |= {"pooling": args.pooling, "mask_dynamic": args.mask_dynamic}
+            else:
+                net_conf |= {"backbone": args.backbone}
+            if input_size:
+                net_conf["input_size"] = input_size
+            cfg = DescriptorTrainConfig(
+                kind=args.task, net_conf=net_conf, minutes=minutes, steps=args.steps, seed=args.seed, device=args.device
+            )
+            cfg.anchors = args.batch_size or cfg.anchors
+            cfg.lr = args.lr or cfg.lr
+            size = input_size or (120, 160)
+            segmenter = None
+            if args.task == "semantic" and args.segmenter != "none":
+                segmenter = (
+                    Segmenter.default(device=args.device)
+                    if args.segmenter == "default"
+                    else Segmenter.from_file(args.segmenter, device=args.device)
+                )
+                print(f"mixing in the predictions of segmenter {segmenter.model_id}", flush=True)
+            if args.task == "semantic":
+                drives = load_train_drives(
+                    args.dataset, args.drives, None, size, rgb=segmenter is not None, progress=progress
+                )
+            else:
+                drives = load_train_drives(args.dataset, args.drives, size, None, labels=False, progress=progress)
+            result = train_descriptor(drives, out, cfg, segmenter=segmenter, dataset=trained_on, progress=progress)
+    except (OSError, ValueError, WeightsError) as error:
+        print(f"semloc train: {error}", file=sys.stderr)
+        return 1
+    elapsed = time.monotonic() - start
+    print(
+        f"wrote {out} ({args.task}, {result['steps']} steps, seed {args.seed}, {args.threads} threads, "
+        f"dataset {dataset}); took {elapsed / 60:.1f} min ({elapsed:.0f} s, training {result['train_seconds']:.0f} s)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,350 @@
+"""Semantic segmenters: RGB ``HxWx3 uint8`` -> class ids ``HxW uint8`` of ``labels.SEMLOC_SIM``.
+
+Architectures (``SEGMENTATION_ARCHS``): torchvision's ``lraspp_mobilenet_v3_large`` (default, CPU friendly),
+``deeplabv3_mobilenet_v3_large`` and ``deeplabv3_resnet50`` (always built with ``weights=None``,
+``weights_backbone=None``), and ``deeplabv3plus_mobilenet``: a compact DeepLabV3+ (ASPP on the stride-16
+MobileNetV3 features, decoder fused with the stride-4 skip). ``Segmenter`` runs any of them, and also
+TorchScript and ONNX files, behind ``predict`` / ``predict_batch``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+import torchvision
+from torch import nn
+from torchvision.models.segmentation.deeplabv3 import ASPP
+
+from semloc_ros.labels import SEMLOC_SIM, LabelMapping
+from semloc_ros.models.base import BaseModel
+from semloc_ros.models.utils import as_size, check_rgb_batch, resolve_device, rgb_to_tensor
+from semloc_ros.models.weights import (
+    WEIGHTS_DIR,
+    WeightsError,
+    checkpoint_from_blob,
+    is_semloc_blob,
+    is_torchscript_file,
+    make_model_id,
+    safe_load,
+    save_checkpoint,
+)
+
+DEFAULT_SEGMENTER_FILE = "segmenter.pt"
+TORCHSCRIPT_META = "semloc_meta.json"
+
+
+class DeepLabV3PlusMobileNet(nn.Module):
+    """DeepLabV3+ on a dilated MobileNetV3-Large: ASPP at stride 16, decoder with the stride-4 features."""
+
+    def __init__(self, num_classes: int, aspp_channels: int = 256, decoder_channels: int = 128):
+        super().__init__()
+        self.backbone = torchvision.models.mobilenet_v3_large(weights=None, dilated=True).features
+        self.low_index = 3  # output of block 3: 24 channels at stride 4
+        self.aspp = ASPP(960, [6, 12, 18], aspp_channels)
+        self.low_proj = nn.Sequential(nn.Conv2d(24, 48, 1, bias=False), nn.BatchNorm2d(48), nn.ReLU(inplace=True))
+        self.decoder = nn.Sequential(
+            nn.Conv2d(aspp_channels + 48, decoder_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(decoder_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(decoder_channels, decoder_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(decoder_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(decoder_channels, num_classes, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        size = x.shape[-2:]
+        low = x
+        for i, layer in enumerate(self.backbone):
+            x = layer(x)
+            if i == self.low_index:
+                low = x
+        high = F.interpolate(self.aspp(x), size=low.shape[-2:], mode="bilinear", align_corners=False)
+        out = self.decoder(torch.cat([high, self.low_proj(low)], dim=1))
+        return {"out": F.interpolate(out, size=size, mode="bilinear", align_corners=False)}
+
+
+def _torchvision_seg(name: str) -> Callable[[int], nn.Module]:
+    def build(num_classes: int) -> nn.Module:
+        fn = getattr(torchvision.models.segmentation, name)
+        return fn(weights=None, weights_backbone=None, num_classes=num_classes)
+
+    return build
+
+
+SEGMENTATION_ARCHS: dict[str, Callable[[int], nn.Module]] = {
+    "lraspp_mobilenet_v3_large": _torchvision_seg("lraspp_mobilenet_v3_large"),
+    "deeplabv3_mobilenet_v3_large": _torchvision_seg("deeplabv3_mobilenet_v3_large"),
+    "deeplabv3_resnet50": _torchvision_seg("deeplabv3_resnet50"),
+    "deeplabv3plus_mobilenet": DeepLabV3PlusMobileNet,
+}
+
+
+class SegmentationNet(BaseModel):
+    """Normalised RGB ``Nx3xHxW`` -> logits ``NxCxHxW`` (``conf['arch']`` picks the architecture)."""
+
+    default_conf: ClassVar[dict[str, Any]] = {
+        "arch": "lraspp_mobilenet_v3_large",
+        "num_classes": SEMLOC_SIM.num_classes,
+        "input_size": None,  # (H, W) the network runs at; None = the image's own size
+    }
+
+    def _init(self, conf: dict[str, Any]) -> None:
+        if conf["arch"] not in SEGMENTATION_ARCHS:
+            raise ValueError(f"unknown segmentation arch {conf['arch']!r}; known: {sorted(SEGMENTATION_ARCHS)}")
+        conf["input_size"] = as_size(conf["input_size"])
+        self.net = SEGMENTATION_ARCHS[conf["arch"]](int(conf["num_classes"]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)["out"]  # every architecture returns torchvision's {"out": logits}
+
+
+def _infer_num_classes(state: dict[str, torch.Tensor]) -> int:
+    """Number of output classes of a torchvision segmentation state dict (its last classifier conv)."""
+    convs = [v for k, v in state.items() if k.startswith(("classifier", "decoder")) and v.ndim == 4]
+    if not convs:
+        raise WeightsError("cannot infer the number of classes: no classifier conv weights in the state dict")
+    return int(convs[-1].shape[0])
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Segmenter:
+    """A segmentation model ready for inference, with its metadata (``model_id``, ``label_set``, ...)."""
+
+    def __init__(
+        self,
+        model: Callable[[torch.Tensor], Any],
+        meta: dict[str, Any],
+        device: str | torch.device = "auto",
+        label_mapping: LabelMapping | None = None,
+    ):
+        self.device = resolve_device(device)
+        self.meta = dict(meta)
+        if label_mapping is not None and label_mapping.name == "identity":
+            label_mapping = None
+        self.label_mapping = label_mapping
+        self.input_size = as_size(meta.get("input_size"))
+        if isinstance(model, nn.Module | torch.jit.ScriptModule):
+            model = model.to(self.device).eval()
+        self.model = model
+        base_id = str(meta["model_id"])
+        self.model_id = base_id if label_mapping is None else f"{base_id}+map:{_mapping_name(label_mapping)}"
+        self.label_set = SEMLOC_SIM.name if label_mapping is not None else str(meta.get("label_set"))
+
+    # ---- construction -------------------------------------------------------------------------------
+    @classmethod
+    def untrained(
+        cls,
+        arch: str = "lraspp_mobilenet_v3_large",
+        num_classes: int = SEMLOC_SIM.num_classes,
+        seed: int = 0,
+        device: str | torch.device = "auto",
+        input_size: tuple[int, int] | None = None,
+    ) -> Segmenter:
+        """A randomly initialised network (deterministic for a given seed)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = SegmentationNet({"arch": arch, "num_classes": num_classes, "input_size": input_size})
+        return cls.from_net(net, device=device)
+
+    @classmethod
+    def from_net(cls, net: SegmentationNet, device: str | torch.device = "auto", trained_on: Any = None) -> Segmenter:
+        """Wrap a ``SegmentationNet`` (e.g. just trained)."""
+        return cls(net, segmenter_meta(net, trained_on=trained_on), device=device)
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | os.PathLike,
+        device: str | torch.device = "auto",
+        arch: str | None = None,
+        label_mapping: LabelMapping | None = None,
+    ) -> Segmenter:
+        """Load a semloc checkpoint, a torchvision state dict (needs ``arch``), TorchScript or ONNX file.
+
+        ``label_mapping`` maps the model's output ids (e.g. Cityscapes-19) to ``SEMLOC_SIM`` ids.
+        """
+        path = Path(path)
+        if path.suffix.lower() == ".onnx":
+            return cls._from_onnx(path, device, label_mapping)
+        if path.is_file() and is_torchscript_file(path):
+            return cls._from_torchscript(path, device, label_mapping)
+        blob = safe_load(path)
+        if is_semloc_blob(blob):
+            state, meta = checkpoint_from_blob(blob, path)
+            if meta["model_type"] != "segmenter":
+                raise WeightsError(f"{path} holds a {meta['model_type']!r} model, not a segmenter")
+            net = SegmentationNet(meta["conf"])
+            net.load_state_dict(state)
+            return cls(net, meta, device=device, label_mapping=label_mapping)
+        return cls._from_state_dict(blob, path, device, arch, label_mapping)
+
+    @classmethod
+    def default(cls, device: str | torch.device = "auto", weights_dir: str | os.PathLike | None = None) -> Segmenter:
+        """The segmenter shipped with the package (``semloc_ros/data/models/segmenter.pt``)."""
+        path = Path(weights_dir or WEIGHTS_DIR) / DEFAULT_SEGMENTER_FILE
+        if not path.is_file():
+            raise WeightsError(
+                f"shipped segmenter weights not found at {path}; train them with scripts/train_models.sh "
+                "or pass a weights file"
+            )
+        return cls.from_file(path, device=device)
+
+    @classmethod
+    def _from_state_dict(
+        cls, blob: Any, path: Path, device: str | torch.device, arch: str | None, mapping: LabelMapping | None
+    ) -> Segmenter:
+        if isinstance(blob, dict):
+            for key in ("state_dict", "model"):  # common wrappers of training scripts
+                if isinstance(blob.get(key), dict):
+                    blob = blob[key]
+        if not isinstance(blob, dict) or not blob or not all(isinstance(v, torch.Tensor) for v in blob.values()):
+            raise WeightsError(f"{path} is neither a semloc weights file nor a state dict of tensors")
+        if arch is None:
+            raise WeightsError(f"{path} is a plain state dict: pass arch= (one of {sorted(SEGMENTATION_ARCHS)})")
+        state = {k.removeprefix("module."): v for k, v in blob.items() if not k.startswith("aux_classifier.")}
+        net = SegmentationNet({"arch": arch, "num_classes": _infer_num_classes(state)})
+        try:
+            net.net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise WeightsError(f"{path} does not fit arch {arch!r}: {exc}") from exc
+        meta = segmenter_meta(net, trained_on=str(path))
+        if net.conf["num_classes"] != SEMLOC_SIM.num_classes:
+            meta["label_set"] = f"unknown-{net.conf['num_classes']}"
+        return cls(net, meta, device=device, label_mapping=mapping)
+
+    @classmethod
+    def _from_torchscript(cls, path: Path, device: str | torch.device, mapping: LabelMapping | None) -> Segmenter:
+        extra = {TORCHSCRIPT_META: ""}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        except RuntimeError as exc:
+            raise WeightsError(f"cannot load TorchScript file {path}: {exc}") from exc
+        if extra[TORCHSCRIPT_META]:
+            meta = json.loads(extra[TORCHSCRIPT_META])
+        else:
+            meta = {
+                "arch": "torchscript",
+                "label_set": SEMLOC_SIM.name,
+                "input_size": None,
+                "model_id": f"torchscript@{_file_digest(path)[:12]}",
+            }
+        return cls(module, meta, device=device, label_mapping=mapping)
+
+    @classmethod
+    def _from_onnx(cls, path: Path, device: str | torch.device, mapping: LabelMapping | None) -> Segmenter:
+        try:
+            import onnxruntime as ort  # optional dependency
+        except ImportError as exc:
+            raise WeightsError(
+                f"loading the ONNX model {path} needs the 'onnxruntime' package, which is not installed"
+            ) from exc
+        if not path.is_file():
+            raise WeightsError(f"weights file not found: {path}")
+        dev = resolve_device(device)
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if dev.type == "cuda" else None
+        session = ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
+        shape = session.get_inputs()[0].shape
+        fixed = shape[2:4] if all(isinstance(s, int) for s in shape[2:4]) else None
+        input_name = session.get_inputs()[0].name
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            out = session.run(None, {input_name: x.detach().cpu().numpy().astype(np.float32)})[0]
+            return torch.from_numpy(out)
+
+        meta = {
+            "arch": "onnx",
+            "label_set": SEMLOC_SIM.name,
+            "input_size": fixed,
+            "model_id": f"onnx@{_file_digest(path)[:12]}",
+        }
+        seg = cls(run, meta, device="cpu", label_mapping=mapping)
+        return seg
+
+    # ---- saving -------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, half: bool = False, **extra_meta: Any) -> dict[str, Any]:
+        """Write the network as a semloc checkpoint (only for networks built by this package)."""
+        if not isinstance(self.model, SegmentationNet):
+            raise TypeError("only SegmentationNet models can be saved as semloc checkpoints")
+        meta = {**segmenter_meta(self.model, trained_on=self.meta.get("trained_on")), **extra_meta}
+        return save_checkpoint(path, self.model, meta, half=half)
+
+    def export_torchscript(self, path: str | os.PathLike) -> None:
+        """Write a TorchScript file (meta embedded, so ``from_file`` restores the same ``model_id``)."""
+        if not isinstance(self.model, nn.Module):
+            raise TypeError("only torch modules can be exported to TorchScript")
+        meta = {k: self.meta[k] for k in ("arch", "label_set", "input_size", "model_id", "num_classes")}
+        with warnings.catch_warnings():  # TorchScript is deprecated upstream but still the portable format
+            warnings.simplefilter("ignore", FutureWarning)
+            scripted = torch.jit.script(self.model.cpu().eval())
+            torch.jit.save(scripted, str(path), _extra_files={TORCHSCRIPT_META: json.dumps(meta)})
+        self.model.to(self.device)
+
+    # ---- inference ----------------------------------------------------------------------------------
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised ``Nx3xHxW`` -> logits ``NxCxHxW``."""
+        out = self.model(x)
+        if isinstance(out, dict):
+            out = out["out"]
+        return out
+
+    def predict_batch(self, rgbs: np.ndarray) -> np.ndarray:
+        """``NxHxWx3 uint8`` RGB -> ``NxHxW uint8`` class ids (mapped to SEMLOC_SIM when a mapping is set)."""
+        rgbs = check_rgb_batch(rgbs)
+        h, w = rgbs.shape[1:3]
+        with torch.inference_mode():
+            x = rgb_to_tensor(rgbs, self.input_size, self.device)
+            ids = self.logits(x).argmax(dim=1).to(torch.uint8)
+            if tuple(ids.shape[-2:]) != (h, w):
+                ids = F.interpolate(ids[:, None].float(), size=(h, w), mode="nearest-exact")[:, 0].to(torch.uint8)
+            out = ids.cpu().numpy()
+        if self.label_mapping is not None:
+            out = np.asarray(self.label_mapping.apply(out), dtype=np.uint8)
+        return out
+
+    def predict(self, rgb: np.ndarray) -> np.ndarray:
+        """``HxWx3 uint8`` RGB -> ``HxW uint8`` class ids."""
+        return self.predict_batch(np.asarray(rgb)[None])[0]
+
+    def __repr__(self) -> str:
+        return f"Segmenter({self.model_id}, label_set={self.label_set}, device={self.device})"
+
+
+def segmenter_meta(net: SegmentationNet, trained_on: Any = None) -> dict[str, Any]:
+    """The checkpoint metadata of a ``SegmentationNet`` (``model_id`` from its current weights)."""
+    conf = dict(net.conf)
+    size = conf["input_size"]
+    conf["input_size"] = list(size) if size is not None else None
+    return {
+        "model_type": "segmenter",
+        "arch": conf["arch"],
+        "conf": conf,
+        "model_id": make_model_id(conf["arch"], conf["num_classes"], net.state_dict()),
+        "label_set": SEMLOC_SIM.name,
+        "num_classes": int(conf["num_classes"]),
+        "dimension": int(conf["num_classes"]),
+        "input_size": conf["input_size"],
+        "trained_on": trained_on,
+    }
+
+
+def _mapping_name(mapping: LabelMapping) -> str:
+    return f"{mapping.name}-{hashlib.sha256(mapping.table.tobytes()).hexdigest()[:8]}"

@@ -1,0 +1,138 @@
+"""The offline chain RGB -> labels -> descriptor used by the command line (build-db, evaluate)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from semloc_ros.models import DescriptorExtractor, HybridDescriptor, Segmenter, WeightsError
+from semloc_ros.models.weights import WEIGHTS_DIR
+
+METHODS = ("semantic", "rgb", "hybrid", "label-histogram")
+
+
+def _stack(items: Sequence[np.ndarray]) -> np.ndarray | None:
+    """Stack images of one shape into an array; ``None`` when their shapes differ."""
+    arrays = [np.asarray(a) for a in items]
+    if any(a.shape != arrays[0].shape for a in arrays):
+        return None
+    return np.stack(arrays)
+
+
+class Pipeline:
+    """A segmenter (or none, for RGB-only descriptors) followed by a descriptor."""
+
+    def __init__(
+        self,
+        segmenter: Segmenter | None,
+        descriptor: DescriptorExtractor | HybridDescriptor,
+        method: str = "",
+    ):
+        needs_labels = isinstance(descriptor, HybridDescriptor) or descriptor.input_kind == "labels"
+        self.segmenter = segmenter
+        self.descriptor = descriptor
+        self.needs_labels = needs_labels
+        self.needs_rgb = isinstance(descriptor, HybridDescriptor) or descriptor.input_kind == "rgb"
+        self.method = method
+        self.model_id: str = descriptor.model_id
+        self.dimension: int = int(descriptor.dimension)
+
+    def segment(self, rgb: np.ndarray) -> np.ndarray:
+        """``HxWx3 uint8`` -> ``HxW uint8`` labels."""
+        if self.segmenter is None:
+            raise RuntimeError("this pipeline has no segmenter")
+        return self.segmenter.predict(rgb)
+
+    def describe_frames(
+        self,
+        rgbs: Sequence[np.ndarray] | None,
+        labels: Sequence[np.ndarray] | None = None,
+        batch_size: int = 16,
+        progress: bool = False,
+    ) -> np.ndarray:
+        """``(N, D) float32`` descriptors of N frames.
+
+        Label-input descriptors use ``labels`` when given (ground truth: the "oracle" mode), else the segmenter's
+        output on ``rgbs``. RGB-input descriptors need ``rgbs``.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        n = len(rgbs) if rgbs is not None else len(labels) if labels is not None else 0
+        if rgbs is not None and labels is not None and len(rgbs) != len(labels):
+            raise ValueError(f"{len(rgbs)} RGB images but {len(labels)} label images")
+        if self.needs_rgb and rgbs is None:
+            raise ValueError(f"method {self.method or self.model_id} needs RGB images")
+        if self.needs_labels and labels is None and (rgbs is None or self.segmenter is None):
+            raise ValueError("label-input descriptor: pass labels, or RGB images and a pipeline with a segmenter")
+        out = np.zeros((n, self.dimension), dtype=np.float32)
+        with tqdm(total=n, desc="describe", unit="img", disable=not progress) as bar:
+            for i in range(0, n, batch_size):
+                rgb = _stack(rgbs[i : i + batch_size]) if rgbs is not None else None
+                lab = _stack(labels[i : i + batch_size]) if labels is not None else None
+                if (rgb is None and rgbs is not None) or (lab is None and labels is not None):
+                    # Mixed image sizes in this batch: one frame at a time.
+                    for j in range(i, min(i + batch_size, n)):
+                        out[j] = self._describe_group(
+                            None if rgbs is None else np.asarray(rgbs[j])[None],
+                            None if labels is None else np.asarray(labels[j])[None],
+                        )[0]
+                else:
+                    d = self._describe_group(rgb, lab)
+                    out[i : i + len(d)] = d
+                bar.update(min(batch_size, n - i))
+        return out
+
+    def _describe_group(self, rgb: np.ndarray | None, lab: np.ndarray | None) -> np.ndarray:
+        if self.needs_labels and lab is None:
+            lab = self.segmenter.predict_batch(rgb)  # type: ignore[union-attr]
+        if isinstance(self.descriptor, HybridDescriptor):
+            return self.descriptor.describe_pair_batch(lab, rgb)
+        return self.descriptor.describe_batch(lab if self.descriptor.input_kind == "labels" else rgb)
+
+    @classmethod
+    def from_method(
+        cls,
+        method: str,
+        device: str = "auto",
+        weights_dir: str | os.PathLike | None = None,
+        untrained_ok: bool = False,
+    ) -> Pipeline:
+        """The pipeline of a named method with the shipped weights ('semantic', 'rgb', 'hybrid', 'label-histogram').
+
+        ``untrained_ok=True`` substitutes seeded untrained networks for missing weight files (with a warning).
+        """
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
+        wdir = Path(weights_dir or WEIGHTS_DIR)
+
+        def segmenter() -> Segmenter:
+            try:
+                return Segmenter.default(device=device, weights_dir=wdir)
+            except WeightsError:
+                if not untrained_ok:
+                    raise
+                warnings.warn("segmenter weights missing: using an UNTRAINED segmenter", stacklevel=3)
+                return Segmenter.untrained(seed=0, device=device)
+
+        def descriptor(kind: str) -> DescriptorExtractor:
+            try:
+                return DescriptorExtractor.default(kind=kind, device=device, weights_dir=wdir)
+            except WeightsError:
+                if not untrained_ok:
+                    raise
+                warnings.warn(f"{kind} descriptor weights missing: using an UNTRAINED descriptor", stacklevel=3)
+                arch = "semantic_alexnet" if kind == "semantic" else "rgb_netvlad"
+                return DescriptorExtractor.untrained(arch, seed=0, device=device)
+
+        if method == "semantic":
+            return cls(segmenter(), descriptor("semantic"), method=method)
+        if method == "rgb":
+            return cls(None, descriptor("rgb"), method=method)
+        if method == "hybrid":
+            return cls(segmenter(), HybridDescriptor(descriptor("semantic"), descriptor("rgb")), method=method)
+        return cls(segmenter(), DescriptorExtractor.untrained("label_histogram", device=device), method=method)

@@ -1,0 +1,322 @@
+"""Descriptor training with a triplet loss on cosine similarity and hard negatives.
+
+Triplets are cross-condition: the anchor is a frame of one drive, positives are frames of OTHER drives of the
+same map within ``pos_m`` metres (and similar heading), negatives are frames of the same map farther than
+``neg_m``. Negatives are mined among the most similar ones in a descriptor cache of every training frame,
+refreshed every ``refresh_s`` seconds. The semantic descriptor sees ground-truth labels corrupted with
+segmentation-like noise and/or labels predicted by the trained segmenter on lighting-augmented RGB, so it learns
+to tolerate segmenter errors; the RGB baseline sees lighting-augmented RGB.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+from tqdm import tqdm
+
+from semloc_ros.labels import SEMLOC_SIM
+from semloc_ros.models.descriptor import DescriptorExtractor, DescriptorNet, NetVLAD, build_descriptor_net
+from semloc_ros.models.segmentation import Segmenter
+from semloc_ros.models.utils import normalize_rgb, resolve_device
+from semloc_ros.training.augment import corrupt_labels, photometric
+from semloc_ros.training.common import Budget, cosine_lr, plain, save_size_aware, seed_everything, set_lr
+from semloc_ros.training.data import FrameIndex, TrainDrive
+
+
+@dataclass
+class DescriptorTrainConfig:
+    kind: str = "semantic"  # 'semantic' (labels) or 'rgb'
+    net_conf: dict | None = None  # overrides of the network's default_conf
+    anchors: int = 8  # anchors per step; each with 1 positive and `negatives` negatives
+    negatives: int = 4
+    margin: float = 0.2  # triplet margin on cosine similarity
+    pos_m: float = 5.0
+    neg_m: float = 25.0
+    max_heading_deg: float = 60.0
+    hard_pool: int = 50  # hard negatives are drawn from the hard_pool most similar ones of the cache
+    hard_share: float = 0.5  # share of hard negatives; the others are random far frames of the same map
+    clip_grad: float = 1.0
+    pca_init: bool = False  # initialise the projection as a PCA whitening of pooled features (see init_projection_pca)
+    refresh_s: float = 90.0
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    minutes: float = 12.0
+    steps: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    # Semantic input mix (per image): segmenter prediction / noisy ground truth / clean ground truth.
+    p_predicted: float = 0.4
+    p_clean: float = 0.15
+    noise_strength: float = 1.0
+    recall_m: float = 10.0
+
+
+def arch_of(kind: str) -> str:
+    if kind not in ("semantic", "rgb"):
+        raise ValueError(f"descriptor kind must be 'semantic' or 'rgb', got {kind!r}")
+    return "semantic_alexnet" if kind == "semantic" else "rgb_netvlad"
+
+
+def build_pairs(
+    index: FrameIndex, pos_m: float, neg_m: float, max_heading_deg: float
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Positives per frame (other drives, same map, close, similar heading) and a same-map-far mask (N x N)."""
+    n = len(index)
+    same_map = index.map_seed[:, None] == index.map_seed[None, :]
+    dist = np.linalg.norm(index.xy[:, None, :] - index.xy[None, :, :], axis=-1)
+    dh = np.abs(np.angle(np.exp(1j * (index.heading[:, None] - index.heading[None, :]))))
+    other_drive = index.drive[:, None] != index.drive[None, :]
+    pos = same_map & other_drive & (dist <= pos_m) & (dh <= np.deg2rad(max_heading_deg))
+    negatives = same_map & (dist > neg_m)
+    positives = [np.flatnonzero(pos[i]) for i in range(n)]
+    return positives, negatives
+
+
+def cross_drive_recall(
+    desc: np.ndarray, index: FrameIndex, threshold_m: float, queries: np.ndarray | None = None
+) -> float:
+    """Share of frames whose nearest descriptor among OTHER drives of the same map lies within ``threshold_m``.
+
+    ``queries`` (default ``desc``) are the query-side descriptors of the same frames (e.g. of noisy labels).
+    """
+    sim = (desc if queries is None else queries) @ desc.T
+    invalid = (index.map_seed[:, None] != index.map_seed[None, :]) | (index.drive[:, None] == index.drive[None, :])
+    sim[invalid] = -np.inf
+    nn = sim.argmax(axis=1)
+    err = np.linalg.norm(index.xy - index.xy[nn], axis=1)
+    return float((err <= threshold_m).mean())
+
+
+@torch.no_grad()
+def init_netvlad(net: DescriptorNet, inputs: torch.Tensor, clusters: int, gen: torch.Generator) -> None:
+    """Set NetVLAD centroids by a few k-means iterations on normalised conv features of ``inputs``."""
+    pool = getattr(net, "pool", None)
+    if not isinstance(pool, NetVLAD):
+        return
+    x = inputs
+    if net.input_kind == "labels":
+        x = F.one_hot(x, SEMLOC_SIM.num_classes).permute(0, 3, 1, 2).float() * net.channel_mask.view(1, -1, 1, 1)
+    feats = F.normalize(net.features(x), dim=1).permute(0, 2, 3, 1).reshape(-1, pool.centroids.shape[1])
+    feats = feats[torch.randperm(len(feats), generator=gen)[:20000].to(feats.device)]
+    centroids = feats[torch.randperm(len(feats), generator=gen)[:clusters].to(feats.device)].clone()
+    for _ in range(15):
+        assign = (feats @ centroids.T).argmax(dim=1)
+        for k in range(clusters):
+            members = feats[assign == k]
+            if len(members):
+                centroids[k] = members.mean(dim=0)
+        centroids = F.normalize(centroids, dim=1)
+    pool.set_centroids(centroids)
+
+
+@torch.no_grad()
+def init_projection_pca(net: DescriptorNet, inputs: torch.Tensor, eps: float = 0.01) -> None:
+    """Initialise the final linear layer as a (regularised) PCA whitening of the pooled features of ``inputs``.
+
+    Untrained pooled features are nearly parallel (cosine ~0.98 for RGB NetVLAD), which leaves a triplet loss
+    stuck at its margin; centring and whitening spreads them before training starts.
+    """
+    proj = getattr(net, "proj", None)
+    if not isinstance(proj, torch.nn.Linear):
+        return
+    x = inputs
+    if net.input_kind == "labels":
+        x = F.one_hot(x, SEMLOC_SIM.num_classes).permute(0, 3, 1, 2).float() * net.channel_mask.view(1, -1, 1, 1)
+    feats = net.pool(net.features(x)).double()
+    mean = feats.mean(dim=0)
+    _, s, vt = torch.linalg.svd(feats - mean, full_matrices=False)
+    k = min(proj.out_features, len(s))
+    var = s[:k] ** 2 / max(1, len(feats) - 1)
+    weight = torch.zeros_like(proj.weight, dtype=torch.float64)
+    weight[:k] = vt[:k] / torch.sqrt(var + eps * var.mean())[:, None]
+    proj.weight.copy_(weight.float())
+    proj.bias.copy_((-weight @ mean).float())
+
+
+class _Inputs:
+    """Builds network input batches for frame indices (with the training-time corruptions)."""
+
+    def __init__(
+        self,
+        kind: str,
+        drives: list[TrainDrive],
+        predicted: np.ndarray | None,
+        cfg: DescriptorTrainConfig,
+        device: torch.device,
+        gen: torch.Generator,
+    ):
+        self.kind, self.cfg, self.device, self.gen = kind, cfg, device, gen
+        if kind == "semantic":
+            self.images = torch.from_numpy(np.concatenate([d.labels for d in drives]))
+        else:
+            self.images = torch.from_numpy(np.concatenate([d.rgb for d in drives]))
+        self.predicted = torch.from_numpy(predicted) if predicted is not None else None
+
+    def clean(self, idx: torch.Tensor) -> torch.Tensor:
+        """Cache input: segmenter predictions when available (what queries look like), else ground truth."""
+        if self.kind == "semantic":
+            src = self.predicted if self.predicted is not None else self.images
+            return src[idx].to(self.device).long()
+        return normalize_rgb(self.images[idx].to(self.device).permute(0, 3, 1, 2).float().div_(255.0))
+
+    def noisy_gt(self, idx: torch.Tensor) -> torch.Tensor:
+        """Ground-truth labels with the same synthetic errors at every call (monitoring)."""
+        gen = torch.Generator().manual_seed(1234 + int(idx[0]))
+        return corrupt_labels(self.images[idx].to(self.device).long(), gen, strength=self.cfg.noise_strength)
+
+    def train(self, idx: torch.Tensor) -> torch.Tensor:
+        cfg, gen = self.cfg, self.gen
+        if self.kind == "rgb":
+            x = self.images[idx].to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+            return normalize_rgb(photometric(x, gen, strength=0.7))
+        gt = self.images[idx].to(self.device).long()
+        noisy = corrupt_labels(gt, gen, strength=cfg.noise_strength)
+        r = torch.rand(len(idx), generator=gen).to(self.device)[:, None, None]
+        out = torch.where(r < cfg.p_clean, gt, noisy)
+        if self.predicted is not None:
+            pred = self.predicted[idx].to(self.device).long()
+            out = torch.where((r >= cfg.p_clean) & (r < cfg.p_clean + cfg.p_predicted), pred, out)
+        return out
+
+
+@torch.no_grad()
+def predict_labels(
+    segmenter: Segmenter, drives: list[TrainDrive], size: tuple[int, int], gen: torch.Generator, progress: bool
+) -> np.ndarray:
+    """Segmenter predictions on every training frame, half of them on lighting-augmented RGB, at ``size``."""
+    out = []
+    rgbs = np.concatenate([d.rgb for d in drives])
+    for i in tqdm(range(0, len(rgbs), 16), desc="segmenter labels", disable=not progress):
+        x = torch.from_numpy(rgbs[i : i + 16]).permute(0, 3, 1, 2).float().div_(255.0)
+        aug = torch.rand(len(x), generator=gen) < 0.5
+        x = torch.where(aug[:, None, None, None], photometric(x, gen), x)
+        x8 = (x * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        lab = torch.from_numpy(segmenter.predict_batch(x8))
+        lab = F.interpolate(lab[:, None].float(), size=size, mode="nearest-exact")[:, 0].to(torch.uint8)
+        out.append(lab.numpy())
+    return np.concatenate(out)
+
+
+def train_descriptor(
+    drives: list[TrainDrive],
+    out: Path,
+    cfg: DescriptorTrainConfig,
+    segmenter: Segmenter | None = None,
+    dataset: str = "",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train the semantic or RGB descriptor on ``drives`` (images already at the network's input size)."""
+    t0 = time.monotonic()
+    gen = seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    arch = arch_of(cfg.kind)
+    net = build_descriptor_net(arch, cfg.net_conf or {}).to(device)
+    size = net.conf["input_size"]
+    index = FrameIndex.of(drives)
+    positives, negatives = build_pairs(index, cfg.pos_m, cfg.neg_m, cfg.max_heading_deg)
+    anchors = np.array([i for i, p in enumerate(positives) if len(p)])
+    print(f"{len(index)} frames, {len(anchors)} anchors with cross-drive positives", flush=True)
+    predicted = None
+    if cfg.kind == "semantic" and segmenter is not None and cfg.p_predicted > 0:
+        predicted = predict_labels(segmenter, drives, size, gen, progress)
+    inputs = _Inputs(cfg.kind, drives, predicted, cfg, device, gen)
+    init_netvlad(net, inputs.clean(torch.randperm(len(index), generator=gen)[:64]), net.conf.get("clusters", 16), gen)
+    if cfg.pca_init:
+        sample = torch.randperm(len(index), generator=gen)[:1024]
+        net.eval()
+        init_projection_pca(net, torch.cat([inputs.clean(sample[i : i + 64]) for i in range(0, len(sample), 64)]))
+        net.train()
+
+    def describe_all(make_input) -> np.ndarray:
+        net.eval()
+        with torch.inference_mode():
+            chunks = [torch.arange(i, min(i + 64, len(index))) for i in range(0, len(index), 64)]
+            desc = [net(make_input(c)).cpu() for c in chunks]
+        net.train()
+        return torch.cat(desc).numpy()
+
+    def cache() -> tuple[np.ndarray, dict[str, float]]:
+        """Descriptors of every frame, and cross-drive Recall@1 (semantic: also noisy-label queries)."""
+        desc = describe_all(inputs.clean)
+        recall = {"recall": cross_drive_recall(desc, index, cfg.recall_m)}
+        if cfg.kind == "semantic":
+            recall["noisy_recall"] = cross_drive_recall(desc, index, cfg.recall_m, describe_all(inputs.noisy_gt))
+        return desc, recall
+
+    desc, recall_start = cache()
+    print(f"cross-drive recall@1 ({cfg.recall_m:g} m) before training: {recall_start}", flush=True)
+    history = [{"step": 0, **recall_start}]
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    budget = Budget(cfg.minutes - (time.monotonic() - t0) / 60.0, cfg.steps)
+    last_refresh = time.monotonic()
+    rng = np.random.default_rng(cfg.seed)
+    losses: list[float] = []
+    bar = tqdm(desc=f"{cfg.kind} descriptor", unit="step", disable=not progress, total=cfg.steps)
+    while not budget.done():
+        a = rng.choice(anchors, cfg.anchors, replace=False)
+        p = np.array([rng.choice(positives[i]) for i in a])
+        sim = desc[a] @ desc.T
+        sim[~negatives[a]] = -np.inf
+        hard = np.argsort(-sim, axis=1)[:, : cfg.hard_pool]
+        n_hard = round(cfg.negatives * cfg.hard_share)
+        n = np.stack(
+            [
+                np.concatenate(
+                    [
+                        rng.choice(h[np.isfinite(sim[k, h])], n_hard),
+                        rng.choice(np.flatnonzero(negatives[a[k]]), cfg.negatives - n_hard),
+                    ]
+                )
+                for k, h in enumerate(hard)
+            ]
+        )
+        idx = torch.from_numpy(np.concatenate([a, p, n.reshape(-1)]))
+        emb = net(inputs.train(idx))
+        ea, ep = emb[: cfg.anchors], emb[cfg.anchors : 2 * cfg.anchors]
+        en = emb[2 * cfg.anchors :].view(cfg.anchors, cfg.negatives, -1)
+        s_ap = (ea * ep).sum(-1, keepdim=True)
+        s_an = torch.einsum("bd,bkd->bk", ea, en)
+        loss = F.relu(cfg.margin - s_ap + s_an).mean()
+        set_lr(opt, cosine_lr(budget.fraction(), cfg.lr))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad)
+        opt.step()
+        budget.step += 1
+        losses.append(float(loss.detach()))
+        bar.update(1)
+        if time.monotonic() - last_refresh > cfg.refresh_s:
+            desc, recall = cache()
+            last_refresh = time.monotonic()
+            history.append({"step": budget.step, **recall, "loss": float(np.mean(losses[-50:]))})
+            print(
+                f"step {budget.step} t={budget.elapsed():.0f}s loss {np.mean(losses[-50:]):.4f} "
+                f"cross-drive recall@1 {recall}",
+                flush=True,
+            )
+    bar.close()
+    train_s = budget.elapsed()
+    desc, recall_end = cache()
+    print(f"cross-drive recall@1 ({cfg.recall_m:g} m) after training: {recall_end}", flush=True)
+    net.eval()
+    extractor = DescriptorExtractor.from_net(net, arch, device=device, trained_on=dataset)
+    training = {
+        "task": f"descriptor-{cfg.kind}",
+        "config": asdict(cfg),
+        "drives": [d.name for d in drives],
+        "segmenter": segmenter.model_id if predicted is not None and segmenter is not None else None,
+        "steps": budget.step,
+        "train_seconds": train_s,
+        "final_loss": float(np.mean(losses[-50:])) if losses else None,
+        "cross_drive_recall_at_1": {"before": recall_start, "after": recall_end, "threshold_m": cfg.recall_m},
+        "history": history,
+        "total_seconds": time.monotonic() - t0,
+    }
+    save_size_aware(extractor.save, out, training=plain(training))
+    return training

@@ -1,0 +1,351 @@
+"""Model plugins, weights format and pipeline (small inputs, one thread: fast on CPU)."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from semloc_ros.labels import SEMLOC_SIM, LabelMapping
+from semloc_ros.models import (
+    BaseModel,
+    DescriptorExtractor,
+    HybridDescriptor,
+    Segmenter,
+    WeightsError,
+    load_checkpoint,
+    save_checkpoint,
+    set_torch_threads,
+)
+from semloc_ros.models.descriptor import SemanticAlexNet, dynamic_class_ids
+from semloc_ros.models.weights import FORMAT, make_model_id
+from semloc_ros.pipeline import Pipeline
+
+torch.set_num_threads(1)
+
+SMALL = (64, 80)  # network input size used in the tests
+ROAD, SKY, BUILDING = SEMLOC_SIM.id_of("ROAD"), SEMLOC_SIM.id_of("SKY"), SEMLOC_SIM.id_of("BUILDING")
+
+
+def _rgbs(n: int = 2, h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+def _labels(n: int = 2, h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
+    """Static-class label images: sky above, road below, buildings in random columns."""
+    rng = np.random.default_rng(seed)
+    out = np.full((n, h, w), ROAD, dtype=np.uint8)
+    out[:, : h // 2] = SKY
+    for i in range(n):
+        c = int(rng.integers(0, w - 8))
+        out[i, h // 4 : h // 2 + 4, c : c + 8] = BUILDING
+    return out
+
+
+@pytest.fixture(scope="module")
+def seg() -> Segmenter:
+    return Segmenter.untrained(seed=0, device="cpu", input_size=SMALL)
+
+
+@pytest.fixture(scope="module")
+def sem() -> DescriptorExtractor:
+    return DescriptorExtractor.untrained("semantic_alexnet", seed=0, device="cpu", input_size=SMALL)
+
+
+@pytest.fixture(scope="module")
+def rgbd() -> DescriptorExtractor:
+    return DescriptorExtractor.untrained("rgb_netvlad", seed=0, device="cpu", input_size=SMALL)
+
+
+def test_base_model_rejects_unknown_keys():
+    with pytest.raises(ValueError, match="unknown config key"):
+        SemanticAlexNet({"dimm": 3})
+    assert issubclass(SemanticAlexNet, BaseModel)
+    assert SemanticAlexNet({"dim": 32}).conf["dim"] == 32
+
+
+def test_segmenter_shapes_and_resize(seg):
+    rgbs = _rgbs(3, 50, 70)  # not the network's input size: resized in, nearest-resized back
+    out = seg.predict_batch(rgbs)
+    assert out.shape == (3, 50, 70) and out.dtype == np.uint8
+    assert out.max() < SEMLOC_SIM.num_classes
+    np.testing.assert_array_equal(seg.predict(rgbs[1]), out[1])
+    assert seg.label_set == SEMLOC_SIM.name and seg.device.type == "cpu"
+    assert seg.model_id.startswith("lraspp_mobilenet_v3_large-18@")
+    with pytest.raises(ValueError):
+        seg.predict_batch(rgbs[..., 0])
+
+
+def test_deeplabv3plus_runs():
+    s = Segmenter.untrained(arch="deeplabv3plus_mobilenet", seed=0, device="cpu", input_size=SMALL)
+    assert s.predict_batch(_rgbs(1, 40, 56)).shape == (1, 40, 56)
+    with pytest.raises(ValueError, match="unknown segmentation arch"):
+        Segmenter.untrained(arch="nope")
+
+
+@pytest.mark.parametrize(
+    ("arch", "conf", "dim"),
+    [
+        ("semantic_alexnet", {"dim": 64, "input_size": SMALL}, 64),
+        ("semantic_alexnet", {"pooling": "netvlad", "clusters": 4, "dim": 32, "input_size": SMALL}, 32),
+        ("rgb_netvlad", {"clusters": 4, "dim": 48, "input_size": SMALL}, 48),
+        ("label_histogram", {}, SEMLOC_SIM.num_classes * 16),
+    ],
+)
+def test_descriptor_shapes_and_norm(arch, conf, dim):
+    d = DescriptorExtractor.untrained(arch, seed=0, device="cpu", **conf)
+    images = _labels(3) if d.input_kind == "labels" else _rgbs(3)
+    out = d.describe_batch(images)
+    assert out.shape == (3, dim) and out.dtype == np.float32 and d.dimension == dim
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(d.describe(images[2]), out[2], atol=1e-6)
+    assert d.model_id.startswith(f"{arch}-{dim}@")
+
+
+def test_untrained_is_deterministic(sem):
+    labels = _labels(2)
+    again = DescriptorExtractor.untrained("semantic_alexnet", seed=0, device="cpu", input_size=SMALL)
+    other = DescriptorExtractor.untrained("semantic_alexnet", seed=1, device="cpu", input_size=SMALL)
+    np.testing.assert_array_equal(sem.describe_batch(labels), again.describe_batch(labels))
+    assert sem.model_id == again.model_id != other.model_id
+    assert not np.allclose(sem.describe_batch(labels), other.describe_batch(labels))
+    s1 = Segmenter.untrained(seed=3, device="cpu", input_size=SMALL)
+    s2 = Segmenter.untrained(seed=3, device="cpu", input_size=SMALL)
+    assert s1.model_id == s2.model_id
+
+
+def test_descriptor_round_trip(sem, rgbd, tmp_path):
+    for d, images in ((sem, _labels(2)), (rgbd, _rgbs(2))):
+        path = tmp_path / f"{d.arch}.pt"
+        meta = d.save(path, trained_on="unit test")
+        loaded = DescriptorExtractor.from_file(path, device="cpu")
+        assert loaded.model_id == d.model_id == meta["model_id"]
+        assert loaded.meta["trained_on"] == "unit test" and loaded.input_kind == d.input_kind
+        np.testing.assert_array_equal(loaded.describe_batch(images), d.describe_batch(images))
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic write left no temporary file
+
+
+def test_half_precision_round_trip(sem, tmp_path):
+    path = tmp_path / "half.pt"
+    meta = sem.save(path, half=True)
+    state, meta2 = load_checkpoint(path)
+    assert meta2["model_id"] == meta["model_id"] and meta2["stored_dtype"] == "float16"
+    assert all(v.dtype != torch.float16 for v in state.values())
+    loaded = DescriptorExtractor.from_file(path, device="cpu")
+    labels = _labels(2)
+    np.testing.assert_allclose(loaded.describe_batch(labels), sem.describe_batch(labels), atol=2e-2)
+
+
+def test_segmenter_round_trip_and_plain_state_dict(seg, tmp_path):
+    rgbs = _rgbs(2)
+    path = tmp_path / "seg.pt"
+    seg.save(path)
+    loaded = Segmenter.from_file(path, device="cpu")
+    assert loaded.model_id == seg.model_id
+    np.testing.assert_array_equal(loaded.predict_batch(rgbs), seg.predict_batch(rgbs))
+    plain = tmp_path / "torchvision.pth"
+    torch.save(seg.model.net.state_dict(), plain)
+    with pytest.raises(WeightsError, match="arch"):
+        Segmenter.from_file(plain)
+    tv = Segmenter.from_file(plain, device="cpu", arch="lraspp_mobilenet_v3_large")
+    tv.input_size = SMALL
+    np.testing.assert_array_equal(tv.predict_batch(rgbs), seg.predict_batch(rgbs))
+    with pytest.raises(WeightsError, match="not a segmenter"):
+        Segmenter.from_file(_save_descriptor(tmp_path))
+
+
+def _save_descriptor(tmp_path: Path) -> Path:
+    path = tmp_path / "hist.pt"
+    DescriptorExtractor.untrained("label_histogram", device="cpu").save(path)
+    return path
+
+
+def test_torchscript_round_trip(seg, tmp_path):
+    path = tmp_path / "seg.ts"
+    seg.export_torchscript(path)
+    loaded = Segmenter.from_file(path, device="cpu")
+    assert loaded.model_id == seg.model_id and loaded.input_size == SMALL
+    rgbs = _rgbs(2)
+    np.testing.assert_array_equal(loaded.predict_batch(rgbs), seg.predict_batch(rgbs))
+    with pytest.raises(WeightsError, match="TorchScript"):
+        load_checkpoint(path)
+
+
+def test_label_mapping_applied(seg, tmp_path):
+    lut = np.arange(SEMLOC_SIM.num_classes)[::-1].astype(np.uint8)  # id -> 17 - id: any change is visible
+    mapping = LabelMapping("reverse", SEMLOC_SIM.names, lut)
+    path = tmp_path / "seg.pt"
+    seg.save(path)
+    mapped = Segmenter.from_file(path, device="cpu", label_mapping=mapping)
+    rgbs = _rgbs(2)
+    np.testing.assert_array_equal(mapped.predict_batch(rgbs), lut[seg.predict_batch(rgbs)])
+    assert mapped.model_id != seg.model_id
+
+
+def test_label_histogram_values():
+    labels = np.full((8, 8), SKY, dtype=np.uint8)
+    labels[4:, :] = ROAD
+    labels[0, 0] = BUILDING  # cell (0, 0): 3/4 sky, 1/4 building
+    labels[4:6, 6:8] = 200  # out-of-range ids count as UNLABELED (0): cell (2, 3)
+    d = DescriptorExtractor.untrained("label_histogram", device="cpu")
+    c = SEMLOC_SIM.num_classes
+    expected = np.zeros((c, 4, 4), dtype=np.float64)
+    expected[SKY, :2, :] = 1.0
+    expected[ROAD, 2:, :] = 1.0
+    expected[:, 0, 0] = 0.0
+    expected[SKY, 0, 0], expected[BUILDING, 0, 0] = 0.75, 0.25
+    expected[ROAD, 2, 3], expected[0, 2, 3] = 0.0, 1.0
+    expected = expected.reshape(-1) / np.linalg.norm(expected)
+    np.testing.assert_allclose(d.describe(labels), expected, atol=1e-6)
+
+
+def test_mask_dynamic():
+    plain = DescriptorExtractor.untrained("semantic_alexnet", seed=0, device="cpu", input_size=SMALL)
+    masked = DescriptorExtractor.untrained(
+        "semantic_alexnet", seed=0, device="cpu", input_size=SMALL, mask_dynamic=True
+    )
+    static = _labels(2)
+    np.testing.assert_allclose(masked.describe_batch(static), plain.describe_batch(static), atol=1e-6)
+    car = SEMLOC_SIM.id_of("CAR")
+    assert car in dynamic_class_ids()
+    with_car = static.copy()
+    with_car[:, 30:46, 10:40] = car
+    assert not np.allclose(masked.describe_batch(with_car), plain.describe_batch(with_car), atol=1e-4)
+    assert masked.model_id != plain.model_id  # the mask is part of the weights
+
+
+class _Evil:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_malicious_pickle_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    raw = tmp_path / "evil.pkl"
+    raw.write_bytes(pickle.dumps({"format": FORMAT, "x": _Evil(marker)}, protocol=2))
+    zipped = tmp_path / "evil.pt"
+    torch.save({"format": FORMAT, "format_version": 1, "meta": {}, "state_dict": {"w": _Evil(marker)}}, zipped)
+    for path in (raw, zipped):
+        with pytest.raises(WeightsError, match="refused"):
+            load_checkpoint(path)
+        with pytest.raises(WeightsError):
+            DescriptorExtractor.from_file(path)
+        with pytest.raises(WeightsError):
+            Segmenter.from_file(path, arch="lraspp_mobilenet_v3_large")
+    assert not marker.exists()
+    pickle.loads(raw.read_bytes())  # sanity: the payload really would create the marker
+    assert marker.exists()
+
+
+def test_bad_checkpoints_are_refused(sem, tmp_path):
+    good = tmp_path / "good.pt"
+    sem.save(good)
+    data = good.read_bytes()
+    cases = {
+        "missing.pt": None,
+        "empty.pt": b"",
+        "truncated.pt": data[: len(data) // 2],
+        "corrupt.pt": np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+    }
+    for name, content in cases.items():
+        if content is not None:
+            (tmp_path / name).write_bytes(content)
+        with pytest.raises(WeightsError, match=name.split(".")[0].replace("missing", "not found")):
+            load_checkpoint(tmp_path / name)
+    blob = torch.load(good, weights_only=True)
+    blob["format_version"] = 2
+    torch.save(blob, tmp_path / "newer.pt")
+    with pytest.raises(WeightsError, match="newer"):
+        load_checkpoint(tmp_path / "newer.pt")
+    torch.save({"weight": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(WeightsError, match="not a semloc weights file"):
+        load_checkpoint(tmp_path / "other.pt")
+    blob = torch.load(good, weights_only=True)
+    key = next(iter(blob["state_dict"]))
+    blob["state_dict"][key] = blob["state_dict"][key] + 1
+    torch.save(blob, tmp_path / "tampered.pt")
+    with pytest.raises(WeightsError, match="model_id"):
+        load_checkpoint(tmp_path / "tampered.pt")
+
+
+def test_save_checkpoint_needs_meta_and_model_id_is_stable(tmp_path):
+    net = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="meta lacks"):
+        save_checkpoint(tmp_path / "x.pt", net, {"arch": "x"})
+    sd = net.state_dict()
+    assert make_model_id("x", 2, sd) == make_model_id("x", 2, {k: v.clone() for k, v in sd.items()})
+
+
+def test_onnx_without_onnxruntime_is_a_clear_error(tmp_path):
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        path = tmp_path / "m.onnx"
+        path.write_bytes(b"\x08\x07")
+        with pytest.raises(WeightsError, match="onnxruntime"):
+            Segmenter.from_file(path)
+    else:
+        pytest.skip("onnxruntime installed")
+
+
+def test_hybrid_inner_product_is_weighted_cosine(sem, rgbd):
+    hybrid = HybridDescriptor(sem, rgbd, semantic_weight=0.3)
+    labels, rgbs = _labels(2), _rgbs(2)
+    h = hybrid.describe_pair_batch(labels, rgbs)
+    assert h.shape == (2, sem.dimension + rgbd.dimension) and hybrid.dimension == h.shape[1]
+    np.testing.assert_allclose(np.linalg.norm(h, axis=1), 1.0, atol=1e-5)
+    s, r = sem.describe_batch(labels), rgbd.describe_batch(rgbs)
+    np.testing.assert_allclose(h[0] @ h[1], 0.3 * (s[0] @ s[1]) + 0.7 * (r[0] @ r[1]), atol=1e-5)
+    np.testing.assert_allclose(hybrid.describe_pair(labels[1], rgbs[1]), h[1], atol=1e-6)
+    assert sem.model_id in hybrid.model_id and rgbd.model_id in hybrid.model_id
+    with pytest.raises(ValueError):
+        HybridDescriptor(rgbd, sem)
+
+
+def test_pipeline(seg, sem, rgbd):
+    rgbs, labels = list(_rgbs(3)), list(_labels(3))
+    pipe = Pipeline(seg, sem)
+    assert pipe.model_id == sem.model_id and pipe.dimension == sem.dimension
+    oracle = pipe.describe_frames(rgbs, labels=labels, batch_size=2)
+    np.testing.assert_allclose(oracle, sem.describe_batch(np.stack(labels)), atol=1e-6)
+    predicted = pipe.describe_frames(rgbs, batch_size=2)
+    np.testing.assert_allclose(predicted, sem.describe_batch(seg.predict_batch(np.stack(rgbs))), atol=1e-6)
+    np.testing.assert_array_equal(pipe.segment(rgbs[0]), seg.predict(rgbs[0]))
+    mixed = [*rgbs, _rgbs(1, 40, 56)[0]]  # a frame of another size in the batch
+    assert pipe.describe_frames(mixed, batch_size=4).shape == (4, sem.dimension)
+    rgb_pipe = Pipeline(None, rgbd)
+    np.testing.assert_allclose(rgb_pipe.describe_frames(rgbs), rgbd.describe_batch(np.stack(rgbs)), atol=1e-6)
+    with pytest.raises(ValueError):
+        Pipeline(None, sem).describe_frames(rgbs)
+    hybrid = Pipeline(seg, HybridDescriptor(sem, rgbd))
+    assert hybrid.describe_frames(rgbs, labels=labels).shape == (3, sem.dimension + rgbd.dimension)
+
+
+def test_pipeline_from_method(tmp_path):
+    with pytest.raises(WeightsError):
+        Pipeline.from_method("semantic", device="cpu", weights_dir=tmp_path)
+    with pytest.warns(UserWarning, match="UNTRAINED"):
+        pipe = Pipeline.from_method("rgb", device="cpu", weights_dir=tmp_path, untrained_ok=True)
+    assert pipe.segmenter is None and pipe.dimension == 256
+    hist = DescriptorExtractor.untrained("label_histogram", device="cpu")
+    _save = tmp_path / "segmenter.pt"
+    Segmenter.untrained(seed=0, device="cpu", input_size=SMALL).save(_save)
+    pipe = Pipeline.from_method("label-histogram", device="cpu", weights_dir=tmp_path)
+    assert pipe.model_id == hist.model_id and pipe.describe_frames(list(_rgbs(2))).shape == (2, hist.dimension)
+    with pytest.raises(ValueError, match="unknown method"):
+        Pipeline.from_method("sift")
+
+
+def test_set_torch_threads():
+    before = torch.get_num_threads()
+    set_torch_threads(1)
+    assert torch.get_num_threads() == 1
+    set_torch_threads(None)
+    assert torch.get_num_threads() == 1
+    torch.set_num_threads(before)

@@ -1,0 +1,134 @@
+"""Training pieces on a tiny synthetic semloc-sim dataset (a few steps: checks plumbing, not quality)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from semloc_ros.commands import train as train_cmd
+from semloc_ros.labels import SEMLOC_SIM
+from semloc_ros.models import DescriptorExtractor, Segmenter, load_checkpoint
+from semloc_ros.training.augment import corrupt_labels, photometric
+from semloc_ros.training.common import cosine_lr
+from semloc_ros.training.data import FrameIndex, TrainDrive, load_train_drives
+from semloc_ros.training.descriptor import DescriptorTrainConfig, build_pairs, cross_drive_recall, train_descriptor
+from semloc_ros.training.segmenter import SegmenterTrainConfig, class_weights, train_segmenter
+
+torch.set_num_threads(1)
+H, W = 48, 64
+ROAD, SKY, BUILDING = SEMLOC_SIM.id_of("ROAD"), SEMLOC_SIM.id_of("SKY"), SEMLOC_SIM.id_of("BUILDING")
+
+
+def _write_drive(root: Path, name: str, seed: int, n: int, lane_y: float) -> None:
+    d = root / "drives" / name
+    (d / "rgb").mkdir(parents=True)
+    (d / "label").mkdir()
+    rng = np.random.default_rng(seed + int(lane_y))
+    rows = ["frame,stamp_ns,x_m,y_m,heading_rad,speed_mps,lat,lon,alt_m"]
+    for i in range(n):
+        lab = np.full((H, W), ROAD, np.uint8)
+        lab[: H // 2] = SKY
+        c = (i * 7) % (W - 10)
+        lab[10 : H // 2, c : c + 10] = BUILDING
+        rgb = SEMLOC_SIM.color_table()[lab] // 2 + rng.integers(0, 60, (H, W, 3), dtype=np.uint8)
+        cv2.imwrite(str(d / "rgb" / f"{i:06d}.jpg"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(d / "label" / f"{i:06d}.png"), lab)
+        rows.append(f"{i},{i},{4.0 * i:.4f},{lane_y:.4f},0.0,1.0,51.75,-1.25,60")
+    (d / "poses.csv").write_text("\n".join(rows) + "\n")
+    (d / "drive.json").write_text(json.dumps({"seed": seed, "condition": name.split("_")[1]}))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("semloc-sim")
+    _write_drive(root, "trainA_day_l0", 21, 24, 7.0)
+    _write_drive(root, "trainA_night_l1", 21, 24, 3.5)
+    _write_drive(root, "eval_day_l0", 10, 4, 7.0)
+    splits = {"train": ["trainA_day_l0", "trainA_night_l1"], "database": "eval_day_l0", "queries": []}
+    (root / "splits.json").write_text(json.dumps(splits))
+    return root
+
+
+def test_loading_uses_only_train_drives(dataset):
+    drives = load_train_drives(dataset, progress=False)
+    assert [d.name for d in drives] == ["trainA_day_l0", "trainA_night_l1"]
+    assert drives[0].rgb.shape == (24, H, W, 3) and drives[0].labels.shape == (24, H, W)
+    assert drives[1].condition == "night" and drives[1].map_seed == 21
+    small = load_train_drives(dataset, ["trainA_day_l0"], (24, 32), (12, 16), progress=False)[0]
+    assert small.rgb.shape[1:3] == (24, 32) and small.labels.shape[1:] == (12, 16)
+    with pytest.raises(ValueError, match="outside the train split"):
+        load_train_drives(dataset, ["eval_day_l0"], progress=False)
+
+
+def test_pairs_are_cross_drive_and_far_negatives():
+    xy = np.array([[0, 0], [10, 0], [100, 0], [1, 0], [11, 0], [100, 3]], dtype=float)
+    drives = [TrainDrive("a", 1, "day", None, None, xy[:3], np.zeros(3)),
+              TrainDrive("b", 1, "night", None, None, xy[3:], np.zeros(3))]  # fmt: skip
+    index = FrameIndex.of(drives)
+    positives, negatives = build_pairs(index, pos_m=5.0, neg_m=25.0, max_heading_deg=60.0)
+    assert [p.tolist() for p in positives] == [[3], [4], [5], [0], [1], [2]]
+    assert negatives[0].tolist() == [False, False, True, False, False, True]
+    desc = np.eye(6, dtype=np.float32)[[0, 1, 2, 0, 1, 2]]  # perfect descriptors
+    assert cross_drive_recall(desc, index, 10.0) == 1.0
+
+
+def test_augmentations_keep_range_and_change_inputs():
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.full((6, H, W), ROAD)
+    labels[:, : H // 2] = SKY
+    noisy = corrupt_labels(labels, gen, strength=1.0)
+    assert noisy.shape == labels.shape and noisy.dtype == torch.int64
+    assert int(noisy.min()) >= 0 and int(noisy.max()) < SEMLOC_SIM.num_classes
+    assert (noisy != labels).float().mean() > 0.001
+    rgb = torch.rand(6, 3, H, W, generator=gen)
+    out = photometric(rgb, gen)
+    assert out.shape == rgb.shape and float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    assert not torch.allclose(out, rgb)
+
+
+def test_class_weights_and_schedule():
+    w = class_weights(np.array([0.5, 0.0, 0.01, 0.49]))
+    assert w[1] == 0 and w[2] > w[0] and abs(float(w[w > 0].mean()) - 1.0) < 1e-6
+    assert cosine_lr(0.0, 1.0) < cosine_lr(0.05, 1.0) == pytest.approx(1.0)
+    assert cosine_lr(1.0, 1.0) == pytest.approx(0.02)
+
+
+def test_train_segmenter_and_descriptors(dataset, tmp_path):
+    drives = load_train_drives(dataset, progress=False)
+    cfg = SegmenterTrainConfig(input_size=(H, W), batch_size=2, steps=2, device="cpu", eval_every=6)
+    result = train_segmenter(drives, tmp_path / "seg.pt", cfg, dataset="tiny", progress=False)
+    assert result["steps"] == 2
+    seg = Segmenter.from_file(tmp_path / "seg.pt", device="cpu")
+    assert seg.predict(drives[0].rgb[0]).shape == (H, W)
+    _, meta = load_checkpoint(tmp_path / "seg.pt")
+    assert meta["trained_on"] == "tiny" and "miou" in meta["training"]["train_subset_metrics"]
+
+    small = load_train_drives(dataset, None, None, (H, W), progress=False)
+    for kind in ("semantic", "rgb"):
+        dcfg = DescriptorTrainConfig(
+            kind=kind, net_conf={"input_size": (H, W), "clusters": 4, "dim": 32}, anchors=2, negatives=2,
+            neg_m=20.0, hard_pool=4, steps=2, device="cpu",
+        )  # fmt: skip
+        if kind == "rgb":
+            small = load_train_drives(dataset, None, (H, W), None, labels=False, progress=False)
+        out = tmp_path / f"{kind}.pt"
+        res = train_descriptor(small, out, dcfg, segmenter=seg if kind == "semantic" else None, progress=False)
+        d = DescriptorExtractor.from_file(out, device="cpu")
+        assert res["steps"] == 2 and d.dimension == 32 and d.input_kind == ("labels" if kind == "semantic" else "rgb")
+        if kind == "semantic":
+            assert res["segmenter"] == seg.model_id
+
+
+def test_train_command(dataset, tmp_path, capsys):
+    out = tmp_path / "seg.pt"
+    argv = ["segmenter", "--dataset", str(dataset), "--out", str(out), "--steps", "1", "--threads", "1"]
+    assert train_cmd.main([*argv, "--input-size", str(H), str(W), "--batch-size", "2", "--device", "cpu"]) == 0
+    assert out.is_file() and "took" in capsys.readouterr().out
+    bad = ["semantic", "--dataset", str(dataset), "--drives", "eval_day_l0", "--segmenter", "none", "--out", str(out)]
+    assert train_cmd.main(bad) == 1
+    assert "outside the train split" in capsys.readouterr().err
