@@ -6,8 +6,16 @@ amortised and never rebuilds the index.
 
 On disk a database is one NumPy ``.npz`` file (suffix :data:`SUFFIX` by convention) holding a JSON ``header``
 (stored as ``uint8`` bytes) and plain numeric/unicode arrays, written atomically and read with
-``allow_pickle=False``. The FAISS index itself is not stored: it is rebuilt from the descriptors on load,
-which keeps the format independent of the FAISS version.
+``allow_pickle=False``. A flat index is rebuilt from the descriptors on load. The approximate indexes
+("hnsw", "ivfpq") are slow to rebuild at a million entries, so :meth:`GeoDatabase.save` also stores them
+serialized by FAISS (``faiss.serialize_index``, a ``uint8`` array ``faiss_index`` with its SHA-256 and entry count
+in the header); on load the stored index is used when it verifies, else it is rebuilt from the descriptors. Files
+without it (all format-version-1 files of earlier releases) load as before.
+
+Index types (``INDEX_TYPES``): ``flat`` (exact), ``hnsw`` (graph; holds a second copy of the descriptors),
+``ivfpq`` (inverted lists of 8-bit product-quantised codes, candidates re-ranked by their exact inner product
+on the stored descriptors, so similarities stay exact cosines) and ``auto``: exact search up to
+:data:`AUTO_IVFPQ_MIN_ENTRIES` entries, IVF-PQ above (see docs/benchmarks.md for the measurements).
 """
 
 from __future__ import annotations
@@ -15,11 +23,13 @@ from __future__ import annotations
 import contextlib
 import datetime
 import errno
+import hashlib
 import json
 import math
 import os
 import tempfile
 import threading
+import warnings
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,11 +45,24 @@ from semloc_ros.geodesy import GeoError, LocalENU, validate_lat_lon
 FORMAT_NAME = "semloc-geodatabase"
 FORMAT_VERSION = 1
 SUFFIX = ".semdb"
-INDEX_TYPES = ("flat", "hnsw")
+INDEX_TYPES = ("flat", "hnsw", "ivfpq", "auto")
+# "auto" switches from exact search to IVF-PQ at this size: where one exact single-thread query gets slower than
+# IVF-PQ at the same recall (`semloc benchmark index`, docs/benchmarks.md).
+AUTO_IVFPQ_MIN_ENTRIES = 50_000
+# An explicit "ivfpq" database is searched exactly until it holds this many entries (too few to train on).
+IVFPQ_MIN_ENTRIES = 1_000
 
 _HNSW_NEIGHBOURS = 32
 _HNSW_EF_CONSTRUCTION = 80
 _HNSW_EF_SEARCH = 64
+_IVFPQ_NPROBE = 32  # inverted lists visited per query
+_IVFPQ_DIMS_PER_SUBQUANTIZER = 8  # 256-d descriptors -> 32 bytes per code
+_IVFPQ_TRAIN_PER_LIST = 32  # k-means training sample: this many rows per inverted list
+_IVFPQ_MIN_POINTS_PER_CENTROID = 39  # FAISS's own minimum of training rows per k-means centroid
+_IVFPQ_RERANK_MIN = 64  # candidates re-ranked exactly per query: max(this, _IVFPQ_RERANK_FACTOR x k)
+_IVFPQ_RERANK_FACTOR = 4
+_IVFPQ_RETRAIN_GROWTH = 4  # retrain when the database outgrows its training size by this factor
+_CHUNK_ROWS = 65_536  # row chunk of the whole-array checks (bounded temporary memory at a million entries)
 _INITIAL_CAPACITY = 64
 _NORM_TOLERANCE_ON_LOAD = 1e-3
 _ARRAY_NAMES = ("descriptors", "lat", "lon", "alt", "heading", "stamp_ns", "image_id")
@@ -84,7 +107,16 @@ class _GrowableColumn:
         self._data = np.empty((_INITIAL_CAPACITY, *row_shape), dtype=dtype)
         self._size = 0
 
-    def append(self, rows: np.ndarray) -> None:
+    def append(self, rows: np.ndarray, adopt: bool = False) -> None:
+        """Append ``rows``; ``adopt=True`` lets an empty column keep ``rows`` itself as its storage (no copy).
+
+        Adopt only arrays nobody else holds (e.g. freshly loaded or normalised): the column never writes into
+        adopted storage (it is full, so the next append copies it into a larger array first).
+        """
+        if adopt and self._size == 0 and len(rows) > len(self._data) and rows.dtype == self._data.dtype \
+                and rows.shape[1:] == self._data.shape[1:] and rows.flags.c_contiguous:
+            self._data, self._size = rows, len(rows)
+            return
         needed = self._size + len(rows)
         if needed > len(self._data):
             capacity = max(needed, 2 * len(self._data))
@@ -101,11 +133,30 @@ class _GrowableColumn:
         return filled
 
 
-def _make_index(index_type: str, dimension: int) -> faiss.Index:
-    """An empty inner-product FAISS index of the given type.
+def ivfpq_parameters(dimension: int, count: int) -> tuple[int, int, int]:
+    """(inverted lists, subquantizers, bits per code) of an IVF-PQ index trained on ``count`` rows.
 
-    New types ("ivfpq", ...) go here; types that need training must be trained from the stored descriptors
-    before the first ``add``.
+    Lists: the power of two nearest 4 sqrt(count) (4096 at a million), at most count / 39; subquantizers: one
+    per 8 dimensions (a divisor of ``dimension``); 8 bits per subquantizer, fewer when there are too few rows
+    to train 256 centroids.
+    """
+    if count < 1:
+        raise ValueError("an IVF-PQ index needs at least one training row")
+    lists = 2 ** max(0, round(math.log2(4.0 * math.sqrt(count))))
+    while lists > 1 and lists * _IVFPQ_MIN_POINTS_PER_CENTROID > count:
+        lists //= 2
+    wanted = max(1, dimension // _IVFPQ_DIMS_PER_SUBQUANTIZER)
+    subquantizers = max(m for m in range(1, wanted + 1) if dimension % m == 0)
+    bits = int(max(1, min(8, math.floor(math.log2(max(2.0, count / _IVFPQ_MIN_POINTS_PER_CENTROID))))))
+    return int(lists), subquantizers, bits
+
+
+def _make_index(index_type: str, dimension: int, count: int = 0) -> faiss.Index:
+    """An empty FAISS index of the given type; ``count`` (rows it will be trained on) sizes an IVF-PQ index.
+
+    "flat" and "hnsw" compare by inner product. "ivfpq" (untrained: call ``train`` first) uses the L2 metric,
+    which ranks L2-normalised rows like the inner product (|q - x|^2 = 2 - 2 q.x); its candidates are
+    re-ranked by their exact inner product in :meth:`GeoDatabase.search`.
     """
     if index_type == "flat":
         return faiss.IndexFlatIP(dimension)
@@ -114,7 +165,23 @@ def _make_index(index_type: str, dimension: int) -> faiss.Index:
         index.hnsw.efConstruction = _HNSW_EF_CONSTRUCTION
         index.hnsw.efSearch = _HNSW_EF_SEARCH
         return index
+    if index_type == "ivfpq":
+        lists, subquantizers, bits = ivfpq_parameters(dimension, count)
+        index = faiss.IndexIVFPQ(faiss.IndexFlatL2(dimension), dimension, lists, subquantizers, bits)
+        index.nprobe = _IVFPQ_NPROBE
+        return index
     raise ValueError(f"unknown index_type {index_type!r}; expected one of {', '.join(INDEX_TYPES)}")
+
+
+def _all_finite(array: np.ndarray) -> bool:
+    """``np.all(np.isfinite(array))`` in row chunks (no full-size temporary)."""
+    return all(bool(np.all(np.isfinite(array[i : i + _CHUNK_ROWS]))) for i in range(0, len(array), _CHUNK_ROWS))
+
+
+def _positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def _as_float_matrix(values: Any, what: str) -> np.ndarray:
@@ -123,12 +190,15 @@ def _as_float_matrix(values: Any, what: str) -> np.ndarray:
     if not np.issubdtype(array.dtype, np.floating):
         raise TypeError(f"{what} must have a floating-point dtype, got {array.dtype}")
     array = np.ascontiguousarray(array, dtype=np.float32)
-    if not np.all(np.isfinite(array)):
+    if not (_all_finite(array) if array.ndim else bool(np.isfinite(array))):
         raise ValueError(f"{what} contain NaN or infinite values")
     return array
 
 
 def _l2_normalised(rows: np.ndarray, what: str) -> np.ndarray:
+    # float64: the squared norm of float32 rows near the float32 limits (1e38, 1e-45) neither overflows
+    # nor underflows, so such rows keep their direction instead of collapsing to zero.
+    rows = rows.astype(np.float64)
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
     if np.any(norms == 0.0):
         raise ValueError(f"{what} contain an all-zero vector, which cannot be L2-normalised")
@@ -140,17 +210,30 @@ class GeoDatabase:
 
     Not safe for concurrent writers; ``add`` and ``search`` are serialised by an internal lock so a reader
     thread may search while another thread appends.
+
+    ``index_type`` is one of :data:`INDEX_TYPES` (see the module docstring); ``nprobe`` (IVF-PQ lists visited
+    per query) and ``ef_search`` (HNSW candidate list) trade speed for recall, are settable at any time and
+    are saved with the database.
     """
 
-    def __init__(self, dimension: int, model_id: str, index_type: str = "flat") -> None:
+    def __init__(self, dimension: int, model_id: str, index_type: str = "flat", *, nprobe: int = _IVFPQ_NPROBE,
+                 ef_search: int = _HNSW_EF_SEARCH) -> None:
         if isinstance(dimension, bool) or not isinstance(dimension, int | np.integer) or dimension <= 0:
             raise ValueError(f"dimension must be a positive integer, got {dimension!r}")
         if not isinstance(model_id, str) or not model_id:
             raise ValueError(f"model_id must be a non-empty string, got {model_id!r}")
+        if index_type not in INDEX_TYPES:
+            raise ValueError(f"unknown index_type {index_type!r}; expected one of {', '.join(INDEX_TYPES)}")
         self._dimension = int(dimension)
         self._model_id = model_id
         self._index_type = index_type
-        self._index = _make_index(index_type, self._dimension)
+        self._nprobe = _positive_int(nprobe, "nprobe")
+        self._ef_search = _positive_int(ef_search, "ef_search")
+        # IVF-PQ ("ivfpq", "auto") starts without an index (exact search) and is trained once large enough.
+        self._index: faiss.Index | None = (
+            _make_index(index_type, self._dimension) if index_type in ("flat", "hnsw") else None
+        )
+        self._trained_count = 0  # rows the IVF-PQ index was trained on
         self._descriptors = _GrowableColumn(np.float32, (self._dimension,))
         self._lat = _GrowableColumn(np.float64)
         self._lon = _GrowableColumn(np.float64)
@@ -169,7 +252,7 @@ class GeoDatabase:
     def __repr__(self) -> str:
         return (
             f"GeoDatabase(model_id={self._model_id!r}, dimension={self._dimension}, "
-            f"index_type={self._index_type!r}, entries={len(self)})"
+            f"index_type={self._index_type!r}, active_index={self.active_index!r}, entries={len(self)})"
         )
 
     @property
@@ -182,7 +265,33 @@ class GeoDatabase:
 
     @property
     def index_type(self) -> str:
+        """The requested index type (one of :data:`INDEX_TYPES`)."""
         return self._index_type
+
+    @property
+    def active_index(self) -> str:
+        """What searches now: "flat", "hnsw", "ivfpq" or "exact" (IVF-PQ/auto not trained yet)."""
+        if self._index_type in ("flat", "hnsw"):
+            return self._index_type
+        return "exact" if self._index is None else "ivfpq"
+
+    @property
+    def nprobe(self) -> int:
+        """IVF-PQ inverted lists visited per query (more: higher recall, slower)."""
+        return self._nprobe
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        self._nprobe = _positive_int(value, "nprobe")
+
+    @property
+    def ef_search(self) -> int:
+        """HNSW search candidate list length (at least k is used; more: higher recall, slower)."""
+        return self._ef_search
+
+    @ef_search.setter
+    def ef_search(self, value: int) -> None:
+        self._ef_search = _positive_int(value, "ef_search")
 
     @property
     def descriptors(self) -> np.ndarray:
@@ -315,8 +424,15 @@ class GeoDatabase:
         stamp_ns: np.ndarray,
         image_ids: list[str],
         normalise: bool,
+        owned: bool = False,
+        index: faiss.Index | None = None,
     ) -> None:
-        """Validate column arrays of equal length and append them (all-or-nothing)."""
+        """Validate column arrays of equal length and append them (all-or-nothing).
+
+        ``owned``: the caller hands over the arrays (no copy is kept elsewhere), so an empty database adopts
+        them without copying. ``index``: an already built search index holding these rows (a verified stored
+        index of a file being loaded) instead of indexing them here.
+        """
         matrix = _as_float_matrix(descriptors, "descriptors")
         if matrix.ndim != 2:
             raise ValueError(f"descriptors must be a 2-D (N, D) array, got shape {matrix.shape}")
@@ -341,15 +457,50 @@ class GeoDatabase:
         if normalise:
             matrix = _l2_normalised(matrix, "descriptors")
         with self._lock:
-            self._index.add(matrix)
-            self._descriptors.append(matrix)
-            self._lat.append(lat)
-            self._lon.append(lon)
-            self._alt.append(alt)
-            self._heading.append(heading)
-            self._stamp_ns.append(stamp_ns)
+            if index is not None and len(self) == 0:
+                self._index = index
+                if self.active_index == "ivfpq":
+                    self._trained_count = count
+            else:
+                self._index_rows(matrix)
+            self._descriptors.append(matrix, adopt=normalise or owned)
+            self._lat.append(lat, adopt=owned)
+            self._lon.append(lon, adopt=owned)
+            self._alt.append(alt, adopt=owned)
+            self._heading.append(heading, adopt=owned)
+            self._stamp_ns.append(stamp_ns, adopt=owned)
             self._image_id_list.extend(image_ids)
             self._frame_cache = None
+
+    def _index_rows(self, matrix: np.ndarray) -> None:
+        """Add normalised rows (not yet in the columns) to the search index, (re)training IVF-PQ when due.
+
+        IVF-PQ is trained on all rows when the database reaches its training size (``IVFPQ_MIN_ENTRIES``,
+        or ``AUTO_IVFPQ_MIN_ENTRIES`` for "auto") and retrained when it outgrows the size it was trained at by
+        ``_IVFPQ_RETRAIN_GROWTH``; in between new rows are encoded with the trained quantizers. A new index
+        replaces the old one only once complete, so a failure leaves the database unchanged.
+        """
+        if self._index_type in ("flat", "hnsw"):
+            self._index.add(matrix)
+            return
+        existing = self._descriptors.view()
+        total = len(existing) + len(matrix)
+        minimum = AUTO_IVFPQ_MIN_ENTRIES if self._index_type == "auto" else IVFPQ_MIN_ENTRIES
+        if total < minimum:
+            return
+        if self._index is not None and total <= _IVFPQ_RETRAIN_GROWTH * self._trained_count:
+            self._index.add(matrix)
+            return
+        index = _make_index("ivfpq", self._dimension, total)
+        lists, _, bits = ivfpq_parameters(self._dimension, total)
+        sample_size = min(total, max(lists * _IVFPQ_TRAIN_PER_LIST, (2**bits) * _IVFPQ_MIN_POINTS_PER_CENTROID))
+        rows = np.sort(np.random.default_rng(0).choice(total, size=sample_size, replace=False))
+        old, new = rows[rows < len(existing)], rows[rows >= len(existing)] - len(existing)
+        index.train(np.concatenate([existing[old], matrix[new]]))
+        for start in range(0, len(existing), 8 * _CHUNK_ROWS):
+            index.add(existing[start : start + 8 * _CHUNK_ROWS])
+        index.add(matrix)
+        self._index, self._trained_count = index, total
 
     # ------------------------------------------------------------------ searching
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -357,7 +508,8 @@ class GeoDatabase:
 
         ``queries`` is (Q, D) or (D,); they are L2-normalised here. ``k`` is clipped to the database size.
         Returns similarities (Q, k) float32 (descending) and indices (Q, k) int64. An approximate index
-        ("hnsw") may return index -1 (similarity -inf) where it found fewer than k entries.
+        ("hnsw", "ivfpq") may return index -1 (similarity -inf) where it found fewer than k entries; the
+        similarities it returns are exact inner products (IVF-PQ re-ranks its candidates exactly).
         """
         matrix = _as_float_matrix(queries, "queries")
         if matrix.ndim == 1:
@@ -372,13 +524,32 @@ class GeoDatabase:
             if len(self) == 0:
                 raise DatabaseError("cannot search an empty database")
             k = min(int(k), len(self))
-            if self._index_type == "hnsw":
-                self._index.hnsw.efSearch = max(_HNSW_EF_SEARCH, k)
-            similarities, indices = self._index.search(matrix, k)
+            active = self.active_index
+            if active == "exact":
+                similarities, indices = faiss.knn(matrix, self._descriptors.view(), k,
+                                                  metric=faiss.METRIC_INNER_PRODUCT)
+            elif active == "ivfpq":
+                similarities, indices = self._search_ivfpq(matrix, k)
+            else:
+                if active == "hnsw":
+                    self._index.hnsw.efSearch = max(self._ef_search, k)
+                similarities, indices = self._index.search(matrix, k)
         similarities = np.asarray(similarities, dtype=np.float32)
         indices = np.asarray(indices, dtype=np.int64)
         similarities[indices < 0] = -np.inf
         return similarities, indices
+
+    def _search_ivfpq(self, matrix: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """IVF-PQ candidates re-ranked by their exact inner product with the stored descriptors."""
+        candidates = min(len(self), max(_IVFPQ_RERANK_MIN, _IVFPQ_RERANK_FACTOR * k))
+        self._index.nprobe = min(self._nprobe, self._index.nlist)
+        _, found = self._index.search(matrix, candidates)
+        valid = found >= 0
+        rows = self._descriptors.view()[np.where(valid, found, 0)]  # (Q, candidates, D)
+        exact = np.einsum("qcd,qd->qc", rows, matrix)
+        exact[~valid] = -np.inf
+        best = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(exact, best, axis=1), np.take_along_axis(np.where(valid, found, -1), best, axis=1)
 
     # ------------------------------------------------------------------ files
     def header(self) -> dict[str, Any]:
@@ -390,6 +561,7 @@ class GeoDatabase:
             "dimension": self._dimension,
             "index_type": self._index_type,
             "count": len(self),
+            "search_params": {"nprobe": self._nprobe, "ef_search": self._ef_search},
             "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "semloc_version": SEMLOC_VERSION,
         }
@@ -401,7 +573,18 @@ class GeoDatabase:
         """
         target = Path(path)
         with self._lock:
-            header_bytes = np.frombuffer(json.dumps(self.header()).encode("utf-8"), dtype=np.uint8)
+            header = self.header()
+            stored_index = None
+            if self.active_index in ("hnsw", "ivfpq") and len(self):
+                stored_index = faiss.serialize_index(self._index)
+                header["faiss_index"] = {
+                    "type": self.active_index,
+                    "count": int(self._index.ntotal),
+                    "trained_count": self._trained_count,
+                    "sha256": hashlib.sha256(stored_index.data).hexdigest(),
+                    "faiss_version": faiss.__version__,
+                }
+            header_bytes = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
             arrays = {
                 "header": header_bytes,
                 "descriptors": np.array(self.descriptors),
@@ -412,6 +595,8 @@ class GeoDatabase:
                 "stamp_ns": np.array(self.stamp_ns),
                 "image_id": np.array(self.image_ids),
             }
+            if stored_index is not None:
+                arrays["faiss_index"] = stored_index
         descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
             with os.fdopen(descriptor, "wb") as stream:
@@ -450,6 +635,7 @@ class GeoDatabase:
                 if missing:
                     raise DatabaseFormatError(f"{source}: missing arrays {', '.join(missing)}")
                 arrays = {name: archive[name] for name in _ARRAY_NAMES}
+                stored_blob = archive["faiss_index"] if "faiss_index" in archive.files else None
         except DatabaseError:
             raise
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, UnicodeDecodeError) as error:
@@ -464,21 +650,69 @@ class GeoDatabase:
                 f"{expected_model_id!r}"
             )
         _check_arrays(arrays, header, source)
-        database = cls(header["dimension"], header["model_id"], header["index_type"])
+        search_params = header.get("search_params", {})
+        try:
+            database = cls(header["dimension"], header["model_id"], header["index_type"], **search_params)
+        except (TypeError, ValueError) as error:
+            raise DatabaseFormatError(f"{source}: invalid search_params {search_params!r}: {error}") from error
+        stored_index = _stored_index(header, stored_blob, source)
         try:
             database._append(
-                arrays["descriptors"],
-                lat=arrays["lat"],
-                lon=arrays["lon"],
-                alt=arrays["alt"],
-                heading=arrays["heading"],
-                stamp_ns=arrays["stamp_ns"],
-                image_ids=arrays["image_id"].tolist(),
+                arrays.pop("descriptors"),
+                lat=arrays.pop("lat"),
+                lon=arrays.pop("lon"),
+                alt=arrays.pop("alt"),
+                heading=arrays.pop("heading"),
+                stamp_ns=arrays.pop("stamp_ns"),
+                image_ids=arrays.pop("image_id").tolist(),
                 normalise=False,
+                owned=True,
+                index=stored_index,
             )
         except (ValueError, TypeError, DatabaseError) as error:
             raise DatabaseFormatError(f"{source}: invalid entries: {error}") from error
+        if stored_index is not None and database.active_index == "ivfpq":
+            database._trained_count = int(header["faiss_index"]["trained_count"])
         return database
+
+
+def _stored_index(header: dict[str, Any], blob: np.ndarray | None, source: Path) -> faiss.Index | None:
+    """The FAISS index stored in a database file, or None when there is none or it does not verify.
+
+    It must match the header's SHA-256, entry count, dimension and index type (a stored index is a cache of
+    what the descriptors rebuild: when it does not verify, a warning is issued and the index is rebuilt).
+    """
+    info = header.get("faiss_index")
+    if blob is None and info is None:
+        return None
+    expected_type = "hnsw" if header["index_type"] == "hnsw" else "ivfpq"
+    problem = ""
+    if blob is None or not isinstance(info, dict):
+        problem = "the stored index or its header entry is missing"
+    elif blob.dtype != np.uint8 or blob.ndim != 1:
+        problem = f"the stored index is {blob.dtype} {blob.shape}, not 1-D uint8"
+    elif info.get("type") != expected_type or header["index_type"] not in ("hnsw", "ivfpq", "auto"):
+        problem = f"a stored {info.get('type')!r} index does not fit index_type {header['index_type']!r}"
+    elif info.get("count") != header["count"] or not isinstance(info.get("trained_count"), int) \
+            or not 0 <= info["trained_count"] <= header["count"]:
+        problem = "the stored index's entry counts do not match the descriptors"
+    elif hashlib.sha256(blob.data).hexdigest() != info.get("sha256"):
+        problem = "the stored index does not match its SHA-256"
+    if not problem:
+        try:
+            index = faiss.deserialize_index(blob)
+        except (RuntimeError, MemoryError, ValueError) as error:
+            problem = f"FAISS cannot read the stored index ({error})"
+        else:
+            wanted = faiss.IndexHNSWFlat if expected_type == "hnsw" else faiss.IndexIVFPQ
+            if not isinstance(index, wanted) or index.d != header["dimension"] or index.ntotal != header["count"]:
+                problem = f"the stored index is a {type(index).__name__} of {index.ntotal} x {index.d} entries"
+            elif expected_type == "hnsw" and index.metric_type != faiss.METRIC_INNER_PRODUCT:
+                problem = "the stored HNSW index does not use the inner product"
+            else:
+                return index
+    warnings.warn(f"{source}: {problem}; rebuilding the index from the descriptors", stacklevel=3)
+    return None
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -552,7 +786,7 @@ def _check_arrays(arrays: dict[str, np.ndarray], header: dict[str, Any], source:
         raise DatabaseFormatError(
             f"{source}: inconsistent array lengths {lengths} (header count {header['count']})"
         )
-    if header["count"]:
-        norms = np.linalg.norm(descriptors, axis=1)
+    for start in range(0, header["count"], _CHUNK_ROWS):
+        norms = np.linalg.norm(descriptors[start : start + _CHUNK_ROWS], axis=1)
         if not np.all(np.abs(norms - 1.0) <= _NORM_TOLERANCE_ON_LOAD):
             raise DatabaseFormatError(f"{source}: stored descriptors are not L2-normalised")

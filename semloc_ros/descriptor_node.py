@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 import numpy as np
 from rclpy.node import Node
@@ -18,13 +19,14 @@ from semloc_ros.node_common import (
     ParameterSpec,
     StageDiagnostics,
     ValidatedParameters,
+    guarded,
     in_range,
     one_of,
     positive,
     run_node,
 )
-from semloc_ros.ros_conversions import imgmsg_to_array
-from semloc_ros.stage_stats import StageStats
+from semloc_ros.ros_conversions import imgmsg_to_array, stamp_to_ns
+from semloc_ros.stage_stats import SequenceMonitor, StageStats
 
 PARAMETERS = (
     ParameterSpec("model", "default",
@@ -51,10 +53,11 @@ class DescriptorNode(Node):
                                          self.params.get("kind"))
         self.stats = StageStats()
         self.diagnostics = StageDiagnostics(self, self.stats)
+        self.sequence = SequenceMonitor()
         self.publisher = self.create_publisher(Descriptor, "semloc/descriptor", QoSProfile(depth=10))
         input_qos = QoSProfile(depth=self.params.get("queue_depth"), reliability=ReliabilityPolicy.BEST_EFFORT)
         topic = "semloc/labels" if self.extractor.input_kind == "labels" else "image_raw"
-        self.create_subscription(Image, topic, self.on_image, input_qos)
+        self.create_subscription(Image, topic, self._on_image_with_info, input_qos)
         self.get_logger().info(f"descriptor {self.extractor.model_id} (dimension {self.extractor.dimension}) "
                                f"on {topic}")
 
@@ -66,14 +69,35 @@ class DescriptorNode(Node):
             raise ImageEncodingError(f"label images must be mono8 or 8UC1, got '{message.encoding}'")
         return array
 
+    def _on_image_with_info(self, message: Image, info: dict[str, Any]) -> None:
+        lost = self.sequence.lost(str(info.get("publisher_gid")), info.get("publication_sequence_number"))
+        if lost:
+            self.stats.record_dropped(lost)
+        self.on_image(message)
+
+    def _check_stamp(self, message: Image) -> None:
+        """Out-of-order and repeated stamps are counted and logged; the frame is still described."""
+        stamp_ns = stamp_to_ns(message.header.stamp)
+        order = self.sequence.stamp_order(stamp_ns)
+        if order is not None:
+            text = f"stamp {stamp_ns} ns is not newer than {self.sequence.newest_stamp_ns} ns; described anyway"
+            self.stats.record_warning(f"{order}_stamp", text)
+            self.get_logger().warning(f"{order} stamp: {text}", throttle_duration_sec=2.0)
+
+    @guarded
     def on_image(self, message: Image) -> None:
         self.stats.record_received()
         start = time.perf_counter()
+        self._check_stamp(message)
         try:
             descriptor = self.extractor.describe(self._input_array(message))
         except ImageEncodingError as error:
             self.stats.record_error("bad_image", str(error))
             self.get_logger().warning(f"dropped frame: {error}", throttle_duration_sec=2.0)
+            return
+        except (RuntimeError, MemoryError) as error:  # e.g. out of memory
+            self.stats.record_error("describe_failed", f"{type(error).__name__}: {error}")
+            self.get_logger().warning(f"dropped frame: {type(error).__name__}: {error}", throttle_duration_sec=2.0)
             return
         out = Descriptor(header=message.header, model_id=self.extractor.model_id,
                          dimension=int(descriptor.shape[0]))

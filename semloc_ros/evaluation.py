@@ -4,10 +4,20 @@ Rates are percentages (0-100), as in the VPR literature. A query is a positive m
 when they are at most ``threshold_m`` apart (horizontal distance in a local metric frame). Queries without any
 database entry within the threshold can never be correct: they are counted (``n_queries_without_positive``)
 and recall is reported both over all queries and over the queries that have a positive.
+
+Localization (the :class:`Localizer`'s estimate, not the top-1 entry) is scored single-frame and, with
+``LocalizerConfig.sequence_filter``, through the sequence filter over each query drive in stamp order
+(``filtered``): Recall@1 = percentage of queries whose estimate is within ``threshold_m``, error statistics,
+and the coverage of the reported covariances (errors inside the 1- and 2-sigma ellipses).
+No-match rejection and calibration (:func:`calibrate_method`): out-of-database frames (:func:`rejection_scores`)
+are negatives, query frames with a database positive are positives; thresholds and the covariance scale are
+fitted on one query drive plus the first half of the negatives and reported on the other drives and the
+second half.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections.abc import Sequence
@@ -16,14 +26,26 @@ from typing import Any
 import faiss
 import numpy as np
 
+from semloc_ros.calibration import (
+    covariance_coverage,
+    covariance_scale,
+    fit_temperature,
+    mahalanobis_squared,
+    operating_point,
+    precision_recall_curve,
+    threshold_at_precision,
+)
 from semloc_ros.database import GeoDatabase, PlaceRecord
 from semloc_ros.datasets import Drive, Frame, load_label_images, load_rgbs
 from semloc_ros.geodesy import LocalENU, geodesic_distance_m
-from semloc_ros.localizer import FixStatus, Localizer, LocalizerConfig
+from semloc_ros.localizer import FixStatus, Localizer, LocalizerConfig, PositionEstimate
 
 DEFAULT_NS = (1, 5, 10, 20)
 DEFAULT_DISTANCES_M = tuple(range(5, 105, 5))
 DEFAULT_THRESHOLD_M = 25.0
+DEFAULT_TARGET_PRECISION = 0.99
+DEFAULT_NEGATIVE_MIN_ROUTE_M = 200.0
+_MAX_CURVE_POINTS = 200
 _RANGE_MARGIN_M = 0.01  # candidates from FAISS (float32) are re-checked exactly in float64
 
 
@@ -148,10 +170,21 @@ def position_error_stats(errors_m: np.ndarray) -> dict[str, float]:
 # ----------------------------------------------------------------------------------------- descriptors
 
 
+def _finite_or_nan(value: float) -> float:
+    return value if math.isfinite(value) else math.nan
+
+
 def place_records(frames: Sequence[Frame]) -> list[PlaceRecord]:
-    """Database metadata of frames."""
+    """Database metadata of frames; an infinite altitude or heading is stored as unknown (NaN)."""
     return [
-        PlaceRecord(lat=f.lat, lon=f.lon, alt=f.alt, heading=f.heading, stamp_ns=f.stamp_ns, image_id=f.image_id)
+        PlaceRecord(
+            lat=f.lat,
+            lon=f.lon,
+            alt=_finite_or_nan(f.alt),
+            heading=_finite_or_nan(f.heading),
+            stamp_ns=f.stamp_ns,
+            image_id=f.image_id,
+        )
         for f in frames
     ]
 
@@ -243,7 +276,7 @@ def evaluate_query_descriptors(
 ) -> dict[str, Any]:
     """Metrics of one query drive whose descriptors are already computed (JSON-ready dict)."""
     q_lat, q_lon = query_drive.lat, query_drive.lon
-    _, retrieved = database.search(query_descriptors, max(ns))
+    similarities, retrieved = database.search(query_descriptors, max(ns))
     positives = positives_within(q_lat, q_lon, database.lat, database.lon, threshold_m)
     recalls = recall_report(retrieved, positives, ns)
 
@@ -254,18 +287,25 @@ def evaluate_query_descriptors(
         q_lat[found], q_lon[found], database.lat[top1[found]], database.lon[top1[found]]
     )
 
-    estimates = Localizer(database, localizer_config).localize_batch(query_descriptors)
-    est_lat = np.array([e.lat for e in estimates], dtype=float)
-    est_lon = np.array([e.lon for e in estimates], dtype=float)
-    statuses = [e.status for e in estimates]
-    error = np.full(len(estimates), np.nan)
-    has_estimate = np.isfinite(est_lat) & np.isfinite(est_lon)
-    error[has_estimate] = geodesic_distance_m(
-        q_lat[has_estimate], q_lon[has_estimate], est_lat[has_estimate], est_lon[has_estimate]
-    )
-    is_fix = np.array([s == FixStatus.FIX for s in statuses], dtype=bool)
+    localizer = Localizer(database, localizer_config)
+    estimates = localizer.localize_batch(query_descriptors)
+    single = localization_metrics(estimates, database, q_lat, q_lon, threshold_m)
+    filtered = None
+    if localizer.sequence_filter is not None:
+        localizer.reset()
+        filtered = localization_metrics(
+            localizer.localize_sequence(query_descriptors, query_drive.stamps_ns.tolist()),
+            database,
+            q_lat,
+            q_lon,
+            threshold_m,
+        )
+        filtered["filter_resets"] = localizer.sequence_filter.resets - 1  # the reset before the drive
+        filtered["filter_temperature"] = localizer.config.filter_temperature
+        filtered["filter_kidnap_probability"] = localizer.config.filter_kidnap_probability
+    best_similarity = similarities[:, 0].astype(float) if len(similarities) else np.zeros(0)
 
-    return {
+    result = {
         "query_drive": query_drive.name,
         "condition": query_drive.condition,
         "threshold_m": threshold_m,
@@ -278,9 +318,11 @@ def evaluate_query_descriptors(
         },
         "top1_recall_at_distance_m": {str(d): r for d, r in top1_recall_at_distances(top1_error, distances).items()},
         "top1_error_m": position_error_stats(top1_error),
-        "localization_error_m": position_error_stats(error),
-        "localization_error_m_fix_only": position_error_stats(error[is_fix]),
-        "status_counts": {s.value: sum(1 for x in statuses if x == s) for s in FixStatus},
+        "localization_recall_at_1": single["localization_recall_at_1"],
+        "localization_error_m": single["localization_error_m"],
+        "localization_error_m_fix_only": single["localization_error_m_fix_only"],
+        "covariance_coverage": single["covariance_coverage"],
+        "status_counts": single["status_counts"],
         "skipped_frames": dict(query_drive.skipped),
         "per_query": {
             "image_id": [f.image_id for f in query_drive.frames],
@@ -289,11 +331,63 @@ def evaluate_query_descriptors(
             "has_positive": [bool(len(p)) for p in positives],
             "top1_index": top1.astype(int).tolist(),
             "top1_error_m": _nan_to_none(top1_error),
-            "estimate_lat": _nan_to_none(est_lat),
-            "estimate_lon": _nan_to_none(est_lon),
+            "best_similarity": _nan_to_none(best_similarity),
+            **single["per_query"],
+        },
+    }
+    if filtered is not None:
+        result["filtered"] = filtered
+    return result
+
+
+def localization_metrics(
+    estimates: Sequence[PositionEstimate],
+    database: GeoDatabase,
+    query_lat: np.ndarray,
+    query_lon: np.ndarray,
+    threshold_m: float = DEFAULT_THRESHOLD_M,
+) -> dict[str, Any]:
+    """Recall@1 (estimate within ``threshold_m``, percent of all queries), errors, covariance coverage.
+
+    The per-query squared Mahalanobis distance of the east/north error (estimate minus truth, in the
+    database ENU frame) under the estimate's covariance is kept (``mahalanobis_sq``) for calibration.
+    NO_MATCH estimates (no position) count as failures and have no error or distance.
+    """
+    est_lat = np.array([e.lat for e in estimates], dtype=float)
+    est_lon = np.array([e.lon for e in estimates], dtype=float)
+    statuses = [e.status for e in estimates]
+    has_estimate = np.isfinite(est_lat) & np.isfinite(est_lon)
+    has_estimate &= np.array([s is not FixStatus.NO_MATCH for s in statuses], dtype=bool)
+    error = np.full(len(estimates), np.nan)
+    error[has_estimate] = geodesic_distance_m(
+        query_lat[has_estimate], query_lon[has_estimate], est_lat[has_estimate], est_lon[has_estimate]
+    )
+    is_fix = np.array([s is FixStatus.FIX for s in statuses], dtype=bool)
+
+    distances = np.full(len(estimates), np.nan)
+    if has_estimate.any():
+        frame = database.frame
+        true_east, true_north, _ = frame.to_enu(query_lat[has_estimate], query_lon[has_estimate])
+        chosen = [e for e, keep in zip(estimates, has_estimate, strict=True) if keep]
+        errors_en = np.column_stack(
+            [[e.east for e in chosen] - np.asarray(true_east), [e.north for e in chosen] - np.asarray(true_north)]
+        )
+        covariances = np.array([np.asarray(e.covariance_enu)[:2, :2] for e in chosen])
+        distances[has_estimate] = mahalanobis_squared(errors_en, covariances)
+    within = np.isfinite(error) & (error <= threshold_m)
+    return {
+        "localization_recall_at_1": float(np.mean(within) * 100) if len(error) else math.nan,
+        "localization_error_m": position_error_stats(error),
+        "localization_error_m_fix_only": position_error_stats(error[is_fix]),
+        "covariance_coverage": covariance_coverage(distances),
+        "status_counts": {s.value: sum(1 for x in statuses if x == s) for s in FixStatus},
+        "per_query": {
+            "estimate_lat": _nan_to_none(np.where(has_estimate, est_lat, np.nan)),
+            "estimate_lon": _nan_to_none(np.where(has_estimate, est_lon, np.nan)),
             "error_m": _nan_to_none(error),
             "confidence": [float(e.confidence) for e in estimates],
             "status": [s.value for s in statuses],
+            "mahalanobis_sq": _nan_to_none(distances),
         },
     }
 
@@ -311,17 +405,20 @@ def evaluate_method(
     localizer_config: LocalizerConfig | None = None,
     batch_size: int = 16,
     progress: bool = False,
+    fit_filter_on: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Results per query drive name for one method.
 
     The database is built from ``database_drive`` unless given. Query labels come from the segmenter on the
     query RGB; with ``oracle`` both database and queries use the ground-truth labels (perfect segmentation),
-    and every result is named ``<method>-oracle``.
+    and every result is named ``<method>-oracle``. With the sequence filter enabled and ``fit_filter_on``
+    naming one of the query drives, ``filter_temperature`` and ``filter_kidnap_probability`` are first fitted on
+    that drive (:func:`fit_filter_parameters`) and used for every drive (``filtered.filter_fit``).
     """
     if database is None:
         database = build_database(pipeline, database_drive, oracle=oracle, batch_size=batch_size, progress=progress)
     label = method_label(method or getattr(pipeline, "method", "method"), oracle)
-    results = {}
+    described = []
     for drive in query_drives:
         valid = drive.drop_invalid_gps()
         descriptors = describe_drive_frames(
@@ -332,8 +429,20 @@ def evaluate_method(
             progress=progress,
             desc=f"{label} {drive.name}",
         )
-        result = evaluate_query_descriptors(database, valid, descriptors, threshold_m, ns, distances, localizer_config)
-        results[drive.name] = {
+        described.append((drive.name, valid, descriptors))
+    config = localizer_config if localizer_config is not None else LocalizerConfig()
+    fit = None
+    if config.sequence_filter and fit_filter_on is not None:
+        matching = [(valid, d) for name, valid, d in described if name == fit_filter_on]
+        if not matching:
+            raise ValueError(f"fit_filter_on: {fit_filter_on!r} is not a query drive")
+        config, fit = fit_filter_parameters(database, *matching[0], config, threshold_m)
+    results = {}
+    for name, valid, descriptors in described:
+        result = evaluate_query_descriptors(database, valid, descriptors, threshold_m, ns, distances, config)
+        if "filtered" in result:
+            result["filtered"]["filter_fit"] = fit
+        results[name] = {
             "method": label,
             "oracle": oracle,
             "model_id": pipeline.model_id,
@@ -341,3 +450,303 @@ def evaluate_method(
             **result,
         }
     return results
+
+
+# ------------------------------------------------------------------------------ rejection and calibration
+
+TEMPERATURE_POSITIVE_RADIUS_M = 10.0
+
+
+def fit_filter_temperature(
+    database: GeoDatabase,
+    drive: Drive,
+    descriptors: np.ndarray,
+    top_k: int = 50,
+    radius_m: float = TEMPERATURE_POSITIVE_RADIUS_M,
+) -> float:
+    """Maximum-likelihood ``filter_temperature`` on one calibration drive (see :func:`fit_temperature`).
+
+    The true places of a query are the database entries within ``radius_m`` of its position.
+    """
+    similarities, indices = database.search(descriptors, top_k)
+    positives = positives_within(drive.lat, drive.lon, database.lat, database.lon, radius_m)
+    return fit_temperature(similarities, indices, positives, len(database))
+
+
+FILTER_TEMPERATURE_FACTORS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+FILTER_KIDNAP_PROBABILITIES = (1e-2, 1e-3, 1e-4)
+
+
+def fit_filter_parameters(
+    database: GeoDatabase,
+    drive: Drive,
+    descriptors: np.ndarray,
+    config: LocalizerConfig,
+    threshold_m: float = DEFAULT_THRESHOLD_M,
+    temperature_factors: Sequence[float] = FILTER_TEMPERATURE_FACTORS,
+    kidnap_probabilities: Sequence[float] = FILTER_KIDNAP_PROBABILITIES,
+) -> tuple[LocalizerConfig, dict[str, Any]]:
+    """``filter_temperature`` and ``filter_kidnap_probability`` for one descriptor, fitted on one drive.
+
+    1. ``T0`` = the single-frame maximum-likelihood temperature (:func:`fit_filter_temperature`): it puts the
+       temperature on the descriptor's similarity scale.
+    2. Consecutive frames make correlated errors (an aliased stretch looks alike for several frames), so
+       ``T0`` is too sharp for the filter: the drive is run through the filter for every ``T0 x factor`` and
+       kidnap probability, and the pair with the smallest mean of ``min(error, 4 x threshold_m)`` wins
+       (failures count as a capped error, accuracy as the rest; ties: the earlier, sharper candidate).
+
+    Returns the config with both set and a JSON-ready record of the fit.
+    """
+    base = fit_filter_temperature(database, drive, descriptors, top_k=config.filter_top_k)
+    stamps = drive.stamps_ns.tolist()
+    cap = 4.0 * threshold_m
+    grid = []
+    for factor in temperature_factors:
+        for kidnap in kidnap_probabilities:
+            candidate = dataclasses.replace(
+                config, filter_temperature=base * factor, filter_kidnap_probability=kidnap
+            ).validate()
+            estimates = Localizer(database, candidate).localize_sequence(descriptors, stamps)
+            error = localization_metrics(estimates, database, drive.lat, drive.lon, threshold_m)["per_query"]
+            capped = np.minimum(np.nan_to_num(_float_array(error["error_m"]), nan=cap), cap)
+            grid.append(
+                {
+                    "temperature": base * factor,
+                    "kidnap_probability": kidnap,
+                    "mean_capped_error_m": float(np.mean(capped)) if len(capped) else math.nan,
+                }
+            )
+    best = min(grid, key=lambda row: row["mean_capped_error_m"])
+    fitted = dataclasses.replace(
+        config, filter_temperature=best["temperature"], filter_kidnap_probability=best["kidnap_probability"]
+    )
+    return fitted, {"fitted_on": drive.name, "ml_temperature": base, "capped_error_m": cap, "grid": grid}
+
+
+def route_distance_m(drive: Drive) -> np.ndarray:
+    """(N,) metres travelled along the drive from its first frame (sum of horizontal steps)."""
+    if len(drive) == 0:
+        return np.zeros(0)
+    east_north = drive.positions_enu()[:, :2]
+    return np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(east_north, axis=0).T))])
+
+
+def rejection_scores(
+    database: GeoDatabase,
+    drive: Drive,
+    descriptors: np.ndarray,
+    localizer_config: LocalizerConfig | None = None,
+    min_route_m: float = DEFAULT_NEGATIVE_MIN_ROUTE_M,
+) -> dict[str, Any]:
+    """Scores of the out-of-database frames of ``drive`` (a drive of another map than the database).
+
+    Every map of a simulator may share its first road stretch with the database map, so only the frames
+    farther than ``min_route_m`` along the drive's route from its start are negatives. The whole drive runs
+    through the sequence filter (if enabled) so that its state is that of a real drive.
+    """
+    similarities, _ = database.search(descriptors, 1)
+    localizer = Localizer(database, localizer_config)
+    single = localizer.localize_batch(descriptors)
+    negative = route_distance_m(drive) > min_route_m
+    scores = {
+        "best_similarity": similarities[:, 0].astype(float)[negative].tolist(),
+        "confidence": [float(e.confidence) for e, keep in zip(single, negative, strict=True) if keep],
+    }
+    if localizer.sequence_filter is not None:
+        localizer.reset()
+        filtered = localizer.localize_sequence(descriptors, drive.stamps_ns.tolist())
+        scores["filtered_confidence"] = [
+            float(e.confidence) for e, keep in zip(filtered, negative, strict=True) if keep
+        ]
+    return {
+        "drive": drive.name,
+        "condition": drive.condition,
+        "n_frames": len(drive),
+        "n_negatives": int(negative.sum()),
+        "min_route_m": min_route_m,
+        "scores": scores,
+    }
+
+
+def evaluate_rejection_drives(
+    pipeline,
+    database: GeoDatabase,
+    drives: Sequence[Drive],
+    oracle: bool = False,
+    localizer_config: LocalizerConfig | None = None,
+    min_route_m: float = DEFAULT_NEGATIVE_MIN_ROUTE_M,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """:func:`rejection_scores` of each drive, described with ``pipeline`` (labels: ground truth if oracle)."""
+    results = []
+    for drive in drives:
+        valid = drive.drop_invalid_gps()
+        descriptors = describe_drive_frames(
+            pipeline, valid.frames, oracle=oracle, batch_size=batch_size, progress=progress, desc=f"neg {drive.name}"
+        )
+        results.append(rejection_scores(database, valid, descriptors, localizer_config, min_route_m))
+    return results
+
+
+# Which estimate's errors and which LocalizerConfig parameter each rejection score belongs to.
+REJECTION_SCORES = {
+    "best_similarity": ("single", "min_similarity"),
+    "confidence": ("single", "min_confidence"),
+    "filtered_confidence": ("filtered", "min_confidence"),
+}
+
+
+def _halves(values: Sequence[float]) -> tuple[list[float], list[float]]:
+    middle = (len(values) + 1) // 2
+    return list(values[:middle]), list(values[middle:])
+
+
+def _subsampled_curve(scores: np.ndarray, labels: np.ndarray) -> dict[str, list]:
+    curve = precision_recall_curve(scores, labels)
+    keep = np.unique(np.linspace(0, len(curve.thresholds) - 1, min(len(curve.thresholds), _MAX_CURVE_POINTS)).round())
+    keep = keep.astype(int)
+    return {
+        "threshold": _nan_to_none(curve.thresholds[keep]),
+        "precision": _nan_to_none(curve.precision[keep]),
+        "recall": _nan_to_none(curve.recall[keep]),
+        "false_positive_rate": _nan_to_none(curve.false_positive_rate[keep]),
+    }
+
+
+def _point_dict(point) -> dict[str, Any]:
+    return {
+        "threshold": point.threshold,
+        "precision": point.precision,
+        "recall": point.recall,
+        "false_positive_rate": point.false_positive_rate,
+        "n_accepted": point.n_accepted,
+        "n_positive": point.n_positive,
+        "n_negative": point.n_negative,
+    }
+
+
+def _mode_per_query(result: dict[str, Any], mode: str) -> dict[str, Any] | None:
+    if mode == "single":
+        return result["per_query"]
+    return result["filtered"]["per_query"] if "filtered" in result else None
+
+
+def _float_array(values: Sequence[float | None]) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+def _positive_scores(
+    result: dict[str, Any], score: str, mode: str, threshold_m: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of a query drive's frames that have a database positive, and whether each is localized right."""
+    per_query = _mode_per_query(result, mode)
+    has_positive = np.array(result["per_query"]["has_positive"], dtype=bool)
+    values = result["per_query"]["best_similarity"] if score == "best_similarity" else per_query["confidence"]
+    correct = _float_array(per_query["error_m"]) <= threshold_m
+    return _float_array(values)[has_positive], correct[has_positive]
+
+
+def calibrate_method(
+    results: Sequence[dict[str, Any]],
+    negatives: Sequence[dict[str, Any]],
+    calibration_drive: str,
+    target_precision: float = DEFAULT_TARGET_PRECISION,
+) -> dict[str, Any]:
+    """No-match thresholds and covariance scales of one method, fitted on held-out data and reported.
+
+    Fitted on: the query drive named ``calibration_drive`` (its frames with a database positive are the
+    positives) and the first half (route order) of each negative drive's out-of-database frames. Reported on:
+    every other query drive and the second half of the negatives. Query frames without a database positive
+    within the evaluation threshold are neither positives nor negatives and are left out.
+
+    For each score (:data:`REJECTION_SCORES`) the threshold is the one with the largest recall at precision
+    >= ``target_precision``; ``fix_precision`` is the share of accepted queries that are positives localized
+    within the evaluation threshold (``fix_precision_filtered``: the same best-similarity gate in front of the
+    filtered estimates, as the Localizer applies ``min_similarity`` with the filter). For each mode
+    (single-frame, filtered) the covariance scale makes 86.5 % of the calibration drive's errors fall inside
+    their 2-sigma ellipses.
+    """
+    by_drive = {r["query_drive"]: r for r in results}
+    if calibration_drive not in by_drive:
+        raise ValueError(f"calibration drive {calibration_drive!r} is not among the results {sorted(by_drive)}")
+    held_out = [name for name in by_drive if name != calibration_drive]
+    threshold_m = by_drive[calibration_drive]["threshold_m"]
+    modes = ["single"] + (["filtered"] if "filtered" in by_drive[calibration_drive] else [])
+
+    covariance: dict[str, Any] = {}
+    for mode in modes:
+        fit = _float_array(_mode_per_query(by_drive[calibration_drive], mode)["mahalanobis_sq"])
+        scale = covariance_scale(fit)
+        covariance[mode] = {
+            "scale": scale,
+            "calibration_coverage": covariance_coverage(fit),
+            "per_drive": {},
+        }
+        for name in held_out:
+            distances = _float_array(_mode_per_query(by_drive[name], mode)["mahalanobis_sq"])
+            covariance[mode]["per_drive"][name] = {
+                "raw": covariance_coverage(distances),
+                "scaled": covariance_coverage(distances, scale) if math.isfinite(scale) else None,
+            }
+
+    rejection: dict[str, Any] = {}
+    for score, (mode, parameter) in REJECTION_SCORES.items():
+        if not negatives or mode not in modes or any(score not in n["scores"] for n in negatives):
+            continue
+        fit_negatives, report_negatives = [], []
+        for n in negatives:
+            first, second = _halves(n["scores"][score])
+            fit_negatives += first
+            report_negatives += second
+
+        fit_scores, _ = _positive_scores(by_drive[calibration_drive], score, mode, threshold_m)
+        choice = threshold_at_precision(
+            np.concatenate([fit_scores, fit_negatives]),
+            np.r_[np.ones(len(fit_scores), bool), np.zeros(len(fit_negatives), bool)],
+            target_precision,
+        )
+        threshold = choice.point.threshold
+        entry = {
+            "mode": mode,
+            "config_parameter": parameter,
+            "target_precision": target_precision,
+            "achieved_on_calibration": choice.achieved,
+            "calibration": _point_dict(choice.point),
+            "per_drive": {},
+        }
+        for name in held_out:
+            drive_scores, correct = _positive_scores(by_drive[name], score, mode, threshold_m)
+            all_scores = np.concatenate([drive_scores, report_negatives])
+            labels = np.r_[np.ones(len(drive_scores), bool), np.zeros(len(report_negatives), bool)]
+            point = operating_point(all_scores, labels, threshold)
+            accepted = np.nan_to_num(drive_scores, nan=-np.inf) >= threshold
+            entry["per_drive"][name] = {
+                **_point_dict(point),
+                "fix_precision": int(np.sum(correct & accepted)) / point.n_accepted if point.n_accepted else math.nan,
+                "curve": _subsampled_curve(all_scores, labels),
+            }
+            if score == "best_similarity" and "filtered" in modes:  # the same gate on the filtered estimates
+                _, correct_filtered = _positive_scores(by_drive[name], score, "filtered", threshold_m)
+                entry["per_drive"][name]["fix_precision_filtered"] = (
+                    int(np.sum(correct_filtered & accepted)) / point.n_accepted if point.n_accepted else math.nan
+                )
+        rejection[score] = entry
+
+    return {
+        "method": by_drive[calibration_drive]["method"],
+        "calibration_query_drive": calibration_drive,
+        "calibration_condition": by_drive[calibration_drive]["condition"],
+        "held_out_query_drives": held_out,
+        "threshold_m": threshold_m,
+        "negatives": {
+            "drives": [n["drive"] for n in negatives],
+            "rule": f"frames farther than {negatives[0]['min_route_m'] if negatives else math.nan:g} m along "
+            "their route from the start (maps share their first road stretch); first half in route order "
+            "calibrates, second half reports",
+            "n_calibration": int(sum(len(_halves(n["scores"]["best_similarity"])[0]) for n in negatives)),
+            "n_report": int(sum(len(_halves(n["scores"]["best_similarity"])[1]) for n in negatives)),
+        },
+        "covariance": covariance,
+        "rejection": rejection,
+    }

@@ -260,6 +260,43 @@ def _encoding_of_decoded(image: np.ndarray) -> str:
         ) from None
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def compressed_image_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) declared by a PNG or JPEG header, read without decoding; None if not found.
+
+    Lets the decoder refuse a "decompression bomb" (a small payload declaring a huge image) before OpenCV
+    allocates the image.
+    """
+    if data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) >= 24:
+        return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
+    if data[:2] != b"\xff\xd8":
+        return None
+    position = 2
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD9:  # markers without a length field
+            position += 2
+            continue
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        if marker in _JPEG_SOF_MARKERS:
+            if position + 9 > len(data):
+                return None
+            return (int.from_bytes(data[position + 5 : position + 7], "big"),
+                    int.from_bytes(data[position + 7 : position + 9], "big"))
+        if marker == 0xDA or length < 2:  # start of scan without a frame header, or a corrupt segment
+            return None
+        position += 2 + length
+    return None
+
+
 def decode_compressed(format: str, data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[np.ndarray, str]:
     """Decode a ``sensor_msgs/CompressedImage`` payload with OpenCV into (array, encoding).
 
@@ -270,9 +307,13 @@ def decode_compressed(format: str, data: bytes, max_pixels: int = MAX_IMAGE_PIXE
     """
     if "compresseddepth" in format.lower().replace(" ", ""):
         raise ImageEncodingError(f"compressedDepth images are not supported (format {format!r})")
-    buffer = np.frombuffer(bytes(data), dtype=np.uint8)
+    payload = bytes(data)
+    buffer = np.frombuffer(payload, dtype=np.uint8)
     if buffer.size == 0:
         raise ImageEncodingError(f"compressed image ({format!r}) has no data")
+    declared = compressed_image_size(payload)
+    if declared is not None:
+        _check_size(*declared, max_pixels)  # refuse before OpenCV allocates the image
     image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
         raise ImageEncodingError(

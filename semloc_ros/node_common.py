@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import signal
+import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -103,8 +106,9 @@ class ValidatedParameters:
 class StageDiagnostics:
     """Publishes a stage's ``StageStats`` on /diagnostics once per ``period_s``.
 
-    Level: ERROR while ``fatal`` is set (e.g. no database loaded), WARN when an input was rejected in the
-    last ``warn_window_s`` seconds, OK otherwise.
+    Level: ERROR while ``fatal`` is set (e.g. no database loaded), WARN when an input was rejected or a
+    suspect input was processed (``StageStats.record_warning``) in the last ``warn_window_s`` seconds, OK
+    otherwise.
     """
 
     def __init__(self, node: Node, stats: StageStats, period_s: float = 1.0,
@@ -121,8 +125,10 @@ class StageDiagnostics:
                                   hardware_id=self._node.get_fully_qualified_name())
         if self.fatal:
             status.level, status.message = DiagnosticStatus.ERROR, self.fatal
-        elif self.stats.seconds_since_error() < self._warn_window_s:
-            status.level, status.message = DiagnosticStatus.WARN, self.stats.last_error
+        elif min(self.stats.seconds_since_error(), self.stats.seconds_since_warning()) < self._warn_window_s:
+            newest_is_error = self.stats.seconds_since_error() <= self.stats.seconds_since_warning()
+            status.level = DiagnosticStatus.WARN
+            status.message = self.stats.last_error if newest_is_error else self.stats.last_warning
         else:
             status.level, status.message = DiagnosticStatus.OK, "running"
         status.values = [KeyValue(key=k, value=v) for k, v in self.stats.as_key_values().items()]
@@ -133,6 +139,25 @@ class StageDiagnostics:
         message.header.stamp = self._node.get_clock().now().to_msg()
         message.status = [self.status()]
         self._publisher.publish(message)
+
+
+def guarded(method: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a node callback so that an unexpected exception is counted and logged instead of killing the node.
+
+    An exception escaping a callback would end ``rclpy.spin`` and the process; the wrapped callback records
+    it as ``internal_error`` in ``self.stats`` (diagnostics WARN) and logs the traceback (throttled).
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: Node, *args: Any, **kwargs: Any) -> None:
+        try:
+            method(self, *args, **kwargs)
+        except Exception as error:  # the last line of defence of a long-running node
+            self.stats.record_error("internal_error", f"{method.__name__}: {type(error).__name__}: {error}")
+            self.get_logger().error(f"{method.__name__} failed, input dropped: {traceback.format_exc()}",
+                                    throttle_duration_sec=5.0)
+
+    return wrapper
 
 
 def run_node(node_class: Callable[[], Node], args: list[str] | None = None) -> int:
@@ -153,3 +178,26 @@ def run_node(node_class: Callable[[], Node], args: list[str] | None = None) -> i
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+class StopRequest:
+    """Becomes true on SIGINT/SIGTERM, so a command can leave its loop and clean up (e.g. finalise a bag)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        signal.signal(signal.SIGINT, self._request)
+        signal.signal(signal.SIGTERM, self._request)
+
+    def _request(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+    def __bool__(self) -> bool:
+        return self.requested
+
+
+def init_with_stop_request() -> StopRequest:
+    """``rclpy.init`` without rclpy's signal handlers; Ctrl-C and SIGTERM set the returned flag instead."""
+    from rclpy.signals import SignalHandlerOptions
+
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+    return StopRequest()

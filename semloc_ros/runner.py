@@ -79,13 +79,34 @@ class PipelineRunner:
                                stream)
             self._overlay = Path(name)
         for node in self.nodes:
-            output = None
-            if self.log_dir is not None:
-                self.log_dir.mkdir(parents=True, exist_ok=True)
-                output = open(self.log_dir / f"{node}.log", "w")  # noqa: SIM115 (closed in stop())
-            self.processes[node] = subprocess.Popen(self.command(node), env=self.env, stdout=output,
-                                                    stderr=subprocess.STDOUT if output else None)
+            self._spawn(node, log_mode="w")
         return self
+
+    def _spawn(self, node: str, log_mode: str) -> subprocess.Popen:
+        output = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            output = open(self.log_dir / f"{node}.log", log_mode)  # noqa: SIM115 (closed in stop())
+        self.processes[node] = subprocess.Popen(self.command(node), env=self.env, stdout=output,
+                                                stderr=subprocess.STDOUT if output else None)
+        return self.processes[node]
+
+    def restart(self, node: str, sig: int = signal.SIGKILL, timeout_s: float = 10.0) -> subprocess.Popen:
+        """Stop one node with ``sig`` (default SIGKILL: a crash) and start it again with the same command.
+
+        Its log (if any) is appended to. Returns the new process.
+        """
+        process = self.processes[node]
+        if process.poll() is None:
+            process.send_signal(sig)
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+        return self._spawn(node, log_mode="a")
 
     def exited(self) -> dict[str, int]:
         """Nodes that have exited, with their exit codes."""

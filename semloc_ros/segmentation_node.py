@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
+import cv2
+import numpy as np
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
-from semloc_ros.image_codec import ImageEncodingError, to_rgb8
+from semloc_ros.image_codec import MAX_IMAGE_PIXELS, ImageEncodingError, to_rgb8
 from semloc_ros.labels import overlay
 from semloc_ros.model_loading import load_segmenter
 from semloc_ros.models import set_torch_threads
@@ -17,13 +20,14 @@ from semloc_ros.node_common import (
     ParameterSpec,
     StageDiagnostics,
     ValidatedParameters,
+    guarded,
     in_range,
     one_of,
     positive,
     run_node,
 )
 from semloc_ros.ros_conversions import array_to_imgmsg, compressed_imgmsg_to_array, imgmsg_to_array
-from semloc_ros.stage_stats import StageStats
+from semloc_ros.stage_stats import SequenceMonitor, StageStats
 
 PARAMETERS = (
     ParameterSpec("model", "default", "segmenter: 'default' (shipped), 'untrained:<arch>' or a weights file",
@@ -42,6 +46,10 @@ PARAMETERS = (
                   in_range(1, 10), read_only=True),
     ParameterSpec("output_reliability", "reliable", "QoS reliability of the outputs",
                   one_of("reliable", "best_effort"), read_only=True),
+    ParameterSpec("max_input_pixels", 1920 * 1080,
+                  "larger frames are downscaled (aspect kept) to at most this many pixels before segmentation; "
+                  f"labels then have the downscaled size. Frames over {MAX_IMAGE_PIXELS} pixels are rejected",
+                  in_range(64 * 64, MAX_IMAGE_PIXELS)),
 )
 
 
@@ -56,6 +64,7 @@ class SegmentationNode(Node):
                                         self.params.get("model_arch"), self.params.get("label_mapping"))
         self.stats = StageStats()
         self.diagnostics = StageDiagnostics(self, self.stats)
+        self.sequence = SequenceMonitor()
 
         reliability = (ReliabilityPolicy.RELIABLE if self.params.get("output_reliability") == "reliable"
                        else ReliabilityPolicy.BEST_EFFORT)
@@ -67,13 +76,29 @@ class SegmentationNode(Node):
                                 reliability=qos_profile_sensor_data.reliability,
                                 durability=qos_profile_sensor_data.durability)
         if self.params.get("use_compressed"):
-            self.create_subscription(CompressedImage, "image_raw/compressed", self.on_compressed, camera_qos)
+            self.create_subscription(CompressedImage, "image_raw/compressed", self._on_compressed_with_info,
+                                     camera_qos)
         else:
-            self.create_subscription(Image, "image_raw", self.on_image, camera_qos)
+            self.create_subscription(Image, "image_raw", self._on_image_with_info, camera_qos)
         self.get_logger().info(
             f"segmenter {self.segmenter.model_id} on {self.segmenter.device}; "
             f"listening on {'image_raw/compressed' if self.params.get('use_compressed') else 'image_raw'}")
 
+    def _count_lost(self, info: dict[str, Any]) -> None:
+        """Count the frames the depth-limited camera subscription dropped (newer frames replaced them)."""
+        lost = self.sequence.lost(str(info.get("publisher_gid")), info.get("publication_sequence_number"))
+        if lost:
+            self.stats.record_dropped(lost)
+
+    def _on_image_with_info(self, message: Image, info: dict[str, Any]) -> None:
+        self._count_lost(info)
+        self.on_image(message)
+
+    def _on_compressed_with_info(self, message: CompressedImage, info: dict[str, Any]) -> None:
+        self._count_lost(info)
+        self.on_compressed(message)
+
+    @guarded
     def on_image(self, message: Image) -> None:
         self.stats.record_received()
         try:
@@ -84,6 +109,7 @@ class SegmentationNode(Node):
             return
         self._segment_and_publish(rgb, message.header)
 
+    @guarded
     def on_compressed(self, message: CompressedImage) -> None:
         self.stats.record_received()
         try:
@@ -94,12 +120,27 @@ class SegmentationNode(Node):
             return
         self._segment_and_publish(rgb, message.header)
 
+    def _fit_to_max_pixels(self, rgb: np.ndarray) -> np.ndarray:
+        """``rgb`` downscaled (area interpolation, aspect kept) to at most ``max_input_pixels`` pixels."""
+        height, width = rgb.shape[:2]
+        limit = self.params.get("max_input_pixels")
+        if height * width <= limit:
+            return rgb
+        scale = (limit / (height * width)) ** 0.5
+        size = (max(1, int(width * scale)), max(1, int(height * scale)))
+        self.stats.record_warning("downscaled", f"{width}x{height} frame downscaled to {size[0]}x{size[1]} "
+                                  f"(max_input_pixels {limit})")
+        self.get_logger().warning(f"{width}x{height} frames are downscaled to {size[0]}x{size[1]} "
+                                  f"(max_input_pixels {limit})", throttle_duration_sec=30.0)
+        return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
     def _segment_and_publish(self, rgb, header) -> None:
         start = time.perf_counter()
+        rgb = self._fit_to_max_pixels(rgb)
         try:
             labels = self.segmenter.predict(rgb)
-        except RuntimeError as error:  # e.g. out of memory on a huge frame
-            self._reject("segmentation_failed", str(error))
+        except (RuntimeError, MemoryError) as error:  # e.g. out of memory on a huge frame
+            self._reject("segmentation_failed", f"{type(error).__name__}: {error}")
             return
         self.labels_publisher.publish(array_to_imgmsg(labels, "mono8", header))
         if self.params.get("publish_overlay") and self.overlay_publisher.get_subscription_count() > 0:

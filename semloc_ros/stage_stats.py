@@ -19,6 +19,10 @@ class StageStats:
     errors: Counter = field(default_factory=Counter)
     last_error: str = ""
     last_error_time: float = float("-inf")
+    warnings: Counter = field(default_factory=Counter)
+    last_warning: str = ""
+    last_warning_time: float = float("-inf")
+    dropped: int = 0
     _latencies_s: deque = field(init=False)
 
     def __post_init__(self) -> None:
@@ -37,12 +41,25 @@ class StageStats:
         self.last_error = f"{kind}: {message}"
         self.last_error_time = time.monotonic()
 
+    def record_warning(self, kind: str, message: str) -> None:
+        """Count an input that was processed but is suspect (e.g. out-of-order stamp, downscaled image)."""
+        self.warnings[kind] += 1
+        self.last_warning = f"{kind}: {message}"
+        self.last_warning_time = time.monotonic()
+
+    def record_dropped(self, count: int) -> None:
+        """Count inputs lost before they reached the stage (gaps in the publisher's sequence numbers)."""
+        self.dropped += int(count)
+
     @property
     def error_count(self) -> int:
         return sum(self.errors.values())
 
     def seconds_since_error(self) -> float:
         return time.monotonic() - self.last_error_time
+
+    def seconds_since_warning(self) -> float:
+        return time.monotonic() - self.last_warning_time
 
     def latency_percentiles_ms(self) -> dict[str, float]:
         """Median, 95th percentile and maximum of the recent processing latencies, in milliseconds."""
@@ -58,9 +75,42 @@ class StageStats:
     def as_key_values(self) -> dict[str, str]:
         """Flat string mapping for a diagnostic_msgs/DiagnosticStatus."""
         values = {"received": str(self.received), "processed": str(self.processed),
-                  "errors": str(self.error_count)}
+                  "errors": str(self.error_count), "dropped": str(self.dropped)}
         values.update({f"errors.{kind}": str(count) for kind, count in sorted(self.errors.items())})
+        values.update({f"warnings.{kind}": str(count) for kind, count in sorted(self.warnings.items())})
         values.update({f"latency.{k}": f"{v:.1f}" for k, v in self.latency_percentiles_ms().items()})
         if self.last_error:
             values["last_error"] = self.last_error
+        if self.last_warning:
+            values["last_warning"] = self.last_warning
         return values
+
+
+class SequenceMonitor:
+    """Detects inputs lost in transport and out-of-order or repeated stamps (ROS-free).
+
+    ``lost(publisher, sequence_number)`` returns how many messages of that publisher were skipped since its
+    previous one (a depth-1 best-effort subscription drops old frames by design: this measures it).
+    ``stamp_order(stamp_ns)`` returns ``"duplicate"``, ``"out_of_order"`` or ``None`` against the newest
+    stamp seen; it never reorders or drops anything itself.
+    """
+
+    def __init__(self) -> None:
+        self._last_sequence: dict[object, int] = {}
+        self.newest_stamp_ns: int | None = None
+
+    def lost(self, publisher: object, sequence_number: int | None) -> int:
+        if sequence_number is None or sequence_number <= 0:
+            return 0
+        previous = self._last_sequence.get(publisher)
+        self._last_sequence[publisher] = sequence_number
+        if previous is None or sequence_number <= previous:  # first message, or the publisher restarted
+            return 0
+        return sequence_number - previous - 1
+
+    def stamp_order(self, stamp_ns: int) -> str | None:
+        newest = self.newest_stamp_ns
+        if newest is None or stamp_ns > newest:
+            self.newest_stamp_ns = stamp_ns
+            return None
+        return "duplicate" if stamp_ns == newest else "out_of_order"

@@ -280,8 +280,12 @@ def write_tiny_dataset(root) -> None:
     (root / "splits.json").write_text(json.dumps({"database": "db", "queries": ["q"]}))
 
 
-def test_build_db_and_evaluate_commands(tmp_path, capsys) -> None:
+def test_build_db_and_evaluate_commands(tmp_path, capsys, monkeypatch) -> None:
+    from semloc_ros import pipeline
     from semloc_ros.commands import build_db, evaluate
+
+    # Untrained networks whether or not trained weights are shipped: the plumbing is under test, fast.
+    monkeypatch.setattr(pipeline, "WEIGHTS_DIR", tmp_path / "no-weights")
 
     write_tiny_dataset(tmp_path / "data")
     out = tmp_path / "db.semdb"

@@ -19,7 +19,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -214,17 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     import rclpy
-    from rclpy.signals import SignalHandlerOptions
 
-    stop = False
+    from semloc_ros.node_common import init_with_stop_request
 
-    def request_stop(signum: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    stop = init_with_stop_request()
     node = rclpy.create_node("semloc_record")
     deadline = time.monotonic() + args.duration if args.duration else float("inf")
     try:

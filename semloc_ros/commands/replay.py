@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import signal
 import sys
 import time
 from typing import Any
@@ -125,17 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     import rclpy
-    from rclpy.signals import SignalHandlerOptions
 
-    stop = False
+    from semloc_ros.node_common import init_with_stop_request
 
-    def request_stop(signum: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    stop = init_with_stop_request()
     node = rclpy.create_node("semloc_replay")
     try:
         replayer = BagReplayer(node, playable, remaps, clock=args.clock is not None)
@@ -143,12 +135,12 @@ def main(argv: list[str] | None = None) -> int:
             target = remaps.get(topic, topic)
             print(f"[semloc replay] {topic} -> {target}" if target != topic else f"[semloc replay] {topic}")
         if args.wait_for_subscribers > 0 and not replayer.wait_for_subscribers(args.wait_for_subscribers,
-                                                                               lambda: stop):
+                                                                               lambda: bool(stop)):
             print("[semloc replay] not every topic has a subscriber; playing anyway", file=sys.stderr)
         count = play(items, replayer.publish, rate=args.rate,
                      clock_period_s=1.0 / args.clock if args.clock else None,
                      publish_clock=replayer.publish_clock if args.clock else None,
-                     should_stop=lambda: stop)
+                     should_stop=lambda: bool(stop))
         print(f"[semloc replay] published {count} messages" + (" (stopped)" if stop else ""))
         return 0
     finally:
