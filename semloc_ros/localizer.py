@@ -23,19 +23,33 @@ For one query descriptor:
 7. Status: ``NO_MATCH`` if the best similarity is below ``min_similarity`` (then ``confidence`` is 0),
    ``LOW_CONFIDENCE`` if ``c < min_confidence``, otherwise ``FIX``.
 
-This is deliberately simple; the constants are to be calibrated on recorded drives.
+This is deliberately simple; the constants are to be calibrated on recorded drives (``semloc evaluate``
+calibrates ``min_similarity`` / ``min_confidence`` thresholds and a covariance scale on a held-out condition).
+
+With ``sequence_filter`` enabled, :meth:`Localizer.localize` (and :meth:`Localizer.localize_sequence`) feed
+consecutive queries of one camera through a discrete Bayes filter over the database places
+(:mod:`semloc_ros.sequence_filter`, parameters ``filter_*``): the position, covariance, confidence and status
+then come from the filter's posterior, the matches from the single-frame retrieval. Stamp differences give the
+elapsed time; a stamp going backwards or jumping forward by more than ``filter_max_gap_s`` resets the filter.
+A query whose best similarity is below ``min_similarity`` is NO_MATCH and does not update the belief.
+``localize_batch`` is always single-frame.
 """
 
 from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from semloc_ros.database import GeoDatabase
 from semloc_ros.geodesy import LocalENU
+
+if TYPE_CHECKING:
+    from semloc_ros.sequence_filter import SequenceFilter, SequenceFilterConfig
 
 MAX_TOP_K = 1000
 _MIN_CONFIDENCE_FOR_INFLATION = 0.01
@@ -90,6 +104,34 @@ class LocalizerConfig:
     min_similarity: float = 0.0
     position_sigma_floor_m: float = 3.0
     altitude_sigma_m: float = 10.0
+    sequence_filter: bool = False
+    filter_speed_mps: float = 10.0
+    filter_speed_sigma_mps: float = 5.0
+    filter_position_sigma_m: float = 3.0
+    filter_odometry_sigma_fraction: float = 0.1
+    filter_max_gap_s: float = 1.0
+    filter_kidnap_probability: float = 0.001
+    filter_temperature: float = 0.05
+    filter_top_k: int = 50
+
+    def filter_config(self) -> SequenceFilterConfig:
+        """The :class:`SequenceFilterConfig` of the ``filter_*`` fields (and the shared radius/floors)."""
+        from semloc_ros.sequence_filter import SequenceFilterConfig
+
+        return SequenceFilterConfig(
+            speed_mps=self.filter_speed_mps,
+            speed_sigma_mps=self.filter_speed_sigma_mps,
+            position_sigma_m=self.filter_position_sigma_m,
+            odometry_sigma_fraction=self.filter_odometry_sigma_fraction,
+            max_gap_s=self.filter_max_gap_s,
+            kidnap_probability=self.filter_kidnap_probability,
+            temperature=self.filter_temperature,
+            top_k=self.filter_top_k,
+            estimate_radius_m=self.consensus_radius_m,
+            position_sigma_floor_m=self.position_sigma_floor_m,
+            altitude_sigma_m=self.altitude_sigma_m,
+            min_confidence=self.min_confidence,
+        )
 
     def validate(self) -> LocalizerConfig:
         """Raise ValueError naming the first invalid parameter; returns self."""
@@ -110,6 +152,12 @@ class LocalizerConfig:
             raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence!r}")
         if not _is_real(self.min_similarity) or not -1.0 <= self.min_similarity <= 1.0:
             raise ValueError(f"min_similarity must be a cosine in [-1, 1], got {self.min_similarity!r}")
+        if not isinstance(self.sequence_filter, bool | np.bool_):
+            raise ValueError(f"sequence_filter must be true or false, got {self.sequence_filter!r}")
+        try:  # the filter fields are checked even when the filter is off, so a bad value never waits
+            self.filter_config().validate()
+        except ValueError as error:
+            raise ValueError(f"filter_{error}") from error
         return self
 
 
@@ -123,6 +171,12 @@ class Localizer:
     def __init__(self, database: GeoDatabase, config: LocalizerConfig | None = None) -> None:
         self._database = database
         self._config = (config if config is not None else LocalizerConfig()).validate()
+        self._filter: SequenceFilter | None = None
+        self._last_stamp_ns: int | None = None
+        if self._config.sequence_filter:
+            from semloc_ros.sequence_filter import SequenceFilter
+
+            self._filter = SequenceFilter(database, self._config.filter_config())
 
     @property
     def database(self) -> GeoDatabase:
@@ -132,23 +186,45 @@ class Localizer:
     def config(self) -> LocalizerConfig:
         return self._config
 
-    def localize(self, descriptor: np.ndarray, model_id: str | None = None) -> PositionEstimate:
-        """Estimate the position of one (D,) descriptor; ``model_id`` (if given) must match the database."""
+    @property
+    def sequence_filter(self) -> SequenceFilter | None:
+        """The sequence filter (None unless ``config.sequence_filter``)."""
+        return self._filter
+
+    def reset(self) -> None:
+        """Start a new sequence: the filter forgets its belief and the last stamp (no-op without filter)."""
+        self._last_stamp_ns = None
+        if self._filter is not None:
+            self._filter.reset()
+
+    def localize(
+        self,
+        descriptor: np.ndarray,
+        model_id: str | None = None,
+        stamp_ns: int | None = None,
+        displacement_m: float | None = None,
+    ) -> PositionEstimate:
+        """Estimate the position of one (D,) descriptor; ``model_id`` (if given) must match the database.
+
+        With the sequence filter, ``stamp_ns`` (capture time) and/or ``displacement_m`` (distance travelled
+        since the previous query, e.g. from odometry) drive its motion model; at least one is required.
+        Without the filter both are ignored.
+        """
         vector = np.asarray(descriptor)
         if vector.ndim != 1:
             raise ValueError(f"descriptor must be 1-D (D,), got shape {vector.shape}")
-        return self.localize_batch(vector[np.newaxis, :], model_id)[0]
+        if self._filter is None:
+            return self.localize_batch(vector[np.newaxis, :], model_id)[0]
+        return self.localize_sequence(
+            vector[np.newaxis, :],
+            None if stamp_ns is None else [stamp_ns],
+            model_id,
+            None if displacement_m is None else [displacement_m],
+        )[0]
 
     def localize_batch(self, descriptors: np.ndarray, model_id: str | None = None) -> list[PositionEstimate]:
-        """Estimate the positions of (Q, D) descriptors with one database search."""
-        matrix = np.asarray(descriptors)
-        if matrix.ndim != 2:
-            raise ValueError(f"descriptors must be 2-D (Q, D), got shape {matrix.shape}")
-        self._database.check_query(matrix.shape[1], model_id)
-        if not np.issubdtype(matrix.dtype, np.floating):
-            raise TypeError(f"descriptors must have a floating-point dtype, got {matrix.dtype}")
-        if not np.all(np.isfinite(matrix)):
-            raise ValueError("query descriptor contains NaN or infinite values")
+        """Single-frame estimates of (Q, D) independent descriptors with one database search."""
+        matrix = self._checked_queries(descriptors, model_id)
         if len(matrix) == 0:
             return []
         similarities, indices = self._database.search(matrix, self._config.top_k)
@@ -157,6 +233,79 @@ class Localizer:
             self._estimate(row_similarities, row_indices, frame, enu)
             for row_similarities, row_indices in zip(similarities, indices, strict=True)
         ]
+
+    def localize_sequence(
+        self,
+        descriptors: np.ndarray,
+        stamps_ns: Sequence[int] | np.ndarray | None,
+        model_id: str | None = None,
+        displacements_m: Sequence[float | None] | np.ndarray | None = None,
+    ) -> list[PositionEstimate]:
+        """Consecutive (Q, D) queries of one camera through the sequence filter (one database search).
+
+        The filter continues from its current state (call :meth:`reset` before an unrelated sequence).
+        ``displacements_m[i]`` is the distance travelled between queries i-1 and i (None: use the stamps).
+        """
+        if self._filter is None:
+            raise RuntimeError("localize_sequence needs LocalizerConfig(sequence_filter=True)")
+        matrix = self._checked_queries(descriptors, model_id)
+        count = len(matrix)
+        stamps = [None] * count if stamps_ns is None else list(stamps_ns)
+        displacements = [None] * count if displacements_m is None else list(displacements_m)
+        if len(stamps) != count or len(displacements) != count:
+            raise ValueError(f"{count} descriptors need {count} stamps and displacements")
+        for stamp, displacement in zip(stamps, displacements, strict=True):
+            if stamp is None and displacement is None:
+                raise ValueError("the sequence filter needs stamp_ns or displacement_m for every query")
+            if stamp is not None and (isinstance(stamp, bool) or not isinstance(stamp, int | np.integer)):
+                raise TypeError(f"stamp_ns must be an integer (nanoseconds), got {stamp!r}")
+        if count == 0:
+            return []
+        config = self._config
+        similarities, indices = self._database.search(matrix, max(config.top_k, config.filter_top_k))
+        frame, enu = self._database.frame_and_enu()
+        estimates = []
+        for row in range(count):
+            single = self._estimate(similarities[row, : config.top_k], indices[row, : config.top_k], frame, enu)
+            self._advance(stamps[row], displacements[row])
+            if single.status is not FixStatus.NO_MATCH:
+                self._filter.update(similarities[row], indices[row])
+            filtered = self._filter.estimate()
+            filtered.matches = single.matches
+            if single.status is FixStatus.NO_MATCH:
+                filtered.status, filtered.confidence = FixStatus.NO_MATCH, 0.0
+            estimates.append(filtered)
+        return estimates
+
+    def _advance(self, stamp_ns: int | None, displacement_m: float | None) -> None:
+        """Run the filter's prediction for the time/distance since the previous query (or reset it)."""
+        if self._filter is None:
+            return
+        previous = self._last_stamp_ns
+        self._last_stamp_ns = None if stamp_ns is None else int(stamp_ns)
+        if not self._filter.initialised:
+            return
+        dt_s = None
+        if self._last_stamp_ns is not None and previous is not None:
+            dt_s = (self._last_stamp_ns - previous) * 1e-9
+            if dt_s < 0 or dt_s > self._config.filter_max_gap_s:
+                self._filter.reset()  # stamps went backwards (a replayed bag) or too long without a query
+                return
+        if dt_s is None and displacement_m is None:
+            self._filter.reset()  # no previous stamp to measure the elapsed time from
+            return
+        self._filter.predict(dt_s, displacement_m)
+
+    def _checked_queries(self, descriptors: np.ndarray, model_id: str | None) -> np.ndarray:
+        matrix = np.asarray(descriptors)
+        if matrix.ndim != 2:
+            raise ValueError(f"descriptors must be 2-D (Q, D), got shape {matrix.shape}")
+        self._database.check_query(matrix.shape[1], model_id)
+        if not np.issubdtype(matrix.dtype, np.floating):
+            raise TypeError(f"descriptors must have a floating-point dtype, got {matrix.dtype}")
+        if not np.all(np.isfinite(matrix)):
+            raise ValueError("query descriptor contains NaN or infinite values")
+        return matrix
 
     def _estimate(
         self, similarities: np.ndarray, indices: np.ndarray, frame: LocalENU, enu: np.ndarray

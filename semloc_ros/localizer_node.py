@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections import deque
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 from geographic_msgs.msg import GeoPoseWithCovarianceStamped
 from geometry_msgs.msg import Point, PoseStamped, Quaternion
@@ -21,19 +23,21 @@ from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from semloc_ros.database import DatabaseError, DescriptorMismatchError, GeoDatabase
-from semloc_ros.geodesy import UTMProjection
+from semloc_ros.geodesy import GeoError, UTMProjection
 from semloc_ros.localizer import FixStatus, Localizer, LocalizerConfig, PositionEstimate
 from semloc_ros.node_common import (
     ParameterSpec,
     StageDiagnostics,
     ValidatedParameters,
+    guarded,
     in_range,
     non_negative,
     one_of,
     positive,
     run_node,
 )
-from semloc_ros.stage_stats import StageStats
+from semloc_ros.ros_conversions import stamp_to_ns
+from semloc_ros.stage_stats import SequenceMonitor, StageStats
 
 
 def localizer_check(name: str):
@@ -57,11 +61,21 @@ CONFIG_PARAMETERS = {
     "min_similarity": "best similarity below this means 'not in the database' (NO_FIX, no position)",
     "position_sigma_floor_m": "smallest 1-sigma position uncertainty reported",
     "altitude_sigma_m": "1-sigma altitude uncertainty reported",
+    "sequence_filter": "fuse consecutive descriptors with the discrete Bayes filter over database places",
+    "filter_speed_mps": "sequence filter: prior vehicle speed (travel per step = speed x stamp difference)",
+    "filter_speed_sigma_mps": "sequence filter: 1-sigma of the prior speed",
+    "filter_position_sigma_m": "sequence filter: 1-sigma place-to-place motion noise per step",
+    "filter_odometry_sigma_fraction": "sequence filter: 1-sigma of a measured displacement, as a fraction of it",
+    "filter_max_gap_s": "sequence filter: a stamp gap above this (or a stamp going backwards) resets the filter",
+    "filter_kidnap_probability": "sequence filter: belief spread uniformly per step (recovery after a jump)",
+    "filter_temperature": "sequence filter: similarity temperature of the observation likelihood",
+    "filter_top_k": "sequence filter: retrieved places per query entering the likelihood",
 }
 _DEFAULT_CONFIG = LocalizerConfig()
 
 PARAMETERS = (
-    ParameterSpec("database_path", "", "GeoDatabase file (semloc build-db); reloaded when changed"),
+    ParameterSpec("database_path", "", "GeoDatabase file (semloc build-db); reloaded when the parameter or the "
+                  "file changes (a bad new file is refused and the loaded database kept)"),
     ParameterSpec("database_retry_period_s", 2.0, "retry period while the database file is missing or bad",
                   positive, read_only=True),
     *(ParameterSpec(name, getattr(_DEFAULT_CONFIG, name), description, localizer_check(name))
@@ -74,6 +88,8 @@ PARAMETERS = (
     ParameterSpec("path_length", 1000, "fixes kept in the published path (semloc/path)", in_range(0, 100000)),
     ParameterSpec("marker_scale_m", 2.0, "diameter of a retrieved-place marker", positive),
     ParameterSpec("publish_markers", True, "publish the MarkerArray of retrieved places"),
+    ParameterSpec("faiss_threads", 1, "FAISS OpenMP threads of the database search (see docs/benchmarks.md)",
+                  in_range(1, 256), read_only=True),
     ParameterSpec("unknown_heading_variance", 1e6, "orientation variance published when heading is unknown",
                   non_negative),
 )
@@ -102,12 +118,16 @@ class LocalizerNode(Node):
     def __init__(self) -> None:
         super().__init__("localizer_node")
         self.params = ValidatedParameters(self, PARAMETERS, on_change=self.on_parameters_changed)
+        faiss.omp_set_num_threads(self.params.get("faiss_threads"))
         self.stats = StageStats()
         self.diagnostics = StageDiagnostics(self, self.stats)
         self.config = self._current_config()
         self.database: GeoDatabase | None = None
         self.localizer: Localizer | None = None
         self._loaded_path = ""
+        self._loaded_file: tuple[int, int, int] | None = None  # (inode, size, mtime) of the loaded file
+        self._refused_file: tuple[str, tuple[int, int, int] | None] | None = None
+        self.sequence = SequenceMonitor()
 
         qos = QoSProfile(depth=10)
         self.fix_publisher = self.create_publisher(NavSatFix, "semloc/fix", qos)
@@ -127,26 +147,55 @@ class LocalizerNode(Node):
     def _current_config(self) -> LocalizerConfig:
         return LocalizerConfig(**{name: self.params.get(name) for name in CONFIG_PARAMETERS}).validate()
 
+    @staticmethod
+    def _file_signature(path: str) -> tuple[int, int, int] | None:
+        """(inode, size, mtime_ns) of ``path``, None if it cannot be read: changes when the file is replaced."""
+        try:
+            info = os.stat(Path(path).expanduser())
+        except OSError:
+            return None
+        return info.st_ino, info.st_size, info.st_mtime_ns
+
+    @guarded
     def _try_load_database(self) -> None:
+        """Load ``database_path`` if it is not loaded yet, was changed or its file was replaced.
+
+        A missing or bad file is retried every ``database_retry_period_s``; while a database is loaded a bad
+        replacement is refused (once per file version) and the loaded database keeps being used.
+        """
         path = self.params.get("database_path")
-        if self.database is not None and path == self._loaded_path:
-            return
+        signature = self._file_signature(path) if path else None
+        if self.database is not None and path == self._loaded_path and signature in (self._loaded_file, None):
+            return  # unchanged, or removed (keep serving what is loaded)
         if not path:
-            self.diagnostics.fatal = "no database_path set"
+            if self.database is None:
+                self.diagnostics.fatal = "no database_path set"
             self.get_logger().warning("no database_path set; waiting", throttle_duration_sec=30.0)
             return
+        if self.database is not None and self._refused_file == (path, signature):
+            return  # this version of the file was already refused
         try:
             database = GeoDatabase.load(Path(path).expanduser())
-        except (OSError, DatabaseError) as error:
+            if len(database) == 0:
+                raise DatabaseError(f"{path}: the database has no entries")
+        except (OSError, RuntimeError, ValueError, MemoryError) as error:  # DatabaseError is a RuntimeError
             message = f"database {path} not loaded ({error}); retrying"
             if self.database is not None:
                 message += f"; still using {self._loaded_path}"
+                self._refused_file = (path, signature)
+                self.stats.record_error("database_refused", message)
             else:
                 self.diagnostics.fatal = message
             self.get_logger().warning(message, throttle_duration_sec=10.0)
             return
         self.database, self.localizer, self._loaded_path = database, Localizer(database, self.config), path
-        self._utm = UTMProjection.from_points(database.lat, database.lon)
+        self._loaded_file, self._refused_file = signature, None
+        try:
+            self._utm = UTMProjection.from_points(database.lat, database.lon)
+        except GeoError as error:  # e.g. a polar database: markers and path stay in ENU
+            self._utm = None
+            self.get_logger().warning(f"no UTM zone for this database ({error}); map_coordinates utm falls "
+                                      "back to enu")
         self._path_poses.clear()
         self.diagnostics.fatal = ""
         origin = database.frame
@@ -169,8 +218,19 @@ class LocalizerNode(Node):
             self._path_poses.clear()
 
     # --- per descriptor -----------------------------------------------------------------------------
+    def _check_stamp(self, message: Descriptor) -> None:
+        """Out-of-order and repeated stamps are counted and logged; the descriptor is still answered."""
+        stamp_ns = stamp_to_ns(message.header.stamp)
+        order = self.sequence.stamp_order(stamp_ns)
+        if order is not None:
+            text = f"stamp {stamp_ns} ns is not newer than {self.sequence.newest_stamp_ns} ns; answered anyway"
+            self.stats.record_warning(f"{order}_stamp", text)
+            self.get_logger().warning(f"{order} stamp: {text}", throttle_duration_sec=2.0)
+
+    @guarded
     def on_descriptor(self, message: Descriptor) -> None:
         self.stats.record_received()
+        self._check_stamp(message)
         if self.localizer is None:
             self.stats.record_error("no_database", "descriptor received before a database was loaded")
             return
@@ -180,7 +240,8 @@ class LocalizerNode(Node):
             self._reject("bad_descriptor", f"dimension field {message.dimension} != {descriptor.shape[0]} values")
             return
         try:
-            estimate = self.localizer.localize(descriptor, model_id=message.model_id)
+            estimate = self.localizer.localize(descriptor, model_id=message.model_id,
+                                               stamp_ns=stamp_to_ns(message.header.stamp))
         except DescriptorMismatchError as error:
             self._reject("model_mismatch", str(error))
             return

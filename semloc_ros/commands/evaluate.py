@@ -6,11 +6,20 @@ method, drive and model id) and every query drive is retrieved against it and lo
 Recall@N, route maps).
 ``--oracle`` adds, for every label-based method, a run with the ground-truth labels in place of the segmenter
 (perfect segmentation, database and queries); those rows, keys and legends are named ``<method>-oracle``.
+
+A second table compares the localizer's estimates, single-frame and (``--sequence-filter``) through the
+sequence filter: Recall@1 (estimate within ``--threshold-m``), median / 95th percentile error and the share of
+errors inside the reported 1-/2-sigma covariance ellipses. ``--rejection-queries DRIVE...`` (drives of another
+map) adds no-match rejection: their frames beyond ``--negative-min-route-m`` along their route are
+out-of-database negatives; thresholds (at ``--target-precision``) and a covariance scale are fitted on
+``--calibration-query`` plus the first half of the negatives and reported on the other query drives and the
+second half (``calibration`` in results.json, a third table and ``rejection_curves.png``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -21,8 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from semloc_ros.commands.build_db import DEFAULT_THREADS
-from semloc_ros.datasets import DatasetError, load_semloc_sim_split
-from semloc_ros.evaluation import DEFAULT_NS, DEFAULT_THRESHOLD_M, cache_name, method_label
+from semloc_ros.datasets import DatasetError, load_semloc_sim_drive, load_semloc_sim_split
+from semloc_ros.evaluation import (
+    DEFAULT_NEGATIVE_MIN_ROUTE_M,
+    DEFAULT_NS,
+    DEFAULT_TARGET_PRECISION,
+    DEFAULT_THRESHOLD_M,
+    cache_name,
+    method_label,
+)
 from semloc_ros.pipeline import METHODS
 
 DEMO_DATASET = Path(__file__).resolve().parent.parent / "data" / "demo"
@@ -66,6 +82,38 @@ def build_parser() -> argparse.ArgumentParser:
         "--untrained-ok",
         action="store_true",
         help="use randomly initialised networks when trained weights are missing (smoke tests)",
+    )
+    parser.add_argument(
+        "--sequence-filter",
+        action="store_true",
+        help="also localize each query drive through the sequence filter (default filter parameters but "
+        "filter_temperature and filter_kidnap_probability, fitted on --calibration-query)",
+    )
+    parser.add_argument(
+        "--rejection-queries",
+        nargs="+",
+        default=[],
+        metavar="DRIVE",
+        help="drives of ANOTHER map (e.g. trainA_day_l0) whose frames serve as out-of-database negatives",
+    )
+    parser.add_argument(
+        "--negative-min-route-m",
+        type=float,
+        default=DEFAULT_NEGATIVE_MIN_ROUTE_M,
+        help="only rejection-drive frames farther than this along their route are negatives (maps share "
+        "their first road stretch)",
+    )
+    parser.add_argument(
+        "--calibration-query",
+        default=None,
+        help="query drive used to fit thresholds and the covariance scale (default: eval_day_l1 if present, "
+        "else the first query drive); the others are reported",
+    )
+    parser.add_argument(
+        "--target-precision",
+        type=float,
+        default=DEFAULT_TARGET_PRECISION,
+        help="rejection thresholds keep at least this precision on the calibration data",
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -144,10 +192,101 @@ def format_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _aligned(rows: list[list[str]], left: int = 2) -> str:
+    """Rows as text columns: the first ``left`` columns left-aligned, the others right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(
+            cell.ljust(w) if i < left else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def _pct(fraction: float | None) -> str:
+    return "-" if fraction is None or not math.isfinite(fraction) else f"{100 * fraction:.1f}"
+
+
+def format_localization_table(results: list[dict[str, Any]], calibrations: dict[str, dict[str, Any]]) -> str:
+    """One row per method x condition x mode: R@1 of the estimate, error median/p95, covariance coverage.
+
+    ``cov2s*`` is the 2-sigma coverage after scaling the covariances by the factor fitted on the calibration
+    drive (only for the other drives; the calibration drive's row is marked ``(calib)``).
+    """
+    rows = [["method", "condition", "mode", "R@1", "med_m", "p95_m", "fix%", "cov1s%", "cov2s%", "cov2s*%"]]
+    for r in results:
+        calibration = calibrations.get(r["method"])
+        modes = [("single", r)] + ([("filtered", r["filtered"])] if "filtered" in r else [])
+        for mode, metrics in modes:
+            n = sum(metrics["status_counts"].values())
+            coverage = metrics["covariance_coverage"]
+            scaled = None
+            condition = r["condition"]
+            if calibration is not None and mode in calibration["covariance"]:
+                if r["query_drive"] == calibration["calibration_query_drive"]:
+                    condition += " (calib)"
+                else:
+                    drive = calibration["covariance"][mode]["per_drive"].get(r["query_drive"])
+                    scaled = drive["scaled"]["within_2sigma"] if drive and drive["scaled"] else None
+            rows.append(
+                [
+                    r["method"],
+                    condition,
+                    mode,
+                    _fmt(metrics["localization_recall_at_1"]),
+                    _fmt(metrics["localization_error_m"]["median"], 2),
+                    _fmt(metrics["localization_error_m"]["p95"], 2),
+                    _fmt(100 * metrics["status_counts"]["fix"] / n if n else math.nan),
+                    _pct(coverage["within_1sigma"]),
+                    _pct(coverage["within_2sigma"]),
+                    _pct(scaled),
+                ]
+            )
+    return _aligned(rows, left=3)
+
+
+def format_rejection_table(calibrations: dict[str, dict[str, Any]]) -> str:
+    """Per method and score: the calibrated threshold, then precision / recall / FPR on each held-out drive."""
+    rows = [["method", "score", "threshold", "drive", "precision%", "recall%", "FPR%", "fix_prec%", "fix_prec_filt%"]]
+    for method, calibration in calibrations.items():
+        for score, entry in calibration["rejection"].items():
+            fit = entry["calibration"]
+            rows.append(
+                [
+                    method,
+                    score,
+                    _fmt(fit["threshold"], 3),
+                    f"{calibration['calibration_query_drive']} (calib)",
+                    _pct(fit["precision"]),
+                    _pct(fit["recall"]),
+                    _pct(fit["false_positive_rate"]),
+                    "",
+                    "",
+                ]
+            )
+            for drive, point in entry["per_drive"].items():
+                rows.append(
+                    [
+                        method,
+                        score,
+                        _fmt(point["threshold"], 3),
+                        drive,
+                        _pct(point["precision"]),
+                        _pct(point["recall"]),
+                        _pct(point["false_positive_rate"]),
+                        _pct(point["fix_precision"]),
+                        _pct(point.get("fix_precision_filtered")),
+                    ]
+                )
+    return _aligned(rows, left=2)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from semloc_ros.database import DatabaseError, GeoDatabase
-    from semloc_ros.evaluation import build_database, evaluate_method
+    from semloc_ros.evaluation import build_database, calibrate_method, evaluate_method, evaluate_rejection_drives
     from semloc_ros.localizer import LocalizerConfig
     from semloc_ros.models import set_torch_threads
     from semloc_ros.pipeline import Pipeline
@@ -157,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
             "semloc evaluate: --query-stride, --threads, --batch-size and --threshold-m must be positive",
             file=sys.stderr,
         )
+        return 2
+    if not 0 < args.target_precision <= 1 or not args.negative_min_route_m >= 0:
+        print("semloc evaluate: --target-precision must be in (0, 1], --negative-min-route-m >= 0", file=sys.stderr)
         return 2
     try:
         database_drive, query_drives = load_semloc_sim_split(args.dataset)
@@ -171,14 +313,36 @@ def main(argv: list[str] | None = None) -> int:
         query_drives = [d for d in query_drives if d.name in args.queries]
     query_drives = [d.subset(slice(None, None, args.query_stride)) for d in query_drives]
     database_drive = database_drive.drop_invalid_gps()
+    rejection_drives = []
+    for name in args.rejection_queries:
+        try:
+            drive = load_semloc_sim_drive(args.dataset, name)
+        except (DatasetError, OSError) as error:
+            print(f"semloc evaluate: cannot read rejection drive {name}: {error}", file=sys.stderr)
+            return 2
+        same_map = "seed" in drive.metadata and drive.metadata.get("seed") == database_drive.metadata.get("seed")
+        if name == database_drive.name or name in {d.name for d in query_drives} or same_map:
+            print(
+                f"semloc evaluate: rejection drive {name} is on the database map, not out-of-database", file=sys.stderr
+            )
+            return 2
+        rejection_drives.append(drive.subset(slice(None, None, args.query_stride)))
+    calibration_query = args.calibration_query
+    if (rejection_drives or args.sequence_filter) and calibration_query is None:
+        names = [d.name for d in query_drives]
+        calibration_query = "eval_day_l1" if "eval_day_l1" in names else names[0]
+    if calibration_query is not None and calibration_query not in {d.name for d in query_drives}:
+        print(f"semloc evaluate: --calibration-query {calibration_query} is not a query drive", file=sys.stderr)
+        return 2
     if args.oracle and not (database_drive.has_labels and all(d.has_labels for d in query_drives)):
         print("semloc evaluate: --oracle needs ground-truth labels for every frame", file=sys.stderr)
         return 2
 
     set_torch_threads(args.threads)
     cache_dir = args.cache_dir or args.out / "cache"
-    localizer_config = LocalizerConfig(top_k=args.top_k)
+    localizer_config = LocalizerConfig(top_k=args.top_k, sequence_filter=args.sequence_filter)
     results: list[dict[str, Any]] = []
+    calibrations: dict[str, dict[str, Any]] = {}
     start = time.perf_counter()
     for method in args.methods:
         pipeline = Pipeline.from_method(method, device=args.device, untrained_ok=args.untrained_ok)
@@ -218,8 +382,31 @@ def main(argv: list[str] | None = None) -> int:
                 localizer_config=localizer_config,
                 batch_size=args.batch_size,
                 progress=not args.quiet,
+                fit_filter_on=calibration_query,
             )
             results.extend(per_drive.values())
+            if calibration_query is not None:
+                fitted_config = localizer_config
+                if args.sequence_filter:
+                    filtered = per_drive[calibration_query]["filtered"]
+                    fitted_config = dataclasses.replace(
+                        localizer_config,
+                        filter_temperature=filtered["filter_temperature"],
+                        filter_kidnap_probability=filtered["filter_kidnap_probability"],
+                    )
+                negatives = evaluate_rejection_drives(
+                    pipeline,
+                    database,
+                    rejection_drives,
+                    oracle=oracle,
+                    localizer_config=fitted_config,
+                    min_route_m=args.negative_min_route_m,
+                    batch_size=args.batch_size,
+                    progress=not args.quiet,
+                )
+                calibrations[label] = calibrate_method(
+                    list(per_drive.values()), negatives, calibration_query, args.target_precision
+                )
 
     args.out.mkdir(parents=True, exist_ok=True)
     summary = {
@@ -232,8 +419,12 @@ def main(argv: list[str] | None = None) -> int:
         "oracle_note": "methods named '<method>-oracle' use ground-truth labels instead of the segmenter",
         "recall_note": "percent; 'all_queries' counts queries without a positive as failures, "
         "'queries_with_positive' leaves them out",
+        "localization_note": "localization_recall_at_1: percent of all queries whose estimate is within "
+        "threshold_m (NO_MATCH = failure); 'filtered' holds the same through the sequence filter",
         "results": results,
     }
+    if calibrations:
+        summary["calibration"] = calibrations
     write_json_atomic(summary, args.out / "results.json")
     print(format_table(results))
     print(
@@ -241,9 +432,52 @@ def main(argv: list[str] | None = None) -> int:
         f"failures; 'no_pos' = how many). {time.perf_counter() - start:.0f} s. "
         f"Results: {args.out / 'results.json'}"
     )
+    print()
+    print(format_localization_table(results, calibrations))
+    print(
+        f"\nR@1 = estimate within {args.threshold_m:g} m (percent of all queries); med/p95 over queries with an "
+        "estimate; cov1s/cov2s = errors inside the 1-/2-sigma ellipses (Gaussian: 39.3 / 86.5 %); cov2s* = "
+        "after the covariance scale fitted on the '(calib)' drive."
+    )
+    resets = {f"{r['method']}/{r['query_drive']}": r["filtered"]["filter_resets"] for r in results if "filtered" in r}
+    if any(resets.values()):
+        print(
+            "sequence filter resets (stamp gaps > filter_max_gap_s, e.g. a large --query-stride): "
+            + ", ".join(f"{name} {count}" for name, count in resets.items() if count)
+        )
+    if calibrations and rejection_drives:
+        first = next(iter(calibrations.values()))
+        print()
+        print(format_rejection_table(calibrations))
+        print(
+            f"\nRejection: accept a query when score >= threshold (best_similarity -> min_similarity, "
+            f"confidence -> min_confidence), threshold = largest recall at precision >= {args.target_precision:g} "
+            f"on {first['calibration_query_drive']} + {first['negatives']['n_calibration']} negatives; reported "
+            f"on the other drives + {first['negatives']['n_report']} other negatives. Negatives: "
+            f"{', '.join(first['negatives']['drives'])}, {first['negatives']['rule']}. fix_prec = accepted queries "
+            f"that are in the database AND localized within {args.threshold_m:g} m (fix_prec_filt: same gate, "
+            "filtered estimates)."
+        )
+    for method, calibration in calibrations.items():
+        scales = ", ".join(f"{mode} {c['scale']:.3g}" for mode, c in calibration["covariance"].items())
+        print(f"{method}: covariance scale (fitted on {calibration['calibration_query_drive']}): {scales}")
+    for r in results:
+        if "filtered" in r and r["query_drive"] == calibration_query:
+            fit = r["filtered"]["filter_fit"]
+            print(
+                f"{r['method']}: filter_temperature {r['filtered']['filter_temperature']:.4g}, "
+                f"filter_kidnap_probability {r['filtered']['filter_kidnap_probability']:g} fitted on "
+                f"{calibration_query} (single-frame maximum-likelihood temperature {fit['ml_temperature']:.4g}, "
+                "then the smallest filtered error over a grid); set them on localizer_node for this model"
+            )
 
     if not args.no_plots:
-        from semloc_ros.plots import plot_recall_at_n, plot_route_map, plot_top1_recall_at_distances
+        from semloc_ros.plots import (
+            plot_recall_at_n,
+            plot_rejection_curves,
+            plot_route_map,
+            plot_top1_recall_at_distances,
+        )
 
         plot_top1_recall_at_distances(results, args.out / "top1_recall_at_distance.png")
         plot_recall_at_n(results, args.out / "recall_at_n.png")
@@ -260,6 +494,20 @@ def main(argv: list[str] | None = None) -> int:
                 database_drive.lon,
                 args.out / "routes" / f"route_{r['method']}_{r['query_drive']}.png",
             )
+            if "filtered" in r:
+                filtered = {
+                    **r,
+                    "method": f"{r['method']}+filter",
+                    "per_query": {**r["per_query"], **r["filtered"]["per_query"]},
+                }
+                plot_route_map(
+                    filtered,
+                    database_drive.lat,
+                    database_drive.lon,
+                    args.out / "routes" / f"route_{r['method']}+filter_{r['query_drive']}.png",
+                )
+        if calibrations and rejection_drives:
+            plot_rejection_curves(calibrations, args.out / "rejection_curves.png")
         print(f"plots in {args.out}")
     return 0
 

@@ -1,0 +1,367 @@
+"""Sequence localization: a discrete Bayes (HMM) filter over the places of a :class:`GeoDatabase`.
+
+The state is a belief ``b`` over the N database entries (where the vehicle is now). Per frame:
+
+1. Predict from the elapsed time ``dt`` (or a measured travelled distance ``d``, e.g. from odometry). The
+   expected travel is ``t = speed_mps * dt`` with standard deviation
+   ``sigma = sqrt(position_sigma_m**2 + (speed_sigma_mps * dt)**2)``, or ``t = d`` with
+   ``sigma = sqrt(position_sigma_m**2 + (odometry_sigma_fraction * d)**2)``. A place i moves its belief to
+   the places j of its neighbourhood in proportion to ``exp(-(|p_j - p_i| - t)**2 / (2 sigma**2))``
+   (horizontal ENU distance; rows normalised). The neighbourhood graph is precomputed once with a uniform
+   grid on the ENU coordinates (radius = the largest plausible travel in one step, see
+   :meth:`SequenceFilterConfig.graph_radius_m`), so memory and time per step are O(edges) = O(N x places
+   per radius), never N x N. Then ``b = (1 - kidnap_probability) b + kidnap_probability / N``: a small
+   uniform "kidnap" mass lets the filter recover after a teleport, a tunnel or a wrong start. The motion
+   model has no direction (headings are not used): the belief spreads forward and backward along the road
+   and the observations keep the right side.
+2. Update with the top-K retrieval similarities ``s_1 >= ... >= s_K`` at entries ``i_k``: the likelihood of
+   a retrieved place is ``exp((s_k - s_1) / temperature)``; a place that was not retrieved has a similarity of
+   at most ``s_K`` and gets that floor, ``exp((s_K - s_1) / temperature)``. ``b = b * L / sum(b * L)``.
+   The temperature must match the descriptor's similarity scale: ``semloc evaluate --sequence-filter`` fits
+   it by maximum likelihood on a calibration drive (:func:`semloc_ros.calibration.fit_temperature`).
+3. Estimate: the mass near each place ``m_i = sum of b_j over |p_j - p_i| <= estimate_radius_m``; the MAP
+   place is the one with the largest ``m_i`` (ties: the larger own belief). Position = belief-weighted mean
+   of the places within the radius of it, covariance = their belief-weighted spread plus
+   ``position_sigma_floor_m**2``, divided by ``max(m, 0.01)`` as in :mod:`semloc_ros.localizer`;
+   confidence = ``m`` (the posterior probability of being within the radius of the estimate); status FIX
+   when ``m >= min_confidence``, LOW_CONFIDENCE otherwise.
+
+:meth:`SequenceFilter.predict` resets the filter (uniform belief) when ``dt > max_gap_s`` or the travel does
+not fit the graph; stamps (backwards jumps, gaps) are turned into ``dt`` by ``Localizer.localize``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from semloc_ros.database import GeoDatabase
+from semloc_ros.localizer import FixStatus, PositionEstimate
+
+MAX_FILTER_TOP_K = 10000
+_MIN_MASS_FOR_INFLATION = 0.01
+_GRID_CHUNK = 8192  # points per vectorised grid query (bounds the temporary candidate arrays)
+
+
+@dataclass
+class SequenceFilterConfig:
+    """Parameters of :class:`SequenceFilter` (see the module docstring)."""
+
+    speed_mps: float = 10.0
+    speed_sigma_mps: float = 5.0
+    position_sigma_m: float = 3.0
+    odometry_sigma_fraction: float = 0.1
+    max_gap_s: float = 1.0
+    kidnap_probability: float = 0.001
+    temperature: float = 0.05
+    top_k: int = 50
+    estimate_radius_m: float = 25.0
+    position_sigma_floor_m: float = 3.0
+    altitude_sigma_m: float = 10.0
+    min_confidence: float = 0.3
+
+    def validate(self) -> SequenceFilterConfig:
+        """Raise ValueError naming the first invalid parameter; returns self."""
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int | np.integer):
+            raise ValueError(f"top_k must be an integer, got {self.top_k!r}")
+        if not 1 <= self.top_k <= MAX_FILTER_TOP_K:
+            raise ValueError(f"top_k must be in [1, {MAX_FILTER_TOP_K}], got {self.top_k}")
+        positive = {
+            "speed_sigma_mps": self.speed_sigma_mps,
+            "position_sigma_m": self.position_sigma_m,
+            "max_gap_s": self.max_gap_s,
+            "temperature": self.temperature,
+            "estimate_radius_m": self.estimate_radius_m,
+            "position_sigma_floor_m": self.position_sigma_floor_m,
+            "altitude_sigma_m": self.altitude_sigma_m,
+        }
+        for name, value in positive.items():
+            if not _is_finite_real(value) or value <= 0:
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        for name, value in (("speed_mps", self.speed_mps), ("odometry_sigma_fraction", self.odometry_sigma_fraction)):
+            if not _is_finite_real(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not _is_finite_real(self.kidnap_probability) or not 0.0 < self.kidnap_probability < 1.0:
+            raise ValueError(f"kidnap_probability must be in (0, 1), got {self.kidnap_probability!r}")
+        if not _is_finite_real(self.min_confidence) or not 0.0 <= self.min_confidence <= 1.0:
+            raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence!r}")
+        return self
+
+    def graph_radius_m(self) -> float:
+        """Neighbourhood radius: 3-sigma travel at ``speed_mps + 3 speed_sigma_mps`` over ``max_gap_s``.
+
+        At least ``estimate_radius_m``, because the same graph gives the mass near each place.
+        """
+        travel = (self.speed_mps + 3.0 * self.speed_sigma_mps) * self.max_gap_s + 3.0 * self.position_sigma_m
+        return max(travel, self.estimate_radius_m)
+
+
+def _is_finite_real(value: object) -> bool:
+    return (
+        isinstance(value, int | float | np.integer | np.floating)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+
+
+@dataclass(frozen=True)
+class PlaceGraph:
+    """Places within ``radius_m`` of each other, in CSR form (rows = source places, self included).
+
+    The neighbours of place i are ``targets[indptr[i]:indptr[i + 1]]`` at ``distances`` metres.
+    """
+
+    radius_m: float
+    indptr: np.ndarray
+    targets: np.ndarray
+    distances: np.ndarray
+
+    @property
+    def n_places(self) -> int:
+        return len(self.indptr) - 1
+
+    @property
+    def n_edges(self) -> int:
+        return len(self.targets)
+
+    def sources(self) -> np.ndarray:
+        """(E,) source place of every edge."""
+        return np.repeat(np.arange(self.n_places, dtype=self.targets.dtype), np.diff(self.indptr))
+
+    def within(self, radius_m: float) -> PlaceGraph:
+        """The sub-graph of the edges not longer than ``radius_m`` (<= this graph's radius)."""
+        if radius_m > self.radius_m:
+            raise ValueError(f"radius {radius_m} m exceeds the graph radius {self.radius_m} m")
+        keep = self.distances <= radius_m
+        counts = np.bincount(self.sources()[keep], minlength=self.n_places)
+        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return PlaceGraph(radius_m, indptr, self.targets[keep], self.distances[keep])
+
+
+def neighbour_graph(east_north: np.ndarray, radius_m: float) -> PlaceGraph:
+    """All pairs of points within ``radius_m`` (horizontal metres), found with a uniform grid of cell size
+    ``radius_m``: each point is compared only with the points of its own and the 8 adjacent cells.
+    """
+    points = np.asarray(east_north, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise ValueError(f"east_north must be (N, 2), got shape {points.shape}")
+    if not math.isfinite(radius_m) or radius_m <= 0:
+        raise ValueError(f"radius_m must be a finite number > 0, got {radius_m!r}")
+    count = len(points)
+    if count == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return PlaceGraph(radius_m, np.zeros(1, dtype=np.int64), empty, np.zeros(0, dtype=np.float32))
+    cells = np.floor((points - points.min(axis=0)) / radius_m).astype(np.int64)
+    width = int(cells[:, 1].max()) + 3  # a neighbour offset of -1..+1 never wraps into another column
+    keys = (cells[:, 0] + 1) * width + (cells[:, 1] + 1)
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+
+    sources, targets, distances = [], [], []
+    for start in range(0, count, _GRID_CHUNK):
+        chunk = np.arange(start, min(start + _GRID_CHUNK, count))
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                wanted = keys[chunk] + dx * width + dy
+                low = np.searchsorted(sorted_keys, wanted, side="left")
+                high = np.searchsorted(sorted_keys, wanted, side="right")
+                found = high - low
+                if not found.any():
+                    continue
+                source = np.repeat(chunk, found)
+                rank = np.arange(found.sum()) - np.repeat(np.cumsum(found) - found, found)
+                target = order[np.repeat(low, found) + rank]
+                distance = np.hypot(*(points[target] - points[source]).T)
+                keep = distance <= radius_m
+                sources.append(source[keep])
+                targets.append(target[keep])
+                distances.append(distance[keep])
+    source = np.concatenate(sources)
+    target = np.concatenate(targets)
+    distance = np.concatenate(distances)
+    by_source = np.lexsort((target, source))
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(source, minlength=count))])
+    index_dtype = np.int32 if count < 2**31 else np.int64
+    return PlaceGraph(
+        radius_m,
+        indptr.astype(np.int64),
+        target[by_source].astype(index_dtype),
+        distance[by_source].astype(np.float32),
+    )
+
+
+class SequenceFilter:
+    """Belief over the entries of one database, advanced by :meth:`predict` and :meth:`update`."""
+
+    def __init__(self, database: GeoDatabase, config: SequenceFilterConfig | None = None) -> None:
+        self._database = database
+        self._config = (config if config is not None else SequenceFilterConfig()).validate()
+        self._frame, enu = database.frame_and_enu()
+        self._enu = enu
+        self._graph = neighbour_graph(enu[:, :2], self._config.graph_radius_m())
+        self._sources = self._graph.sources()
+        self._self_edges = np.flatnonzero(self._graph.targets == self._sources)  # one per place, in place order
+        self._near = self._graph.within(self._config.estimate_radius_m)
+        self._near_sources = self._near.sources()
+        self._belief: np.ndarray | None = None
+        self._transition_key: tuple[float, float] | None = None
+        self._transition_weights = np.zeros(0)
+        self._map_index = -1
+        self.resets = 0
+
+    @property
+    def config(self) -> SequenceFilterConfig:
+        return self._config
+
+    @property
+    def graph(self) -> PlaceGraph:
+        return self._graph
+
+    @property
+    def initialised(self) -> bool:
+        """False until the first observation after construction or :meth:`reset`."""
+        return self._belief is not None
+
+    @property
+    def belief(self) -> np.ndarray:
+        """(N,) current belief (a copy; uniform before the first observation)."""
+        if self._belief is None:
+            return np.full(len(self._enu), 1.0 / len(self._enu))
+        return self._belief.copy()
+
+    @property
+    def map_index(self) -> int:
+        """Database index of the last MAP place (-1 before the first estimate)."""
+        return self._map_index
+
+    def reset(self) -> None:
+        """Forget everything: the next observation starts from a uniform belief."""
+        self._belief = None
+        self._map_index = -1
+        self.resets += 1
+
+    # ------------------------------------------------------------------ predict
+    def predict(self, dt_s: float | None, displacement_m: float | None = None) -> bool:
+        """Move the belief by the travel since the last frame; False (and a reset) if it cannot be modelled.
+
+        ``displacement_m`` (a measured travelled distance) replaces ``speed_mps * dt_s`` when given; then
+        ``dt_s`` may be None. The travel must fit the neighbourhood graph: a 2-sigma travel beyond its radius
+        resets the filter (returns False), as does ``dt_s > max_gap_s``.
+        """
+        config = self._config
+        if displacement_m is not None:
+            if not _is_finite_real(displacement_m) or displacement_m < 0:
+                raise ValueError(f"displacement_m must be a finite number >= 0, got {displacement_m!r}")
+            travel = float(displacement_m)
+            sigma = math.hypot(config.position_sigma_m, config.odometry_sigma_fraction * travel)
+        else:
+            if dt_s is None or not _is_finite_real(dt_s) or dt_s < 0:
+                raise ValueError(f"dt_s must be a finite number >= 0 without displacement_m, got {dt_s!r}")
+            if dt_s > config.max_gap_s:
+                self.reset()
+                return False
+            travel = config.speed_mps * float(dt_s)
+            sigma = math.hypot(config.position_sigma_m, config.speed_sigma_mps * float(dt_s))
+        if travel + 2.0 * sigma > self._graph.radius_m:
+            self.reset()
+            return False
+        if self._belief is None:
+            return True  # uniform stays uniform
+        moved = np.bincount(
+            self._graph.targets,
+            weights=self._belief[self._sources] * self._transitions(travel, sigma),
+            minlength=len(self._belief),
+        )
+        kidnap = config.kidnap_probability
+        self._belief = (1.0 - kidnap) * moved / moved.sum() + kidnap / len(moved)
+        return True
+
+    def _transitions(self, travel: float, sigma: float) -> np.ndarray:
+        """(E,) row-normalised transition probabilities of the graph edges (cached for a repeated step)."""
+        key = (round(travel, 6), round(sigma, 6))
+        if key != self._transition_key:
+            mismatch = (self._graph.distances.astype(np.float64) - travel) / sigma
+            weights = np.exp(-0.5 * mismatch**2)
+            row_sums = np.add.reduceat(weights, self._graph.indptr[:-1])
+            empty = row_sums <= 0.0
+            if empty.any():  # every neighbour implausible (underflow): such a place keeps its belief
+                weights[self._self_edges[empty]] = 1.0
+                row_sums[empty] = 1.0
+            self._transition_weights = weights / row_sums[self._sources]
+            self._transition_key = key
+        return self._transition_weights
+
+    # ------------------------------------------------------------------ update
+    def update(self, similarities: np.ndarray, indices: np.ndarray) -> None:
+        """Weigh the belief with the likelihood of one query's retrieval (similarities descending).
+
+        Entries with index -1 (nothing retrieved) are ignored; without any retrieved entry nothing changes.
+        """
+        similarities = np.asarray(similarities, dtype=np.float64).reshape(-1)
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        found = indices >= 0
+        similarities, indices = similarities[found], indices[found]
+        if len(indices) == 0:
+            return
+        count = len(self._enu)
+        temperature = self._config.temperature
+        best = similarities.max()
+        floor = similarities.min() if len(indices) < count else -np.inf
+        likelihood = np.full(count, math.exp((floor - best) / temperature) if math.isfinite(floor) else 0.0)
+        likelihood[indices] = np.exp((similarities - best) / temperature)
+        prior = self._belief if self._belief is not None else np.full(count, 1.0 / count)
+        posterior = prior * likelihood
+        total = posterior.sum()
+        if not total > 0.0:  # only if the floor underflowed where all the prior mass was: restart from here
+            posterior, total = likelihood, likelihood.sum()
+        self._belief = posterior / total
+
+    # ------------------------------------------------------------------ estimate
+    def estimate(self) -> PositionEstimate:
+        """MAP place and the posterior-weighted position, covariance, confidence and status near it."""
+        config = self._config
+        belief = self.belief
+        mass = np.add.reduceat(belief[self._near.targets], self._near.indptr[:-1])
+        best_mass = mass.max()
+        candidates = np.flatnonzero(mass >= best_mass * (1.0 - 1e-12))
+        seed = int(candidates[np.argmax(belief[candidates])])
+        self._map_index = seed
+
+        members = self._near.targets[self._near.indptr[seed] : self._near.indptr[seed + 1]].astype(np.int64)
+        weights = belief[members] / belief[members].sum()
+        east_north = self._enu[members, :2]
+        centre = weights @ east_north
+        offsets = east_north - centre
+        spread = (weights[:, np.newaxis] * offsets).T @ offsets
+        confidence = float(min(1.0, mass[seed]))
+
+        covariance = np.zeros((3, 3))
+        covariance[:2, :2] = (spread + config.position_sigma_floor_m**2 * np.eye(2)) / max(
+            confidence, _MIN_MASS_FOR_INFLATION
+        )
+        covariance[:2, :2] = 0.5 * (covariance[:2, :2] + covariance[:2, :2].T)
+        covariance[2, 2] = config.altitude_sigma_m**2
+
+        alt = _weighted_mean_of_known(self._database.alt[members], weights)
+        up = _weighted_mean_of_known(self._enu[members, 2], weights)
+        lat, lon, _ = self._frame.to_geodetic(float(centre[0]), float(centre[1]), up)
+        status = FixStatus.FIX if confidence >= config.min_confidence else FixStatus.LOW_CONFIDENCE
+        return PositionEstimate(
+            lat=float(lat),
+            lon=float(lon),
+            alt=alt,
+            east=float(centre[0]),
+            north=float(centre[1]),
+            covariance_enu=covariance,
+            confidence=confidence,
+            status=status,
+        )
+
+
+def _weighted_mean_of_known(values: np.ndarray, weights: np.ndarray) -> float:
+    known = np.isfinite(values)
+    if not known.any():
+        return math.nan
+    return float(weights[known] @ values[known] / weights[known].sum())

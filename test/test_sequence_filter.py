@@ -1,0 +1,258 @@
+"""Tests of semloc_ros.sequence_filter and the Localizer's sequence path on a synthetic route."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import faiss
+import numpy as np
+import pytest
+
+from semloc_ros.database import GeoDatabase, PlaceRecord
+from semloc_ros.geodesy import LocalENU
+from semloc_ros.localizer import FixStatus, Localizer, LocalizerConfig
+from semloc_ros.sequence_filter import SequenceFilter, SequenceFilterConfig, neighbour_graph
+
+faiss.omp_set_num_threads(1)
+
+MODEL = "test-model@1"
+DIM = 64
+KNOT_M = 10.0
+FRAME = LocalENU(51.752, -1.2577)
+SPACING_M = 2.0
+N_PLACES = 400  # an 800 m straight route, east along y = 0
+PERIOD_NS = 200_000_000  # 0.2 s between queries at 10 m/s: one query every 2 m
+START_NS = 1_700_000_000_000_000_000
+
+
+def smooth_descriptors(x_m: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Unit descriptors that vary smoothly along the route: random unit vectors every 10 m, blended between.
+
+    Places more than 10 m apart have unrelated descriptors (similarity about 0 +- 1/sqrt(DIM)).
+    """
+    rng = np.random.default_rng(seed)
+    knots = rng.standard_normal((int(np.max(x_m) // KNOT_M) + 2, DIM))
+    position = np.asarray(x_m, dtype=float) / KNOT_M
+    left = np.floor(position).astype(int)
+    blend = 0.5 - 0.5 * np.cos(np.pi * (position - left))[:, np.newaxis]
+    values = (1.0 - blend) * knots[left] + blend * knots[left + 1]
+    return values / np.linalg.norm(values, axis=1, keepdims=True)
+
+
+def noisy(descriptors: np.ndarray, sigma: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    values = descriptors + sigma * rng.standard_normal(descriptors.shape) / math.sqrt(DIM)
+    return (values / np.linalg.norm(values, axis=1, keepdims=True)).astype(np.float32)
+
+
+def route_database(descriptors: np.ndarray) -> GeoDatabase:
+    east = np.arange(len(descriptors)) * SPACING_M
+    lat, lon, _ = FRAME.to_geodetic(east, np.zeros_like(east))
+    records = [
+        PlaceRecord(float(a), float(o), 60.0, 0.0, i, f"{i:06d}") for i, (a, o) in enumerate(zip(lat, lon, strict=True))
+    ]
+    database = GeoDatabase(DIM, MODEL)
+    database.add(descriptors.astype(np.float32), records)
+    return database
+
+
+def east_of(database: GeoDatabase, estimate) -> float:
+    """Estimate east in route metres (the database frame is centred on the route)."""
+    return estimate.east - database.enu[0, 0]
+
+
+def filter_config(**overrides) -> LocalizerConfig:
+    values = {"sequence_filter": True, "filter_kidnap_probability": 0.01, "filter_temperature": 0.05}
+    values.update(overrides)
+    return LocalizerConfig(**values)
+
+
+# ----------------------------------------------------------------------------------------- graph
+def test_neighbour_graph_equals_brute_force():
+    rng = np.random.default_rng(1)
+    points = rng.uniform(0, 100, size=(300, 2))
+    points[10] = points[11]  # a duplicate position
+    graph = neighbour_graph(points, 12.0)
+    distances = np.hypot(*(points[:, np.newaxis] - points[np.newaxis]).transpose(2, 0, 1))
+    expected = {(int(i), int(j)) for i, j in zip(*np.nonzero(distances <= 12.0), strict=True)}
+    sources = graph.sources()
+    assert {(int(i), int(j)) for i, j in zip(sources, graph.targets, strict=True)} == expected
+    assert np.allclose(graph.distances, distances[sources, graph.targets], atol=1e-4)
+    near = graph.within(5.0)
+    assert {(int(i), int(j)) for i, j in zip(near.sources(), near.targets, strict=True)} == {
+        (i, j) for i, j in expected if distances[i, j] <= 5.0
+    }
+
+
+def test_neighbour_graph_size_is_linear_in_the_number_of_places():
+    """A road network of N places 2 m apart has O(N) edges (no N x N anything), built quickly."""
+    rng = np.random.default_rng(2)
+
+    def roads(n: int) -> np.ndarray:  # straight roads of 200 places on a 2 km grid
+        starts = rng.uniform(0, 2000 * math.sqrt(n / 1000), size=(n // 200, 2))
+        directions = rng.choice([[1.0, 0.0], [0.0, 1.0]], size=n // 200)
+        steps = np.arange(200)[:, np.newaxis, np.newaxis] * SPACING_M * directions
+        return (starts + steps).reshape(-1, 2)
+
+    small = neighbour_graph(roads(4000), 35.0)
+    start = time.perf_counter()
+    large = neighbour_graph(roads(40000), 35.0)
+    elapsed = time.perf_counter() - start
+    per_place_small = small.n_edges / small.n_places
+    per_place_large = large.n_edges / large.n_places
+    assert per_place_large < 1.5 * per_place_small
+    assert per_place_large <= 2 * 35.0 / SPACING_M * 2 + 1  # at most two crossing roads per place, on average
+    assert elapsed < 5.0
+
+
+# --------------------------------------------------------------------------------- filter core
+def test_displacement_moves_the_belief_by_the_travelled_distance():
+    database = route_database(smooth_descriptors(np.arange(N_PLACES) * SPACING_M))
+    sequence_filter = SequenceFilter(database, SequenceFilterConfig(kidnap_probability=1e-6))
+    start = 200
+    sequence_filter.update(np.array([1.0, 0.0]), np.array([start, start + 100]))  # peaked at place 200
+    assert sequence_filter.estimate().east == pytest.approx(database.enu[start, 0], abs=0.5)
+    sequence_filter.predict(None, displacement_m=20.0)
+    belief = sequence_filter.belief
+    travelled = np.abs(database.enu[:, 0] - database.enu[start, 0])
+    assert belief @ np.abs(travelled - 20.0) < 3.0  # no heading: half forward, half backward, both 20 m away
+    sigma = math.hypot(3.0, 0.1 * 20.0)  # position_sigma_m (+) odometry_sigma_fraction x travel
+    assert belief[np.abs(travelled - 20.0) <= 2.5 * sigma].sum() > 0.95
+
+
+def test_prediction_without_motion_information_is_refused_and_long_gaps_reset():
+    database = route_database(smooth_descriptors(np.arange(50) * SPACING_M))
+    sequence_filter = SequenceFilter(database, SequenceFilterConfig(max_gap_s=1.0))
+    sequence_filter.update(np.array([1.0]), np.array([10]))
+    with pytest.raises(ValueError, match="dt_s"):
+        sequence_filter.predict(None)
+    with pytest.raises(ValueError, match="displacement_m"):
+        sequence_filter.predict(0.2, displacement_m=-1.0)
+    assert sequence_filter.predict(0.2)
+    assert not sequence_filter.predict(1.5) and not sequence_filter.initialised
+    sequence_filter.update(np.array([1.0]), np.array([10]))
+    assert not sequence_filter.predict(None, displacement_m=500.0)  # beyond the graph: cannot be modelled
+    assert sequence_filter.resets == 2
+
+
+def test_config_validation_names_the_filter_parameter():
+    with pytest.raises(ValueError, match=r"^filter_temperature must"):
+        LocalizerConfig(filter_temperature=0.0).validate()
+    with pytest.raises(ValueError, match=r"^filter_kidnap_probability must"):
+        LocalizerConfig(filter_kidnap_probability=1.0).validate()
+    with pytest.raises(ValueError, match=r"^filter_top_k must"):
+        LocalizerConfig(filter_top_k=0).validate()
+    with pytest.raises(ValueError, match=r"^sequence_filter must"):
+        LocalizerConfig(sequence_filter="yes").validate()
+    assert LocalizerConfig(sequence_filter=True).validate().filter_config().estimate_radius_m == 25.0
+
+
+# ------------------------------------------------------------------------- synthetic route runs
+def route_run(query_x_m: np.ndarray, database_descriptors: np.ndarray, query_descriptors: np.ndarray, **config):
+    """Single-frame and filtered errors (metres) of queries at ``query_x_m`` on the route."""
+    database = route_database(database_descriptors)
+    stamps = [START_NS + i * PERIOD_NS for i in range(len(query_x_m))]
+    single = Localizer(database, LocalizerConfig()).localize_batch(query_descriptors)
+    filtered = Localizer(database, filter_config(**config)).localize_sequence(query_descriptors, stamps)
+    single_error = np.array([abs(east_of(database, e) - x) for e, x in zip(single, query_x_m, strict=True)])
+    filtered_error = np.array([abs(east_of(database, e) - x) for e, x in zip(filtered, query_x_m, strict=True)])
+    return single_error, filtered_error, filtered
+
+
+def test_aliased_places_fool_single_frame_but_not_the_filter():
+    """Places 300-309 look like places 100-109, slightly MORE like the queries there than the true places."""
+    place_x = np.arange(N_PLACES) * SPACING_M
+    database_descriptors = smooth_descriptors(place_x)
+    query_x = np.arange(0, 240) * SPACING_M + 1.0  # drives the first 480 m, between the places
+    queries = noisy(smooth_descriptors(query_x), 0.3, seed=3)
+    aliased = np.arange(100, 110)
+    mixed = database_descriptors[aliased] + 0.3 * (queries[aliased] - database_descriptors[aliased])
+    database_descriptors[aliased + 200] = mixed / np.linalg.norm(mixed, axis=1, keepdims=True)
+
+    single_error, filtered_error, estimates = route_run(query_x, database_descriptors, queries)
+    assert np.sum(single_error[aliased] > 300.0) >= 8  # single frame: the wrong place, 400 m away
+    assert np.all(filtered_error[aliased] < 6.0)
+    assert all(estimates[i].status is FixStatus.FIX for i in aliased)
+    assert np.median(filtered_error[20:]) < 3.0
+    assert np.percentile(filtered_error[20:], 95) <= np.percentile(single_error[20:], 95) + 1.0
+
+
+def test_kidnapped_filter_recovers_within_a_few_frames():
+    place_x = np.arange(N_PLACES) * SPACING_M
+    database_descriptors = smooth_descriptors(place_x)
+    query_x = np.concatenate([np.arange(0, 100), np.arange(300, 360)]) * SPACING_M + 1.0  # teleport at query 100
+    queries = noisy(smooth_descriptors(query_x), 0.3, seed=4)
+
+    _, filtered_error, _ = route_run(query_x, database_descriptors, queries)
+    assert np.all(filtered_error[30:100] < 6.0)
+    frames_to_recover = int(np.argmax(filtered_error[100:] < 6.0))
+    assert frames_to_recover <= 3
+    assert np.all(filtered_error[100 + frames_to_recover :] < 6.0)
+
+    # With (almost) no kidnap mass the old place wins for longer: the mixing is what recovers quickly.
+    _, stubborn_error, _ = route_run(query_x, database_descriptors, queries, filter_kidnap_probability=1e-15)
+    assert int(np.argmax(stubborn_error[100:] < 6.0)) > frames_to_recover
+
+
+def test_stamp_going_backwards_or_a_long_gap_resets_the_filter():
+    place_x = np.arange(N_PLACES) * SPACING_M
+    database = route_database(smooth_descriptors(place_x))
+    queries = noisy(smooth_descriptors(place_x[:30] + 1.0), 0.3, seed=5)
+    localizer = Localizer(database, filter_config(filter_max_gap_s=1.0))
+    sequence_filter = localizer.sequence_filter
+    assert sequence_filter is not None
+    for i in range(10):
+        localizer.localize(queries[i], stamp_ns=START_NS + i * PERIOD_NS)
+    assert sequence_filter.resets == 0
+    localizer.localize(queries[10], stamp_ns=START_NS)  # backwards: a replayed bag
+    assert sequence_filter.resets == 1
+    localizer.localize(queries[11], stamp_ns=START_NS + 5 * 10**9)  # 5 s gap > filter_max_gap_s
+    assert sequence_filter.resets == 2
+    localizer.localize(queries[12], stamp_ns=START_NS + 5 * 10**9 + PERIOD_NS)  # normal step
+    assert sequence_filter.resets == 2
+    localizer.localize(queries[13], displacement_m=2.0)  # odometry only, no stamp: still predicts
+    assert sequence_filter.resets == 2
+    with pytest.raises(ValueError, match="stamp_ns or displacement_m"):
+        localizer.localize(queries[14])
+
+    # Right after a reset the belief is the normalised likelihood of that one query.
+    localizer.reset()
+    localizer.localize(queries[20], stamp_ns=START_NS)
+    similarities, indices = database.search(queries[20], localizer.config.filter_top_k)
+    expected = np.full(len(database), math.exp((similarities[0, -1] - similarities[0, 0]) / 0.05))
+    expected[indices[0]] = np.exp((similarities[0] - similarities[0, 0]) / 0.05)
+    assert np.allclose(sequence_filter.belief, expected / expected.sum())
+
+
+def test_disabled_filter_keeps_the_single_frame_path():
+    place_x = np.arange(60) * SPACING_M
+    database = route_database(smooth_descriptors(place_x))
+    queries = noisy(smooth_descriptors(place_x + 1.0), 0.3, seed=6)
+    localizer = Localizer(database, LocalizerConfig())
+    assert localizer.sequence_filter is None
+    batch = localizer.localize_batch(queries)
+    for i in range(5):
+        single = localizer.localize(queries[i], stamp_ns=START_NS + i * PERIOD_NS)
+        assert (single.lat, single.lon, single.confidence) == (batch[i].lat, batch[i].lon, batch[i].confidence)
+    with pytest.raises(RuntimeError, match="sequence_filter"):
+        localizer.localize_sequence(queries, [START_NS] * len(queries))
+
+
+def test_no_match_queries_do_not_update_the_belief():
+    place_x = np.arange(80) * SPACING_M
+    database = route_database(smooth_descriptors(place_x))
+    queries = noisy(smooth_descriptors(place_x + 1.0), 0.3, seed=7)
+    localizer = Localizer(database, filter_config(min_similarity=0.5))
+    twin = Localizer(database, filter_config(min_similarity=0.5))
+    for i in range(20):
+        localizer.localize(queries[i], stamp_ns=START_NS + i * PERIOD_NS)
+        twin.localize(queries[i], stamp_ns=START_NS + i * PERIOD_NS)
+    stranger = -queries[20]  # similarity far below min_similarity everywhere
+    estimate = localizer.localize(stranger, stamp_ns=START_NS + 20 * PERIOD_NS)
+    assert estimate.status is FixStatus.NO_MATCH and estimate.confidence == 0.0
+    # Only the motion step of 0.2 s happened, exactly as a bare prediction of the same belief.
+    twin.sequence_filter.predict(0.2)
+    assert np.allclose(localizer.sequence_filter.belief, twin.sequence_filter.belief)
+    uniform = Localizer(database, filter_config()).sequence_filter.belief
+    assert not np.allclose(localizer.sequence_filter.belief, uniform)
