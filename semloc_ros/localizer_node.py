@@ -90,13 +90,33 @@ PARAMETERS = (
     ParameterSpec("publish_markers", True, "publish the MarkerArray of retrieved places"),
     ParameterSpec("faiss_threads", 1, "FAISS OpenMP threads of the database search (see docs/benchmarks.md)",
                   in_range(1, 256), read_only=True),
+    ParameterSpec("unknown_altitude_m", 0.0, "altitude published when the database has none (variance 1e6 m^2); "
+                  "robot_localization drops fixes with NaN altitude"),
     ParameterSpec("unknown_heading_variance", 1e6, "orientation variance published when heading is unknown",
                   non_negative),
 )
 
+UNKNOWN_ALTITUDE_VARIANCE_M2 = 1e6
+
 GREEN = ColorRGBA(r=0.1, g=0.8, b=0.2, a=1.0)
 RED = ColorRGBA(r=0.9, g=0.2, b=0.1, a=0.8)
 BLUE = ColorRGBA(r=0.1, g=0.4, b=1.0, a=0.35)
+
+
+def altitude_and_covariance(estimate: PositionEstimate, unknown_altitude_m: float) -> tuple[float, np.ndarray]:
+    """Altitude to publish and the ENU covariance (m^2) of an estimate.
+
+    A database without altitudes gives NaN altitude; consumers such as robot_localization's navsat_transform
+    drop every fix whose altitude is NaN, so ``unknown_altitude_m`` is published instead, with a variance of
+    UNKNOWN_ALTITUDE_VARIANCE_M2 that says it carries no information.
+    """
+    covariance = np.array(estimate.covariance_enu, dtype=float).reshape(3, 3)
+    if math.isfinite(estimate.alt):
+        return float(estimate.alt), covariance
+    covariance[2, :] = 0.0
+    covariance[:, 2] = 0.0
+    covariance[2, 2] = UNKNOWN_ALTITUDE_VARIANCE_M2
+    return float(unknown_altitude_m), covariance
 
 
 def covariance_ellipse(covariance_en: np.ndarray, n_sigma: float = 2.0) -> tuple[float, float, float]:
@@ -250,7 +270,7 @@ class LocalizerNode(Node):
             return
         header = Header(stamp=message.header.stamp,
                         frame_id=self.params.get("fix_frame_id") or message.header.frame_id)
-        self.fix_publisher.publish(self.navsatfix(estimate, header))
+        self.fix_publisher.publish(self.navsatfix(estimate, header, self.params.get("unknown_altitude_m")))
         self.geopose_publisher.publish(self.geopose(estimate, header))
         if self.params.get("publish_markers"):
             self.marker_publisher.publish(self.markers(estimate, message.header.stamp))
@@ -264,7 +284,7 @@ class LocalizerNode(Node):
 
     # --- message construction ---------------------------------------------------------------------
     @staticmethod
-    def navsatfix(estimate: PositionEstimate, header: Header) -> NavSatFix:
+    def navsatfix(estimate: PositionEstimate, header: Header, unknown_altitude_m: float = 0.0) -> NavSatFix:
         """NavSatFix with the ENU position covariance (m^2) of the estimate.
 
         The covariance is derived from the spread and weights of the agreeing matches, not measured
@@ -274,11 +294,12 @@ class LocalizerNode(Node):
         fix.status.status = (NavSatStatus.STATUS_FIX if estimate.status is FixStatus.FIX
                              else NavSatStatus.STATUS_NO_FIX)
         fix.status.service = 0  # not a GNSS receiver: no satellite system was used
+        altitude, covariance = altitude_and_covariance(estimate, unknown_altitude_m)
         known = estimate.status is not FixStatus.NO_MATCH
         fix.latitude = estimate.lat if known else math.nan
         fix.longitude = estimate.lon if known else math.nan
-        fix.altitude = estimate.alt if known else math.nan
-        fix.position_covariance = [float(v) for v in np.asarray(estimate.covariance_enu).reshape(9)]
+        fix.altitude = altitude if known else math.nan
+        fix.position_covariance = [float(v) for v in covariance.reshape(9)]
         fix.position_covariance_type = (NavSatFix.COVARIANCE_TYPE_APPROXIMATED if known
                                         else NavSatFix.COVARIANCE_TYPE_UNKNOWN)
         return fix
@@ -287,10 +308,10 @@ class LocalizerNode(Node):
         """GeoPose with covariance ordered (lat=north, lon=east, alt, rotE, rotN, rotU) in m^2 and rad^2."""
         message = GeoPoseWithCovarianceStamped(header=header)
         pose = message.pose.pose
+        altitude, enu = altitude_and_covariance(estimate, self.params.get("unknown_altitude_m"))
         pose.position.latitude, pose.position.longitude = estimate.lat, estimate.lon
-        pose.position.altitude = estimate.alt
+        pose.position.altitude = altitude
         pose.orientation = Quaternion(w=1.0)
-        enu = np.asarray(estimate.covariance_enu)
         covariance = np.zeros((6, 6))
         order = [1, 0, 2]  # north, east, up
         covariance[:3, :3] = enu[np.ix_(order, order)]

@@ -156,3 +156,23 @@ def test_path_of_fixes_and_utm_marker_coordinates(start_node, tmp_path):
     sphere = next(m for m in markers[-1].markers if m.ns == "retrieved")
     assert 5.7e6 < sphere.pose.position.y < 5.8e6  # UTM northing near Oxford
     assert len(paths[-1].poses) == 1  # switching coordinates restarts the path
+
+
+def test_unknown_altitude_is_published_as_a_number_with_a_huge_variance(start_node, tmp_path):
+    rng = np.random.default_rng(1)
+    descriptors = rng.normal(size=(10, DIMENSION)).astype(np.float32)
+    database = GeoDatabase(DIMENSION, "test-model")
+    database.add(descriptors, [PlaceRecord(lat=51.752 + 1e-4 * i, lon=-1.2577) for i in range(10)])  # no alt
+    path = tmp_path / "no-alt.semdb"
+    database.save(path)
+    node = start_node(path)
+    fixes, geoposes = [], []
+    node.fix_publisher.publish = fixes.append
+    node.geopose_publisher.publish = geoposes.append
+    assert node.set_parameters([Parameter("unknown_altitude_m", value=42.0)])[0].successful
+    node.on_descriptor(_descriptor(database.descriptors[4]))
+    covariance = np.asarray(fixes[0].position_covariance).reshape(3, 3)
+    assert fixes[0].altitude == 42.0  # navsat_transform drops fixes whose altitude is NaN
+    assert covariance[2, 2] == 1e6 and covariance[0, 2] == covariance[2, 1] == 0.0
+    assert covariance[0, 0] < 1e3
+    assert geoposes[0].pose.pose.position.altitude == 42.0

@@ -590,7 +590,7 @@ def test_build_db_skips_and_reports_frames_with_bad_gps(tmp_path, capsys):
     assert database.alt[0] == 60.0 and math.isnan(database.alt[1]) and math.isnan(database.alt[2])
 
 
-def test_unknown_altitude_gives_a_fix_with_nan_altitude(start, tmp_path):
+def test_unknown_altitude_gives_a_fix_with_uninformative_altitude(start, tmp_path):
     path = tmp_path / "noalt.semdb"
     database = places_database(alt=math.nan)
     database.save(path)
@@ -599,10 +599,12 @@ def test_unknown_altitude_gives_a_fix_with_nan_altitude(start, tmp_path):
     paths, markers = capture(node.path_publisher), capture(node.marker_publisher)
     node.on_descriptor(descriptor_message(database.descriptors[7]))
     fix = fixes[0]
-    assert fix.status.status == fix.status.STATUS_FIX and math.isnan(fix.altitude)
+    # A number, not NaN (navsat_transform drops NaN-altitude fixes), with a variance that says "unknown".
+    assert fix.status.status == fix.status.STATUS_FIX and fix.altitude == 0.0
+    assert fix.position_covariance[8] == 1e6
     assert fix.latitude == pytest.approx(database.lat[7], abs=1e-6)
     assert np.all(np.isfinite(fix.position_covariance))
-    assert math.isnan(geoposes[0].pose.pose.position.altitude)
+    assert geoposes[0].pose.pose.position.altitude == 0.0
     assert paths and all(math.isfinite(m.pose.position.x) for m in markers[0].markers[1:])
 
 
