@@ -38,6 +38,7 @@ from semloc_ros.calibration import (
 from semloc_ros.database import GeoDatabase, PlaceRecord
 from semloc_ros.datasets import Drive, Frame, load_label_images, load_rgbs
 from semloc_ros.geodesy import LocalENU, geodesic_distance_m
+from semloc_ros.labels import SEMLOC_SIM
 from semloc_ros.localizer import FixStatus, Localizer, LocalizerConfig, PositionEstimate
 
 DEFAULT_NS = (1, 5, 10, 20)
@@ -750,3 +751,54 @@ def calibrate_method(
         "covariance": covariance,
         "rejection": rejection,
     }
+
+
+# ----------------------------------------------------------------------------------------- segmentation
+
+
+def confusion_matrix(predicted: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarray:
+    """(num_classes, num_classes) pixel counts, rows = ground truth, columns = prediction."""
+    truth = np.asarray(truth, dtype=np.int64).ravel()
+    predicted = np.asarray(predicted, dtype=np.int64).ravel()
+    if truth.shape != predicted.shape:
+        raise ValueError(f"label images differ in size: {truth.shape} vs {predicted.shape}")
+    valid = (truth >= 0) & (truth < num_classes) & (predicted >= 0) & (predicted < num_classes)
+    flat = truth[valid] * num_classes + predicted[valid]
+    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def segmentation_scores(confusion: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
+    """Pixel accuracy and IoU per class; mIoU averages the classes present in the ground truth (percent)."""
+    true_positive = np.diag(confusion).astype(np.float64)
+    in_truth = confusion.sum(axis=1).astype(np.float64)
+    in_prediction = confusion.sum(axis=0).astype(np.float64)
+    union = in_truth + in_prediction - true_positive
+    present = in_truth > 0
+    iou = np.divide(true_positive, union, out=np.zeros_like(true_positive), where=union > 0)
+    total = confusion.sum()
+    return {
+        "pixel_accuracy": float(100.0 * true_positive.sum() / total) if total else float("nan"),
+        "mean_iou": float(100.0 * iou[present].mean()) if present.any() else float("nan"),
+        "iou_per_class": {class_names[c]: float(100.0 * iou[c]) for c in np.flatnonzero(present)},
+    }
+
+
+def evaluate_segmentation(segmenter, drives: Sequence[Drive], stride: int = 5, batch_size: int = 16,
+                          progress: bool = False) -> dict[str, dict[str, Any]]:
+    """Segmenter scores against the ground-truth labels of every ``stride``-th frame of each drive."""
+    from tqdm import tqdm
+
+    names = list(SEMLOC_SIM.names)  # the segmenter's output ids are semloc ids (after any label mapping)
+    scores: dict[str, dict[str, Any]] = {}
+    for drive in drives:
+        frames = drive.frames[::stride]
+        confusion = np.zeros((len(names), len(names)), dtype=np.int64)
+        for start in tqdm(range(0, len(frames), batch_size), desc=f"segmentation {drive.name}",
+                          disable=not progress):
+            chunk = frames[start : start + batch_size]
+            predicted = segmenter.predict_batch(np.stack(load_rgbs(chunk)))
+            for prediction, truth in zip(predicted, load_label_images(chunk), strict=True):
+                confusion += confusion_matrix(prediction, truth, len(names))
+        scores[drive.name] = {"condition": drive.condition, "n_frames": len(frames), "stride": stride,
+                              **segmentation_scores(confusion, names)}
+    return scores

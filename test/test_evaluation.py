@@ -319,3 +319,19 @@ def test_build_db_and_evaluate_commands(tmp_path, capsys, monkeypatch) -> None:
     with pytest.warns(UserWarning, match="UNTRAINED"):
         assert evaluate.main([*args, "--threshold-m", "4", "--no-plots", *common]) == 0
     assert capsys.readouterr().out.count("database from cache") == 2
+
+
+def test_segmentation_scores_against_a_hand_computed_case() -> None:
+    from semloc_ros.evaluation import confusion_matrix, segmentation_scores
+
+    truth = np.array([[0, 0, 1, 1], [2, 2, 2, 2]])
+    predicted = np.array([[0, 1, 1, 1], [2, 2, 0, 2]])
+    confusion = confusion_matrix(predicted, truth, num_classes=4)
+    assert confusion.tolist() == [[1, 1, 0, 0], [0, 2, 0, 0], [1, 0, 3, 0], [0, 0, 0, 0]]
+    scores = segmentation_scores(confusion, ["a", "b", "c", "d"])
+    assert scores["pixel_accuracy"] == pytest.approx(100 * 6 / 8)
+    # IoU: a = 1/(2+2-1) = 1/3, b = 2/(2+3-2) = 2/3, c = 3/(4+3-3) = 3/4; d is absent from the truth.
+    assert scores["iou_per_class"] == pytest.approx({"a": 100 / 3, "b": 200 / 3, "c": 75.0})
+    assert scores["mean_iou"] == pytest.approx((100 / 3 + 200 / 3 + 75.0) / 3)
+    with pytest.raises(ValueError):
+        confusion_matrix(predicted[:, :2], truth, num_classes=4)

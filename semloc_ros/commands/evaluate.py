@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_TARGET_PRECISION,
         help="rejection thresholds keep at least this precision on the calibration data",
     )
+    parser.add_argument(
+        "--segmentation-stride",
+        type=int,
+        default=5,
+        help="score the segmenter (pixel accuracy, mIoU) on every k-th frame of each drive; 0 = skip",
+    )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
@@ -209,6 +215,17 @@ def _pct(fraction: float | None) -> str:
     return "-" if fraction is None or not math.isfinite(fraction) else f"{100 * fraction:.1f}"
 
 
+def format_segmentation_table(segmentation: dict[str, Any]) -> str:
+    """Pixel accuracy and mIoU of the segmenter per drive, plus the IoU of the classes that drive retrieval."""
+    classes = ("ROAD", "SKY", "BUILDING", "TERRAIN", "VEGETATION", "LANE_LINE", "POLE")
+    rows = [["drive", "condition", "frames", "pix_acc", "mIoU", *[c.lower() for c in classes]]]
+    for name, scores in segmentation["drives"].items():
+        per_class = scores["iou_per_class"]
+        rows.append([name, scores["condition"], str(scores["n_frames"]), _fmt(scores["pixel_accuracy"]),
+                     _fmt(scores["mean_iou"]), *[_fmt(per_class.get(c)) for c in classes]])
+    return f"segmentation ({segmentation['segmenter']}), percent:\n" + _aligned(rows)
+
+
 def format_localization_table(results: list[dict[str, Any]], calibrations: dict[str, dict[str, Any]]) -> str:
     """One row per method x condition x mode: R@1 of the estimate, error median/p95, covariance coverage.
 
@@ -286,7 +303,13 @@ def format_rejection_table(calibrations: dict[str, dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from semloc_ros.database import DatabaseError, GeoDatabase
-    from semloc_ros.evaluation import build_database, calibrate_method, evaluate_method, evaluate_rejection_drives
+    from semloc_ros.evaluation import (
+        build_database,
+        calibrate_method,
+        evaluate_method,
+        evaluate_rejection_drives,
+        evaluate_segmentation,
+    )
     from semloc_ros.localizer import LocalizerConfig
     from semloc_ros.models import set_torch_threads
     from semloc_ros.pipeline import Pipeline
@@ -343,9 +366,11 @@ def main(argv: list[str] | None = None) -> int:
     localizer_config = LocalizerConfig(top_k=args.top_k, sequence_filter=args.sequence_filter)
     results: list[dict[str, Any]] = []
     calibrations: dict[str, dict[str, Any]] = {}
+    pipelines: list[Pipeline] = []
     start = time.perf_counter()
     for method in args.methods:
         pipeline = Pipeline.from_method(method, device=args.device, untrained_ok=args.untrained_ok)
+        pipelines.append(pipeline)
         uses_labels = getattr(pipeline, "needs_labels", method in LABEL_METHODS)
         for oracle in (False, True) if args.oracle and uses_labels else (False,):
             label = method_label(method, oracle)
@@ -408,6 +433,15 @@ def main(argv: list[str] | None = None) -> int:
                     list(per_drive.values()), negatives, calibration_query, args.target_precision
                 )
 
+    segmentation = {}
+    segmenter = next((p.segmenter for p in pipelines if p.segmenter is not None), None)
+    if segmenter is not None and args.segmentation_stride > 0:
+        segmentation = {
+            "segmenter": segmenter.model_id,
+            "drives": evaluate_segmentation(segmenter, [database_drive, *query_drives], args.segmentation_stride,
+                                            args.batch_size, progress=not args.quiet),
+        }
+
     args.out.mkdir(parents=True, exist_ok=True)
     summary = {
         "dataset": str(args.dataset),
@@ -425,7 +459,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     if calibrations:
         summary["calibration"] = calibrations
+    if segmentation:
+        summary["segmentation"] = segmentation
     write_json_atomic(summary, args.out / "results.json")
+    if segmentation:
+        print(format_segmentation_table(segmentation))
+        print()
     print(format_table(results))
     print(
         f"\nR@N over all queries (queries without a database entry within {args.threshold_m:g} m count as "
