@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from semloc_ros.checks import require_in, require_int_in, require_positive
 from semloc_ros.database import GeoDatabase
 from semloc_ros.geodesy import LocalENU
 
@@ -135,23 +136,11 @@ class LocalizerConfig:
 
     def validate(self) -> LocalizerConfig:
         """Raise ValueError naming the first invalid parameter; returns self."""
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int | np.integer):
-            raise ValueError(f"top_k must be an integer, got {self.top_k!r}")
-        if not 1 <= self.top_k <= MAX_TOP_K:
-            raise ValueError(f"top_k must be in [1, {MAX_TOP_K}], got {self.top_k}")
-        positive = {
-            "consensus_radius_m": self.consensus_radius_m,
-            "temperature": self.temperature,
-            "position_sigma_floor_m": self.position_sigma_floor_m,
-            "altitude_sigma_m": self.altitude_sigma_m,
-        }
-        for name, value in positive.items():
-            if not _is_real(value) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-        if not _is_real(self.min_confidence) or not 0.0 <= self.min_confidence <= 1.0:
-            raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence!r}")
-        if not _is_real(self.min_similarity) or not -1.0 <= self.min_similarity <= 1.0:
-            raise ValueError(f"min_similarity must be a cosine in [-1, 1], got {self.min_similarity!r}")
+        require_int_in("top_k", self.top_k, 1, MAX_TOP_K)
+        require_positive(consensus_radius_m=self.consensus_radius_m, temperature=self.temperature,
+                         position_sigma_floor_m=self.position_sigma_floor_m, altitude_sigma_m=self.altitude_sigma_m)
+        require_in("min_confidence", self.min_confidence, 0.0, 1.0)
+        require_in("min_similarity", self.min_similarity, -1.0, 1.0, what="a cosine")
         if not isinstance(self.sequence_filter, bool | np.bool_):
             raise ValueError(f"sequence_filter must be true or false, got {self.sequence_filter!r}")
         try:  # the filter fields are checked even when the filter is off, so a bad value never waits
@@ -159,10 +148,6 @@ class LocalizerConfig:
         except ValueError as error:
             raise ValueError(f"filter_{error}") from error
         return self
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
 class Localizer:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from semloc_ros.checks import require_in, require_int_in, require_non_negative, require_positive
 from semloc_ros.database import GeoDatabase
 from semloc_ros.localizer import FixStatus, PositionEstimate
 
@@ -64,29 +65,14 @@ class SequenceFilterConfig:
 
     def validate(self) -> SequenceFilterConfig:
         """Raise ValueError naming the first invalid parameter; returns self."""
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int | np.integer):
-            raise ValueError(f"top_k must be an integer, got {self.top_k!r}")
-        if not 1 <= self.top_k <= MAX_FILTER_TOP_K:
-            raise ValueError(f"top_k must be in [1, {MAX_FILTER_TOP_K}], got {self.top_k}")
-        positive = {
-            "speed_sigma_mps": self.speed_sigma_mps,
-            "position_sigma_m": self.position_sigma_m,
-            "max_gap_s": self.max_gap_s,
-            "temperature": self.temperature,
-            "estimate_radius_m": self.estimate_radius_m,
-            "position_sigma_floor_m": self.position_sigma_floor_m,
-            "altitude_sigma_m": self.altitude_sigma_m,
-        }
-        for name, value in positive.items():
-            if not _is_finite_real(value) or value <= 0:
-                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-        for name, value in (("speed_mps", self.speed_mps), ("odometry_sigma_fraction", self.odometry_sigma_fraction)):
-            if not _is_finite_real(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if not _is_finite_real(self.kidnap_probability) or not 0.0 < self.kidnap_probability < 1.0:
-            raise ValueError(f"kidnap_probability must be in (0, 1), got {self.kidnap_probability!r}")
-        if not _is_finite_real(self.min_confidence) or not 0.0 <= self.min_confidence <= 1.0:
-            raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence!r}")
+        require_int_in("top_k", self.top_k, 1, MAX_FILTER_TOP_K)
+        require_positive(speed_sigma_mps=self.speed_sigma_mps, position_sigma_m=self.position_sigma_m,
+                         max_gap_s=self.max_gap_s, temperature=self.temperature,
+                         estimate_radius_m=self.estimate_radius_m, position_sigma_floor_m=self.position_sigma_floor_m,
+                         altitude_sigma_m=self.altitude_sigma_m)
+        require_non_negative(speed_mps=self.speed_mps, odometry_sigma_fraction=self.odometry_sigma_fraction)
+        require_in("kidnap_probability", self.kidnap_probability, 0.0, 1.0, open_interval=True)
+        require_in("min_confidence", self.min_confidence, 0.0, 1.0)
         return self
 
     def graph_radius_m(self) -> float:
@@ -96,14 +82,6 @@ class SequenceFilterConfig:
         """
         travel = (self.speed_mps + 3.0 * self.speed_sigma_mps) * self.max_gap_s + 3.0 * self.position_sigma_m
         return max(travel, self.estimate_radius_m)
-
-
-def _is_finite_real(value: object) -> bool:
-    return (
-        isinstance(value, int | float | np.integer | np.floating)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
 
 
 @dataclass(frozen=True)
@@ -252,13 +230,13 @@ class SequenceFilter:
         """
         config = self._config
         if displacement_m is not None:
-            if not _is_finite_real(displacement_m) or displacement_m < 0:
-                raise ValueError(f"displacement_m must be a finite number >= 0, got {displacement_m!r}")
+            require_non_negative(displacement_m=displacement_m)
             travel = float(displacement_m)
             sigma = math.hypot(config.position_sigma_m, config.odometry_sigma_fraction * travel)
         else:
-            if dt_s is None or not _is_finite_real(dt_s) or dt_s < 0:
-                raise ValueError(f"dt_s must be a finite number >= 0 without displacement_m, got {dt_s!r}")
+            if dt_s is None:
+                raise ValueError("dt_s is needed without displacement_m")
+            require_non_negative(dt_s=dt_s)
             if dt_s > config.max_gap_s:
                 self.reset()
                 return False
