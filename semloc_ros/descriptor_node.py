@@ -24,8 +24,9 @@ from semloc_ros.node_common import (
     one_of,
     positive,
     run_node,
+    warn_on_stamp_order,
 )
-from semloc_ros.ros_conversions import imgmsg_to_array, stamp_to_ns
+from semloc_ros.ros_conversions import imgmsg_to_array
 from semloc_ros.stage_stats import SequenceMonitor, StageStats
 
 PARAMETERS = (
@@ -75,20 +76,11 @@ class DescriptorNode(Node):
             self.stats.record_dropped(lost)
         self.on_image(message)
 
-    def _check_stamp(self, message: Image) -> None:
-        """Out-of-order and repeated stamps are counted and logged; the frame is still described."""
-        stamp_ns = stamp_to_ns(message.header.stamp)
-        order = self.sequence.stamp_order(stamp_ns)
-        if order is not None:
-            text = f"stamp {stamp_ns} ns is not newer than {self.sequence.newest_stamp_ns} ns; described anyway"
-            self.stats.record_warning(f"{order}_stamp", text)
-            self.get_logger().warning(f"{order} stamp: {text}", throttle_duration_sec=2.0)
-
     @guarded
     def on_image(self, message: Image) -> None:
         self.stats.record_received()
         start = time.perf_counter()
-        self._check_stamp(message)
+        warn_on_stamp_order(self, self.sequence, self.stats, message.header.stamp, "described anyway")
         try:
             descriptor = self.extractor.describe(self._input_array(message))
         except ImageEncodingError as error:

@@ -35,6 +35,7 @@ from semloc_ros.node_common import (
     one_of,
     positive,
     run_node,
+    warn_on_stamp_order,
 )
 from semloc_ros.ros_conversions import stamp_to_ns
 from semloc_ros.stage_stats import SequenceMonitor, StageStats
@@ -238,19 +239,10 @@ class LocalizerNode(Node):
             self._path_poses.clear()
 
     # --- per descriptor -----------------------------------------------------------------------------
-    def _check_stamp(self, message: Descriptor) -> None:
-        """Out-of-order and repeated stamps are counted and logged; the descriptor is still answered."""
-        stamp_ns = stamp_to_ns(message.header.stamp)
-        order = self.sequence.stamp_order(stamp_ns)
-        if order is not None:
-            text = f"stamp {stamp_ns} ns is not newer than {self.sequence.newest_stamp_ns} ns; answered anyway"
-            self.stats.record_warning(f"{order}_stamp", text)
-            self.get_logger().warning(f"{order} stamp: {text}", throttle_duration_sec=2.0)
-
     @guarded
     def on_descriptor(self, message: Descriptor) -> None:
         self.stats.record_received()
-        self._check_stamp(message)
+        warn_on_stamp_order(self, self.sequence, self.stats, message.header.stamp, "answered anyway")
         if self.localizer is None:
             self.stats.record_error("no_database", "descriptor received before a database was loaded")
             return

@@ -10,13 +10,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import rclpy
+from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from semloc_ros.stage_stats import StageStats
+from semloc_ros.ros_conversions import stamp_to_ns
+from semloc_ros.stage_stats import SequenceMonitor, StageStats
 
 Check = Callable[[Any], str | None]
 
@@ -201,3 +203,13 @@ def init_with_stop_request() -> StopRequest:
 
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     return StopRequest()
+
+
+def warn_on_stamp_order(node: Node, monitor: SequenceMonitor, stats: StageStats, stamp: Time, outcome: str) -> None:
+    """Count and log an out-of-order or repeated stamp; the message is still processed (``outcome`` says how)."""
+    stamp_ns = stamp_to_ns(stamp)
+    order = monitor.stamp_order(stamp_ns)
+    if order is not None:
+        text = f"stamp {stamp_ns} ns is not newer than {monitor.newest_stamp_ns} ns; {outcome}"
+        stats.record_warning(f"{order}_stamp", text)
+        node.get_logger().warning(f"{order} stamp: {text}", throttle_duration_sec=2.0)
