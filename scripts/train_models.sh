@@ -36,5 +36,6 @@ train() {  # task minutes out [extra args...]
 start=$(date +%s)
 train segmenter "${SEG_MINUTES:-20}" "$models/segmenter.pt" --arch lraspp_mobilenet_v3_large
 train semantic "${SEM_MINUTES:-12}" "$models/descriptor_semantic.pt" --pooling netvlad --segmenter "$models/segmenter.pt"
-train rgb "${RGB_MINUTES:-12}" "$models/descriptor_rgb.pt" --backbone alexnet
+train rgb "${RGB_MINUTES:-12}" "$models/descriptor_rgb.pt" --backbone alexnet --input-norm instance \
+    --pca-init
 echo "== all models trained in $(( ($(date +%s) - start) / 60 )) min"

@@ -349,3 +349,33 @@ def test_set_torch_threads():
     set_torch_threads(None)
     assert torch.get_num_threads() == 1
     torch.set_num_threads(before)
+
+
+def test_segmenter_folds_batch_norms_for_inference_and_follows_weight_changes():
+    seg = Segmenter.untrained(seed=3, device="cpu", input_size=SMALL)
+    rgbs = _rgbs(2)
+    folded = seg._inference_model()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in seg.model.modules())  # the saved network is untouched
+    with torch.inference_mode():
+        x = torch.randn(2, 3, *SMALL)
+        torch.testing.assert_close(seg.logits(x), seg.model(x), rtol=1e-4, atol=1e-4)
+    before = seg.predict_batch(rgbs)
+    assert seg._inference_model() is folded  # reused while the weights are unchanged
+    with torch.no_grad():
+        for parameter in seg.model.parameters():
+            parameter.mul_(-1.0)
+    assert seg._inference_model() is not folded
+    with torch.inference_mode():
+        torch.testing.assert_close(seg.logits(x), seg.model(x), rtol=1e-4, atol=1e-4)
+    assert seg.predict_batch(rgbs).shape == before.shape
+    seg.model.train()
+    assert seg._inference_model() is seg.model  # training mode: batch statistics, nothing folded
+
+
+def test_descriptor_runs_channels_last_with_unchanged_model_id():
+    net = SemanticAlexNet({"input_size": SMALL})
+    contiguous_id = make_model_id("semantic_alexnet", net.dimension, net.state_dict())
+    extractor = DescriptorExtractor.from_net(net, "semantic_alexnet", device="cpu")
+    assert extractor.net.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert extractor.model_id == contiguous_id

@@ -16,7 +16,13 @@ from semloc_ros.models import DescriptorExtractor, Segmenter, load_checkpoint
 from semloc_ros.training.augment import corrupt_labels, photometric
 from semloc_ros.training.common import cosine_lr
 from semloc_ros.training.data import FrameIndex, TrainDrive, load_train_drives
-from semloc_ros.training.descriptor import DescriptorTrainConfig, build_pairs, cross_drive_recall, train_descriptor
+from semloc_ros.training.descriptor import (
+    DescriptorTrainConfig,
+    build_pairs,
+    cross_drive_recall,
+    init_projection_pca,
+    train_descriptor,
+)
 from semloc_ros.training.segmenter import SegmenterTrainConfig, class_weights, train_segmenter
 
 torch.set_num_threads(1)
@@ -132,3 +138,23 @@ def test_train_command(dataset, tmp_path, capsys):
     bad = ["semantic", "--dataset", str(dataset), "--drives", "eval_day_l0", "--segmenter", "none", "--out", str(out)]
     assert train_cmd.main(bad) == 1
     assert "outside the train split" in capsys.readouterr().err
+
+
+def test_pca_init_spreads_untrained_descriptors():
+    ext = DescriptorExtractor.untrained("rgb_netvlad", seed=0, device="cpu", input_size=(H, W), clusters=4, dim=16)
+    rgbs = np.random.default_rng(0).integers(0, 256, (40, H, W, 3), dtype=np.uint8)
+    rgbs[:20] //= 3  # two groups of brightness
+
+    def mean_cos() -> float:
+        d = ext.describe_batch(rgbs)
+        s = d @ d.T
+        return float(s[np.triu_indices(len(s), 1)].mean())
+
+    before = mean_cos()
+    with torch.no_grad():
+        init_projection_pca(ext.net, ext.to_input(rgbs))
+    assert before > 0.5 and abs(mean_cos()) < 0.2
+    with pytest.raises(ValueError, match="input_norm"):
+        DescriptorExtractor.untrained("rgb_netvlad", input_norm="nope")
+    inst = DescriptorExtractor.untrained("rgb_netvlad", device="cpu", input_size=(H, W), input_norm="instance")
+    np.testing.assert_allclose(inst.describe_batch(rgbs[20:22]), inst.describe_batch(rgbs[20:22] // 2), atol=0.05)

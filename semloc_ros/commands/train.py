@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dim", type=int, default=256, help="descriptor dimension")
     parser.add_argument("--mask-dynamic", action="store_true", help="semantic: ignore dynamic classes")
     parser.add_argument(
+        "--input-norm", choices=("imagenet", "instance"), default="imagenet", help="RGB descriptor input normalisation"
+    )
+    parser.add_argument(
+        "--pca-init", action="store_true", help="initialise the projection as a PCA whitening of pooled features"
+    )
+    parser.add_argument(
         "--segmenter",
         default="default",
         help="semantic: segmenter weights whose predictions are mixed into the input ('default' = shipped, "
@@ -88,13 +94,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.task == "semantic":
                 net_conf |= {"pooling": args.pooling, "mask_dynamic": args.mask_dynamic}
             else:
-                net_conf |= {"backbone": args.backbone}
+                net_conf |= {"backbone": args.backbone, "input_norm": args.input_norm}
             if input_size:
                 net_conf["input_size"] = input_size
             cfg = DescriptorTrainConfig(
                 kind=args.task, net_conf=net_conf, minutes=minutes, steps=args.steps, seed=args.seed, device=args.device
             )
             cfg.anchors = args.batch_size or cfg.anchors
+            cfg.pca_init = args.pca_init
             cfg.lr = args.lr or cfg.lr
             size = input_size or (120, 160)
             segmenter = None

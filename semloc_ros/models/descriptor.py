@@ -140,11 +140,16 @@ class RGBNetVLAD(DescriptorNet):
         "dim": 256,
         "clusters": 16,
         "input_size": (120, 160),
+        # 'instance': standardise each image per channel first (removes global brightness/tint: lighting changes)
+        "input_norm": "imagenet",
     }
 
     def _init(self, conf: dict[str, Any]) -> None:
         self._init_common(conf)
         self.dimension = int(conf["dim"])
+        if conf["input_norm"] not in ("imagenet", "instance"):
+            raise ValueError(f"unknown input_norm {conf['input_norm']!r}; use 'imagenet' or 'instance'")
+        self.instance_norm = conf["input_norm"] == "instance"
         if conf["backbone"] == "alexnet":
             self.features, channels = _alexnet_features(3), 256
         elif conf["backbone"] == "vgg16":
@@ -154,6 +159,8 @@ class RGBNetVLAD(DescriptorNet):
         self.pool, self.proj = _pooling_head("netvlad", channels, int(conf["clusters"]), self.dimension)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.instance_norm:
+            x = (x - x.mean(dim=(2, 3), keepdim=True)) / (x.std(dim=(2, 3), keepdim=True) + 1e-3)
         return F.normalize(self.proj(self.pool(self.features(x))), dim=1)
 
 
@@ -221,7 +228,9 @@ class DescriptorExtractor:
 
     def __init__(self, net: DescriptorNet, meta: dict[str, Any], device: str | torch.device = "auto"):
         self.device = resolve_device(device)
-        self.net = net.to(self.device).eval()
+        # channels_last 4-D weights: to_input builds channels_last batches (one-hot/RGB permuted from NHWC), so
+        # the convolutions run without a weight reorder per call (~25 % faster on CPU, docs/benchmarks.md).
+        self.net = net.to(self.device).eval().to(memory_format=torch.channels_last)
         self.meta = dict(meta)
         self.arch = str(meta["arch"])
         self.model_id = str(meta["model_id"])

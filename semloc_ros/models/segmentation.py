@@ -9,7 +9,9 @@ TorchScript and ONNX files, behind ``predict`` / ``predict_batch``.
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import itertools
 import json
 import os
 import warnings
@@ -22,6 +24,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 import torchvision
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from semloc_ros.labels import SEMLOC_SIM, LabelMapping
@@ -143,6 +146,8 @@ class Segmenter:
         if isinstance(model, nn.Module | torch.jit.ScriptModule):
             model = model.to(self.device).eval()
         self.model = model
+        self.fold_norms = True  # run a batch-norm-folded copy (see _inference_model); False: self.model
+        self._folded: tuple[tuple[tuple[int, int], ...], nn.Module] | None = None
         base_id = str(meta["model_id"])
         self.model_id = base_id if label_mapping is None else f"{base_id}+map:{_mapping_name(label_mapping)}"
         self.label_set = SEMLOC_SIM.name if label_mapping is not None else str(meta.get("label_set"))
@@ -299,9 +304,28 @@ class Segmenter:
         self.model.to(self.device)
 
     # ---- inference ----------------------------------------------------------------------------------
+    def _inference_model(self) -> Callable[[torch.Tensor], Any]:
+        """The network to run: for a torch module in eval mode, a copy with its batch norms folded into the
+        preceding convolutions (same outputs up to rounding, ~25 % faster on CPU, docs/benchmarks.md).
+
+        The copy is remade whenever a weight of ``self.model`` changed (tensor version or storage), so training
+        the network in between never leaves predictions on stale weights; ``self.model`` itself (saved, trained)
+        is never modified.
+        """
+        model = self.model
+        if not self.fold_norms or not isinstance(model, nn.Module) \
+                or isinstance(model, torch.jit.ScriptModule) or model.training:
+            return model
+        key = tuple((t.data_ptr(), t._version) for t in itertools.chain(model.parameters(), model.buffers()))
+        if self._folded is None or self._folded[0] != key:
+            with torch.inference_mode(False):  # ordinary tensors, even when called under inference_mode
+                folded = fold_batch_norms(copy.deepcopy(model)).requires_grad_(False)
+            self._folded = (key, folded)
+        return self._folded[1]
+
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised ``Nx3xHxW`` -> logits ``NxCxHxW``."""
-        out = self.model(x)
+        out = self._inference_model()(x)
         if isinstance(out, dict):
             out = out["out"]
         return out
@@ -326,6 +350,20 @@ class Segmenter:
 
     def __repr__(self) -> str:
         return f"Segmenter({self.model_id}, label_set={self.label_set}, device={self.device})"
+
+
+def fold_batch_norms(module: nn.Module) -> nn.Module:
+    """Fold every BatchNorm2d that directly follows a Conv2d in an ``nn.Sequential`` into that convolution
+    (in place; the module must be in eval mode). Returns the module."""
+    for child in module.children():
+        fold_batch_norms(child)
+    if isinstance(module, nn.Sequential):
+        for i in range(len(module) - 1):
+            conv, norm = module[i], module[i + 1]
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats:
+                module[i] = fuse_conv_bn_eval(conv, norm)
+                module[i + 1] = nn.Identity()
+    return module
 
 
 def segmenter_meta(net: SegmentationNet, trained_on: Any = None) -> dict[str, Any]:

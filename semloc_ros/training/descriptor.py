@@ -42,6 +42,8 @@ class DescriptorTrainConfig:
     hard_pool: int = 50  # hard negatives are drawn from the hard_pool most similar ones of the cache
     hard_share: float = 0.5  # share of hard negatives; the others are random far frames of the same map
     clip_grad: float = 1.0
+    rgb_aug_strength: float = 0.7  # RGB: strength of the lighting augmentation
+    keep_best: bool = True  # keep the weights of the cache refresh with the best selection metric
     pca_init: bool = False  # initialise the projection as a PCA whitening of pooled features (see init_projection_pca)
     refresh_s: float = 90.0
     lr: float = 1e-4
@@ -174,7 +176,7 @@ class _Inputs:
         cfg, gen = self.cfg, self.gen
         if self.kind == "rgb":
             x = self.images[idx].to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
-            return normalize_rgb(photometric(x, gen, strength=0.7))
+            return normalize_rgb(photometric(x, gen, strength=cfg.rgb_aug_strength))
         gt = self.images[idx].to(self.device).long()
         noisy = corrupt_labels(gt, gen, strength=cfg.noise_strength)
         r = torch.rand(len(idx), generator=gen).to(self.device)[:, None, None]
@@ -252,6 +254,8 @@ def train_descriptor(
     desc, recall_start = cache()
     print(f"cross-drive recall@1 ({cfg.recall_m:g} m) before training: {recall_start}", flush=True)
     history = [{"step": 0, **recall_start}]
+    key = "noisy_recall" if cfg.kind == "semantic" else "recall"  # model selection metric (keep_best)
+    best: tuple[float, int, dict[str, torch.Tensor]] = (-1.0, 0, {})
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     budget = Budget(cfg.minutes - (time.monotonic() - t0) / 60.0, cfg.steps)
     last_refresh = time.monotonic()
@@ -294,6 +298,8 @@ def train_descriptor(
         if time.monotonic() - last_refresh > cfg.refresh_s:
             desc, recall = cache()
             last_refresh = time.monotonic()
+            if cfg.keep_best and recall[key] > best[0]:
+                best = (recall[key], budget.step, {k: v.detach().clone() for k, v in net.state_dict().items()})
             history.append({"step": budget.step, **recall, "loss": float(np.mean(losses[-50:]))})
             print(
                 f"step {budget.step} t={budget.elapsed():.0f}s loss {np.mean(losses[-50:]):.4f} "
@@ -304,6 +310,11 @@ def train_descriptor(
     train_s = budget.elapsed()
     desc, recall_end = cache()
     print(f"cross-drive recall@1 ({cfg.recall_m:g} m) after training: {recall_end}", flush=True)
+    best_step = budget.step
+    if cfg.keep_best and best[0] > recall_end[key]:
+        net.load_state_dict(best[2])
+        best_step = best[1]
+        print(f"keeping the weights of step {best_step} ({key} {best[0]:.3f} > {recall_end[key]:.3f})", flush=True)
     net.eval()
     extractor = DescriptorExtractor.from_net(net, arch, device=device, trained_on=dataset)
     training = {
@@ -312,6 +323,7 @@ def train_descriptor(
         "drives": [d.name for d in drives],
         "segmenter": segmenter.model_id if predicted is not None and segmenter is not None else None,
         "steps": budget.step,
+        "kept_step": best_step,
         "train_seconds": train_s,
         "final_loss": float(np.mean(losses[-50:])) if losses else None,
         "cross_drive_recall_at_1": {"before": recall_start, "after": recall_end, "threshold_m": cfg.recall_m},
