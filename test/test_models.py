@@ -379,3 +379,16 @@ def test_descriptor_runs_channels_last_with_unchanged_model_id():
     extractor = DescriptorExtractor.from_net(net, "semantic_alexnet", device="cpu")
     assert extractor.net.features[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert extractor.model_id == contiguous_id
+
+
+@pytest.mark.parametrize("method", ["semantic", "rgb", "hybrid"])
+def test_shipped_weights_load_and_describe(method):
+    """Every shipped weights file loads with this code (pickle-free) and gives unit-norm descriptors."""
+    from semloc_ros.pipeline import Pipeline
+
+    torch.set_num_threads(1)
+    pipeline = Pipeline.from_method(method, device="cpu")
+    rgb = np.random.default_rng(0).integers(0, 256, (2, 240, 320, 3), dtype=np.uint8)
+    descriptors = pipeline.describe_frames(list(rgb))
+    assert descriptors.shape == (2, pipeline.dimension)
+    assert np.allclose(np.linalg.norm(descriptors, axis=1), 1.0, atol=1e-4)
