@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("replay", "publish a ROS 2 bag's topics live with their recorded timing"),
     "record": ("record", "record the localizer's outputs into a ROS 2 bag (mcap or sqlite3)"),
     "plot": ("plot", "plot recorded fixes against the ground-truth route and the database"),
+    "benchmark": ("benchmark", "measure stage latency, threads, end-to-end rate, index choice and build speed"),
 }
 
 

@@ -55,11 +55,11 @@ IVFPQ_MIN_ENTRIES = 1_000
 _HNSW_NEIGHBOURS = 32
 _HNSW_EF_CONSTRUCTION = 80
 _HNSW_EF_SEARCH = 64
-_IVFPQ_NPROBE = 32  # inverted lists visited per query
+_IVFPQ_NPROBE = 16  # inverted lists visited per query
 _IVFPQ_DIMS_PER_SUBQUANTIZER = 8  # 256-d descriptors -> 32 bytes per code
-_IVFPQ_TRAIN_PER_LIST = 32  # k-means training sample: this many rows per inverted list
 _IVFPQ_MIN_POINTS_PER_CENTROID = 39  # FAISS's own minimum of training rows per k-means centroid
-_IVFPQ_RERANK_MIN = 64  # candidates re-ranked exactly per query: max(this, _IVFPQ_RERANK_FACTOR x k)
+_IVFPQ_TRAIN_PER_CENTROID = 40  # training sample: this many rows per centroid (lists, and PQ codewords)
+_IVFPQ_RERANK = 256  # candidates re-ranked exactly per query: max(this, _IVFPQ_RERANK_FACTOR x k)
 _IVFPQ_RERANK_FACTOR = 4
 _IVFPQ_RETRAIN_GROWTH = 4  # retrain when the database outgrows its training size by this factor
 _CHUNK_ROWS = 65_536  # row chunk of the whole-array checks (bounded temporary memory at a million entries)
@@ -212,12 +212,12 @@ class GeoDatabase:
     thread may search while another thread appends.
 
     ``index_type`` is one of :data:`INDEX_TYPES` (see the module docstring); ``nprobe`` (IVF-PQ lists visited
-    per query) and ``ef_search`` (HNSW candidate list) trade speed for recall, are settable at any time and
-    are saved with the database.
+    per query), ``rerank`` (IVF-PQ candidates re-ranked exactly per query) and ``ef_search`` (HNSW candidate
+    list) trade speed for recall, are settable at any time and are saved with the database.
     """
 
     def __init__(self, dimension: int, model_id: str, index_type: str = "flat", *, nprobe: int = _IVFPQ_NPROBE,
-                 ef_search: int = _HNSW_EF_SEARCH) -> None:
+                 rerank: int = _IVFPQ_RERANK, ef_search: int = _HNSW_EF_SEARCH) -> None:
         if isinstance(dimension, bool) or not isinstance(dimension, int | np.integer) or dimension <= 0:
             raise ValueError(f"dimension must be a positive integer, got {dimension!r}")
         if not isinstance(model_id, str) or not model_id:
@@ -228,6 +228,7 @@ class GeoDatabase:
         self._model_id = model_id
         self._index_type = index_type
         self._nprobe = _positive_int(nprobe, "nprobe")
+        self._rerank = _positive_int(rerank, "rerank")
         self._ef_search = _positive_int(ef_search, "ef_search")
         # IVF-PQ ("ivfpq", "auto") starts without an index (exact search) and is trained once large enough.
         self._index: faiss.Index | None = (
@@ -283,6 +284,15 @@ class GeoDatabase:
     @nprobe.setter
     def nprobe(self, value: int) -> None:
         self._nprobe = _positive_int(value, "nprobe")
+
+    @property
+    def rerank(self) -> int:
+        """IVF-PQ candidates re-ranked by their exact similarity per query (at least 4 k; more: higher recall)."""
+        return self._rerank
+
+    @rerank.setter
+    def rerank(self, value: int) -> None:
+        self._rerank = _positive_int(value, "rerank")
 
     @property
     def ef_search(self) -> int:
@@ -493,7 +503,7 @@ class GeoDatabase:
             return
         index = _make_index("ivfpq", self._dimension, total)
         lists, _, bits = ivfpq_parameters(self._dimension, total)
-        sample_size = min(total, max(lists * _IVFPQ_TRAIN_PER_LIST, (2**bits) * _IVFPQ_MIN_POINTS_PER_CENTROID))
+        sample_size = min(total, max(lists, 2**bits) * _IVFPQ_TRAIN_PER_CENTROID)
         rows = np.sort(np.random.default_rng(0).choice(total, size=sample_size, replace=False))
         old, new = rows[rows < len(existing)], rows[rows >= len(existing)] - len(existing)
         index.train(np.concatenate([existing[old], matrix[new]]))
@@ -541,7 +551,7 @@ class GeoDatabase:
 
     def _search_ivfpq(self, matrix: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """IVF-PQ candidates re-ranked by their exact inner product with the stored descriptors."""
-        candidates = min(len(self), max(_IVFPQ_RERANK_MIN, _IVFPQ_RERANK_FACTOR * k))
+        candidates = min(len(self), max(self._rerank, _IVFPQ_RERANK_FACTOR * k))
         self._index.nprobe = min(self._nprobe, self._index.nlist)
         _, found = self._index.search(matrix, candidates)
         valid = found >= 0
@@ -561,7 +571,7 @@ class GeoDatabase:
             "dimension": self._dimension,
             "index_type": self._index_type,
             "count": len(self),
-            "search_params": {"nprobe": self._nprobe, "ef_search": self._ef_search},
+            "search_params": {"nprobe": self._nprobe, "rerank": self._rerank, "ef_search": self._ef_search},
             "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "semloc_version": SEMLOC_VERSION,
         }

@@ -463,3 +463,149 @@ def test_archive_without_header_or_with_bad_header(tmp_path):
         np.savez(stream, **arrays)
     with pytest.raises(DatabaseFormatError, match="JSON"):
         GeoDatabase.load(tmp_path / "b.semdb")
+
+
+# ---------------------------------------------------------------------------------------------- index types
+def read_archive(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    return json.loads(arrays.pop("header").tobytes().decode("utf-8")), arrays
+
+
+def top5_recall(approximate: GeoDatabase, exact: GeoDatabase, queries: np.ndarray) -> float:
+    found = approximate.search(queries, 5)[1]
+    truth = exact.search(queries, 5)[1]
+    return float(np.mean([len(set(a) & set(t)) / 5 for a, t in zip(found, truth, strict=True)]))
+
+
+def test_ivfpq_parameters_scale_with_the_database():
+    assert database_module.ivfpq_parameters(256, 1_000_000) == (4096, 32, 8)
+    assert database_module.ivfpq_parameters(256, 100_000) == (1024, 32, 8)
+    lists, subquantizers, bits = database_module.ivfpq_parameters(DIM, 1_000)
+    assert lists * 39 <= 1_000 and 2**bits * 39 <= 1_000 and DIM % subquantizers == 0
+    assert database_module.ivfpq_parameters(12, 1) == (1, 1, 1)
+
+
+def test_ivfpq_searches_exactly_until_trained_then_reranks_exactly():
+    small = make_database(count=database_module.IVFPQ_MIN_ENTRIES - 1, index_type="ivfpq")
+    flat_small = make_database(count=database_module.IVFPQ_MIN_ENTRIES - 1)
+    assert small.active_index == "exact"
+    queries = unit_rows(np.random.default_rng(11), 7)
+    for first, second in zip(small.search(queries, 5), flat_small.search(queries, 5), strict=True):
+        np.testing.assert_allclose(first, second, rtol=1e-6)
+
+    database, flat = make_database(count=3_000, index_type="ivfpq"), make_database(count=3_000)
+    assert database.active_index == "ivfpq" and "ivfpq" in repr(database)
+    similarities, indices = database.search(database.descriptors[:50], 3)
+    np.testing.assert_array_equal(indices[:, 0], np.arange(50))
+    exact = np.einsum("qkd,qd->qk", database.descriptors[indices], database.descriptors[:50])
+    np.testing.assert_allclose(similarities, exact, atol=1e-6)  # exact cosines, not PQ approximations
+    assert np.all(np.diff(similarities, axis=1) <= 0)
+    # Uniform random 16-d rows are the worst case of a 2-subquantizer PQ: a loose bound here; the recall on real
+    # 256-d descriptors is measured by `semloc benchmark index` (docs/benchmarks.md).
+    assert top5_recall(database, flat, unit_rows(np.random.default_rng(12), 100)) >= 0.8
+
+
+def test_auto_switches_to_ivfpq_at_the_threshold(monkeypatch):
+    monkeypatch.setattr(database_module, "AUTO_IVFPQ_MIN_ENTRIES", 2_000)
+    rng = np.random.default_rng(13)
+    descriptors, records = unit_rows(rng, 2_500), make_records(rng, 2_500)
+    database = GeoDatabase(DIM, MODEL, "auto")
+    database.add(descriptors[:1_999], records[:1_999])
+    assert database.active_index == "exact"
+    database.add(descriptors[1_999:], records[1_999:])
+    assert database.active_index == "ivfpq" and database._trained_count == 2_500
+    flat = GeoDatabase(DIM, MODEL)
+    flat.add(descriptors, records)
+    assert top5_recall(database, flat, unit_rows(rng, 100)) >= 0.8
+
+
+def test_ivfpq_is_retrained_when_the_database_outgrows_its_training_size():
+    rng = np.random.default_rng(14)
+    database = GeoDatabase(DIM, MODEL, "ivfpq")
+    database.add(unit_rows(rng, 1_000), make_records(rng, 1_000))
+    first_index = database._index
+    database.add(unit_rows(rng, 2_000), make_records(rng, 2_000, start=1_000))
+    assert database._index is first_index and database._index.ntotal == 3_000  # added with the trained codes
+    database.add(unit_rows(rng, 2_000), make_records(rng, 2_000, start=3_000))
+    assert database._index is not first_index and database._trained_count == 5_000
+    assert database._index.ntotal == 5_000 and database.search(database.descriptors[4_321], 1)[1][0, 0] == 4_321
+
+
+def test_search_parameters_are_validated_settable_and_saved(tmp_path):
+    with pytest.raises(ValueError, match="nprobe"):
+        GeoDatabase(DIM, MODEL, "ivfpq", nprobe=0)
+    database = make_database(count=2_000, index_type="ivfpq")
+    with pytest.raises(ValueError, match="ef_search"):
+        database.ef_search = True
+    with pytest.raises(ValueError, match="rerank"):
+        database.rerank = 0
+    database.nprobe, database.ef_search, database.rerank = 1, 200, 20
+    one_list = database.search(unit_rows(np.random.default_rng(15), 20), 5)
+    database.nprobe = 10_000  # more than the lists: all are visited
+    assert database.search(database.descriptors[:5], 1)[1][:, 0].tolist() == [0, 1, 2, 3, 4]
+    database.nprobe = 1
+    loaded = GeoDatabase.load(database.save(tmp_path / "params.semdb"))
+    assert (loaded.nprobe, loaded.ef_search, loaded.rerank) == (1, 200, 20)
+    for first, second in zip(one_list, loaded.search(unit_rows(np.random.default_rng(15), 20), 5), strict=True):
+        np.testing.assert_array_equal(first, second)
+
+
+@pytest.mark.parametrize("index_type", ["hnsw", "ivfpq"])
+def test_approximate_index_is_stored_and_used_on_load(tmp_path, monkeypatch, index_type):
+    database = make_database(count=2_000, index_type=index_type)
+    path = database.save(tmp_path / "approximate.semdb")
+    header, arrays = read_archive(path)
+    assert header["faiss_index"]["type"] == index_type and header["faiss_index"]["count"] == 2_000
+    assert arrays["faiss_index"].dtype == np.uint8 and header["format_version"] == 1
+
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("the stored index should have been used")
+
+    monkeypatch.setattr(GeoDatabase, "_index_rows", no_rebuild)
+    loaded = GeoDatabase.load(path)
+    assert loaded.active_index == index_type
+    assert_same_entries(database, loaded)
+    queries = unit_rows(np.random.default_rng(16), 10)
+    for first, second in zip(database.search(queries, 5), loaded.search(queries, 5), strict=True):
+        np.testing.assert_array_equal(first, second)
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        pytest.param(lambda h, a: a["faiss_index"].__setitem__(-1, a["faiss_index"][-1] ^ 1), id="flipped-byte"),
+        pytest.param(lambda h, a: a.__setitem__("faiss_index", a["faiss_index"][:100]), id="truncated"),
+        pytest.param(lambda h, a: h["faiss_index"].__setitem__("count", 3), id="wrong-count"),
+        pytest.param(lambda h, a: h["faiss_index"].__setitem__("type", "hnsw"), id="wrong-type"),
+        pytest.param(lambda h, a: a.pop("faiss_index"), id="array-missing"),
+    ],
+)
+def test_bad_stored_index_is_rebuilt_with_a_warning(tmp_path, tamper):
+    database = make_database(count=1_500, index_type="ivfpq")
+    header, arrays = read_archive(database.save(tmp_path / "good.semdb"))
+    tamper(header, arrays)
+    with pytest.warns(UserWarning, match="rebuilding the index"):
+        loaded = GeoDatabase.load(write_archive(tmp_path / "tampered.semdb", header, arrays))
+    assert loaded.active_index == "ivfpq" and loaded._index.ntotal == 1_500
+    assert loaded.search(database.descriptors[7], 1)[1][0, 0] == 7
+
+
+def test_version_1_files_without_stored_index_or_search_params_load(tmp_path):
+    database = make_database(count=300, index_type="hnsw")
+    header, arrays = read_archive(database.save(tmp_path / "new.semdb"))
+    del header["faiss_index"], header["search_params"]
+    arrays.pop("faiss_index")
+    loaded = GeoDatabase.load(write_archive(tmp_path / "old.semdb", header, arrays))
+    assert loaded.active_index == "hnsw" and (loaded.nprobe, loaded.ef_search) == (GeoDatabase(1, "m").nprobe, 64)
+    np.testing.assert_array_equal(loaded.search(database.descriptors[:20], 1)[1][:, 0], np.arange(20))
+
+
+def test_bad_search_params_in_a_file_are_refused(tmp_path):
+    header, arrays = valid_contents()
+    header["search_params"] = {"nprobe": -1}
+    with pytest.raises(DatabaseFormatError, match="search_params"):
+        GeoDatabase.load(write_archive(tmp_path / "bad.semdb", header, arrays))
+    header["search_params"] = {"bogus": 1}
+    with pytest.raises(DatabaseFormatError, match="search_params"):
+        GeoDatabase.load(write_archive(tmp_path / "bad2.semdb", header, arrays))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,9 @@ from pathlib import Path
 from semloc_ros.datasets import DatasetError, load_drive, subsample_by_distance
 from semloc_ros.pipeline import METHODS
 
-DEFAULT_THREADS = 4
+# One torch thread per core, at most 4: more threads than cores made building 1.6x slower on 2 cores
+# (`semloc benchmark build`, docs/benchmarks.md).
+DEFAULT_THREADS = min(4, os.cpu_count() or 1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch CPU threads")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--batch-size", type=int, default=16, help="images per network batch")
+    parser.add_argument(
+        "--index-type",
+        default="auto",
+        choices=("auto", "flat", "hnsw", "ivfpq"),
+        help="search index of a new database (auto: exact below 50k entries, IVF-PQ above; docs/benchmarks.md)",
+    )
     parser.add_argument("--image-topic", default=None, help="bag image topic (Image or CompressedImage)")
     parser.add_argument("--gps-topic", default=None, help="bag NavSatFix topic")
     parser.add_argument(
@@ -91,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     set_torch_threads(args.threads)
     pipeline = Pipeline.from_method(args.method, device=args.device, untrained_ok=args.untrained_ok)
-    database = None
+    database = GeoDatabase(pipeline.dimension, pipeline.model_id, args.index_type)
     if args.append and args.out.exists():
         try:
             database = GeoDatabase.load(args.out, expected_model_id=pipeline.model_id)

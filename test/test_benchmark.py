@@ -1,0 +1,92 @@
+"""The benchmark command's helpers (no timing is asserted) and the automatic device choice."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from semloc_ros.commands import benchmark
+from semloc_ros.models import resolve_device
+
+
+def test_stats_ms_and_top5_recall():
+    stats = benchmark.stats_ms([0.001] * 19 + [0.1])
+    assert stats["median"] == pytest.approx(1.0) and stats["n"] == 20 and stats["p95"] > 1.0
+    assert math.isnan(benchmark.stats_ms([])["median"])
+    truth = np.array([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]])
+    found = np.array([[5, 4, 3, 2, 1], [6, 7, 0, 0, -1]])
+    assert benchmark.top5_recall(found, truth) == pytest.approx((1.0 + 0.4) / 2)
+
+
+def test_parse_and_merge_overrides():
+    parsed = benchmark.parse_assignments("segmentation_node.threads=2, localizer_node.top_k=5,"
+                                         "segmentation_node.publish_overlay=false")
+    assert parsed == {"segmentation_node": {"threads": 2, "publish_overlay": False}, "localizer_node": {"top_k": 5}}
+    merged = benchmark.merge_overrides({"localizer_node": {"database_path": "a"}}, parsed,
+                                       {"localizer_node": {"top_k": 7}})
+    assert merged["localizer_node"] == {"database_path": "a", "top_k": 7}
+    for bad in ("threads=2", "segmentation_node.threads", ".x=1"):
+        with pytest.raises(ValueError):
+            benchmark.parse_assignments(bad)
+
+
+def test_synthetic_set_keeps_the_real_rows_and_matches_the_neighbour_cosine():
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((300, 32)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    sigma, cosine = benchmark.matched_noise_sigma(base)
+    rows, source = benchmark.synthetic_set(base, 1_000, sigma)
+    np.testing.assert_array_equal(rows[:300], base)
+    np.testing.assert_array_equal(source, np.arange(1_000) % 300)
+    np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
+    copies = np.einsum("nd,nd->n", rows[300:], base[source[300:]])
+    assert abs(float(np.mean(copies)) - cosine) < 0.05
+
+
+def test_busy_core_runs_a_process_only_inside_the_block():
+    with benchmark.busy_core() as process:
+        assert process.poll() is None
+        time.sleep(0.2)
+        assert benchmark.cpu_seconds(process.pid) > 0.05
+    assert process.poll() is not None
+    with benchmark.busy_core(enabled=False) as nothing:
+        assert nothing is None
+
+
+def test_proc_status_reports_memory():
+    status = benchmark.proc_status()
+    assert 0 < status["VmRSS"] <= status["VmHWM"]
+
+
+def test_parser_modes_and_defaults():
+    parser = benchmark.build_parser()
+    e2e = parser.parse_args(["e2e", "--variant", "t2:segmentation_node.threads=2", "--set", "localizer_node.top_k=5"])
+    assert e2e.rate == 20.0 and e2e.domain_id == benchmark.DEFAULT_DOMAIN_ID and e2e.device == "auto"
+    index = parser.parse_args(["index"])
+    assert index.sizes == [100_000, 1_000_000] and set(index.index_types) == {"flat", "hnsw", "ivfpq"}
+
+
+# ------------------------------------------------------------------------------------------- device choice
+@pytest.mark.parametrize(("available", "expected"), [(True, "cuda"), (False, "cpu")])
+def test_auto_device_is_cuda_when_present(monkeypatch, available, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu").type == "cpu" and resolve_device("cuda:1") == torch.device("cuda", 1)
+
+
+def test_every_device_default_is_auto():
+    from semloc_ros import descriptor_node, segmentation_node
+    from semloc_ros.commands import build_db, evaluate, train
+
+    for module in (segmentation_node, descriptor_node):
+        assert {spec.name: spec.default for spec in module.PARAMETERS}["device"] == "auto"
+    assert build_db.build_parser().get_default("device") == "auto"
+    assert benchmark.build_parser().parse_args(["stages"]).device == "auto"
+    for module in (evaluate, train):
+        source = Path(module.__file__).read_text()
+        assert '"--device", default="auto"' in source
