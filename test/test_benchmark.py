@@ -90,3 +90,13 @@ def test_every_device_default_is_auto():
     for module in (evaluate, train):
         source = Path(module.__file__).read_text()
         assert '"--device", default="auto"' in source
+
+
+def test_build_db_makes_auto_index_maps_by_default():
+    from semloc_ros.commands import build_db
+
+    parser = build_db.build_parser()
+    assert parser.get_default("index_type") == "auto"
+    assert parser.parse_args(["x", "--out", "y", "--index-type", "ivfpq"]).index_type == "ivfpq"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["x", "--out", "y", "--index-type", "magic"])
