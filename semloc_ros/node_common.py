@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import traceback
 from collections.abc import Callable, Iterable
@@ -201,6 +202,7 @@ def init_with_stop_request() -> StopRequest:
     """``rclpy.init`` without rclpy's signal handlers; Ctrl-C and SIGTERM set the returned flag instead."""
     from rclpy.signals import SignalHandlerOptions
 
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # unless the user chose otherwise
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     return StopRequest()
 
