@@ -80,11 +80,16 @@ class BagReplayer:
 
             self.clock_publisher = node.create_publisher(Clock, "/clock", QoSProfile(depth=1))
 
-    def wait_for_subscribers(self, timeout_s: float, should_stop) -> bool:
-        """Wait until every publisher is matched by a subscriber (DDS discovery) or the timeout."""
+    def wait_for_subscribers(self, timeout_s: float, should_stop, settle_s: float = 0.5) -> bool:
+        """Wait until every publisher is matched by a subscriber (DDS discovery) or the timeout.
+
+        Discovery is asymmetric: our writer can see a reader before that reader has matched our writer, and a
+        sample sent in between is lost. ``settle_s`` after the match gives the other side time to catch up.
+        """
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and not should_stop():
             if all(p.get_subscription_count() > 0 for p in self.publishers.values()):
+                time.sleep(settle_s)
                 return True
             time.sleep(0.05)
         return False
