@@ -59,6 +59,16 @@ def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
     return path
 
 
+def _finish_map(fig: plt.Figure, ax: plt.Axes, path: str | os.PathLike) -> Path:
+    """Axis labels, equal aspect, grid and legend of a map in local east/north metres; saves the figure."""
+    ax.set_xlabel("east (m)")
+    ax.set_ylabel("north (m)")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    return _save(fig, path)
+
+
 def _curve(mapping: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
     xs = np.array([float(k) for k in mapping], dtype=float)
     ys = np.array([np.nan if v is None else float(v) for v in mapping.values()], dtype=float)
@@ -150,12 +160,7 @@ def plot_route_map(
         f"{int(has.sum())} fixes, {n_none} without estimate",
         fontsize=9,
     )
-    ax.set_xlabel("east (m)")
-    ax.set_ylabel("north (m)")
-    ax.set_aspect("equal", adjustable="datalim")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    return _save(fig, path)
+    return _finish_map(fig, ax, path)
 
 
 def plot_fix_track(
@@ -203,12 +208,7 @@ def plot_fix_track(
     if points is not None:
         _error_colorbar(fig, ax, points, max_error_m)
     ax.set_title(title, fontsize=9)
-    ax.set_xlabel("east (m)")
-    ax.set_ylabel("north (m)")
-    ax.set_aspect("equal", adjustable="datalim")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    return _save(fig, path)
+    return _finish_map(fig, ax, path)
 
 
 def plot_rejection_curves(calibrations: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path:
