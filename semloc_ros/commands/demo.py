@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def fix_error_m(frame, fix) -> float:
+    """Distance in metres between a frame's ground truth and a NavSatFix position."""
+    return float(geodesic_distance_m(frame.lat, frame.lon, fix.latitude, fix.longitude))
+
+
 def play_and_collect(client, query: Drive, speed: float, threshold_m: float) -> dict[int, object]:
     """Publish the query frames at their recorded rate; print each fix as it arrives."""
     truth = {frame.stamp_ns: frame for frame in query}
@@ -56,7 +61,7 @@ def play_and_collect(client, query: Drive, speed: float, threshold_m: float) -> 
             frame = truth[stamp]
             status = "FIX   " if fix.status.status >= 0 else "NO_FIX"
             if np.isfinite(fix.latitude):
-                error = float(geodesic_distance_m(frame.lat, frame.lon, fix.latitude, fix.longitude))
+                error = fix_error_m(frame, fix)
                 sigma = float(np.sqrt(max(fix.position_covariance[0], fix.position_covariance[4])))
                 mark = "ok " if error <= threshold_m else "BAD"
                 print(f"  {frame.image_id:>12}  {status}  error {error:7.1f} m  (1-sigma {sigma:5.1f} m) {mark}")
@@ -83,7 +88,7 @@ def summarize(query: Drive, fixes: dict, threshold_m: float) -> dict:
         if fix is None or not np.isfinite(fix.latitude):
             continue
         fixed += fix.status.status >= 0
-        errors.append(float(geodesic_distance_m(frame.lat, frame.lon, fix.latitude, fix.longitude)))
+        errors.append(fix_error_m(frame, fix))
     errors_m = np.asarray(errors)
     stats = position_error_stats(errors_m) if len(errors_m) else {}
     return {"published": len(query), "answered": len(errors_m), "status_fix": int(fixed),
@@ -117,7 +122,7 @@ def demo_figure(query: Drive, fixes: dict, database_drive: Drive, pipeline: Pipe
     if fix is not None and np.isfinite(fix.latitude):
         f_e, f_n, _ = enu.to_enu(fix.latitude, fix.longitude)
         nearest = int(np.argmin(np.hypot(db_e - f_e, db_n - f_n)))
-        error = float(geodesic_distance_m(frame.lat, frame.lon, fix.latitude, fix.longitude))
+        error = fix_error_m(frame, fix)
         axes[2].imshow(database_drive.frames[nearest].load_rgb())
         axes[2].set_title(f"day database at the fix (error {error:.1f} m)", fontsize=9)
     for axis in axes[:3]:
