@@ -189,7 +189,7 @@ def test_label_histogram_values():
     labels = np.full((8, 8), SKY, dtype=np.uint8)
     labels[4:, :] = ROAD
     labels[0, 0] = BUILDING  # cell (0, 0): 3/4 sky, 1/4 building
-    labels[4:6, 6:8] = 200  # out-of-range ids count as UNLABELED (0): cell (2, 3)
+    labels[4:6, 6:8] = 200  # out-of-range ids (e.g. IGNORED_ID, masked) count as no class: cell (2, 3) is empty
     d = DescriptorExtractor.untrained("label_histogram", device="cpu")
     c = SEMLOC_SIM.num_classes
     expected = np.zeros((c, 4, 4), dtype=np.float64)
@@ -197,7 +197,7 @@ def test_label_histogram_values():
     expected[ROAD, 2:, :] = 1.0
     expected[:, 0, 0] = 0.0
     expected[SKY, 0, 0], expected[BUILDING, 0, 0] = 0.75, 0.25
-    expected[ROAD, 2, 3], expected[0, 2, 3] = 0.0, 1.0
+    expected[ROAD, 2, 3] = 0.0
     expected = expected.reshape(-1) / np.linalg.norm(expected)
     np.testing.assert_allclose(d.describe(labels), expected, atol=1e-6)
 
@@ -392,3 +392,24 @@ def test_shipped_weights_load_and_describe(method):
     descriptors = pipeline.describe_frames(list(rgb))
     assert descriptors.shape == (2, pipeline.dimension)
     assert np.allclose(np.linalg.norm(descriptors, axis=1), 1.0, atol=1e-4)
+
+
+def test_masking_dynamic_classes_at_run_time():
+    plain = DescriptorExtractor.untrained("semantic_alexnet", seed=0, device="cpu", input_size=SMALL)
+    masked = plain.masking_dynamic_classes()
+    assert masked.model_id == plain.model_id + "+mask-dynamic" and masked.net is plain.net
+    assert masked.masking_dynamic_classes().model_id == masked.model_id and not plain.mask_dynamic
+    static = _labels(2)
+    np.testing.assert_allclose(masked.describe_batch(static), plain.describe_batch(static), atol=1e-6)
+    with_car = static.copy()
+    with_car[:, 30:46, 10:40] = SEMLOC_SIM.id_of("CAR")
+    # Run-time masking = a network trained with mask_dynamic: dynamic pixels count as no class at all.
+    trained_masked = DescriptorExtractor.untrained(
+        "semantic_alexnet", seed=0, device="cpu", input_size=SMALL, mask_dynamic=True
+    )
+    np.testing.assert_allclose(masked.describe_batch(with_car), trained_masked.describe_batch(with_car), atol=1e-5)
+    histogram = DescriptorExtractor.untrained("label_histogram", device="cpu").masking_dynamic_classes()
+    whole_car = np.full((1, 32, 32), SEMLOC_SIM.id_of("CAR"), np.uint8)
+    assert not np.any(histogram.describe_batch(whole_car))  # nothing left to describe
+    with pytest.raises(ValueError, match="RGB"):
+        DescriptorExtractor.untrained("rgb_netvlad", device="cpu").masking_dynamic_classes()

@@ -158,3 +158,67 @@ def test_pca_init_spreads_untrained_descriptors():
         DescriptorExtractor.untrained("rgb_netvlad", input_norm="nope")
     inst = DescriptorExtractor.untrained("rgb_netvlad", device="cpu", input_size=(H, W), input_norm="instance")
     np.testing.assert_allclose(inst.describe_batch(rgbs[20:22]), inst.describe_batch(rgbs[20:22] // 2), atol=0.05)
+
+
+def test_pasted_vehicles_stand_on_the_lower_half_and_shift_moves_columns():
+    from semloc_ros.models.descriptor import IGNORED_ID
+    from semloc_ros.training.augment import OCCLUDER_CLASSES, paste_vehicles, random_shift
+
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.full((64, H, W), ROAD)
+    labels[:, : H // 2] = SKY
+    out = paste_vehicles(labels, gen, p=1.0)
+    changed = out != labels
+    assert changed.any(dim=(1, 2)).float().mean() > 0.8  # nearly every image got a box of a new class
+    assert not changed[:, : int(0.2 * H)].any()  # nothing floats in the sky
+    fills = {IGNORED_ID if c == "IGNORED" else SEMLOC_SIM.id_of(c) for c in OCCLUDER_CLASSES}
+    assert set(out[changed].unique().tolist()) <= fills and IGNORED_ID in out[changed]
+    assert torch.equal(paste_vehicles(labels, gen, p=0.0), labels)
+
+    ramp = torch.arange(W).expand(4, H, W)
+    shifted = random_shift(ramp, gen, max_fraction=0.25)
+    assert shifted.shape == ramp.shape
+    offsets = (shifted - ramp)[:, :, W // 2]  # constant per image, within the bound
+    assert torch.all(offsets == offsets[:, :1]) and int(offsets.abs().max()) <= W // 4
+
+
+def test_instance_normalised_segmenter_ignores_global_lighting():
+    from semloc_ros.models.segmentation import SegmentationNet
+
+    torch.manual_seed(0)
+    net = SegmentationNet({"input_norm": "instance", "input_size": (H, W)}).eval()
+    x = torch.rand(2, 3, H, W)
+    darker = x * torch.tensor([0.3, 0.25, 0.4]).view(1, 3, 1, 1) + 0.05  # dimmer, tinted light
+    with torch.no_grad():
+        torch.testing.assert_close(net(darker), net(x), atol=1e-3, rtol=1e-3)
+    with pytest.raises(ValueError, match="input_norm"):
+        SegmentationNet({"input_norm": "gray-world"})
+    plain = Segmenter.from_net(SegmentationNet({"input_size": (H, W)}))
+    normed = Segmenter.from_net(SegmentationNet({"input_size": (H, W), "input_norm": "instance"}))
+    normed.model.load_state_dict(plain.model.state_dict())
+    assert Segmenter.from_net(normed.model).model_id != plain.model_id  # same weights, other input: other id
+
+
+def test_self_training_pseudo_labels_only_confident_pixels(dataset, tmp_path):
+    from semloc_ros.training.segmenter import IGNORE_INDEX, pseudo_label
+
+    drives = load_train_drives(dataset, ["trainA_day_l0"], (H, W), (H, W), progress=False)
+    cfg = SegmenterTrainConfig(input_size=(H, W), batch_size=2, steps=3, device="cpu", eval_every=6)
+    train_segmenter(drives, tmp_path / "teacher.pt", cfg, progress=False)
+    teacher = Segmenter.from_file(tmp_path / "teacher.pt", device="cpu")
+    night = load_train_drives(dataset, ["trainA_night_l1"], (H, W), None, labels=False, progress=False)[0].rgb
+    loose, strict = pseudo_label(teacher, night, 0.0), pseudo_label(teacher, night, 0.999)
+    assert loose.shape == night.shape[:3] and not (loose == IGNORE_INDEX).any()
+    assert (strict == IGNORE_INDEX).mean() > (loose == IGNORE_INDEX).mean()
+    kept = strict != IGNORE_INDEX
+    np.testing.assert_array_equal(strict[kept], loose[kept])  # kept pixels keep the teacher's argmax
+
+    # A student fine-tuned from the teacher on day labels + night pseudo-labels (night labels never read).
+    argv = ["segmenter", "--dataset", str(dataset), "--drives", "trainA_day_l0", "--out", str(tmp_path / "s.pt"),
+            "--steps", "2", "--threads", "1", "--input-size", str(H), str(W), "--batch-size", "2", "--device", "cpu",
+            "--init", str(tmp_path / "teacher.pt"), "--pseudo-drives", "trainA_night_l1", "--pseudo-threshold", "0.5"]
+    assert train_cmd.main(argv) == 0
+    _, meta = load_checkpoint(tmp_path / "s.pt")
+    assert meta["training"]["pseudo_labeled_frames"] == 24 and meta["training"]["config"]["init"]
+    missing_teacher = [str(tmp_path / "nope.pt") if a.endswith("teacher.pt") else a for a in argv]
+    assert train_cmd.main(missing_teacher) == 1

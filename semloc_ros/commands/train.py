@@ -1,6 +1,8 @@
 """``semloc train segmenter|semantic|rgb --dataset ROOT --out FILE``: train a model on the semloc-sim train drives.
 
-- ``segmenter``: segmentation network from scratch (class-balanced cross-entropy, lighting augmentation).
+- ``segmenter``: segmentation network from scratch (class-balanced cross-entropy, lighting augmentation), or
+  fine-tuned from ``--init``; ``--pseudo-drives`` adds self-training on those drives' RGB only (their labels are
+  never read): ``--teacher`` (default ``--init``) pseudo-labels them, confident pixels only.
 - ``semantic``: the semantic descriptor (label input) with cross-condition triplets and hard negatives; its input
   mixes noisy ground-truth labels and the predictions of ``--segmenter`` (default: the shipped segmenter).
 - ``rgb``: the RGB NetVLAD baseline, same triplets.
@@ -42,7 +44,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dim", type=int, default=256, help="descriptor dimension")
     parser.add_argument("--mask-dynamic", action="store_true", help="semantic: ignore dynamic classes")
     parser.add_argument(
-        "--input-norm", choices=("imagenet", "instance"), default="imagenet", help="RGB descriptor input normalisation"
+        "--vehicles", type=float, default=0.0, help="semantic: share of inputs with synthetic traffic pasted in"
+    )
+    parser.add_argument(
+        "--max-shift", type=float, default=0.0, help="semantic: random horizontal shift, fraction of the width"
+    )
+    parser.add_argument(
+        "--input-norm",
+        choices=("imagenet", "instance"),
+        default="imagenet",
+        help="input normalisation of the RGB descriptor or the segmenter ('instance' = per image)",
+    )
+    parser.add_argument(
+        "--augment", choices=("photometric", "none"), default="photometric", help="segmenter: lighting augmentation"
+    )
+    parser.add_argument("--init", default=None, help="segmenter: weights to start from (fine-tuning)")
+    parser.add_argument(
+        "--pseudo-drives",
+        nargs="+",
+        default=None,
+        metavar="DRIVE",
+        help="segmenter: self-train on these train drives' RGB (labels unused), pseudo-labeled by --teacher",
+    )
+    parser.add_argument("--teacher", default=None, help="segmenter: pseudo-labeling weights (default: --init)")
+    parser.add_argument(
+        "--pseudo-threshold", type=float, default=0.9, help="segmenter: teacher confidence to keep a pseudo-label"
     )
     parser.add_argument(
         "--pca-init", action="store_true", help="initialise the projection as a PCA whitening of pooled features"
@@ -59,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import numpy as np
+
     from semloc_ros.models import Segmenter, WeightsError, set_torch_threads
     from semloc_ros.models.weights import WEIGHTS_DIR
     from semloc_ros.training.data import load_train_drives
@@ -76,17 +104,40 @@ def main(argv: list[str] | None = None) -> int:
     input_size = tuple(args.input_size) if args.input_size else None
     try:
         if args.task == "segmenter":
-            from semloc_ros.training.segmenter import SegmenterTrainConfig, train_segmenter
+            from semloc_ros.training.segmenter import SegmenterTrainConfig, pseudo_label, train_segmenter
 
             cfg = SegmenterTrainConfig(
-                arch=args.arch, minutes=minutes, steps=args.steps, seed=args.seed, device=args.device
+                arch=args.arch,
+                minutes=minutes,
+                steps=args.steps,
+                seed=args.seed,
+                device=args.device,
+                augment=args.augment,
+                input_norm=args.input_norm,
+                init=args.init,
+                pseudo_threshold=args.pseudo_threshold,
             )
             cfg.input_size = input_size or cfg.input_size
             cfg.batch_size = args.batch_size or cfg.batch_size
             cfg.lr = args.lr or cfg.lr
             drives = load_train_drives(args.dataset, args.drives, cfg.input_size, cfg.input_size, progress=progress)
+            pseudo = None
+            if args.pseudo_drives:
+                teacher_file = args.teacher or args.init
+                if teacher_file is None:
+                    raise ValueError("--pseudo-drives needs --teacher or --init")
+                teacher = Segmenter.from_file(teacher_file, device=args.device)
+                unlabeled = load_train_drives(
+                    args.dataset, args.pseudo_drives, cfg.input_size, None, labels=False, progress=progress
+                )
+                pseudo_rgbs = np.concatenate([d.rgb for d in unlabeled])
+                pseudo_ids = pseudo_label(teacher, pseudo_rgbs, cfg.pseudo_threshold)
+                kept = float(np.mean(pseudo_ids != 255))
+                print(f"pseudo-labeled {len(pseudo_rgbs)} frames with {teacher.model_id}: {100 * kept:.1f} % of "
+                      f"pixels above confidence {cfg.pseudo_threshold:g}", flush=True)
+                pseudo = (pseudo_rgbs, pseudo_ids)
             # time to load the data is not part of the training budget
-            result = train_segmenter(drives, out, cfg, dataset=trained_on, progress=progress)
+            result = train_segmenter(drives, out, cfg, dataset=trained_on, progress=progress, pseudo=pseudo)
         else:
             from semloc_ros.training.descriptor import DescriptorTrainConfig, train_descriptor
 
@@ -102,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             cfg.anchors = args.batch_size or cfg.anchors
             cfg.pca_init = args.pca_init
+            cfg.p_vehicles, cfg.max_shift = args.vehicles, args.max_shift
             cfg.lr = args.lr or cfg.lr
             size = input_size or (120, 160)
             segmenter = None

@@ -12,6 +12,7 @@ Architectures (``DESCRIPTOR_ARCHS``):
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,6 +34,17 @@ DEFAULT_DESCRIPTOR_FILES = {"semantic": "descriptor_semantic.pt", "rgb": "descri
 def dynamic_class_ids() -> list[int]:
     """Ids in ``SEMLOC_SIM`` of the classes that move (cars, people, ...)."""
     return sorted({SEMLOC_SIM.id_of(c) if isinstance(c, str) else int(c) for c in DYNAMIC_CLASSES})
+
+
+IGNORED_ID = 255
+"""Label id of pixels a descriptor ignores (e.g. dynamic objects when masking): any id outside the label set."""
+
+
+def one_hot_ids(ids: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``NxHxW`` int64 ids -> ``NxCxHxW`` float one-hot; ids outside ``[0, C)`` (e.g. ``IGNORED_ID``) -> zeros."""
+    valid = (ids >= 0) & (ids < num_classes)
+    x = F.one_hot(torch.where(valid, ids, torch.zeros_like(ids)), num_classes).permute(0, 3, 1, 2).float()
+    return x * valid[:, None].float()
 
 
 class GeM(nn.Module):
@@ -125,9 +137,7 @@ class SemanticAlexNet(DescriptorNet):
         self.pool, self.proj = _pooling_head(conf["pooling"], 256, int(conf["clusters"]), self.dimension)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        ids = torch.where((ids >= 0) & (ids < self.num_classes), ids, torch.zeros_like(ids))
-        x = F.one_hot(ids, self.num_classes).permute(0, 3, 1, 2).float()
-        x = x * self.channel_mask.view(1, -1, 1, 1)
+        x = one_hot_ids(ids, self.num_classes) * self.channel_mask.view(1, -1, 1, 1)
         return F.normalize(self.proj(self.pool(self.features(x))), dim=1)
 
 
@@ -177,9 +187,8 @@ class LabelHistogram(DescriptorNet):
         self.dimension = self.num_classes * self.grid * self.grid
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        ids = torch.where((ids >= 0) & (ids < self.num_classes), ids, torch.zeros_like(ids))
-        x = F.one_hot(ids, self.num_classes).permute(0, 3, 1, 2).float()
-        hist = F.adaptive_avg_pool2d(x, self.grid)  # N x C x g x g, sums to 1 over C in every cell
+        x = one_hot_ids(ids, self.num_classes)
+        hist = F.adaptive_avg_pool2d(x, self.grid)  # N x C x g x g, sums to 1 over C in every cell (ignored: less)
         return F.normalize(hist.flatten(1), dim=1)
 
 
@@ -237,6 +246,7 @@ class DescriptorExtractor:
         self.input_kind: str = net.input_kind
         self.dimension = int(net.dimension)
         self.input_size = as_size(net.conf.get("input_size"))
+        self.mask_dynamic = False  # see masking_dynamic_classes()
 
     @classmethod
     def untrained(
@@ -287,10 +297,24 @@ class DescriptorExtractor:
         meta = {**descriptor_meta(self.net, self.arch, trained_on=self.meta.get("trained_on")), **extra_meta}
         return save_checkpoint(path, self.net, meta, half=half)
 
+    def masking_dynamic_classes(self) -> DescriptorExtractor:
+        """This descriptor (same network, shared) ignoring the pixels of ``DYNAMIC_CLASSES`` (vehicles,
+        pedestrians): they count as no class at all. Its ``model_id`` gets ``+mask-dynamic``."""
+        if self.input_kind != "labels":
+            raise ValueError(f"{self.arch} describes RGB: it has no classes to mask")
+        masked = copy.copy(self)
+        masked.mask_dynamic = True
+        masked.model_id = self.model_id if self.mask_dynamic else f"{self.model_id}+mask-dynamic"
+        return masked
+
     def to_input(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Images (labels ``NxHxW uint8`` or RGB ``NxHxWx3 uint8``) -> the network's input tensor."""
         if self.input_kind == "labels":
-            return labels_to_tensor(images, self.input_size, self.device)
+            ids = labels_to_tensor(images, self.input_size, self.device)
+            if self.mask_dynamic:
+                dynamic = torch.tensor(dynamic_class_ids(), device=ids.device)
+                ids = torch.where(torch.isin(ids, dynamic), torch.full_like(ids, IGNORED_ID), ids)
+            return ids
         return rgb_to_tensor(images, self.input_size, self.device)
 
     def describe_batch(self, images: np.ndarray) -> np.ndarray:

@@ -92,6 +92,9 @@ SEGMENTATION_ARCHS: dict[str, Callable[[int], nn.Module]] = {
 }
 
 
+INPUT_NORMS = ("imagenet", "instance")
+
+
 class SegmentationNet(BaseModel):
     """Normalised RGB ``Nx3xHxW`` -> logits ``NxCxHxW`` (``conf['arch']`` picks the architecture)."""
 
@@ -99,15 +102,23 @@ class SegmentationNet(BaseModel):
         "arch": "lraspp_mobilenet_v3_large",
         "num_classes": SEMLOC_SIM.num_classes,
         "input_size": None,  # (H, W) the network runs at; None = the image's own size
+        # 'instance': standardise each image per channel before the network (photometric normalisation:
+        # removes global brightness, contrast and tint, i.e. much of a lighting change)
+        "input_norm": "imagenet",
     }
 
     def _init(self, conf: dict[str, Any]) -> None:
         if conf["arch"] not in SEGMENTATION_ARCHS:
             raise ValueError(f"unknown segmentation arch {conf['arch']!r}; known: {sorted(SEGMENTATION_ARCHS)}")
+        if conf["input_norm"] not in INPUT_NORMS:
+            raise ValueError(f"unknown input_norm {conf['input_norm']!r}; use one of {INPUT_NORMS}")
         conf["input_size"] = as_size(conf["input_size"])
+        self.instance_norm = conf["input_norm"] == "instance"
         self.net = SEGMENTATION_ARCHS[conf["arch"]](int(conf["num_classes"]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.instance_norm:
+            x = (x - x.mean(dim=(2, 3), keepdim=True)) / (x.std(dim=(2, 3), keepdim=True) + 1e-3)
         return self.net(x)["out"]  # every architecture returns torchvision's {"out": logits}
 
 
@@ -371,11 +382,13 @@ def segmenter_meta(net: SegmentationNet, trained_on: Any = None) -> dict[str, An
     conf = dict(net.conf)
     size = conf["input_size"]
     conf["input_size"] = list(size) if size is not None else None
+    # The input normalisation is not a weight: name it in the id so the same weights normalised otherwise differ.
+    id_arch = conf["arch"] if conf["input_norm"] == "imagenet" else f"{conf['arch']}+{conf['input_norm']}-norm"
     return {
         "model_type": "segmenter",
         "arch": conf["arch"],
         "conf": conf,
-        "model_id": make_model_id(conf["arch"], conf["num_classes"], net.state_dict()),
+        "model_id": make_model_id(id_arch, conf["num_classes"], net.state_dict()),
         "label_set": SEMLOC_SIM.name,
         "num_classes": int(conf["num_classes"]),
         "dimension": int(conf["num_classes"]),

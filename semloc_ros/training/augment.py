@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from semloc_ros.labels import SEMLOC_SIM
+from semloc_ros.models.descriptor import IGNORED_ID
 
 # Classes a segmenter plausibly confuses (source -> candidates), used to corrupt ground-truth labels.
 CONFUSIONS: dict[str, tuple[str, ...]] = {
@@ -130,3 +131,48 @@ def corrupt_labels(labels: torch.Tensor, gen: torch.Generator, strength: float =
         swapped = torch.gather(table, 1, out.reshape(n, -1)).reshape(n, h, w)
         out = torch.where(mask, swapped, out)
     return out
+
+
+# What a segmenter that never saw vehicles may call one, the vehicle classes themselves, and "ignored" (a
+# segmenter that knows vehicles, with the descriptor masking them).
+OCCLUDER_CLASSES: tuple[str, ...] = ("CAR", "TRUCK", "ROAD", "BUILDING", "SIDEWALK", "TERRAIN", "IGNORED")
+
+
+def paste_vehicles(labels: torch.Tensor, gen: torch.Generator, p: float = 0.5, max_count: int = 3) -> torch.Tensor:
+    """Synthetic traffic on ``NxHxW`` label maps: with probability ``p`` per image, 1..``max_count`` boxes standing
+    on the lower half of the image (wider when nearer the bottom, like vehicles ahead on the road), each filled
+    with one of ``OCCLUDER_CLASSES``: a vehicle class (what a segmenter that knows vehicles outputs), a static
+    class (what one that never saw vehicles outputs) or ``IGNORED_ID`` (vehicles masked, ``mask_dynamic``). The
+    training data has no traffic, the queries may have."""
+    n, h, w = labels.shape
+    dev = labels.device
+    out = labels.clone()
+    fills = torch.tensor(
+        [IGNORED_ID if c == "IGNORED" else SEMLOC_SIM.id_of(c) for c in OCCLUDER_CLASSES], device=dev
+    )
+    yy = torch.arange(h, device=dev)[None, :, None]
+    xx = torch.arange(w, device=dev)[None, None, :]
+    active = torch.rand(n, generator=gen) < p
+    count = torch.randint(1, max_count + 1, (n,), generator=gen)
+    for k in range(max_count):
+        on = (active & (count > k)).to(dev)
+        bottom = 0.55 + 0.45 * torch.rand(n, generator=gen)  # fraction of the height
+        nearness = (bottom - 0.55) / 0.45  # 0 at the horizon band, 1 at the image bottom
+        width = 0.04 + 0.5 * nearness * torch.rand(n, generator=gen) + 0.04 * torch.rand(n, generator=gen)
+        height = width * w / h * (0.5 + 0.4 * torch.rand(n, generator=gen))
+        x0 = torch.rand(n, generator=gen) * (1 - width)
+        y1, x0 = (bottom * h).to(dev)[:, None, None], (x0 * w).to(dev)[:, None, None]
+        y0, x1 = y1 - (height * h).to(dev)[:, None, None], x0 + (width * w).to(dev)[:, None, None]
+        box = (yy >= y0) & (yy < y1) & (xx >= x0) & (xx < x1) & on[:, None, None]
+        fill = fills[torch.randint(0, len(fills), (n,), generator=gen).to(dev)][:, None, None]
+        out = torch.where(box, fill.expand_as(out), out)
+    return out
+
+
+def random_shift(labels: torch.Tensor, gen: torch.Generator, max_fraction: float = 0.08) -> torch.Tensor:
+    """Shift each ``NxHxW`` label map horizontally by up to ``max_fraction`` of its width (a small yaw or lane
+    offset), repeating the border column."""
+    n, _, w = labels.shape
+    shifts = ((torch.rand(n, generator=gen) * 2 - 1) * max_fraction * w).round().long().to(labels.device)
+    cols = (torch.arange(w, device=labels.device)[None, :] - shifts[:, None]).clamp(0, w - 1)  # n x w
+    return torch.gather(labels, 2, cols[:, None, :].expand_as(labels))

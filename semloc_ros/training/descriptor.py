@@ -21,10 +21,16 @@ import torch.nn.functional as F  # noqa: N812
 from tqdm import tqdm
 
 from semloc_ros.labels import SEMLOC_SIM
-from semloc_ros.models.descriptor import DescriptorExtractor, DescriptorNet, NetVLAD, build_descriptor_net
+from semloc_ros.models.descriptor import (
+    DescriptorExtractor,
+    DescriptorNet,
+    NetVLAD,
+    build_descriptor_net,
+    one_hot_ids,
+)
 from semloc_ros.models.segmentation import Segmenter
 from semloc_ros.models.utils import normalize_rgb, resolve_device
-from semloc_ros.training.augment import corrupt_labels, photometric
+from semloc_ros.training.augment import corrupt_labels, paste_vehicles, photometric, random_shift
 from semloc_ros.training.common import Budget, cosine_lr, plain, save_size_aware, seed_everything, set_lr
 from semloc_ros.training.data import FrameIndex, TrainDrive
 
@@ -57,6 +63,9 @@ class DescriptorTrainConfig:
     p_clean: float = 0.15
     noise_strength: float = 1.0
     recall_m: float = 10.0
+    # Semantic: share of images with synthetic traffic pasted in (paste_vehicles) and maximal horizontal shift.
+    p_vehicles: float = 0.0
+    max_shift: float = 0.0
 
 
 def arch_of(kind: str) -> str:
@@ -103,7 +112,7 @@ def init_netvlad(net: DescriptorNet, inputs: torch.Tensor, clusters: int, gen: t
         return
     x = inputs
     if net.input_kind == "labels":
-        x = F.one_hot(x, SEMLOC_SIM.num_classes).permute(0, 3, 1, 2).float() * net.channel_mask.view(1, -1, 1, 1)
+        x = one_hot_ids(x, SEMLOC_SIM.num_classes) * net.channel_mask.view(1, -1, 1, 1)
     feats = F.normalize(net.features(x), dim=1).permute(0, 2, 3, 1).reshape(-1, pool.centroids.shape[1])
     feats = feats[torch.randperm(len(feats), generator=gen)[:20000].to(feats.device)]
     centroids = feats[torch.randperm(len(feats), generator=gen)[:clusters].to(feats.device)].clone()
@@ -129,7 +138,7 @@ def init_projection_pca(net: DescriptorNet, inputs: torch.Tensor, eps: float = 0
         return
     x = inputs
     if net.input_kind == "labels":
-        x = F.one_hot(x, SEMLOC_SIM.num_classes).permute(0, 3, 1, 2).float() * net.channel_mask.view(1, -1, 1, 1)
+        x = one_hot_ids(x, SEMLOC_SIM.num_classes) * net.channel_mask.view(1, -1, 1, 1)
     feats = net.pool(net.features(x)).double()
     mean = feats.mean(dim=0)
     _, s, vt = torch.linalg.svd(feats - mean, full_matrices=False)
@@ -184,6 +193,10 @@ class _Inputs:
         if self.predicted is not None:
             pred = self.predicted[idx].to(self.device).long()
             out = torch.where((r >= cfg.p_clean) & (r < cfg.p_clean + cfg.p_predicted), pred, out)
+        if cfg.p_vehicles > 0:
+            out = paste_vehicles(out, gen, p=cfg.p_vehicles)
+        if cfg.max_shift > 0:
+            out = random_shift(out, gen, cfg.max_shift)
         return out
 
 

@@ -1,4 +1,9 @@
-"""Segmenter training from scratch: class-balanced cross-entropy, lighting augmentation, flips, scale crops."""
+"""Segmenter training: class-balanced cross-entropy, lighting augmentation, flips, scale crops, self-training.
+
+Self-training (no labels of the target conditions used): a teacher segmenter labels unlabeled frames (e.g. the
+night drives' RGB); pixels where its flip-averaged softmax is below a confidence threshold are ignored; the
+student then trains on batches that mix labeled frames and these pseudo-labeled frames, both augmented.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from tqdm import tqdm
 
 from semloc_ros.labels import SEMLOC_SIM
 from semloc_ros.models.segmentation import SegmentationNet, Segmenter
-from semloc_ros.models.utils import normalize_rgb, resolve_device
+from semloc_ros.models.utils import normalize_rgb, resolve_device, rgb_to_tensor
 from semloc_ros.training.augment import photometric, random_hflip, random_resized_crop
 from semloc_ros.training.common import Budget, cosine_lr, plain, save_size_aware, seed_everything, set_lr
 from semloc_ros.training.data import TrainDrive, class_pixel_frequencies
@@ -33,6 +38,31 @@ class SegmenterTrainConfig:
     device: str = "auto"
     crop_prob: float = 0.5
     eval_every: int = 10  # mIoU on every eval_every-th frame at the end
+    augment: str = "photometric"  # 'photometric' (random lighting) or 'none' (flips and crops only)
+    input_norm: str = "imagenet"  # 'instance': per-image photometric normalisation inside the network
+    init: str | None = None  # segmenter weights to start from (fine-tuning, e.g. the self-training teacher)
+    pseudo_threshold: float = 0.9  # self-training: teacher confidence below which a pixel is ignored
+    pseudo_share: float = 0.5  # self-training: share of each batch drawn from the pseudo-labeled frames
+
+
+IGNORE_INDEX = 255
+AUGMENTS = ("photometric", "none")
+
+
+@torch.inference_mode()
+def pseudo_label(teacher: Segmenter, rgbs: np.ndarray, threshold: float, batch_size: int = 16) -> np.ndarray:
+    """``NxHxWx3 uint8`` -> ``NxHxW uint8`` teacher labels, ``IGNORE_INDEX`` where the flip-averaged softmax
+    confidence is below ``threshold``."""
+    out = np.empty(rgbs.shape[:3], dtype=np.uint8)
+    for i in range(0, len(rgbs), batch_size):
+        x = rgb_to_tensor(rgbs[i : i + batch_size], teacher.input_size, teacher.device)
+        prob = (teacher.logits(x).softmax(1) + teacher.logits(x.flip(-1)).softmax(1).flip(-1)) / 2
+        if tuple(prob.shape[-2:]) != tuple(rgbs.shape[1:3]):
+            prob = F.interpolate(prob, size=rgbs.shape[1:3], mode="bilinear", align_corners=False)
+        confidence, ids = prob.max(1)
+        ids[confidence < threshold] = IGNORE_INDEX
+        out[i : i + batch_size] = ids.to(torch.uint8).cpu().numpy()
+    return out
 
 
 def class_weights(freq: np.ndarray) -> torch.Tensor:
@@ -74,19 +104,52 @@ def evaluate_segmenter(seg: Segmenter, drives: list[TrainDrive], every: int) -> 
     }
 
 
+def _initial_net(cfg: SegmenterTrainConfig) -> SegmentationNet:
+    """A fresh network, or a copy of ``cfg.init``'s (which must have the configured architecture)."""
+    conf = {
+        "arch": cfg.arch,
+        "num_classes": SEMLOC_SIM.num_classes,
+        "input_size": cfg.input_size,
+        "input_norm": cfg.input_norm,
+    }
+    net = SegmentationNet(conf)
+    if cfg.init is not None:
+        start = Segmenter.from_file(cfg.init, device="cpu")
+        if not isinstance(start.model, SegmentationNet) or start.model.conf["arch"] != cfg.arch \
+                or start.model.conf["input_norm"] != cfg.input_norm:
+            raise ValueError(f"--init {cfg.init} is not a semloc {cfg.arch} segmenter with input_norm {cfg.input_norm}")
+        net.load_state_dict(start.model.state_dict())
+    return net
+
+
 def train_segmenter(
-    drives: list[TrainDrive], out: Path, cfg: SegmenterTrainConfig, dataset: str = "", progress: bool = True
+    drives: list[TrainDrive],
+    out: Path,
+    cfg: SegmenterTrainConfig,
+    dataset: str = "",
+    progress: bool = True,
+    pseudo: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Train a segmenter on ``drives`` (RGB + labels at ``cfg.input_size``) and save it to ``out``."""
+    """Train a segmenter on ``drives`` (RGB + labels at ``cfg.input_size``) and save it to ``out``.
+
+    ``pseudo`` = (RGB, pseudo-labels with ``IGNORE_INDEX``) of unlabeled frames for self-training.
+    """
+    if cfg.augment not in AUGMENTS:
+        raise ValueError(f"unknown augment {cfg.augment!r}; use one of {AUGMENTS}")
+    if not 0 < cfg.pseudo_share < 1:
+        raise ValueError("pseudo_share must be in (0, 1)")
     t0 = time.monotonic()
     gen = seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    net = SegmentationNet({"arch": cfg.arch, "num_classes": SEMLOC_SIM.num_classes, "input_size": cfg.input_size})
-    net.to(device).train()
+    net = _initial_net(cfg).to(device).train()
     rgbs = torch.from_numpy(np.concatenate([d.rgb for d in drives]))
     labels = torch.from_numpy(np.concatenate([d.labels for d in drives]))
     if tuple(rgbs.shape[1:3]) != tuple(cfg.input_size):
         raise ValueError(f"drives are loaded at {tuple(rgbs.shape[1:3])}, config wants {cfg.input_size}")
+    n_pseudo = 0
+    if pseudo is not None:
+        pseudo_rgbs, pseudo_labels = (torch.from_numpy(a) for a in pseudo)
+        n_pseudo = round(cfg.batch_size * cfg.pseudo_share)
     freq = class_pixel_frequencies([d.labels for d in drives], SEMLOC_SIM.num_classes)
     weights = class_weights(freq).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -94,15 +157,20 @@ def train_segmenter(
     losses: list[float] = []
     bar = tqdm(desc="segmenter", unit="step", disable=not progress, total=cfg.steps)
     while not budget.done():
-        idx = torch.randint(0, len(rgbs), (cfg.batch_size,), generator=gen)
-        x = rgbs[idx].to(device).permute(0, 3, 1, 2).float().div_(255.0)
-        y = labels[idx].to(device).long()
-        x = photometric(x, gen)
+        idx = torch.randint(0, len(rgbs), (cfg.batch_size - n_pseudo,), generator=gen)
+        x, y = rgbs[idx], labels[idx]
+        if n_pseudo:
+            pidx = torch.randint(0, len(pseudo_rgbs), (n_pseudo,), generator=gen)
+            x, y = torch.cat([x, pseudo_rgbs[pidx]]), torch.cat([y, pseudo_labels[pidx]])
+        x = x.to(device).permute(0, 3, 1, 2).float().div_(255.0)
+        y = y.to(device).long()
+        if cfg.augment == "photometric":
+            x = photometric(x, gen)
         x, y = random_hflip(x, y, gen)
         if float(torch.rand(1, generator=gen)) < cfg.crop_prob:
             x, y = random_resized_crop(x, y, gen)
         set_lr(opt, cosine_lr(budget.fraction(), cfg.lr))
-        loss = F.cross_entropy(net(normalize_rgb(x)), y, weight=weights)
+        loss = F.cross_entropy(net(normalize_rgb(x)), y, weight=weights, ignore_index=IGNORE_INDEX)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -122,6 +190,7 @@ def train_segmenter(
         "task": "segmenter",
         "config": asdict(cfg),
         "drives": [d.name for d in drives],
+        "pseudo_labeled_frames": 0 if pseudo is None else len(pseudo[0]),
         "steps": budget.step,
         "train_seconds": train_s,
         "final_loss": float(np.mean(losses[-50:])) if losses else None,
