@@ -101,16 +101,24 @@ class Pipeline:
         device: str = "auto",
         weights_dir: str | os.PathLike | None = None,
         untrained_ok: bool = False,
+        segmenter_file: str | os.PathLike | None = None,
+        mask_dynamic: bool = False,
     ) -> Pipeline:
         """The pipeline of a named method with the shipped weights ('semantic', 'rgb', 'hybrid', 'label-histogram').
 
         ``untrained_ok=True`` substitutes seeded untrained networks for missing weight files (with a warning).
+        ``segmenter_file`` replaces the shipped segmenter; ``mask_dynamic`` makes the label descriptor ignore the
+        pixels of dynamic classes (vehicles, pedestrians).
         """
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
+        if mask_dynamic and method == "rgb":
+            raise ValueError("mask_dynamic needs a label-based method; 'rgb' sees no classes")
         wdir = Path(weights_dir or WEIGHTS_DIR)
 
         def segmenter() -> Segmenter:
+            if segmenter_file is not None:
+                return Segmenter.from_file(segmenter_file, device=device)
             try:
                 return Segmenter.default(device=device, weights_dir=wdir)
             except WeightsError:
@@ -129,10 +137,15 @@ class Pipeline:
                 arch = "semantic_alexnet" if kind == "semantic" else "rgb_netvlad"
                 return DescriptorExtractor.untrained(arch, seed=0, device=device)
 
+        def labels_descriptor(extractor: DescriptorExtractor) -> DescriptorExtractor:
+            return extractor.masking_dynamic_classes() if mask_dynamic else extractor
+
         if method == "semantic":
-            return cls(segmenter(), descriptor("semantic"), method=method)
+            return cls(segmenter(), labels_descriptor(descriptor("semantic")), method=method)
         if method == "rgb":
             return cls(None, descriptor("rgb"), method=method)
         if method == "hybrid":
-            return cls(segmenter(), HybridDescriptor(descriptor("semantic"), descriptor("rgb")), method=method)
-        return cls(segmenter(), DescriptorExtractor.untrained("label_histogram", device=device), method=method)
+            semantic = labels_descriptor(descriptor("semantic"))
+            return cls(segmenter(), HybridDescriptor(semantic, descriptor("rgb")), method=method)
+        histogram = labels_descriptor(DescriptorExtractor.untrained("label_histogram", device=device))
+        return cls(segmenter(), histogram, method=method)

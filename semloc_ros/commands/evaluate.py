@@ -1,19 +1,24 @@
-"""``semloc evaluate --dataset ROOT --methods ... --out DIR``: retrieval and localization scores of queries.
+"""``semloc evaluate --dataset ROOT [--protocol NAME] --methods ... --out DIR``: retrieval and localization.
 
 For each method the database drive of ``ROOT/splits.json`` is described once (cached in ``DIR/cache`` by
-method, drive and model id) and every query drive is retrieved against it and localized. Writes
-``DIR/results.json``, prints one table row per method x condition and saves the plots (Top-1 Recall@D,
-Recall@N, route maps).
+method, drive and model ids) and every query drive is retrieved against it and localized. Writes
+``DIR/results.json``, prints one table row per method x condition (Recall@N at ``--threshold-m``, top-1 within
+2/5/10 m, localizer error median/p95) and saves the plots (Top-1 Recall@D, Recall@N, route maps).
+``--protocol`` picks a named protocol (:mod:`semloc_ros.protocols`): ``standard``, ``confusers`` (a database
+of several maps at their own geographic offsets), ``dynamic`` (traffic queries, with and without
+``mask_dynamic``) or ``day-only`` (one row set per ``--segmenters`` file, mIoU per segmenter).
 ``--oracle`` adds, for every label-based method, a run with the ground-truth labels in place of the segmenter
 (perfect segmentation, database and queries); those rows, keys and legends are named ``<method>-oracle``.
 
 A second table compares the localizer's estimates, single-frame and (``--sequence-filter``) through the
-sequence filter: Recall@1 (estimate within ``--threshold-m``), median / 95th percentile error and the share of
-errors inside the reported 1-/2-sigma covariance ellipses. ``--rejection-queries DRIVE...`` (drives of another
-map) adds no-match rejection: their frames beyond ``--negative-min-route-m`` along their route are
-out-of-database negatives; thresholds (at ``--target-precision``) and a covariance scale are fitted on
-``--calibration-query`` plus the first half of the negatives and reported on the other query drives and the
-second half (``calibration`` in results.json, a third table and ``rejection_curves.png``).
+sequence filter: Recall@1 (estimate within ``--threshold-m``), the share within 2/5/10 m, median / 95th
+percentile error and the share of errors inside the reported 1-/2-sigma covariance ellipses.
+``--rejection-queries DRIVE...`` (drives of other maps) adds no-match rejection: their frames beyond
+``--negative-min-route-m`` along their route are out-of-database negatives; thresholds (at
+``--target-precision``) and the covariance model (``covariance_scale``, ``position_sigma_extra_m``) are fitted
+on ``--calibration-query`` plus part of the negatives (one map's drives when several maps are given, else the
+first half of each drive) and reported on the other query drives and the other negatives (``calibration`` in
+results.json, a third table and ``rejection_curves.png``).
 """
 
 from __future__ import annotations
@@ -40,9 +45,16 @@ from semloc_ros.evaluation import (
     method_label,
 )
 from semloc_ros.pipeline import METHODS
+from semloc_ros.protocols import (
+    CONFUSER_SPACING_M,
+    PROTOCOLS,
+    confuser_database,
+    find_confuser_drives,
+    has_traffic,
+    protocol_variants,
+)
 
 DEMO_DATASET = Path(__file__).resolve().parent.parent / "data" / "demo"
-LABEL_METHODS = ("semantic", "hybrid", "label-histogram")  # methods whose input includes a label image
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +69,29 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEMO_DATASET,
         help="semloc-sim root with splits.json (default: the embedded demo data)",
     )
+    parser.add_argument(
+        "--protocol",
+        choices=sorted(PROTOCOLS),
+        default="standard",
+        help="named protocol: " + "; ".join(f"{p.name}: {p.description}" for p in PROTOCOLS.values()),
+    )
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods to score")
+    parser.add_argument(
+        "--segmenters",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="segmenter weights for the label methods instead of the shipped one, one row set each (day-only)",
+    )
+    parser.add_argument(
+        "--confuser-datasets",
+        nargs="+",
+        type=Path,
+        default=[],
+        metavar="ROOT",
+        help="confusers: more semloc-sim roots whose other-map drives join the database (e.g. rendered with simkit)",
+    )
     parser.add_argument(
         "--oracle",
         action="store_true",
@@ -215,50 +249,59 @@ def _pct(fraction: float | None) -> str:
     return "-" if fraction is None or not math.isfinite(fraction) else f"{100 * fraction:.1f}"
 
 
-def format_segmentation_table(segmentation: dict[str, Any]) -> str:
-    """Pixel accuracy and mIoU of the segmenter per drive, plus the IoU of the classes that drive retrieval."""
+def format_segmentation_table(segmentation: dict[str, Any], name: str = "") -> str:
+    """Pixel accuracy and mIoU of one segmenter per drive, plus the IoU of the classes that drive retrieval."""
     classes = ("ROAD", "SKY", "BUILDING", "TERRAIN", "VEGETATION", "LANE_LINE", "POLE")
     rows = [["drive", "condition", "frames", "pix_acc", "mIoU", *[c.lower() for c in classes]]]
     for name, scores in segmentation["drives"].items():
         per_class = scores["iou_per_class"]
         rows.append([name, scores["condition"], str(scores["n_frames"]), _fmt(scores["pixel_accuracy"]),
                      _fmt(scores["mean_iou"]), *[_fmt(per_class.get(c)) for c in classes]])
-    return f"segmentation ({segmentation['segmenter']}), percent:\n" + _aligned(rows)
+    title = f"{name} = {segmentation['segmenter']}" if name else segmentation["segmenter"]
+    return f"segmentation ({title}), percent:\n" + _aligned(rows)
 
 
 def format_localization_table(results: list[dict[str, Any]], calibrations: dict[str, dict[str, Any]]) -> str:
-    """One row per method x condition x mode: R@1 of the estimate, error median/p95, covariance coverage.
+    """One row per method x condition x mode: R@1 of the estimate, the share within 2/5/10 m, error median/p95,
+    covariance coverage.
 
-    ``cov2s*`` is the 2-sigma coverage after scaling the covariances by the factor fitted on the calibration
-    drive (only for the other drives; the calibration drive's row is marked ``(calib)``).
+    ``cov1s*`` / ``cov2s*`` are the 1-/2-sigma coverages after the covariance model (scale and added sigma)
+    fitted on the calibration drive (only for the other drives; the calibration drive's row is marked
+    ``(calib)``).
     """
-    rows = [["method", "condition", "mode", "R@1", "med_m", "p95_m", "fix%", "cov1s%", "cov2s%", "cov2s*%"]]
+    rows = [["method", "condition", "mode", "R@1", "<=2m", "<=5m", "<=10m", "med_m", "p95_m", "fix%", "cov1s%",
+             "cov2s%", "cov1s*%", "cov2s*%"]]
     for r in results:
         calibration = calibrations.get(r["method"])
         modes = [("single", r)] + ([("filtered", r["filtered"])] if "filtered" in r else [])
         for mode, metrics in modes:
             n = sum(metrics["status_counts"].values())
             coverage = metrics["covariance_coverage"]
-            scaled = None
+            calibrated: dict[str, Any] = {}
             condition = r["condition"]
             if calibration is not None and mode in calibration["covariance"]:
                 if r["query_drive"] == calibration["calibration_query_drive"]:
                     condition += " (calib)"
                 else:
                     drive = calibration["covariance"][mode]["per_drive"].get(r["query_drive"])
-                    scaled = drive["scaled"]["within_2sigma"] if drive and drive["scaled"] else None
+                    calibrated = (drive or {}).get("calibrated") or {}
+            error = metrics["localization_error_m"]
             rows.append(
                 [
                     r["method"],
                     condition,
                     mode,
                     _fmt(metrics["localization_recall_at_1"]),
-                    _fmt(metrics["localization_error_m"]["median"], 2),
-                    _fmt(metrics["localization_error_m"]["p95"], 2),
+                    _fmt(error["within_2m"]),
+                    _fmt(error["within_5m"]),
+                    _fmt(error["within_10m"]),
+                    _fmt(error["median"], 2),
+                    _fmt(error["p95"], 2),
                     _fmt(100 * metrics["status_counts"]["fix"] / n if n else math.nan),
                     _pct(coverage["within_1sigma"]),
                     _pct(coverage["within_2sigma"]),
-                    _pct(scaled),
+                    _pct(calibrated.get("within_1sigma")),
+                    _pct(calibrated.get("within_2sigma")),
                 ]
             )
     return _aligned(rows, left=3)
@@ -311,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         evaluate_segmentation,
     )
     from semloc_ros.localizer import LocalizerConfig
-    from semloc_ros.models import set_torch_threads
+    from semloc_ros.models import WeightsError, set_torch_threads
     from semloc_ros.pipeline import Pipeline
 
     if args.query_stride < 1 or args.threads < 1 or args.batch_size < 1 or args.threshold_m <= 0:
@@ -334,8 +377,28 @@ def main(argv: list[str] | None = None) -> int:
             print(f"semloc evaluate: unknown query drive(s) {unknown}", file=sys.stderr)
             return 2
         query_drives = [d for d in query_drives if d.name in args.queries]
+    protocol = PROTOCOLS[args.protocol]
+    if protocol.traffic_queries_only:
+        query_drives = [d for d in query_drives if has_traffic(d)]
+        if not query_drives:
+            print(f"semloc evaluate: protocol {protocol.name}: no query drive has traffic", file=sys.stderr)
+            return 2
+    if protocol.per_segmenter and not args.segmenters:
+        print(f"semloc evaluate: protocol {protocol.name} needs --segmenters FILE...", file=sys.stderr)
+        return 2
     query_drives = [d.subset(slice(None, None, args.query_stride)) for d in query_drives]
     database_drive = database_drive.drop_invalid_gps()
+    segmentation_drives = [database_drive, *query_drives]
+    confusers = []
+    if protocol.confusers:
+        confusers = find_confuser_drives([args.dataset, *args.confuser_datasets], database_drive)
+        if not confusers:
+            print("semloc evaluate: protocol confusers: no drive of another map in the database's condition "
+                  f"({database_drive.condition}) found", file=sys.stderr)
+            return 2
+        database_drive = confuser_database(database_drive, [d.drop_invalid_gps() for d in confusers])
+        print(f"confusers: {database_drive.name}, {len(database_drive)} places: "
+              f"{', '.join(f'{d.name} ({len(d)})' for d in confusers)} at {CONFUSER_SPACING_M:g} m offsets")
     rejection_drives = []
     for name in args.rejection_queries:
         try:
@@ -343,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
         except (DatasetError, OSError) as error:
             print(f"semloc evaluate: cannot read rejection drive {name}: {error}", file=sys.stderr)
             return 2
-        same_map = "seed" in drive.metadata and drive.metadata.get("seed") == database_drive.metadata.get("seed")
+        database_seeds = {d.metadata.get("seed") for d in [database_drive, *confusers]}
+        same_map = "seed" in drive.metadata and drive.metadata.get("seed") in database_seeds
         if name == database_drive.name or name in {d.name for d in query_drives} or same_map:
             print(
                 f"semloc evaluate: rejection drive {name} is on the database map, not out-of-database", file=sys.stderr
@@ -357,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     if calibration_query is not None and calibration_query not in {d.name for d in query_drives}:
         print(f"semloc evaluate: --calibration-query {calibration_query} is not a query drive", file=sys.stderr)
         return 2
-    if args.oracle and not (database_drive.has_labels and all(d.has_labels for d in query_drives)):
+    oracle = args.oracle or protocol.oracle
+    if oracle and not (database_drive.has_labels and all(d.has_labels for d in query_drives)):
         print("semloc evaluate: --oracle needs ground-truth labels for every frame", file=sys.stderr)
         return 2
 
@@ -366,85 +431,96 @@ def main(argv: list[str] | None = None) -> int:
     localizer_config = LocalizerConfig(top_k=args.top_k, sequence_filter=args.sequence_filter)
     results: list[dict[str, Any]] = []
     calibrations: dict[str, dict[str, Any]] = {}
-    pipelines: list[Pipeline] = []
+    segmenters: dict[str, Any] = {}  # row-name suffix -> segmenter, for the segmentation tables
     start = time.perf_counter()
-    for method in args.methods:
-        pipeline = Pipeline.from_method(method, device=args.device, untrained_ok=args.untrained_ok)
-        pipelines.append(pipeline)
-        uses_labels = getattr(pipeline, "needs_labels", method in LABEL_METHODS)
-        for oracle in (False, True) if args.oracle and uses_labels else (False,):
-            label = method_label(method, oracle)
-            cache_path = cache_dir / cache_name(method, oracle, database_drive, pipeline)
-            database = None
-            if not args.no_cache and cache_path.is_file():
-                try:
-                    database = GeoDatabase.load(cache_path, expected_model_id=pipeline.model_id)
-                except DatabaseError as error:
-                    print(f"{label}: ignoring cache {cache_path}: {error}")
-                if database is not None and len(database) != len(database_drive):
-                    database = None
-            if database is None:
-                database = build_database(
-                    pipeline,
-                    database_drive,
-                    oracle=oracle,
-                    batch_size=args.batch_size,
-                    progress=not args.quiet,
-                )
-                if not args.no_cache:
-                    cache_path.parent.mkdir(parents=True, exist_ok=True)
-                    database.save(cache_path)
-            else:
-                print(f"{label}: database from cache {cache_path}")
-            per_drive = evaluate_method(
+    for variant in protocol_variants(args.methods, args.segmenters, protocol.mask_variants, oracle):
+        try:
+            pipeline = Pipeline.from_method(
+                variant.method,
+                device=args.device,
+                untrained_ok=args.untrained_ok,
+                segmenter_file=variant.segmenter,
+                mask_dynamic=variant.mask_dynamic,
+            )
+        except (OSError, WeightsError) as error:
+            print(f"semloc evaluate: {variant.name}: {error}", file=sys.stderr)
+            return 2
+        if pipeline.segmenter is not None and not variant.oracle:
+            segmenters.setdefault(variant.segmenter_name, pipeline.segmenter)
+        method, oracle = variant.name, variant.oracle
+        label = method_label(method, oracle)
+        cache_path = cache_dir / cache_name(method, oracle, database_drive, pipeline)
+        database = None
+        if not args.no_cache and cache_path.is_file():
+            try:
+                database = GeoDatabase.load(cache_path, expected_model_id=pipeline.model_id)
+            except DatabaseError as error:
+                print(f"{label}: ignoring cache {cache_path}: {error}")
+            if database is not None and len(database) != len(database_drive):
+                database = None
+        if database is None:
+            database = build_database(
                 pipeline,
                 database_drive,
-                query_drives,
-                method=method,
                 oracle=oracle,
-                threshold_m=args.threshold_m,
-                database=database,
-                localizer_config=localizer_config,
                 batch_size=args.batch_size,
                 progress=not args.quiet,
-                fit_filter_on=calibration_query,
             )
-            results.extend(per_drive.values())
-            if calibration_query is not None:
-                fitted_config = localizer_config
-                if args.sequence_filter:
-                    filtered = per_drive[calibration_query]["filtered"]
-                    fitted_config = dataclasses.replace(
-                        localizer_config,
-                        filter_temperature=filtered["filter_temperature"],
-                        filter_kidnap_probability=filtered["filter_kidnap_probability"],
-                    )
-                negatives = evaluate_rejection_drives(
-                    pipeline,
-                    database,
-                    rejection_drives,
-                    oracle=oracle,
-                    localizer_config=fitted_config,
-                    min_route_m=args.negative_min_route_m,
-                    batch_size=args.batch_size,
-                    progress=not args.quiet,
+            if not args.no_cache:
+                cache_path.parent.mkdir(parents=True, exist_ok=True)
+                database.save(cache_path)
+        else:
+            print(f"{label}: database from cache {cache_path}")
+        per_drive = evaluate_method(
+            pipeline,
+            database_drive,
+            query_drives,
+            method=method,
+            oracle=oracle,
+            threshold_m=args.threshold_m,
+            database=database,
+            localizer_config=localizer_config,
+            batch_size=args.batch_size,
+            progress=not args.quiet,
+            fit_filter_on=calibration_query,
+        )
+        results.extend(per_drive.values())
+        if calibration_query is not None:
+            fitted_config = localizer_config
+            if args.sequence_filter:
+                filtered = per_drive[calibration_query]["filtered"]
+                fitted_config = dataclasses.replace(
+                    localizer_config,
+                    filter_temperature=filtered["filter_temperature"],
+                    filter_kidnap_probability=filtered["filter_kidnap_probability"],
                 )
-                calibrations[label] = calibrate_method(
-                    list(per_drive.values()), negatives, calibration_query, args.target_precision
-                )
+            negatives = evaluate_rejection_drives(
+                pipeline,
+                database,
+                rejection_drives,
+                oracle=oracle,
+                localizer_config=fitted_config,
+                min_route_m=args.negative_min_route_m,
+                batch_size=args.batch_size,
+                progress=not args.quiet,
+            )
+            calibrations[label] = calibrate_method(
+                list(per_drive.values()), negatives, calibration_query, args.target_precision
+            )
 
     segmentation = {}
-    segmenter = next((p.segmenter for p in pipelines if p.segmenter is not None), None)
-    if segmenter is not None and args.segmentation_stride > 0:
-        segmentation = {
-            "segmenter": segmenter.model_id,
-            "drives": evaluate_segmentation(segmenter, [database_drive, *query_drives], args.segmentation_stride,
-                                            args.batch_size, progress=not args.quiet),
-        }
+    if args.segmentation_stride > 0:
+        for name, segmenter in segmenters.items():
+            segmentation[name] = {
+                "segmenter": segmenter.model_id,
+                "drives": evaluate_segmentation(segmenter, segmentation_drives, args.segmentation_stride,
+                                                args.batch_size, progress=not args.quiet),
+            }
 
     args.out.mkdir(parents=True, exist_ok=True)
     summary = {
         "dataset": str(args.dataset),
+        "protocol": {"name": protocol.name, "description": protocol.description},
         "database_drive": database_drive.name,
         "n_database": len(database_drive),
         "threshold_m": args.threshold_m,
@@ -457,13 +533,19 @@ def main(argv: list[str] | None = None) -> int:
         "threshold_m (NO_MATCH = failure); 'filtered' holds the same through the sequence filter",
         "results": results,
     }
+    if confusers:
+        summary["confusers"] = {
+            "drives": [d.name for d in confusers],
+            "spacing_m": CONFUSER_SPACING_M,
+            "n_true_database": len(segmentation_drives[0]),
+        }
     if calibrations:
         summary["calibration"] = calibrations
     if segmentation:
-        summary["segmentation"] = segmentation
+        summary["segmentation"] = segmentation  # segmenter name ('' = shipped) -> scores per drive
     write_json_atomic(summary, args.out / "results.json")
-    if segmentation:
-        print(format_segmentation_table(segmentation))
+    for name, scores in segmentation.items():
+        print(format_segmentation_table(scores, name))
         print()
     print(format_table(results))
     print(
@@ -474,9 +556,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(format_localization_table(results, calibrations))
     print(
-        f"\nR@1 = estimate within {args.threshold_m:g} m (percent of all queries); med/p95 over queries with an "
-        "estimate; cov1s/cov2s = errors inside the 1-/2-sigma ellipses (Gaussian: 39.3 / 86.5 %); cov2s* = "
-        "after the covariance scale fitted on the '(calib)' drive."
+        f"\nR@1 = estimate within {args.threshold_m:g} m, <=Dm = within D m (percent of all queries); med/p95 "
+        "over queries with an estimate; cov1s/cov2s = errors inside the 1-/2-sigma ellipses (Gaussian: 39.3 / "
+        "86.5 %); cov1s*/cov2s* = after the covariance model fitted on the '(calib)' drive."
     )
     resets = {f"{r['method']}/{r['query_drive']}": r["filtered"]["filter_resets"] for r in results if "filtered" in r}
     if any(resets.values()):
@@ -498,8 +580,12 @@ def main(argv: list[str] | None = None) -> int:
             "filtered estimates)."
         )
     for method, calibration in calibrations.items():
-        scales = ", ".join(f"{mode} {c['scale']:.3g}" for mode, c in calibration["covariance"].items())
-        print(f"{method}: covariance scale (fitted on {calibration['calibration_query_drive']}): {scales}")
+        models = ", ".join(
+            f"{mode}: covariance_scale {c['model']['scale']:.3g}, "
+            f"position_sigma_extra_m {c['model']['extra_sigma_m']:g}"
+            for mode, c in calibration["covariance"].items()
+        )
+        print(f"{method}: covariance model fitted on {calibration['calibration_query_drive']}: {models}")
     for r in results:
         if "filtered" in r and r["query_drive"] == calibration_query:
             fit = r["filtered"]["filter_fit"]

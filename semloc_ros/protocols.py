@@ -1,0 +1,158 @@
+"""Named evaluation protocols of ``semloc evaluate --protocol NAME`` (hloc-style named configurations).
+
+Every protocol scores the same metrics (Recall@N at ``threshold_m``, the share of top-1 places and of localizer
+estimates within 2, 5 and 10 m, median / 95th percentile error) for every method asked for, so the trivial
+``label-histogram`` and the ``rgb`` baseline appear in every table beside the semantic descriptor.
+
+- ``standard``: the dataset's database drive against each of its query drives.
+- ``confusers``: one database of several maps: the database drive plus every drive of OTHER maps recorded in the
+  database's condition (and those of ``--confuser-datasets``), each map shifted to its own geographic offset so
+  its look-alike places compete with the true ones but are never within the threshold.
+- ``dynamic``: the query drives with traffic, each label method with and without ``mask_dynamic`` (dynamic
+  classes ignored by the descriptor), with the segmenter and with ground-truth labels.
+- ``day-only``: the label methods once per segmenter of ``--segmenters`` (e.g. trained on day drives only, then
+  with augmentation, photometric normalisation or self-training: ``scripts/train_day_only.sh``), each with its
+  mIoU per condition.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from semloc_ros.datasets import Drive, Frame, load_semloc_sim_drive
+from semloc_ros.geodesy import LocalENU
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """What one named protocol evaluates."""
+
+    name: str
+    description: str
+    confusers: bool = False  # add other maps' drives to the database, each at its own offset
+    traffic_queries_only: bool = False  # only query drives recorded with traffic
+    mask_variants: bool = False  # label methods with and without mask_dynamic
+    oracle: bool = False  # also ground-truth labels
+    per_segmenter: bool = False  # label methods once per --segmenters file
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    p.name: p
+    for p in (
+        Protocol("standard", "database drive vs each query drive"),
+        Protocol(
+            "confusers",
+            "database of several maps (other maps' drives of the database condition at their own offsets)",
+            confusers=True,
+        ),
+        Protocol(
+            "dynamic",
+            "query drives with traffic, label methods with and without mask_dynamic, segmenter and ground truth",
+            traffic_queries_only=True,
+            mask_variants=True,
+            oracle=True,
+        ),
+        Protocol(
+            "day-only",
+            "label methods once per segmenter of --segmenters (e.g. trained on day drives only), mIoU per condition",
+            per_segmenter=True,
+        ),
+    )
+}
+
+CONFUSER_SPACING_M = 5000.0  # far beyond any route extent (~1 km) and any threshold
+
+
+def has_traffic(drive: Drive) -> bool:
+    """Whether a semloc-sim drive was recorded with traffic (``drive.json`` ``traffic`` > 0)."""
+    return float(drive.metadata.get("traffic") or 0.0) > 0.0
+
+
+def find_confuser_drives(roots: list[Path], database: Drive) -> list[Drive]:
+    """Drives of every root whose map differs from the database's and whose condition equals its condition
+    (one per map: the first by name), as a user would map each area once in the same conditions."""
+    seed, condition = database.metadata.get("seed"), database.condition
+    chosen: dict[tuple[str, object], Drive] = {}
+    for root in roots:
+        for info_path in sorted(Path(root).glob("drives/*/drive.json")):
+            info = json.loads(info_path.read_text())
+            map_key = (str(root), info.get("seed"))
+            if info.get("seed") == seed or info.get("condition") != condition or map_key in chosen:
+                continue
+            chosen[map_key] = load_semloc_sim_drive(root, info_path.parent.name)
+    return list(chosen.values())
+
+
+def shift_drive(drive: Drive, east_m: float, north_m: float, frame: LocalENU, name: str | None = None) -> Drive:
+    """The drive moved by ``(east_m, north_m)`` in the local ENU ``frame`` (geometry kept, lat/lon changed)."""
+    east, north, _ = frame.to_enu(drive.lat, drive.lon)
+    lat, lon, _ = frame.to_geodetic(np.asarray(east) + east_m, np.asarray(north) + north_m)
+    frames = [
+        replace(f, lat=float(la), lon=float(lo), image_id=f"{name or drive.name}/{f.image_id}")
+        for f, la, lo in zip(drive.frames, lat, lon, strict=True)
+    ]
+    return replace(drive, name=name or drive.name, frames=frames, skipped=dict(drive.skipped))
+
+
+def confuser_database(database: Drive, confusers: list[Drive], spacing_m: float = CONFUSER_SPACING_M) -> Drive:
+    """One database drive: ``database`` unchanged, then confuser ``k`` (1-based) shifted by ``k * spacing_m``
+    along a direction that turns 90 degrees per map (east, north, west, south, then farther out)."""
+    frame = LocalENU.centred_on(database.lat, database.lon)
+    frames: list[Frame] = list(database.frames)
+    for k, drive in enumerate(confusers, start=1):
+        ring, quarter = (k - 1) // 4 + 1, (k - 1) % 4
+        direction = ((1, 0), (0, 1), (-1, 0), (0, -1))[quarter]
+        distance = ring * spacing_m
+        shifted = shift_drive(drive, direction[0] * distance, direction[1] * distance, frame, f"confuser{k}")
+        frames.extend(shifted.frames)
+    names = "+".join(d.name for d in confusers)
+    return replace(
+        database,
+        name=f"{database.name}+{len(confusers)}maps",
+        frames=frames,
+        metadata={**database.metadata, "confusers": names, "confuser_spacing_m": spacing_m},
+    )
+
+
+LABEL_METHODS = ("semantic", "hybrid", "label-histogram")  # methods whose input includes a label image
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row set of a results table: a method with its segmenter, masking and label source."""
+
+    method: str
+    segmenter: Path | None = None  # None = the shipped segmenter
+    mask_dynamic: bool = False
+    oracle: bool = False  # ground-truth labels instead of the segmenter
+
+    @property
+    def segmenter_name(self) -> str:
+        return self.segmenter.stem if self.segmenter is not None else ""
+
+    @property
+    def name(self) -> str:
+        """Row name without the oracle suffix: ``semantic``, ``semantic+mask``, ``semantic@day-plain``, ..."""
+        suffix = f"@{self.segmenter_name}" if self.segmenter is not None and not self.oracle else ""
+        return f"{self.method}{suffix}{'+mask' if self.mask_dynamic else ''}"
+
+
+def protocol_variants(
+    methods: list[str], segmenters: list[Path] | None, mask_variants: bool, oracle: bool
+) -> list[Variant]:
+    """Every variant to score: label methods once per segmenter (ground truth once), with and without masking
+    when ``mask_variants``; RGB once."""
+    variants = []
+    for method in methods:
+        if method not in LABEL_METHODS:
+            variants.append(Variant(method))
+            continue
+        for mask in (False, True) if mask_variants else (False,):
+            variants.extend(Variant(method, segmenter, mask) for segmenter in segmenters or [None])
+            if oracle:
+                variants.append(Variant(method, None, mask, oracle=True))
+    return variants

@@ -1,0 +1,156 @@
+"""Named evaluation protocols: confuser databases, traffic queries with/without masking, per-segmenter rows."""
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from semloc_ros.datasets import Drive, Frame, load_semloc_sim_drive
+from semloc_ros.geodesy import LocalENU, geodesic_distance_m
+from semloc_ros.labels import SEMLOC_SIM
+from semloc_ros.protocols import (
+    CONFUSER_SPACING_M,
+    Variant,
+    confuser_database,
+    find_confuser_drives,
+    protocol_variants,
+    shift_drive,
+)
+
+ORIGIN = LocalENU(51.752, -1.2577, 60.0)
+SKY, ROAD, CAR = SEMLOC_SIM.id_of("SKY"), SEMLOC_SIM.id_of("ROAD"), SEMLOC_SIM.id_of("CAR")
+
+
+def write_drive(root: Path, name: str, places, info: dict, cars: bool = False, pole: bool = False) -> None:
+    """A semloc-sim drive of 48x64 frames 10 m apart along east; the sky share encodes the place."""
+    drive = root / "drives" / name
+    (drive / "rgb").mkdir(parents=True)
+    (drive / "label").mkdir()
+    (drive / "drive.json").write_text(json.dumps(info))
+    rng = np.random.default_rng(len(name))
+    lat, lon, _ = ORIGIN.to_geodetic(np.array([p * 10.0 for p in places]), np.zeros(len(places)))
+    with open(drive / "poses.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["frame", "stamp_ns", "lat", "lon", "alt_m", "heading_rad"])
+        for i, p in enumerate(places):
+            writer.writerow([i, (i + 1) * 10**8, lat[i], lon[i], 60.0, 0.0])
+            labels = np.full((48, 64), ROAD, np.uint8)
+            labels[: 6 * (p + 1)] = SKY
+            if cars:  # a vehicle hiding the right quarter of the view
+                labels[:, 48:64] = CAR
+            if pole:
+                labels[:, 30:33] = SEMLOC_SIM.id_of("POLE")
+            cv2.imwrite(str(drive / "label" / f"{i:06d}.png"), labels)
+            cv2.imwrite(str(drive / "rgb" / f"{i:06d}.jpg"), rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+
+
+def write_two_map_dataset(root: Path, traffic: bool = False) -> None:
+    """Map 10: database (day, with a pole the queries lack) and night queries; map 21: a day drive that looks
+    even more like the queries than their own places (a confuser) and a night drive (never a confuser: other
+    condition)."""
+    write_drive(root, "db", range(6), {"seed": 10, "condition": "day"}, pole=True)
+    write_drive(root, "q", (1, 3, 5), {"seed": 10, "condition": "night", "traffic": 0.1 if traffic else 0.0},
+                cars=traffic)
+    write_drive(root, "other_day", range(6), {"seed": 21, "condition": "day"})
+    write_drive(root, "other_night", range(6), {"seed": 21, "condition": "night"})
+    (root / "splits.json").write_text(json.dumps({"database": "db", "queries": ["q"], "train": []}))
+
+
+def test_shift_drive_moves_positions_and_keeps_geometry() -> None:
+    lat, lon, _ = ORIGIN.to_geodetic(np.array([0.0, 30.0, 30.0]), np.array([0.0, 0.0, 40.0]))
+    drive = Drive("d", [Frame(f"d/{i}", i, float(a), float(o)) for i, (a, o) in enumerate(zip(lat, lon, strict=True))])
+    moved = shift_drive(drive, 5000.0, -2000.0, ORIGIN, name="c1")
+    east, north, _ = ORIGIN.to_enu(moved.lat, moved.lon)
+    np.testing.assert_allclose(east, [5000.0, 5030.0, 5030.0], atol=1e-3)
+    np.testing.assert_allclose(north, [-2000.0, -2000.0, -1960.0], atol=1e-3)
+    assert geodesic_distance_m(moved.lat[1], moved.lon[1], moved.lat[2], moved.lon[2]) == pytest.approx(40.0, abs=0.05)
+    assert [f.image_id for f in moved] == ["c1/d/0", "c1/d/1", "c1/d/2"]
+    assert drive.frames[0].lat == lat[0]  # the source drive is untouched
+
+
+def test_confuser_database_places_every_map_far_from_the_others(tmp_path) -> None:
+    write_two_map_dataset(tmp_path)
+    database = load_semloc_sim_drive(tmp_path, "db")
+    confusers = find_confuser_drives([tmp_path], database)
+    assert [d.name for d in confusers] == ["other_day"]  # same condition, other map; night drive left out
+    combined = confuser_database(database, confusers + confusers)  # the same map twice: two offsets
+    assert len(combined) == 18 and combined.name == "db+2maps"
+    np.testing.assert_array_equal(combined.lat[:6], database.lat)  # the true database is unchanged
+    distances = geodesic_distance_m(database.lat[0], database.lon[0], combined.lat[6:], combined.lon[6:])
+    assert np.all(distances > CONFUSER_SPACING_M - 100)
+    first, second = combined.frames[6], combined.frames[12]
+    assert geodesic_distance_m(first.lat, first.lon, second.lat, second.lon) > CONFUSER_SPACING_M
+
+
+def test_protocol_variants_name_every_row() -> None:
+    segs = [Path("/m/day-plain.pt"), Path("/m/day-selftrain.pt")]
+    variants = protocol_variants(["semantic", "rgb"], segs, mask_variants=False, oracle=True)
+    assert [v.name for v in variants] == ["semantic@day-plain", "semantic@day-selftrain", "semantic", "rgb"]
+    assert variants[2].oracle and variants[2].segmenter is None
+    masked = protocol_variants(["label-histogram"], None, mask_variants=True, oracle=False)
+    assert [(v.name, v.mask_dynamic) for v in masked] == [("label-histogram", False), ("label-histogram+mask", True)]
+    assert Variant("rgb").segmenter_name == ""
+
+
+def _evaluate(tmp_path: Path, protocol: str, dataset: Path, *extra: str) -> dict:
+    from semloc_ros.commands import evaluate
+
+    out = tmp_path / protocol
+    argv = ["--dataset", str(dataset), "--protocol", protocol, "--methods", "label-histogram", "--out", str(out),
+            "--threshold-m", "4", "--threads", "1", "--untrained-ok", "--quiet", "--no-plots", *extra]
+    with pytest.warns(UserWarning, match="UNTRAINED"):
+        assert evaluate.main(argv) == 0
+    return json.loads((out / "results.json").read_text())
+
+
+def test_confusers_protocol_lets_look_alike_maps_compete(tmp_path, monkeypatch) -> None:
+    from semloc_ros import pipeline
+
+    monkeypatch.setattr(pipeline, "WEIGHTS_DIR", tmp_path / "no-weights")  # untrained segmenter: plumbing only
+    write_two_map_dataset(tmp_path / "data")
+    standard = _evaluate(tmp_path, "standard", tmp_path / "data", "--oracle")
+    confusers = _evaluate(tmp_path, "confusers", tmp_path / "data", "--oracle")
+    oracle = {r["method"]: r for r in standard["results"]}["label-histogram-oracle"]
+    assert oracle["recall_at_n_all_queries"]["1"] == 100.0
+    assert confusers["protocol"]["name"] == "confusers"
+    assert confusers["n_database"] == 12 and confusers["confusers"]["drives"] == ["other_day"]
+    confused = {r["method"]: r for r in confusers["results"]}["label-histogram-oracle"]
+    # Each query looks exactly like its look-alike 5 km away and almost like its true place (the pole): the
+    # look-alike wins the top-1, the true place comes second.
+    assert confused["recall_at_n_all_queries"]["1"] == 0.0
+    assert confused["recall_at_n_all_queries"]["5"] == 100.0
+    top1 = np.array(confused["per_query"]["top1_error_m"])
+    assert np.all(top1 > CONFUSER_SPACING_M - 100)
+
+
+def test_dynamic_protocol_masks_vehicles(tmp_path, monkeypatch) -> None:
+    from semloc_ros import pipeline
+
+    monkeypatch.setattr(pipeline, "WEIGHTS_DIR", tmp_path / "no-weights")
+    write_two_map_dataset(tmp_path / "data", traffic=True)
+    results = _evaluate(tmp_path, "dynamic", tmp_path / "data")
+    rows = {r["method"]: r for r in results["results"]}
+    assert set(rows) == {"label-histogram", "label-histogram-oracle", "label-histogram+mask",
+                         "label-histogram+mask-oracle"}
+    assert rows["label-histogram+mask"]["model_id"].endswith("+mask-dynamic")
+    # The car hides a quarter of every query: it lowers the similarity to the true place unless ignored.
+    masked = np.array(rows["label-histogram+mask-oracle"]["per_query"]["best_similarity"])
+    unmasked = np.array(rows["label-histogram-oracle"]["per_query"]["best_similarity"])
+    assert np.all(masked > unmasked + 0.05), (masked, unmasked)
+    assert rows["label-histogram+mask-oracle"]["top1_error_m"]["within_2m"] == 100.0
+
+
+def test_protocols_refuse_what_they_cannot_score(tmp_path, capsys) -> None:
+    from semloc_ros.commands import evaluate
+
+    write_two_map_dataset(tmp_path / "data")  # no traffic anywhere
+    base = ["--dataset", str(tmp_path / "data"), "--out", str(tmp_path / "o"), "--quiet"]
+    assert evaluate.main([*base, "--protocol", "dynamic"]) == 2
+    assert "traffic" in capsys.readouterr().err
+    assert evaluate.main([*base, "--protocol", "day-only"]) == 2
+    assert "--segmenters" in capsys.readouterr().err
+    assert evaluate.main([*base, "--protocol", "confusers", "--rejection-queries", "other_night"]) == 2
+    assert "on the database map" in capsys.readouterr().err
