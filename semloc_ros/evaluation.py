@@ -10,9 +10,9 @@ Localization (the :class:`Localizer`'s estimate, not the top-1 entry) is scored 
 (``filtered``): Recall@1 = percentage of queries whose estimate is within ``threshold_m``, error statistics,
 and the coverage of the reported covariances (errors inside the 1- and 2-sigma ellipses).
 No-match rejection and calibration (:func:`calibrate_method`): out-of-database frames (:func:`rejection_scores`)
-are negatives, query frames with a database positive are positives; thresholds and the covariance scale are
-fitted on one query drive plus the first half of the negatives and reported on the other drives and the
-second half.
+are negatives, query frames with a database positive are positives; thresholds and the covariance model are
+fitted on one query drive plus part of the negatives (one map's drives, or the first half of each drive) and
+reported on the other query drives and the other negatives (:func:`split_negatives`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ import faiss
 import numpy as np
 
 from semloc_ros.calibration import (
+    calibrated_covariance,
     covariance_coverage,
     covariance_scale,
+    fit_covariance_model,
     fit_temperature,
     mahalanobis_squared,
     operating_point,
@@ -366,15 +368,17 @@ def localization_metrics(
     is_fix = np.array([s is FixStatus.FIX for s in statuses], dtype=bool)
 
     distances = np.full(len(estimates), np.nan)
+    errors_en = np.full((len(estimates), 2), np.nan)
+    covariances = np.full((len(estimates), 2, 2), np.nan)
     if has_estimate.any():
         frame = database.frame
         true_east, true_north, _ = frame.to_enu(query_lat[has_estimate], query_lon[has_estimate])
         chosen = [e for e, keep in zip(estimates, has_estimate, strict=True) if keep]
-        errors_en = np.column_stack(
+        errors_en[has_estimate] = np.column_stack(
             [[e.east for e in chosen] - np.asarray(true_east), [e.north for e in chosen] - np.asarray(true_north)]
         )
-        covariances = np.array([np.asarray(e.covariance_enu)[:2, :2] for e in chosen])
-        distances[has_estimate] = mahalanobis_squared(errors_en, covariances)
+        covariances[has_estimate] = np.array([np.asarray(e.covariance_enu)[:2, :2] for e in chosen])
+        distances[has_estimate] = mahalanobis_squared(errors_en[has_estimate], covariances[has_estimate])
     within = np.isfinite(error) & (error <= threshold_m)
     return {
         "localization_recall_at_1": float(np.mean(within) * 100) if len(error) else math.nan,
@@ -389,6 +393,12 @@ def localization_metrics(
             "confidence": [float(e.confidence) for e in estimates],
             "status": [s.value for s in statuses],
             "mahalanobis_sq": _nan_to_none(distances),
+            "error_east_m": _nan_to_none(errors_en[:, 0]),
+            "error_north_m": _nan_to_none(errors_en[:, 1]),
+            "covariance_en_m2": [  # [ee, en, nn] of the reported east/north covariance
+                None if not np.isfinite(c).all() else [float(c[0, 0]), float(c[0, 1]), float(c[1, 1])]
+                for c in covariances
+            ],
         },
     }
 
@@ -561,6 +571,7 @@ def rejection_scores(
         ]
     return {
         "drive": drive.name,
+        "map": drive.metadata.get("seed"),
         "condition": drive.condition,
         "n_frames": len(drive),
         "n_negatives": int(negative.sum()),
@@ -603,6 +614,26 @@ def _halves(values: Sequence[float]) -> tuple[list[float], list[float]]:
     return list(values[:middle]), list(values[middle:])
 
 
+def split_negatives(negatives: Sequence[dict[str, Any]], score: str) -> tuple[list[float], list[float], str]:
+    """Calibration and report negatives of one score, and the rule used.
+
+    Negatives of two or more maps: the first map's drives calibrate, the other maps' drives report (held-out
+    places, the honest test of a threshold). One map: the first half of each drive (route order) calibrates,
+    the second half reports.
+    """
+    maps = list(dict.fromkeys(n.get("map") for n in negatives))
+    if len(maps) >= 2 and None not in maps:
+        fit = [v for n in negatives if n["map"] == maps[0] for v in n["scores"][score]]
+        report = [v for n in negatives if n["map"] != maps[0] for v in n["scores"][score]]
+        return fit, report, f"map {maps[0]} calibrates, map(s) {', '.join(str(m) for m in maps[1:])} report"
+    fit, report = [], []
+    for n in negatives:
+        first, second = _halves(n["scores"][score])
+        fit += first
+        report += second
+    return fit, report, "first half in route order calibrates, second half reports"
+
+
 def _subsampled_curve(scores: np.ndarray, labels: np.ndarray) -> dict[str, list]:
     curve = precision_recall_curve(scores, labels)
     keep = np.unique(np.linspace(0, len(curve.thresholds) - 1, min(len(curve.thresholds), _MAX_CURVE_POINTS)).round())
@@ -633,6 +664,17 @@ def _mode_per_query(result: dict[str, Any], mode: str) -> dict[str, Any] | None:
     return result["filtered"]["per_query"] if "filtered" in result else None
 
 
+def _errors_and_covariances(result: dict[str, Any], mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 2) east/north errors and (N, 2, 2) covariances of one drive's estimates (NaN where none)."""
+    per_query = _mode_per_query(result, mode)
+    errors = np.column_stack([_float_array(per_query["error_east_m"]), _float_array(per_query["error_north_m"])])
+    covariances = np.full((len(errors), 2, 2), np.nan)
+    for i, c in enumerate(per_query["covariance_en_m2"]):
+        if c is not None:
+            covariances[i] = [[c[0], c[1]], [c[1], c[2]]]
+    return errors, covariances
+
+
 def _float_array(values: Sequence[float | None]) -> np.ndarray:
     return np.array([np.nan if v is None else v for v in values], dtype=float)
 
@@ -657,8 +699,9 @@ def calibrate_method(
     """No-match thresholds and covariance scales of one method, fitted on held-out data and reported.
 
     Fitted on: the query drive named ``calibration_drive`` (its frames with a database positive are the
-    positives) and the first half (route order) of each negative drive's out-of-database frames. Reported on:
-    every other query drive and the second half of the negatives. Query frames without a database positive
+    positives) and the calibration part of the negatives (:func:`split_negatives`: the first map's drives when
+    they come from several maps, else the first half of each drive). Reported on: every other query drive and
+    the rest of the negatives. Query frames without a database positive
     within the evaluation threshold are neither positives nor negatives and are left out.
 
     For each score (:data:`REJECTION_SCORES`) the threshold is the one with the largest recall at precision
@@ -666,7 +709,9 @@ def calibrate_method(
     within the evaluation threshold (``fix_precision_filtered``: the same best-similarity gate in front of the
     filtered estimates, as the Localizer applies ``min_similarity`` with the filter). For each mode
     (single-frame, filtered) the covariance scale makes 86.5 % of the calibration drive's errors fall inside
-    their 2-sigma ellipses.
+    their 2-sigma ellipses (``scale``), and ``model`` (:func:`fit_covariance_model`: ``covariance_scale`` and
+    ``position_sigma_extra_m`` of the localizer) matches both the 1- and 2-sigma coverages; ``calibrated`` is
+    that model's coverage on each held-out drive.
     """
     by_drive = {r["query_drive"]: r for r in results}
     if calibration_drive not in by_drive:
@@ -679,27 +724,31 @@ def calibrate_method(
     for mode in modes:
         fit = _float_array(_mode_per_query(by_drive[calibration_drive], mode)["mahalanobis_sq"])
         scale = covariance_scale(fit)
+        model = fit_covariance_model(*_errors_and_covariances(by_drive[calibration_drive], mode))
         covariance[mode] = {
             "scale": scale,
+            "model": model,
             "calibration_coverage": covariance_coverage(fit),
             "per_drive": {},
         }
         for name in held_out:
             distances = _float_array(_mode_per_query(by_drive[name], mode)["mahalanobis_sq"])
+            errors, covariances = _errors_and_covariances(by_drive[name], mode)
+            calibrated = None
+            if math.isfinite(model["scale"]):
+                covariances = calibrated_covariance(covariances, model["scale"], model["extra_sigma_m"])
+                calibrated = covariance_coverage(mahalanobis_squared(errors, covariances))
             covariance[mode]["per_drive"][name] = {
                 "raw": covariance_coverage(distances),
                 "scaled": covariance_coverage(distances, scale) if math.isfinite(scale) else None,
+                "calibrated": calibrated,
             }
 
     rejection: dict[str, Any] = {}
     for score, (mode, parameter) in REJECTION_SCORES.items():
         if not negatives or mode not in modes or any(score not in n["scores"] for n in negatives):
             continue
-        fit_negatives, report_negatives = [], []
-        for n in negatives:
-            first, second = _halves(n["scores"][score])
-            fit_negatives += first
-            report_negatives += second
+        fit_negatives, report_negatives, _ = split_negatives(negatives, score)
 
         fit_scores, _ = _positive_scores(by_drive[calibration_drive], score, mode, threshold_m)
         choice = threshold_at_precision(
@@ -734,6 +783,7 @@ def calibrate_method(
                 )
         rejection[score] = entry
 
+    split = split_negatives(negatives, "best_similarity") if negatives else ([], [], "no negatives")
     return {
         "method": by_drive[calibration_drive]["method"],
         "calibration_query_drive": calibration_drive,
@@ -743,10 +793,9 @@ def calibrate_method(
         "negatives": {
             "drives": [n["drive"] for n in negatives],
             "rule": f"frames farther than {negatives[0]['min_route_m'] if negatives else math.nan:g} m along "
-            "their route from the start (maps share their first road stretch); first half in route order "
-            "calibrates, second half reports",
-            "n_calibration": int(sum(len(_halves(n["scores"]["best_similarity"])[0]) for n in negatives)),
-            "n_report": int(sum(len(_halves(n["scores"]["best_similarity"])[1]) for n in negatives)),
+            f"their route from the start (maps share their first road stretch); {split[2]}",
+            "n_calibration": len(split[0]),
+            "n_report": len(split[1]),
         },
         "covariance": covariance,
         "rejection": rejection,

@@ -19,7 +19,9 @@ For one query descriptor:
    ``position_sigma_floor_m**2`` (the database's own position error and place spacing), divided by
    ``max(c, 0.01)``: with probability about ``1 - c`` the consensus is the wrong place, so a less confident
    fix gets a proportionally wider uncertainty (at most 100 times the variance). Up gets
-   ``altitude_sigma_m**2``, uncorrelated with east/north.
+   ``altitude_sigma_m**2``, uncorrelated with east/north. Finally east/north become
+   ``covariance_scale * S + position_sigma_extra_m**2 * I``, the calibration fitted by ``semloc evaluate``
+   (:func:`semloc_ros.calibration.fit_covariance_model`; defaults 1 and 0 leave ``S`` as it is).
 7. Status: ``NO_MATCH`` if the best similarity is below ``min_similarity`` (then ``confidence`` is 0),
    ``LOW_CONFIDENCE`` if ``c < min_confidence``, otherwise ``FIX``.
 
@@ -45,6 +47,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from semloc_ros.calibration import calibrated_covariance
 from semloc_ros.checks import require_in, require_int_in, require_positive
 from semloc_ros.database import GeoDatabase
 from semloc_ros.geodesy import LocalENU
@@ -105,6 +108,8 @@ class LocalizerConfig:
     min_similarity: float = 0.0
     position_sigma_floor_m: float = 3.0
     altitude_sigma_m: float = 10.0
+    covariance_scale: float = 1.0
+    position_sigma_extra_m: float = 0.0
     sequence_filter: bool = False
     filter_speed_mps: float = 10.0
     filter_speed_sigma_mps: float = 5.0
@@ -138,7 +143,9 @@ class LocalizerConfig:
         """Raise ValueError naming the first invalid parameter; returns self."""
         require_int_in("top_k", self.top_k, 1, MAX_TOP_K)
         require_positive(consensus_radius_m=self.consensus_radius_m, temperature=self.temperature,
-                         position_sigma_floor_m=self.position_sigma_floor_m, altitude_sigma_m=self.altitude_sigma_m)
+                         position_sigma_floor_m=self.position_sigma_floor_m, altitude_sigma_m=self.altitude_sigma_m,
+                         covariance_scale=self.covariance_scale)
+        require_in("position_sigma_extra_m", self.position_sigma_extra_m, 0.0, 1e4)
         require_in("min_confidence", self.min_confidence, 0.0, 1.0)
         require_in("min_similarity", self.min_similarity, -1.0, 1.0, what="a cosine")
         if not isinstance(self.sequence_filter, bool | np.bool_):
@@ -215,7 +222,7 @@ class Localizer:
         similarities, indices = self._database.search(matrix, self._config.top_k)
         frame, enu = self._database.frame_and_enu()
         return [
-            self._estimate(row_similarities, row_indices, frame, enu)
+            self._calibrated(self._estimate(row_similarities, row_indices, frame, enu))
             for row_similarities, row_indices in zip(similarities, indices, strict=True)
         ]
 
@@ -251,11 +258,13 @@ class Localizer:
         frame, enu = self._database.frame_and_enu()
         estimates = []
         for row in range(count):
-            single = self._estimate(similarities[row, : config.top_k], indices[row, : config.top_k], frame, enu)
+            single = self._calibrated(
+                self._estimate(similarities[row, : config.top_k], indices[row, : config.top_k], frame, enu)
+            )
             self._advance(stamps[row], displacements[row])
             if single.status is not FixStatus.NO_MATCH:
                 self._filter.update(similarities[row], indices[row])
-            filtered = self._filter.estimate()
+            filtered = self._calibrated(self._filter.estimate())
             filtered.matches = single.matches
             if single.status is FixStatus.NO_MATCH:
                 filtered.status, filtered.confidence = FixStatus.NO_MATCH, 0.0
@@ -291,6 +300,17 @@ class Localizer:
         if not np.all(np.isfinite(matrix)):
             raise ValueError("query descriptor contains NaN or infinite values")
         return matrix
+
+    def _calibrated(self, estimate: PositionEstimate) -> PositionEstimate:
+        """The estimate with ``covariance_scale`` and ``position_sigma_extra_m`` applied to east/north."""
+        config = self._config
+        if config.covariance_scale != 1.0 or config.position_sigma_extra_m != 0.0:
+            covariance = np.array(estimate.covariance_enu, dtype=np.float64)
+            covariance[:2, :2] = calibrated_covariance(
+                covariance[:2, :2], config.covariance_scale, config.position_sigma_extra_m
+            )
+            estimate.covariance_enu = covariance
+        return estimate
 
     def _estimate(
         self, similarities: np.ndarray, indices: np.ndarray, frame: LocalENU, enu: np.ndarray

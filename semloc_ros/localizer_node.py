@@ -62,6 +62,9 @@ CONFIG_PARAMETERS = {
     "min_similarity": "best similarity below this means 'not in the database' (NO_FIX, no position)",
     "position_sigma_floor_m": "smallest 1-sigma position uncertainty reported",
     "altitude_sigma_m": "1-sigma altitude uncertainty reported",
+    "covariance_scale": "factor on the east/north covariance (calibrated by semloc evaluate --rejection-queries)",
+    "position_sigma_extra_m": "1-sigma error added to east/north after the scale, not shrunk by confidence "
+    "(lane offset, database pose error; calibrated by semloc evaluate)",
     "sequence_filter": "fuse consecutive descriptors with the discrete Bayes filter over database places",
     "filter_speed_mps": "sequence filter: prior vehicle speed (travel per step = speed x stamp difference)",
     "filter_speed_sigma_mps": "sequence filter: 1-sigma of the prior speed",

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from semloc_ros.calibration import (
+    calibrated_covariance,
     covariance_coverage,
     covariance_scale,
+    fit_covariance_model,
     gaussian_2d_coverage,
     mahalanobis_squared,
     operating_point,
@@ -115,6 +117,34 @@ def test_scale_factor_recovers_a_known_misscaling(true_scale):
     after = covariance_coverage(distances, scale)
     assert after["within_2sigma"] == pytest.approx(0.865, abs=0.005)  # what the scale was fitted to
     assert after["within_1sigma"] == pytest.approx(0.393, abs=0.015)  # and the other ellipse follows
+
+
+def test_covariance_model_recovers_an_unreported_isotropic_error():
+    """True errors ~ N(0, 0.5 S + (4 m)^2 I) with reported covariances S of 0.25-5 m sigmas: an error the
+    localizer does not see (like a camera one lane beside the mapped one) dominates the small covariances, so no
+    single scale fits both coverages; the scale plus an added sigma does, on a second sample too."""
+
+    def sample(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        covariances = random_covariances(n, seed) / 16.0
+        true = calibrated_covariance(covariances, 0.5, 4.0)
+        factors = np.linalg.cholesky(true)
+        errors = np.einsum("nij,nj->ni", factors, np.random.default_rng(seed + 1).standard_normal((n, 2)))
+        return errors, covariances
+
+    errors, covariances = sample(1500, seed=5)
+    distances = mahalanobis_squared(errors, covariances)
+    scaled = covariance_coverage(distances, covariance_scale(distances))
+    assert abs(scaled["within_1sigma"] - 0.393) > 0.04  # the 2-sigma-fitted scale misses the 1-sigma coverage
+    model = fit_covariance_model(errors, covariances)
+    assert model["n"] == 1500
+    assert model["extra_sigma_m"] >= 3.0  # the unreported error is found (scale and sigma trade off a little)
+    test_errors, test_covariances = sample(4000, seed=7)
+    fitted = calibrated_covariance(test_covariances, model["scale"], model["extra_sigma_m"])
+    coverage = covariance_coverage(mahalanobis_squared(test_errors, fitted))
+    assert coverage["within_1sigma"] == pytest.approx(0.393, abs=0.025)
+    assert coverage["within_2sigma"] == pytest.approx(0.865, abs=0.025)
+    nothing = fit_covariance_model(np.full((3, 2), np.nan), covariances[:3])
+    assert nothing["n"] == 0 and math.isnan(nothing["scale"])
 
 
 def test_undefined_distances_are_counted_not_used():
@@ -249,9 +279,26 @@ def test_calibration_of_a_method_on_held_out_drives(tmp_path):
         scale = calibrated["covariance"][mode]["scale"]
         assert math.isfinite(scale) and scale > 0
         assert calibrated["covariance"][mode]["per_drive"]["night_report"]["scaled"]["scale"] == scale
+        model = calibrated["covariance"][mode]["model"]
+        assert model["scale"] > 0 and model["extra_sigma_m"] >= 0
+        assert calibrated["covariance"][mode]["per_drive"]["night_report"]["calibrated"]["n"] > 0
 
     table = format_localization_table(results, {"synthetic": calibrated})
     assert "day (calib)" in table and "filtered" in table
     assert "night_report" in format_rejection_table({"synthetic": calibrated})
     png = plot_rejection_curves({"synthetic": calibrated}, tmp_path / "rejection.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_negatives_of_several_maps_are_split_by_map():
+    from semloc_ros.evaluation import split_negatives
+
+    def negatives(name, seed, values):
+        return {"drive": name, "map": seed, "scores": {"best_similarity": values}}
+
+    two_maps = [negatives("a_day", 21, [1, 2]), negatives("b_day", 33, [3, 4, 5]), negatives("a_night", 21, [6])]
+    fit, report, rule = split_negatives(two_maps, "best_similarity")
+    assert (fit, report) == ([1, 2, 6], [3, 4, 5]) and "map 21 calibrates" in rule
+    one_map = [negatives("a_day", 21, [1, 2, 3]), negatives("a_night", 21, [4, 5])]
+    fit, report, rule = split_negatives(one_map, "best_similarity")
+    assert (fit, report) == ([1, 2, 4], [3, 5]) and "half" in rule

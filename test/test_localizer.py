@@ -81,6 +81,9 @@ def test_default_config_is_valid():
         ("min_similarity", "0.1"),
         ("position_sigma_floor_m", 0.0),
         ("altitude_sigma_m", -1.0),
+        ("covariance_scale", 0.0),
+        ("position_sigma_extra_m", -1.0),
+        ("position_sigma_extra_m", math.nan),
     ],
 )
 def test_config_validation_names_the_parameter(name, value):
@@ -192,6 +195,21 @@ def test_covariance_is_symmetric_psd_and_grows_when_matches_disagree():
     np.testing.assert_allclose(np.diag(estimates[1].covariance_enu)[:2], [100.0 + 9.0, 9.0], atol=1e-3)
     assert estimates[1].east == pytest.approx(np.mean([m.east for m in estimates[1].matches]), abs=1e-3)
     assert estimates[2].covariance_enu[0, 1] > 0.0  # the matches spread along north-east
+
+
+@pytest.mark.parametrize("sequence_filter", [False, True])
+def test_calibrated_covariance_is_scaled_plus_an_isotropic_extra(sequence_filter):
+    rng = np.random.default_rng(4)
+    query = random_unit(rng)
+    database = database_at([[0.0, 0.0], [20.0, 0.0], [12.0, 9.0]], with_similarity(query, [0.9, 0.9, 0.89], rng))
+    base = LocalizerConfig(sequence_filter=sequence_filter)
+    calibrated = LocalizerConfig(sequence_filter=sequence_filter, covariance_scale=2.5, position_sigma_extra_m=4.0)
+    raw = Localizer(database, base).localize(query, stamp_ns=1)
+    fitted = Localizer(database, calibrated).localize(query, stamp_ns=1)
+    expected = 2.5 * raw.covariance_enu[:2, :2] + 16.0 * np.eye(2)
+    np.testing.assert_allclose(fitted.covariance_enu[:2, :2], expected, rtol=1e-9)
+    assert fitted.covariance_enu[2, 2] == raw.covariance_enu[2, 2]  # altitude untouched
+    assert (fitted.lat, fitted.lon, fitted.confidence) == (raw.lat, raw.lon, raw.confidence)
 
 
 def test_ambiguous_places_give_low_confidence():
