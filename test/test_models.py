@@ -282,6 +282,22 @@ def test_save_checkpoint_needs_meta_and_model_id_is_stable(tmp_path):
     assert make_model_id("x", 2, sd) == make_model_id("x", 2, {k: v.clone() for k, v in sd.items()})
 
 
+def test_onnx_round_trip(seg, tmp_path):
+    pytest.importorskip("onnxruntime")
+    path = tmp_path / "seg.onnx"
+    seg.export_onnx(path)
+    loaded = Segmenter.from_file(path, device="cpu")
+    assert loaded.input_size == SMALL and loaded.model_id.startswith("onnx@")
+    rgbs = _rgbs(3)
+    np.testing.assert_array_equal(loaded.predict_batch(rgbs), seg.predict_batch(rgbs))
+    lut = np.arange(SEMLOC_SIM.num_classes)[::-1].astype(np.uint8)  # an ONNX model of another label set
+    mapped = Segmenter.from_file(path, device="cpu", label_mapping=LabelMapping("reverse", SEMLOC_SIM.names, lut))
+    np.testing.assert_array_equal(mapped.predict_batch(rgbs), lut[seg.predict_batch(rgbs)])
+    (tmp_path / "bad.onnx").write_bytes(b"not an onnx model")
+    with pytest.raises(WeightsError):
+        Segmenter.from_file(tmp_path / "bad.onnx")
+
+
 def test_onnx_without_onnxruntime_is_a_clear_error(tmp_path):
     try:
         import onnxruntime  # noqa: F401

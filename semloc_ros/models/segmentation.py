@@ -277,7 +277,15 @@ class Segmenter:
             raise WeightsError(f"weights file not found: {path}")
         dev = resolve_device(device)
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if dev.type == "cuda" else None
-        session = ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()  # the node's `threads`, as for torch models
+        options.inter_op_num_threads = 1
+        try:
+            session = ort.InferenceSession(
+                str(path), sess_options=options, providers=providers or ["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
+            raise WeightsError(f"cannot load ONNX model {path}: {exc}") from exc
         shape = session.get_inputs()[0].shape
         fixed = shape[2:4] if all(isinstance(s, int) for s in shape[2:4]) else None
         input_name = session.get_inputs()[0].name
@@ -312,6 +320,25 @@ class Segmenter:
             warnings.simplefilter("ignore", FutureWarning)
             scripted = torch.jit.script(self.model.cpu().eval())
             torch.jit.save(scripted, str(path), _extra_files={TORCHSCRIPT_META: json.dumps(meta)})
+        self.model.to(self.device)
+
+    def export_onnx(self, path: str | os.PathLike) -> None:
+        """Write an ONNX file (input ``image`` Nx3xHxW ImageNet-normalised at ``input_size``, output ``logits``)
+        for onnxruntime or other runtimes; ``from_file`` loads it back (model id from the file's digest)."""
+        if not isinstance(self.model, nn.Module) or self.input_size is None:
+            raise TypeError("only torch modules with a fixed input_size can be exported to ONNX")
+        example = torch.zeros(1, 3, *self.input_size)
+        with warnings.catch_warnings():  # the TorchScript-based exporter: no onnxscript needed
+            warnings.simplefilter("ignore", (FutureWarning, DeprecationWarning, UserWarning))
+            torch.onnx.export(
+                self.model.cpu().eval(),
+                (example,),
+                str(path),
+                input_names=["image"],
+                output_names=["logits"],
+                dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+                dynamo=False,
+            )
         self.model.to(self.device)
 
     # ---- inference ----------------------------------------------------------------------------------
