@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -192,6 +193,53 @@ def place_records(frames: Sequence[Frame]) -> list[PlaceRecord]:
     ]
 
 
+class PredictedLabels:
+    """Segmenter outputs kept per (segmenter model id, image file), so methods sharing a segmenter (semantic,
+    hybrid, label-histogram, masked variants) segment each frame once per run. Only frames read from image files
+    are kept (in-memory and bag frames have no stable key); least recently used entries go beyond ``max_items``
+    (a 320x240 label image is 77 KB)."""
+
+    def __init__(self, max_items: int = 20000):
+        self.max_items = max_items
+        self._items: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def labels(self, segmenter, frames: Sequence[Frame], rgbs: Sequence[np.ndarray], batch_size: int) -> list:
+        """Labels of ``frames`` (their ``rgbs`` loaded), segmenting only those not kept yet."""
+        keys = [
+            (segmenter.model_id, str(f.rgb_path)) if f.rgb_path is not None and f.rgb is None else None
+            for f in frames
+        ]
+        missing = [i for i, key in enumerate(keys) if key is None or key not in self._items]
+        fresh: dict[int, np.ndarray] = {}
+        for start in range(0, len(missing), batch_size):
+            batch = missing[start : start + batch_size]
+            images = [np.asarray(rgbs[i]) for i in batch]
+            if all(im.shape == images[0].shape for im in images):
+                predicted = list(segmenter.predict_batch(np.stack(images)))
+            else:
+                predicted = [segmenter.predict(im) for im in images]
+            for i, label in zip(batch, predicted, strict=True):
+                fresh[i] = label
+                if keys[i] is not None:
+                    self._items[keys[i]] = label
+        out = []
+        for i, key in enumerate(keys):
+            if i in fresh:
+                out.append(fresh[i])
+            else:
+                self._items.move_to_end(key)
+                out.append(self._items[key])
+        while len(self._items) > self.max_items:
+            self._items.popitem(last=False)
+        return out
+
+
+PREDICTED_LABELS = PredictedLabels()
+
+
 def describe_drive_frames(
     pipeline,
     frames: Sequence[Frame],
@@ -200,19 +248,26 @@ def describe_drive_frames(
     chunk_size: int = 64,
     progress: bool = False,
     desc: str = "describe",
+    label_cache: PredictedLabels | None = PREDICTED_LABELS,
 ) -> np.ndarray:
     """(N, D) descriptors of frames, reading only ``chunk_size`` images at a time.
 
-    Labels come from the pipeline's segmenter on the RGB, or with ``oracle`` from the frames' ground truth.
+    Labels come from the pipeline's segmenter on the RGB (through ``label_cache`` unless None), or with
+    ``oracle`` from the frames' ground truth.
     """
     from tqdm import tqdm
 
+    segmenter = getattr(pipeline, "segmenter", None)
+    cached = label_cache is not None and not oracle and getattr(pipeline, "needs_labels", False) \
+        and segmenter is not None
     descriptors = np.zeros((len(frames), pipeline.dimension), dtype=np.float32)
     with tqdm(total=len(frames), desc=desc, unit="img", disable=not progress) as bar:
         for start in range(0, len(frames), chunk_size):
             chunk = frames[start : start + chunk_size]
             rgbs = load_rgbs(chunk)
             labels = load_label_images(chunk) if oracle else None
+            if cached:
+                labels = label_cache.labels(segmenter, chunk, rgbs, batch_size)
             descriptors[start : start + len(chunk)] = pipeline.describe_frames(
                 rgbs, labels=labels, batch_size=batch_size
             )

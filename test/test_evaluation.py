@@ -335,3 +335,35 @@ def test_segmentation_scores_against_a_hand_computed_case() -> None:
     assert scores["mean_iou"] == pytest.approx((100 / 3 + 200 / 3 + 75.0) / 3)
     with pytest.raises(ValueError):
         confusion_matrix(predicted[:, :2], truth, num_classes=4)
+
+
+def test_predicted_labels_are_segmented_once_per_file_and_segmenter(tmp_path):
+    from semloc_ros.datasets import Frame
+    from semloc_ros.evaluation import PredictedLabels
+
+    class CountingSegmenter:
+        model_id = "counting@1"
+        calls = 0
+
+        def predict_batch(self, rgbs):
+            self.calls += len(rgbs)
+            return rgbs[..., 0] // 100
+
+        def predict(self, rgb):
+            return self.predict_batch(rgb[None])[0]
+
+    rgbs = [np.full((4, 6, 3), 100 * i, np.uint8) for i in range(3)]
+    files = [Frame(f"d/{i}", i, 0.0, 0.0, rgb_path=tmp_path / f"{i}.jpg") for i in range(3)]
+    in_memory = Frame("m/0", 0, 0.0, 0.0, rgb=rgbs[2])
+    cache, segmenter = PredictedLabels(max_items=2), CountingSegmenter()
+    first = cache.labels(segmenter, files, rgbs, batch_size=2)
+    assert segmenter.calls == 3 and [int(x[0, 0]) for x in first] == [0, 1, 2]
+    assert len(cache) == 2  # least recently used beyond max_items dropped
+    again = cache.labels(segmenter, files[1:], rgbs[1:], batch_size=2)
+    assert segmenter.calls == 3 and [int(x[0, 0]) for x in again] == [1, 2]
+    cache.labels(segmenter, [in_memory, in_memory], [rgbs[2], rgbs[2]], batch_size=2)
+    assert segmenter.calls == 5  # frames without a file are never kept
+    other = CountingSegmenter()
+    other.model_id = "counting@2"
+    cache.labels(other, files[1:2], rgbs[1:2], batch_size=2)
+    assert other.calls == 1  # another segmenter: segmented again
