@@ -34,6 +34,8 @@ PARAMETERS = (
                   "descriptor: 'default' (shipped), 'untrained:<arch>' or a weights file", read_only=True),
     ParameterSpec("kind", "semantic", "which shipped model 'default' means", one_of("semantic", "rgb"),
                   read_only=True),
+    ParameterSpec("mask_dynamic", False, "ignore the pixels of dynamic classes (vehicles, pedestrians); the "
+                  "database must be built the same way (semloc build-db --mask-dynamic)", read_only=True),
     ParameterSpec("device", "auto", "torch device: auto (cuda if present), cpu, cuda, cuda:N", read_only=True),
     ParameterSpec("threads", 1, "torch intra-op threads (see docs/benchmarks.md)", positive, read_only=True),
     ParameterSpec("queue_depth", 2, "input subscription depth", in_range(1, 10), read_only=True),
@@ -52,6 +54,8 @@ class DescriptorNode(Node):
         set_torch_threads(self.params.get("threads"))
         self.extractor = load_descriptor(self.params.get("model"), self.params.get("device"),
                                          self.params.get("kind"))
+        if self.params.get("mask_dynamic"):
+            self.extractor = self.extractor.masking_dynamic_classes()  # ValueError for an RGB model
         self.stats = StageStats()
         self.diagnostics = StageDiagnostics(self, self.stats)
         self.sequence = SequenceMonitor()

@@ -39,6 +39,7 @@ from semloc_ros.database import GeoDatabase, PlaceRecord
 from semloc_ros.descriptor_node import DescriptorNode
 from semloc_ros.geodesy import LocalENU, geodesic_distance_m
 from semloc_ros.image_codec import compressed_image_size
+from semloc_ros.labels import SEMLOC_SIM
 from semloc_ros.localizer_node import LocalizerNode
 from semloc_ros.models import DescriptorExtractor, Segmenter
 from semloc_ros.node_common import StageDiagnostics, run_node
@@ -344,6 +345,19 @@ def test_descriptor_extractor_failure_is_contained(start, monkeypatch):
     monkeypatch.undo()
     node.on_image(_labels())
     assert len(out) == 1
+
+
+def test_descriptor_masks_dynamic_classes_when_asked(start):
+    node = start(DescriptorNode, mask_dynamic=True)
+    assert node.extractor.model_id.endswith("+mask-dynamic")  # a database built without the mask is refused
+    out = capture(node.publisher)
+    ids = (np.arange(48 * 64).reshape(48, 64) % 7).astype(np.uint8)
+    ids[:, :20] = SEMLOC_SIM.id_of("CAR")
+    node.on_image(array_to_imgmsg(ids, "mono8"))
+    unmasked = DescriptorExtractor.untrained("semantic_alexnet", seed=0, device="cpu")
+    published = np.asarray(out[0].data)
+    np.testing.assert_allclose(published, unmasked.masking_dynamic_classes().describe(ids), atol=1e-5)
+    assert not np.allclose(published, unmasked.describe(ids), atol=1e-3)
 
 
 def test_descriptor_rejects_parameter_updates_with_a_reason(start):

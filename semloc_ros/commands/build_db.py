@@ -36,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, type=Path, help="database file to write (e.g. map.semdb)")
     parser.add_argument("--method", default="semantic", choices=METHODS, help="descriptor method")
     parser.add_argument("--append", action="store_true", help="add to the existing --out database")
+    parser.add_argument(
+        "--mask-dynamic",
+        action="store_true",
+        help="label methods: ignore dynamic classes (set mask_dynamic on the descriptor node too)",
+    )
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch CPU threads")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--batch-size", type=int, default=16, help="images per network batch")
@@ -98,8 +103,13 @@ def main(argv: list[str] | None = None) -> int:
         print("semloc build-db: no frame with valid GPS, nothing to add", file=sys.stderr)
         return 1
 
+    if args.mask_dynamic and args.method == "rgb":
+        print("semloc build-db: --mask-dynamic needs a label method; 'rgb' sees no classes", file=sys.stderr)
+        return 2
     set_torch_threads(args.threads)
-    pipeline = Pipeline.from_method(args.method, device=args.device, untrained_ok=args.untrained_ok)
+    pipeline = Pipeline.from_method(
+        args.method, device=args.device, untrained_ok=args.untrained_ok, mask_dynamic=args.mask_dynamic
+    )
     database = GeoDatabase(pipeline.dimension, pipeline.model_id, args.index_type)
     if args.append and args.out.exists():
         try:

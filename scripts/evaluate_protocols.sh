@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Every results table of the README: the named protocols of `semloc evaluate` on semloc-sim-v1, each with the
+# label-histogram and RGB baselines beside the semantic descriptor. Writes docs/results/<protocol>/ (results.json,
+# tables.txt, plots).
+#
+#   scripts/evaluate_protocols.sh [DATASET_ROOT] [DAY_ONLY_DIR]
+#
+# DAY_ONLY_DIR (default /tmp/semloc_day_only) holds the segmenters of scripts/train_day_only.sh; without them the
+# day-only protocol is skipped. Environment: PROTOCOLS ("standard confusers dynamic day-only"), SEMLOC_THREADS (2),
+# SEMLOC_CACHE (/tmp/semloc_eval_cache: database cache shared by the runs), SEMLOC_RESULTS (docs/results).
+# About 35 minutes on 2 cores with an empty cache.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+dataset=${1:-$root/../shared/datasets/semloc-sim-v1}
+day_only=${2:-/tmp/semloc_day_only}
+results=${SEMLOC_RESULTS:-$root/docs/results}
+protocols=" ${PROTOCOLS:-standard confusers dynamic day-only} "
+# shellcheck disable=SC1091
+source "$root/scripts/env.sh"
+common=(--dataset "$dataset" --query-stride 3 --threads "${SEMLOC_THREADS:-2}" --cache-dir "${SEMLOC_CACHE:-/tmp/semloc_eval_cache}"
+        --quiet)
+all_methods=(--methods semantic rgb hybrid label-histogram)
+
+run() {  # protocol out_dir args...
+    local protocol=$1 out=$2
+    shift 2
+    [[ $protocols == *" $protocol "* ]] || return 0
+    echo "== $(date -u +%FT%TZ) protocol $protocol -> $out"
+    mkdir -p "$out"
+    python -m semloc_ros.cli evaluate --protocol "$protocol" "${common[@]}" --out "$out" "$@" | tee "$out/tables.txt"
+}
+
+# Negatives for no-match rejection: day and night drives of both training maps; map A calibrates, map B reports.
+run standard "$results/semloc-sim-v1" "${all_methods[@]}" --sequence-filter \
+    --rejection-queries trainA_day_l0 trainA_night_l1 trainB_day_l1 trainB_night_l0
+run confusers "$results/confusers" "${all_methods[@]}" --segmentation-stride 0
+run dynamic "$results/dynamic" "${all_methods[@]}" --query-stride 1 --segmentation-stride 0
+if compgen -G "$day_only/day-*.pt" >/dev/null; then
+    run day-only "$results/day-only" --methods semantic label-histogram rgb \
+        --segmenters "$day_only"/day-*.pt "$root/semloc_ros/data/models/segmenter.pt" --segmentation-stride 3
+else
+    echo "day-only: no segmenters in $day_only (scripts/train_day_only.sh makes them); skipped"
+fi
