@@ -2,6 +2,8 @@
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -20,6 +22,7 @@ from semloc_ros.protocols import (
     shift_drive,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
 ORIGIN = LocalENU(51.752, -1.2577, 60.0)
 SKY, ROAD, CAR = SEMLOC_SIM.id_of("SKY"), SEMLOC_SIM.id_of("ROAD"), SEMLOC_SIM.id_of("CAR")
 
@@ -124,6 +127,10 @@ def test_confusers_protocol_lets_look_alike_maps_compete(tmp_path, monkeypatch) 
     assert confused["recall_at_n_all_queries"]["5"] == 100.0
     top1 = np.array(confused["per_query"]["top1_error_m"])
     assert np.all(top1 > CONFUSER_SPACING_M - 100)
+
+    tables = subprocess.run([sys.executable, str(ROOT / "scripts" / "results_tables.py"),
+                             str(tmp_path / "confusers" / "results.json")], capture_output=True, text=True, check=True)
+    assert "| label-histogram-oracle | night | 0.0 | 100.0 |" in tables.stdout and "db+1maps" in tables.stdout
 
 
 def test_dynamic_protocol_masks_vehicles(tmp_path, monkeypatch) -> None:
