@@ -222,3 +222,18 @@ def test_self_training_pseudo_labels_only_confident_pixels(dataset, tmp_path):
     assert meta["training"]["pseudo_labeled_frames"] == 24 and meta["training"]["config"]["init"]
     missing_teacher = [str(tmp_path / "nope.pt") if a.endswith("teacher.pt") else a for a in argv]
     assert train_cmd.main(missing_teacher) == 1
+
+
+def test_class_swaps_relabel_a_whole_class():
+    from semloc_ros.training.augment import swap_classes
+
+    gen = torch.Generator().manual_seed(0)
+    terrain = SEMLOC_SIM.id_of("TERRAIN")
+    labels = torch.full((200, H, W), ROAD)
+    labels[:, : H // 2] = terrain
+    out = swap_classes(labels, gen, p=0.5)
+    changed = (out != labels).any(dim=(1, 2))
+    assert 0.1 < changed.float().mean() < 0.5  # p x the share of swaps whose source class is present
+    for image in out[changed]:
+        assert len(image[: H // 2].unique()) == 1  # the whole class, not a blob
+    assert torch.equal(swap_classes(labels, gen, p=0.0), labels)

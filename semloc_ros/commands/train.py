@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--vehicles", type=float, default=0.0, help="semantic: share of inputs with synthetic traffic pasted in"
     )
     parser.add_argument(
+        "--swap-classes", type=float, default=0.0, help="semantic: share of inputs with one class relabelled"
+    )
+    parser.add_argument(
         "--max-shift", type=float, default=0.0, help="semantic: random horizontal shift, fraction of the width"
     )
     parser.add_argument(
@@ -153,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             cfg.anchors = args.batch_size or cfg.anchors
             cfg.pca_init = args.pca_init
-            cfg.p_vehicles, cfg.max_shift = args.vehicles, args.max_shift
+            cfg.p_vehicles, cfg.p_swap, cfg.max_shift = args.vehicles, args.swap_classes, args.max_shift
             cfg.lr = args.lr or cfg.lr
             size = input_size or (120, 160)
             segmenter = None

@@ -176,3 +176,25 @@ def random_shift(labels: torch.Tensor, gen: torch.Generator, max_fraction: float
     shifts = ((torch.rand(n, generator=gen) * 2 - 1) * max_fraction * w).round().long().to(labels.device)
     cols = (torch.arange(w, device=labels.device)[None, :] - shifts[:, None]).clamp(0, w - 1)  # n x w
     return torch.gather(labels, 2, cols[:, None, :].expand_as(labels))
+
+
+# Whole-class confusions of a segmenter under a new appearance (e.g. snow-covered terrain labelled road).
+CLASS_SWAPS: tuple[tuple[str, str], ...] = (
+    ("TERRAIN", "ROAD"),
+    ("TERRAIN", "SIDEWALK"),
+    ("SIDEWALK", "ROAD"),
+    ("SIDEWALK", "TERRAIN"),
+    ("VEGETATION", "TERRAIN"),
+    ("LANE_LINE", "ROAD"),
+)
+
+
+def swap_classes(labels: torch.Tensor, gen: torch.Generator, p: float = 0.3) -> torch.Tensor:
+    """With probability ``p`` per ``HxW`` label map, relabel every pixel of one class as another
+    (``CLASS_SWAPS``): the segmenter errors that come with a whole new look of a surface, not local blobs."""
+    n = labels.shape[0]
+    pairs = torch.tensor([[SEMLOC_SIM.id_of(a), SEMLOC_SIM.id_of(b)] for a, b in CLASS_SWAPS], device=labels.device)
+    active = (torch.rand(n, generator=gen) < p).to(labels.device)
+    pick = pairs[torch.randint(0, len(pairs), (n,), generator=gen).to(labels.device)]  # n x 2
+    source, target = pick[:, 0, None, None], pick[:, 1, None, None]
+    return torch.where(active[:, None, None] & (labels == source), target.expand_as(labels), labels)

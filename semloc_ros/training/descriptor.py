@@ -30,7 +30,7 @@ from semloc_ros.models.descriptor import (
 )
 from semloc_ros.models.segmentation import Segmenter
 from semloc_ros.models.utils import normalize_rgb, resolve_device
-from semloc_ros.training.augment import corrupt_labels, paste_vehicles, photometric, random_shift
+from semloc_ros.training.augment import corrupt_labels, paste_vehicles, photometric, random_shift, swap_classes
 from semloc_ros.training.common import Budget, cosine_lr, plain, save_size_aware, seed_everything, set_lr
 from semloc_ros.training.data import FrameIndex, TrainDrive
 
@@ -63,8 +63,10 @@ class DescriptorTrainConfig:
     p_clean: float = 0.15
     noise_strength: float = 1.0
     recall_m: float = 10.0
-    # Semantic: share of images with synthetic traffic pasted in (paste_vehicles) and maximal horizontal shift.
+    # Semantic: share of images with synthetic traffic pasted in (paste_vehicles), with one class relabelled as
+    # another everywhere (swap_classes), and the maximal horizontal shift (random_shift).
     p_vehicles: float = 0.0
+    p_swap: float = 0.0
     max_shift: float = 0.0
 
 
@@ -193,6 +195,8 @@ class _Inputs:
         if self.predicted is not None:
             pred = self.predicted[idx].to(self.device).long()
             out = torch.where((r >= cfg.p_clean) & (r < cfg.p_clean + cfg.p_predicted), pred, out)
+        if cfg.p_swap > 0:
+            out = swap_classes(out, gen, p=cfg.p_swap)
         if cfg.p_vehicles > 0:
             out = paste_vehicles(out, gen, p=cfg.p_vehicles)
         if cfg.max_shift > 0:
