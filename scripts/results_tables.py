@@ -76,6 +76,39 @@ def segmentation_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def per_segmenter_table(summary: dict[str, Any]) -> str:
+    """Day-only protocol: a row per segmenter, per condition its mIoU and the semantic / label-histogram R@1 and
+    R@5 with its labels (methods named ``<method>@<segmenter>``; the RGB baseline, which has no segmenter, in a
+    last row)."""
+    segmentation = summary.get("segmentation") or {}
+    conditions: list[str] = []
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    for r in summary["results"]:
+        method, _, segmenter = r["method"].partition("@")
+        if r["condition"] not in conditions:
+            conditions.append(r["condition"])
+        recall = r["recall_at_n_all_queries"]
+        cells.setdefault((segmenter or method, r["condition"]), {})[method] = f"{fmt(recall['1'])}/{fmt(recall['5'])}"
+    query_drives = {r["query_drive"] for r in summary["results"]}
+    for name, scores in segmentation.items():
+        for drive_name, drive in scores["drives"].items():
+            if drive_name in query_drives:
+                cells.setdefault((name, drive["condition"]), {})["mIoU"] = fmt(drive["mean_iou"])
+    rows = list(dict.fromkeys(key[0] for key in cells))
+    header = ["segmenter", *(f"{c}: mIoU · sem R@1/5 · hist R@1/5" for c in conditions)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        out = []
+        for condition in conditions:
+            c = cells.get((row, condition), {})
+            if set(c) == {"rgb"}:
+                out.append(f"rgb {c['rgb']}")
+            else:
+                out.append(" · ".join((c.get("mIoU", "-"), c.get("semantic", "-"), c.get("label-histogram", "-"))))
+        lines.append(f"| {row} | " + " | ".join(out) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", type=Path, help="results.json files of semloc evaluate")
@@ -84,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         summary = json.loads(path.read_text())
         protocol = summary.get("protocol", {}).get("name", "standard")
         print(f"### {protocol} ({path})\n")
+        if protocol == "day-only":
+            print(per_segmenter_table(summary) + "\n")
         print(results_table(summary))
         table = segmentation_table(summary)
         if table:

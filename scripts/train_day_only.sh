@@ -4,11 +4,12 @@
 #   day-plain         no lighting augmentation (flips and crops only)
 #   day-photometric   + random lighting (darkening, tint, gamma, contrast, noise)
 #   day-instnorm      + per-image photometric normalisation inside the network (input_norm instance)
-#   day-selftrain     day-instnorm fine-tuned with self-training: it pseudo-labels the RGB of the non-day train
-#                     drives (labels never read), confident pixels only, half of every batch
+#   day-selftrain     day-photometric fine-tuned with self-training: it pseudo-labels the RGB of the non-day
+#                     train drives (labels never read), confident pixels only, half of every batch
+#   day-instnorm-selftrain  the same from day-instnorm
 # Fixed step counts (not time budgets), seed 0, so the files are reproducible.
 #
-#   scripts/train_day_only.sh [OUT_DIR] [DATASET_ROOT]        (default /tmp/semloc_day_only; ~40 min on 2 cores)
+#   scripts/train_day_only.sh [OUT_DIR] [DATASET_ROOT]        (default /tmp/semloc_day_only; ~45 min on 2 cores)
 #
 # Then: semloc evaluate --protocol day-only --segmenters OUT_DIR/day-*.pt ...  (README, "Day-only segmentation")
 set -euo pipefail
@@ -37,5 +38,6 @@ train() {  # name args...
 train day-plain --steps "$steps" --augment none
 train day-photometric --steps "$steps"
 train day-instnorm --steps "$steps" --input-norm instance
-train day-selftrain --steps "$self_steps" --input-norm instance --lr 1e-3 --init "$out/day-instnorm.pt" \
+train day-selftrain --steps "$self_steps" --lr 1e-3 --init "$out/day-photometric.pt" --pseudo-drives "${unlabeled[@]}"
+train day-instnorm-selftrain --steps "$self_steps" --input-norm instance --lr 1e-3 --init "$out/day-instnorm.pt" \
     --pseudo-drives "${unlabeled[@]}"

@@ -156,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="score the segmenter (pixel accuracy, mIoU) on every k-th frame of each drive; 0 = skip",
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    parser.add_argument("--no-route-maps", action="store_true", help="skip the route map of every method and drive")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -253,9 +254,9 @@ def format_segmentation_table(segmentation: dict[str, Any], name: str = "") -> s
     """Pixel accuracy and mIoU of one segmenter per drive, plus the IoU of the classes that drive retrieval."""
     classes = ("ROAD", "SKY", "BUILDING", "TERRAIN", "VEGETATION", "LANE_LINE", "POLE")
     rows = [["drive", "condition", "frames", "pix_acc", "mIoU", *[c.lower() for c in classes]]]
-    for name, scores in segmentation["drives"].items():
+    for drive, scores in segmentation["drives"].items():
         per_class = scores["iou_per_class"]
-        rows.append([name, scores["condition"], str(scores["n_frames"]), _fmt(scores["pixel_accuracy"]),
+        rows.append([drive, scores["condition"], str(scores["n_frames"]), _fmt(scores["pixel_accuracy"]),
                      _fmt(scores["mean_iou"]), *[_fmt(per_class.get(c)) for c in classes]])
     title = f"{name} = {segmentation['segmenter']}" if name else segmentation["segmenter"]
     return f"segmentation ({title}), percent:\n" + _aligned(rows)
@@ -612,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
             key="recall_at_n_queries_with_positive",
             title="Recall@N (queries with a positive)",
         )
-        for r in results:
+        for r in [] if args.no_route_maps else results:
             plot_route_map(
                 r,
                 database_drive.lat,
