@@ -35,9 +35,13 @@ run standard "$results/semloc-sim-v1" "${all_methods[@]}" --sequence-filter \
     --rejection-queries trainA_day_l0 trainA_night_l1 trainB_day_l1 trainB_night_l0
 run confusers "$results/confusers" "${all_methods[@]}" --segmentation-stride 0 --no-route-maps
 run dynamic "$results/dynamic" "${all_methods[@]}" --query-stride 1 --segmentation-stride 0 --no-route-maps
-if compgen -G "$day_only/day-*.pt" >/dev/null; then
+segmenters=()
+for name in day-plain day-photometric day-instnorm day-selftrain day-instnorm-selftrain; do
+    [[ -f $day_only/$name.pt ]] && segmenters+=("$day_only/$name.pt")
+done
+if ((${#segmenters[@]})); then
     run day-only "$results/day-only" --methods semantic label-histogram rgb \
-        --segmenters "$day_only"/day-*.pt "$root/semloc_ros/data/models/segmenter.pt" --segmentation-stride 3 \
+        --segmenters "${segmenters[@]}" "$root/semloc_ros/data/models/segmenter.pt" --segmentation-stride 3 \
         --no-route-maps
 else
     echo "day-only: no segmenters in $day_only (scripts/train_day_only.sh makes them); skipped"
