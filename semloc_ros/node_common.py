@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -167,6 +169,7 @@ def run_node(node_class: Callable[[], Node], args: list[str] | None = None) -> i
     """Spin one node until Ctrl-C or shutdown; a start-up failure is logged with its reason (exit 1)."""
     rclpy.init(args=args)
     node = None
+    code = 0
     try:
         node = node_class()
         rclpy.spin(node)
@@ -175,12 +178,26 @@ def run_node(node_class: Callable[[], Node], args: list[str] | None = None) -> i
     except Exception as error:  # a node that cannot start says why and exits non-zero
         rclpy.logging.get_logger(getattr(node_class, "__name__", "semloc")).fatal(
             f"cannot start: {type(error).__name__}: {error}")
-        return 1
+        code = 1
     finally:
+        # Tearing down the DDS participant can, rarely, hang; a node asked to stop must still stop.
+        watchdog = threading.Timer(SHUTDOWN_TIMEOUT_S, _exit_after_hung_shutdown, args=(code,))
+        watchdog.daemon = True
+        watchdog.start()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+        watchdog.cancel()
+    return code
+
+
+SHUTDOWN_TIMEOUT_S = 5.0
+
+
+def _exit_after_hung_shutdown(code: int) -> None:
+    print(f"semloc: node shutdown did not finish within {SHUTDOWN_TIMEOUT_S:g} s (DDS teardown); exiting",
+          file=sys.stderr, flush=True)
+    os._exit(code)
 
 
 class StopRequest:

@@ -897,3 +897,25 @@ def test_diagnostics_level_follows_errors_warnings_and_fatal(start, database_fil
     stats.record_dropped(3)
     values = {kv.key: kv.value for kv in diagnostics.status().values}
     assert values["dropped"] == "3" and values["warnings.downscaled"] == "1" and values["errors.bad_image"] == "1"
+
+
+def test_a_hung_shutdown_still_ends_the_node_process():
+    """run_node's watchdog: if tearing down rclpy/DDS hangs, the process exits anyway with its exit code."""
+    import subprocess
+    import sys
+    import time
+
+    script = "\n".join([
+        "import time, rclpy",
+        "from semloc_ros import node_common",
+        "node_common.SHUTDOWN_TIMEOUT_S = 0.5",
+        "rclpy.try_shutdown = lambda *args, **kwargs: time.sleep(60)  # a DDS teardown that never returns",
+        "def broken():",
+        "    raise ValueError('no model')",
+        "raise SystemExit(node_common.run_node(broken, []))",
+    ])
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1, result.stderr  # the start-up failure's code, not the hang's
+    assert time.monotonic() - start < 20
+    assert "did not finish within 0.5 s" in result.stderr
