@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "before each message)")
     parser.add_argument("--wait-for-subscribers", type=float, default=0.0, metavar="S",
                         help="before playing, wait up to S seconds until every topic has a subscriber")
+    parser.add_argument("--settle", type=float, default=1.5, metavar="S",
+                        help="after --wait-for-subscribers matched, wait S seconds more: the subscribers' side of "
+                             "DDS discovery may not have matched yet, and a message sent before it has is lost")
     return parser
 
 
@@ -80,7 +83,7 @@ class BagReplayer:
 
             self.clock_publisher = node.create_publisher(Clock, "/clock", QoSProfile(depth=1))
 
-    def wait_for_subscribers(self, timeout_s: float, should_stop, settle_s: float = 0.5) -> bool:
+    def wait_for_subscribers(self, timeout_s: float, should_stop, settle_s: float = 1.5) -> bool:
         """Wait until every publisher is matched by a subscriber (DDS discovery) or the timeout.
 
         Discovery is asymmetric: our writer can see a reader before that reader has matched our writer, and a
@@ -139,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         for topic in replayer.publishers:
             target = remaps.get(topic, topic)
             print(f"[semloc replay] {topic} -> {target}" if target != topic else f"[semloc replay] {topic}")
-        if args.wait_for_subscribers > 0 and not replayer.wait_for_subscribers(args.wait_for_subscribers,
-                                                                               lambda: bool(stop)):
+        if args.wait_for_subscribers > 0 and not replayer.wait_for_subscribers(
+                args.wait_for_subscribers, lambda: bool(stop), settle_s=max(0.0, args.settle)):
             print("[semloc replay] not every topic has a subscriber; playing anyway", file=sys.stderr)
         count = play(items, replayer.publish, rate=args.rate,
                      clock_period_s=1.0 / args.clock if args.clock else None,
