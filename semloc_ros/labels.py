@@ -110,6 +110,10 @@ SEMLOC_SIM: LabelSet = _load_packaged_label_set("semloc_sim.json")
 DYNAMIC_CLASSES: tuple[str, ...] = ("BIKE", "BUS", "CAR", "PEDESTRIAN", "TRUCK")
 """Classes of objects that move, hence are not landmarks for place recognition."""
 
+IGNORED_ID = 255
+"""Label id of a pixel without a class: ignored by training losses (unconfident pseudo-labels) and by the label
+descriptors (masked dynamic objects). Every id outside the label set is treated the same way."""
+
 
 def _check_labels(labels: np.ndarray) -> np.ndarray:
     labels = np.asarray(labels)

@@ -161,7 +161,7 @@ def test_pca_init_spreads_untrained_descriptors():
 
 
 def test_pasted_vehicles_stand_on_the_lower_half_and_shift_moves_columns():
-    from semloc_ros.models.descriptor import IGNORED_ID
+    from semloc_ros.labels import IGNORED_ID
     from semloc_ros.training.augment import OCCLUDER_CLASSES, paste_vehicles, random_shift
 
     gen = torch.Generator().manual_seed(0)
@@ -200,7 +200,8 @@ def test_instance_normalised_segmenter_ignores_global_lighting():
 
 
 def test_self_training_pseudo_labels_only_confident_pixels(dataset, tmp_path):
-    from semloc_ros.training.segmenter import IGNORE_INDEX, pseudo_label
+    from semloc_ros.labels import IGNORED_ID
+    from semloc_ros.training.segmenter import pseudo_label
 
     drives = load_train_drives(dataset, ["trainA_day_l0"], (H, W), (H, W), progress=False)
     cfg = SegmenterTrainConfig(input_size=(H, W), batch_size=2, steps=3, device="cpu", eval_every=6)
@@ -208,9 +209,9 @@ def test_self_training_pseudo_labels_only_confident_pixels(dataset, tmp_path):
     teacher = Segmenter.from_file(tmp_path / "teacher.pt", device="cpu")
     night = load_train_drives(dataset, ["trainA_night_l1"], (H, W), None, labels=False, progress=False)[0].rgb
     loose, strict = pseudo_label(teacher, night, 0.0), pseudo_label(teacher, night, 0.999)
-    assert loose.shape == night.shape[:3] and not (loose == IGNORE_INDEX).any()
-    assert (strict == IGNORE_INDEX).mean() > (loose == IGNORE_INDEX).mean()
-    kept = strict != IGNORE_INDEX
+    assert loose.shape == night.shape[:3] and not (loose == IGNORED_ID).any()
+    assert (strict == IGNORED_ID).mean() > (loose == IGNORED_ID).mean()
+    kept = strict != IGNORED_ID
     np.testing.assert_array_equal(strict[kept], loose[kept])  # kept pixels keep the teacher's argmax
 
     # A student fine-tuned from the teacher on day labels + night pseudo-labels (night labels never read).

@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import numpy as np
 
+    from semloc_ros.labels import IGNORED_ID
     from semloc_ros.models import Segmenter, WeightsError, set_torch_threads
     from semloc_ros.models.weights import WEIGHTS_DIR
     from semloc_ros.training.data import load_train_drives
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 pseudo_rgbs = np.concatenate([d.rgb for d in unlabeled])
                 pseudo_ids = pseudo_label(teacher, pseudo_rgbs, cfg.pseudo_threshold)
-                kept = float(np.mean(pseudo_ids != 255))
+                kept = float(np.mean(pseudo_ids != IGNORED_ID))
                 print(f"pseudo-labeled {len(pseudo_rgbs)} frames with {teacher.model_id}: {100 * kept:.1f} % of "
                       f"pixels above confidence {cfg.pseudo_threshold:g}", flush=True)
                 pseudo = (pseudo_rgbs, pseudo_ids)

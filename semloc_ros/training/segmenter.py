@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from tqdm import tqdm
 
-from semloc_ros.labels import SEMLOC_SIM
+from semloc_ros.labels import IGNORED_ID, SEMLOC_SIM
 from semloc_ros.models.segmentation import SegmentationNet, Segmenter
 from semloc_ros.models.utils import normalize_rgb, resolve_device, rgb_to_tensor
 from semloc_ros.training.augment import photometric, random_hflip, random_resized_crop
@@ -45,13 +45,12 @@ class SegmenterTrainConfig:
     pseudo_share: float = 0.5  # self-training: share of each batch drawn from the pseudo-labeled frames
 
 
-IGNORE_INDEX = 255
 AUGMENTS = ("photometric", "none")
 
 
 @torch.inference_mode()
 def pseudo_label(teacher: Segmenter, rgbs: np.ndarray, threshold: float, batch_size: int = 16) -> np.ndarray:
-    """``NxHxWx3 uint8`` -> ``NxHxW uint8`` teacher labels, ``IGNORE_INDEX`` where the flip-averaged softmax
+    """``NxHxWx3 uint8`` -> ``NxHxW uint8`` teacher labels, ``IGNORED_ID`` where the flip-averaged softmax
     confidence is below ``threshold``."""
     out = np.empty(rgbs.shape[:3], dtype=np.uint8)
     for i in range(0, len(rgbs), batch_size):
@@ -60,7 +59,7 @@ def pseudo_label(teacher: Segmenter, rgbs: np.ndarray, threshold: float, batch_s
         if tuple(prob.shape[-2:]) != tuple(rgbs.shape[1:3]):
             prob = F.interpolate(prob, size=rgbs.shape[1:3], mode="bilinear", align_corners=False)
         confidence, ids = prob.max(1)
-        ids[confidence < threshold] = IGNORE_INDEX
+        ids[confidence < threshold] = IGNORED_ID
         out[i : i + batch_size] = ids.to(torch.uint8).cpu().numpy()
     return out
 
@@ -132,7 +131,7 @@ def train_segmenter(
 ) -> dict[str, Any]:
     """Train a segmenter on ``drives`` (RGB + labels at ``cfg.input_size``) and save it to ``out``.
 
-    ``pseudo`` = (RGB, pseudo-labels with ``IGNORE_INDEX``) of unlabeled frames for self-training.
+    ``pseudo`` = (RGB, pseudo-labels with ``IGNORED_ID``) of unlabeled frames for self-training.
     """
     if cfg.augment not in AUGMENTS:
         raise ValueError(f"unknown augment {cfg.augment!r}; use one of {AUGMENTS}")
@@ -170,7 +169,7 @@ def train_segmenter(
         if float(torch.rand(1, generator=gen)) < cfg.crop_prob:
             x, y = random_resized_crop(x, y, gen)
         set_lr(opt, cosine_lr(budget.fraction(), cfg.lr))
-        loss = F.cross_entropy(net(normalize_rgb(x)), y, weight=weights, ignore_index=IGNORE_INDEX)
+        loss = F.cross_entropy(net(normalize_rgb(x)), y, weight=weights, ignore_index=IGNORED_ID)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
