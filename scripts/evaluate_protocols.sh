@@ -42,7 +42,7 @@ done
 if ((${#segmenters[@]})); then
     run day-only "$results/day-only" --methods semantic label-histogram rgb \
         --segmenters "${segmenters[@]}" "$root/semloc_ros/data/models/segmenter.pt" --segmentation-stride 3 \
-        --no-route-maps
+        --segmentation-drives trainB_overcast_l1 --no-route-maps
 else
     echo "day-only: no segmenters in $day_only (scripts/train_day_only.sh makes them); skipped"
 fi

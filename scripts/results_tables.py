@@ -90,12 +90,18 @@ def per_segmenter_table(summary: dict[str, Any]) -> str:
         recall = r["recall_at_n_all_queries"]
         cells.setdefault((segmenter or method, r["condition"]), {})[method] = f"{fmt(recall['1'])}/{fmt(recall['5'])}"
     query_drives = {r["query_drive"] for r in summary["results"]}
+    extra: list[str] = []  # drives scored for segmentation only (a condition without a query drive)
     for name, scores in segmentation.items():
         for drive_name, drive in scores["drives"].items():
             if drive_name in query_drives:
                 cells.setdefault((name, drive["condition"]), {})["mIoU"] = fmt(drive["mean_iou"])
+            elif drive_name != summary["database_drive"]:
+                if drive_name not in extra:
+                    extra.append(drive_name)
+                cells.setdefault((name, drive_name), {})["mIoU"] = fmt(drive["mean_iou"])
     rows = list(dict.fromkeys(key[0] for key in cells))
-    header = ["segmenter", *(f"{c}: mIoU · sem R@1/5 · hist R@1/5" for c in conditions)]
+    header = ["segmenter", *(f"{c}: mIoU · sem R@1/5 · hist R@1/5" for c in conditions),
+              *(f"{d}: mIoU" for d in extra)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         out = []
@@ -105,6 +111,7 @@ def per_segmenter_table(summary: dict[str, Any]) -> str:
                 out.append(f"rgb {c['rgb']}")
             else:
                 out.append(" · ".join((c.get("mIoU", "-"), c.get("semantic", "-"), c.get("label-histogram", "-"))))
+        out += [cells.get((row, d), {}).get("mIoU", "-") for d in extra]
         lines.append(f"| {row} | " + " | ".join(out) + " |")
     return "\n".join(lines)
 

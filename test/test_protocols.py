@@ -161,3 +161,5 @@ def test_protocols_refuse_what_they_cannot_score(tmp_path, capsys) -> None:
     assert "--segmenters" in capsys.readouterr().err
     assert evaluate.main([*base, "--protocol", "confusers", "--rejection-queries", "other_night"]) == 2
     assert "on the database map" in capsys.readouterr().err
+    assert evaluate.main([*base, "--segmentation-drives", "no_such_drive"]) == 2
+    assert "cannot read segmentation drive no_such_drive" in capsys.readouterr().err

@@ -155,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=5,
         help="score the segmenter (pixel accuracy, mIoU) on every k-th frame of each drive; 0 = skip",
     )
+    parser.add_argument(
+        "--segmentation-drives",
+        nargs="+",
+        default=[],
+        metavar="DRIVE",
+        help="more drives (with labels) to score the segmenters on, e.g. a condition without a query drive",
+    )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     parser.add_argument("--no-route-maps", action="store_true", help="skip the route map of every method and drive")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -390,6 +397,12 @@ def main(argv: list[str] | None = None) -> int:
     query_drives = [d.subset(slice(None, None, args.query_stride)) for d in query_drives]
     database_drive = database_drive.drop_invalid_gps()
     segmentation_drives = [database_drive, *query_drives]
+    for name in args.segmentation_drives:
+        try:
+            segmentation_drives.append(load_semloc_sim_drive(args.dataset, name))
+        except (DatasetError, OSError) as error:
+            print(f"semloc evaluate: cannot read segmentation drive {name}: {error}", file=sys.stderr)
+            return 2
     confusers = []
     if protocol.confusers:
         confusers = find_confuser_drives([args.dataset, *args.confuser_datasets], database_drive)
