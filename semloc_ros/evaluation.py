@@ -249,6 +249,7 @@ def describe_drive_frames(
     progress: bool = False,
     desc: str = "describe",
     label_cache: PredictedLabels | None = PREDICTED_LABELS,
+    shift: float = 0.0,
 ) -> np.ndarray:
     """(N, D) descriptors of frames, reading only ``chunk_size`` images at a time.
 
@@ -269,7 +270,7 @@ def describe_drive_frames(
             if cached:
                 labels = label_cache.labels(segmenter, chunk, rgbs, batch_size)
             descriptors[start : start + len(chunk)] = pipeline.describe_frames(
-                rgbs, labels=labels, batch_size=batch_size
+                rgbs, labels=labels, batch_size=batch_size, shift=shift
             )
             bar.update(len(chunk))
     return descriptors
@@ -282,20 +283,53 @@ def build_database(
     batch_size: int = 16,
     progress: bool = False,
     database: GeoDatabase | None = None,
+    views: Sequence[float] = (0.0,),
 ) -> GeoDatabase:
-    """Describe every frame of ``drive`` and add it to ``database`` (a new one for the pipeline if None)."""
+    """Describe every frame of ``drive`` and add it to ``database`` (a new one for the pipeline if None).
+
+    ``views``: each frame is also stored as seen shifted sideways by these fractions of the image width
+    (:func:`semloc_ros.pipeline.shift_view`), same position, image id ``<id>#view<shift>``; 0 = the image itself.
+    """
     if database is None:
         database = GeoDatabase(pipeline.dimension, pipeline.model_id)
-    descriptors = describe_drive_frames(
-        pipeline,
-        drive.frames,
-        oracle=oracle,
-        batch_size=batch_size,
-        progress=progress,
-        desc=f"db {drive.name}",
-    )
-    database.add(descriptors, place_records(drive.frames))
+    for shift in views:
+        descriptors = describe_drive_frames(
+            pipeline,
+            drive.frames,
+            oracle=oracle,
+            batch_size=batch_size,
+            progress=progress,
+            desc=f"db {drive.name}" + (f" view {shift:+g}" if shift else ""),
+            shift=shift,
+        )
+        records = place_records(drive.frames)
+        if shift:
+            records = [dataclasses.replace(r, image_id=f"{r.image_id}{VIEW_SEPARATOR}{shift:+g}") for r in records]
+        database.add(descriptors, records)
     return database
+
+
+VIEW_SEPARATOR = "#view"
+
+
+def distinct_places(similarities: np.ndarray, retrieved: np.ndarray, image_ids: np.ndarray, n: int):
+    """The first ``n`` retrieved entries of each row that are distinct places: the views of one frame
+    (``<id>#view<shift>``, :func:`build_database`) count once. Rows are padded with -1 / NaN."""
+    place = np.array([str(i).split(VIEW_SEPARATOR)[0] for i in image_ids])
+    out_idx = np.full((len(retrieved), n), -1, dtype=np.int64)
+    out_sim = np.full((len(retrieved), n), np.nan, dtype=np.float32)
+    for row, (sims, idx) in enumerate(zip(similarities, retrieved, strict=True)):
+        seen: set[str] = set()
+        k = 0
+        for sim, entry in zip(sims, idx, strict=True):
+            if entry < 0 or place[entry] in seen:
+                continue
+            seen.add(place[entry])
+            out_idx[row, k], out_sim[row, k] = entry, sim
+            k += 1
+            if k == n:
+                break
+    return out_sim, out_idx
 
 
 def cache_key(pipeline, oracle: bool) -> str:
@@ -319,6 +353,13 @@ def cache_name(method: str, oracle: bool, drive: Drive, pipeline) -> str:
 # ------------------------------------------------------------------------------------------ evaluation
 
 
+def database_views(database: GeoDatabase) -> int:
+    """How many views per place a database holds (1 without ``views`` in :func:`build_database`)."""
+    ids = database.image_ids
+    shifted = sum(VIEW_SEPARATOR in str(i) for i in ids)
+    return 1 if not shifted else round(len(ids) / max(1, len(ids) - shifted))
+
+
 def _nan_to_none(values: np.ndarray) -> list:
     return [None if not math.isfinite(v) else float(v) for v in np.asarray(values, dtype=float)]
 
@@ -334,7 +375,10 @@ def evaluate_query_descriptors(
 ) -> dict[str, Any]:
     """Metrics of one query drive whose descriptors are already computed (JSON-ready dict)."""
     q_lat, q_lon = query_drive.lat, query_drive.lon
-    similarities, retrieved = database.search(query_descriptors, max(ns))
+    views = database_views(database)
+    similarities, retrieved = database.search(query_descriptors, max(ns) * views)
+    if views > 1:  # Recall@N over N distinct places, not N views of one
+        similarities, retrieved = distinct_places(similarities, retrieved, database.image_ids, max(ns))
     positives = positives_within(q_lat, q_lon, database.lat, database.lon, threshold_m)
     recalls = recall_report(retrieved, positives, ns)
 

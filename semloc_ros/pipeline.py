@@ -16,6 +16,16 @@ from semloc_ros.models.weights import WEIGHTS_DIR
 METHODS = ("semantic", "rgb", "hybrid", "label-histogram")
 
 
+def shift_view(images: np.ndarray, fraction: float) -> np.ndarray:
+    """``NxHxW`` labels or ``NxHxWx3`` RGB moved right by ``fraction`` of the width (left if negative), the border
+    column repeated: the place as seen from a little to the side (another lane) or turned."""
+    if fraction == 0.0:
+        return images
+    width = images.shape[2]
+    columns = np.clip(np.arange(width) - round(fraction * width), 0, width - 1)
+    return images[:, :, columns]
+
+
 def _stack(items: Sequence[np.ndarray]) -> np.ndarray | None:
     """Stack images of one shape into an array; ``None`` when their shapes differ."""
     arrays = [np.asarray(a) for a in items]
@@ -54,11 +64,13 @@ class Pipeline:
         labels: Sequence[np.ndarray] | None = None,
         batch_size: int = 16,
         progress: bool = False,
+        shift: float = 0.0,
     ) -> np.ndarray:
         """``(N, D) float32`` descriptors of N frames.
 
         Label-input descriptors use ``labels`` when given (ground truth: the "oracle" mode), else the segmenter's
-        output on ``rgbs``. RGB-input descriptors need ``rgbs``.
+        output on ``rgbs``. RGB-input descriptors need ``rgbs``. ``shift`` describes every image moved
+        sideways by that fraction of its width (:func:`shift_view`), after segmentation.
         """
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -80,16 +92,20 @@ class Pipeline:
                         out[j] = self._describe_group(
                             None if rgbs is None else np.asarray(rgbs[j])[None],
                             None if labels is None else np.asarray(labels[j])[None],
+                            shift,
                         )[0]
                 else:
-                    d = self._describe_group(rgb, lab)
+                    d = self._describe_group(rgb, lab, shift)
                     out[i : i + len(d)] = d
                 bar.update(min(batch_size, n - i))
         return out
 
-    def _describe_group(self, rgb: np.ndarray | None, lab: np.ndarray | None) -> np.ndarray:
+    def _describe_group(self, rgb: np.ndarray | None, lab: np.ndarray | None, shift: float = 0.0) -> np.ndarray:
         if self.needs_labels and lab is None:
             lab = self.segmenter.predict_batch(rgb)  # type: ignore[union-attr]
+        if shift:
+            rgb = shift_view(rgb, shift) if rgb is not None else None
+            lab = shift_view(lab, shift) if lab is not None else None
         if isinstance(self.descriptor, HybridDescriptor):
             return self.descriptor.describe_pair_batch(lab, rgb)
         return self.descriptor.describe_batch(lab if self.descriptor.input_kind == "labels" else rgb)

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from semloc_ros.database import GeoDatabase
 from semloc_ros.datasets import Drive, Frame, load_semloc_sim_drive
 from semloc_ros.geodesy import LocalENU, geodesic_distance_m
 from semloc_ros.labels import SEMLOC_SIM
@@ -163,3 +164,52 @@ def test_protocols_refuse_what_they_cannot_score(tmp_path, capsys) -> None:
     assert "on the database map" in capsys.readouterr().err
     assert evaluate.main([*base, "--segmentation-drives", "no_such_drive"]) == 2
     assert "cannot read segmentation drive no_such_drive" in capsys.readouterr().err
+
+
+def test_shifted_views_move_content_sideways_and_count_once_per_place(tmp_path, monkeypatch):
+    from semloc_ros import pipeline
+    from semloc_ros.evaluation import build_database, database_views, distinct_places
+    from semloc_ros.pipeline import Pipeline, shift_view
+
+    ramp = np.tile(np.arange(10, dtype=np.uint8), (2, 3, 1))  # N=2, H=3, W=10
+    np.testing.assert_array_equal(shift_view(ramp, 0.2)[0, 0], [0, 0, 0, 1, 2, 3, 4, 5, 6, 7])
+    np.testing.assert_array_equal(shift_view(ramp, -0.2)[0, 0], [2, 3, 4, 5, 6, 7, 8, 9, 9, 9])
+    rgb = np.repeat(ramp[..., None], 3, axis=3)
+    np.testing.assert_array_equal(shift_view(rgb, 0.1)[..., 0], shift_view(ramp, 0.1))
+
+    monkeypatch.setattr(pipeline, "WEIGHTS_DIR", tmp_path / "no-weights")
+    write_two_map_dataset(tmp_path / "data")
+    drive = load_semloc_sim_drive(tmp_path / "data", "db")
+    with pytest.warns(UserWarning, match="UNTRAINED"):
+        histogram = Pipeline.from_method("label-histogram", untrained_ok=True)
+    database = build_database(histogram, drive, oracle=True, views=(0.0, -0.1, 0.1))
+    assert len(database) == 18 and database_views(database) == 3
+    assert list(database.image_ids[[0, 6, 12]]) == ["db/000000", "db/000000#view-0.1", "db/000000#view+0.1"]
+    np.testing.assert_array_equal(database.lat[6:12], database.lat[:6])  # a view keeps its place's position
+    assert not np.allclose(database.descriptors[6], database.descriptors[0])  # but looks different
+    assert database_views(build_database(histogram, drive, oracle=True)) == 1
+
+    similarities = np.array([[0.9, 0.8, 0.7, 0.6]], dtype=np.float32)
+    retrieved = np.array([[0, 6, 1, 12]])
+    sims, places = distinct_places(similarities, retrieved, database.image_ids, 3)
+    assert places.tolist() == [[0, 1, -1]] and sims[0, :2].tolist() == pytest.approx([0.9, 0.7])
+
+
+def test_views_on_the_command_line(tmp_path, monkeypatch, capsys):
+    from semloc_ros import pipeline
+    from semloc_ros.commands import build_db
+
+    monkeypatch.setattr(pipeline, "WEIGHTS_DIR", tmp_path / "no-weights")
+    write_two_map_dataset(tmp_path / "data")
+    results = _evaluate(tmp_path, "standard", tmp_path / "data", "--oracle", "--database-views", "0", "-0.05", "0.05")
+    assert results["database_views"] == [0.0, -0.05, 0.05]
+    oracle = {r["method"]: r for r in results["results"]}["label-histogram-oracle"]
+    assert oracle["n_database"] == 18 and oracle["recall_at_n_all_queries"]["1"] == 100.0
+    out = tmp_path / "views.semdb"
+    source = f"semloc-sim:{tmp_path / 'data'}:db"
+    common = ["--out", str(out), "--method", "label-histogram", "--untrained-ok", "--threads", "1", "--quiet"]
+    with pytest.warns(UserWarning, match="UNTRAINED"):
+        assert build_db.main([source, *common, "--views", "0", "0.1"]) == 0
+    assert len(GeoDatabase.load(out)) == 12
+    assert build_db.main([source, *common, "--views", "0", "0.7"]) == 2
+    assert "--views" in capsys.readouterr().err

@@ -37,6 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--method", default="semantic", choices=METHODS, help="descriptor method")
     parser.add_argument("--append", action="store_true", help="add to the existing --out database")
     parser.add_argument(
+        "--views",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        metavar="SHIFT",
+        help="also store each frame shifted sideways by these fractions of the width (e.g. 0 -0.05 0.05 -0.1 0.1: "
+        "the place as seen from the next lane; README, issue #4); 0 = the frame itself",
+    )
+    parser.add_argument(
         "--mask-dynamic",
         action="store_true",
         help="label methods: ignore dynamic classes (set mask_dynamic on the descriptor node too)",
@@ -103,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         print("semloc build-db: no frame with valid GPS, nothing to add", file=sys.stderr)
         return 1
 
+    if not all(-0.5 < v < 0.5 for v in args.views) or len(set(args.views)) != len(args.views):
+        print("semloc build-db: --views must be distinct fractions in (-0.5, 0.5)", file=sys.stderr)
+        return 2
     if args.mask_dynamic and args.method == "rgb":
         print("semloc build-db: --mask-dynamic needs a label method; 'rgb' sees no classes", file=sys.stderr)
         return 2
@@ -129,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     before = len(database) if database is not None else 0
-    database = build_database(pipeline, valid, batch_size=args.batch_size, progress=not args.quiet, database=database)
+    database = build_database(pipeline, valid, batch_size=args.batch_size, progress=not args.quiet, database=database,
+                              views=args.views)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     database.save(args.out)
     elapsed = time.perf_counter() - start

@@ -156,6 +156,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="score the segmenter (pixel accuracy, mIoU) on every k-th frame of each drive; 0 = skip",
     )
     parser.add_argument(
+        "--database-views",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        metavar="SHIFT",
+        help="store each database frame also shifted sideways by these fractions of the width (build-db --views); "
+        "Recall@N then counts distinct places",
+    )
+    parser.add_argument(
         "--segmentation-drives",
         nargs="+",
         default=[],
@@ -371,6 +380,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if not all(-0.5 < v < 0.5 for v in args.database_views) or len(set(args.database_views)) != len(
+            args.database_views):
+        print("semloc evaluate: --database-views must be distinct fractions in (-0.5, 0.5)", file=sys.stderr)
+        return 2
     if not 0 < args.target_precision <= 1 or not args.negative_min_route_m >= 0:
         print("semloc evaluate: --target-precision must be in (0, 1], --negative-min-route-m >= 0", file=sys.stderr)
         return 2
@@ -463,14 +476,17 @@ def main(argv: list[str] | None = None) -> int:
             segmenters.setdefault(variant.segmenter_name, pipeline.segmenter)
         method, oracle = variant.name, variant.oracle
         label = method_label(method, oracle)
-        cache_path = cache_dir / cache_name(method, oracle, database_drive, pipeline)
+        views = tuple(args.database_views)
+        views_tag = "" if views == (0.0,) else "_views" + "_".join(f"{v:+g}" for v in views)
+        cache_path = cache_dir / cache_name(method, oracle, database_drive, pipeline).replace(
+            ".semdb", f"{views_tag}.semdb")
         database = None
         if not args.no_cache and cache_path.is_file():
             try:
                 database = GeoDatabase.load(cache_path, expected_model_id=pipeline.model_id)
             except DatabaseError as error:
                 print(f"{label}: ignoring cache {cache_path}: {error}")
-            if database is not None and len(database) != len(database_drive):
+            if database is not None and len(database) != len(database_drive) * len(views):
                 database = None
         if database is None:
             database = build_database(
@@ -479,6 +495,7 @@ def main(argv: list[str] | None = None) -> int:
                 oracle=oracle,
                 batch_size=args.batch_size,
                 progress=not args.quiet,
+                views=views,
             )
             if not args.no_cache:
                 cache_path.parent.mkdir(parents=True, exist_ok=True)
@@ -539,6 +556,7 @@ def main(argv: list[str] | None = None) -> int:
         "n_database": len(database_drive),
         "threshold_m": args.threshold_m,
         "query_stride": args.query_stride,
+        "database_views": list(args.database_views),
         "localizer": vars(localizer_config),
         "oracle_note": "methods named '<method>-oracle' use ground-truth labels instead of the segmenter",
         "recall_note": "percent; 'all_queries' counts queries without a positive as failures, "
