@@ -6,41 +6,46 @@
 #   scripts/evaluate_protocols.sh [DATASET_ROOT] [DAY_ONLY_DIR]
 #
 # DAY_ONLY_DIR (default /tmp/semloc_day_only) holds the segmenters of scripts/train_day_only.sh; without them the
-# day-only protocol is skipped. Environment: PROTOCOLS ("standard confusers dynamic day-only"), SEMLOC_THREADS (2),
-# SEMLOC_CACHE (/tmp/semloc_eval_cache: database cache shared by the runs), SEMLOC_RESULTS (docs/results).
+# day-only protocol is skipped. Environment: PROTOCOLS ("standard confusers dynamic views day-only"),
+# SEMLOC_THREADS (2), SEMLOC_CACHE (/tmp/semloc_eval_cache: database cache shared by the runs), SEMLOC_RESULTS
+# (docs/results).
 # About 35 minutes on 2 cores with an empty cache.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dataset=${1:-$root/../shared/datasets/semloc-sim-v1}
 day_only=${2:-/tmp/semloc_day_only}
 results=${SEMLOC_RESULTS:-$root/docs/results}
-protocols=" ${PROTOCOLS:-standard confusers dynamic day-only} "
+protocols=" ${PROTOCOLS:-standard confusers dynamic views day-only} "
 # shellcheck disable=SC1091
 source "$root/scripts/env.sh"
 common=(--dataset "$dataset" --query-stride 3 --threads "${SEMLOC_THREADS:-2}" --cache-dir "${SEMLOC_CACHE:-/tmp/semloc_eval_cache}"
         --quiet)
 all_methods=(--methods semantic rgb hybrid label-histogram)
 
-run() {  # protocol out_dir args...
-    local protocol=$1 out=$2
-    shift 2
-    [[ $protocols == *" $protocol "* ]] || return 0
+run() {  # name protocol out_dir args...  (name: the entry of PROTOCOLS that selects this run)
+    local name=$1 protocol=$2 out=$3
+    shift 3
+    [[ $protocols == *" $name "* ]] || return 0
     echo "== $(date -u +%FT%TZ) protocol $protocol -> $out"
     mkdir -p "$out"
     python -m semloc_ros.cli evaluate --protocol "$protocol" "${common[@]}" --out "$out" "$@" | tee "$out/tables.txt"
 }
 
 # Negatives for no-match rejection: day and night drives of both training maps; map A calibrates, map B reports.
-run standard "$results/semloc-sim-v1" "${all_methods[@]}" --sequence-filter \
+run standard standard "$results/semloc-sim-v1" "${all_methods[@]}" --sequence-filter \
     --rejection-queries trainA_day_l0 trainA_night_l1 trainB_day_l1 trainB_night_l0
-run confusers "$results/confusers" "${all_methods[@]}" --segmentation-stride 0 --no-route-maps
-run dynamic "$results/dynamic" "${all_methods[@]}" --query-stride 1 --segmentation-stride 0 --no-route-maps
+run confusers confusers "$results/confusers" "${all_methods[@]}" --segmentation-stride 0 --no-route-maps
+run dynamic dynamic "$results/dynamic" "${all_methods[@]}" --query-stride 1 --segmentation-stride 0 --no-route-maps
+# The standard protocol with each database place also stored shifted sideways by 5 and 10 % (build-db --views);
+# the set was chosen on the day query drive (scripts/experiment_shifted_views.py).
+run views standard "$results/views" "${all_methods[@]}" --database-views 0 -0.05 0.05 -0.1 0.1 \
+    --segmentation-stride 0 --no-route-maps
 segmenters=()
 for name in day-plain day-photometric day-instnorm day-selftrain day-instnorm-selftrain; do
-    [[ -f $day_only/$name.pt ]] && segmenters+=("$day_only/$name.pt")
+    if [[ -f $day_only/$name.pt ]]; then segmenters+=("$day_only/$name.pt"); fi
 done
 if ((${#segmenters[@]})); then
-    run day-only "$results/day-only" --methods semantic label-histogram rgb \
+    run day-only day-only "$results/day-only" --methods semantic label-histogram rgb \
         --segmenters "${segmenters[@]}" "$root/semloc_ros/data/models/segmenter.pt" --segmentation-stride 3 \
         --segmentation-drives trainB_overcast_l1 --no-route-maps
 else
