@@ -269,8 +269,9 @@ def describe_drive_frames(
             labels = load_label_images(chunk) if oracle else None
             if cached:
                 labels = label_cache.labels(segmenter, chunk, rgbs, batch_size)
+            views = {"shift": shift} if shift else {}  # only pipelines that support views get asked for one
             descriptors[start : start + len(chunk)] = pipeline.describe_frames(
-                rgbs, labels=labels, batch_size=batch_size, shift=shift
+                rgbs, labels=labels, batch_size=batch_size, **views
             )
             bar.update(len(chunk))
     return descriptors
