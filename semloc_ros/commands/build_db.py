@@ -27,6 +27,27 @@ from semloc_ros.pipeline import METHODS
 DEFAULT_THREADS = min(4, os.cpu_count() or 1)
 
 
+def view_shift(text: str) -> float:
+    """argparse type of a database view: a sideways shift, as a fraction of the image width in (-0.5, 0.5)."""
+    value = float(text)
+    if not -0.5 < value < 0.5:
+        raise argparse.ArgumentTypeError(f"{text}: a view shift is a fraction of the width in (-0.5, 0.5)")
+    return value
+
+
+class _DistinctViews(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        if len(set(values)) != len(values):
+            parser.error(f"{option_string}: the shifts must be distinct")
+        setattr(namespace, self.dest, list(values))
+
+
+def add_views_argument(parser: argparse.ArgumentParser, flag: str, help_text: str) -> None:
+    """The database-views option (``build-db --views``, ``evaluate --database-views``)."""
+    parser.add_argument(flag, type=view_shift, nargs="+", default=[0.0], action=_DistinctViews, metavar="SHIFT",
+                        help=help_text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="semloc build-db",
@@ -36,14 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, type=Path, help="database file to write (e.g. map.semdb)")
     parser.add_argument("--method", default="semantic", choices=METHODS, help="descriptor method")
     parser.add_argument("--append", action="store_true", help="add to the existing --out database")
-    parser.add_argument(
+    add_views_argument(
+        parser,
         "--views",
-        type=float,
-        nargs="+",
-        default=[0.0],
-        metavar="SHIFT",
-        help="also store each frame shifted sideways by these fractions of the width (e.g. 0 -0.05 0.05 -0.1 0.1: "
-        "the place as seen from the next lane; README, issue #4); 0 = the frame itself",
+        "also store each frame shifted sideways by these fractions of the width (e.g. 0 -0.05 0.05 -0.1 0.1: the "
+        "place as seen from the next lane; README); 0 = the frame itself",
     )
     parser.add_argument(
         "--mask-dynamic",
@@ -112,9 +130,6 @@ def main(argv: list[str] | None = None) -> int:
         print("semloc build-db: no frame with valid GPS, nothing to add", file=sys.stderr)
         return 1
 
-    if not all(-0.5 < v < 0.5 for v in args.views) or len(set(args.views)) != len(args.views):
-        print("semloc build-db: --views must be distinct fractions in (-0.5, 0.5)", file=sys.stderr)
-        return 2
     if args.mask_dynamic and args.method == "rgb":
         print("semloc build-db: --mask-dynamic needs a label method; 'rgb' sees no classes", file=sys.stderr)
         return 2

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from semloc_ros.commands.build_db import DEFAULT_THREADS
+from semloc_ros.commands.build_db import DEFAULT_THREADS, add_views_argument
 from semloc_ros.datasets import DatasetError, load_semloc_sim_drive, load_semloc_sim_split
 from semloc_ros.evaluation import (
     DEFAULT_NEGATIVE_MIN_ROUTE_M,
@@ -155,13 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=5,
         help="score the segmenter (pixel accuracy, mIoU) on every k-th frame of each drive; 0 = skip",
     )
-    parser.add_argument(
+    add_views_argument(
+        parser,
         "--database-views",
-        type=float,
-        nargs="+",
-        default=[0.0],
-        metavar="SHIFT",
-        help="store each database frame also shifted sideways by these fractions of the width (build-db --views); "
+        "store each database frame also shifted sideways by these fractions of the width (build-db --views); "
         "Recall@N then counts distinct places",
     )
     parser.add_argument(
@@ -379,10 +376,6 @@ def main(argv: list[str] | None = None) -> int:
             "semloc evaluate: --query-stride, --threads, --batch-size and --threshold-m must be positive",
             file=sys.stderr,
         )
-        return 2
-    if not all(-0.5 < v < 0.5 for v in args.database_views) or len(set(args.database_views)) != len(
-            args.database_views):
-        print("semloc evaluate: --database-views must be distinct fractions in (-0.5, 0.5)", file=sys.stderr)
         return 2
     if not 0 < args.target_precision <= 1 or not args.negative_min_route_m >= 0:
         print("semloc evaluate: --target-precision must be in (0, 1], --negative-min-route-m >= 0", file=sys.stderr)
