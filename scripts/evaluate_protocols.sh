@@ -9,7 +9,7 @@
 # day-only protocol is skipped. Environment: PROTOCOLS ("standard confusers dynamic views day-only"),
 # SEMLOC_THREADS (2), SEMLOC_CACHE (/tmp/semloc_eval_cache: database cache shared by the runs), SEMLOC_RESULTS
 # (docs/results).
-# About 35 minutes on 2 cores with an empty cache.
+# About 15 minutes on 2 cores once the databases are cached (SEMLOC_CACHE).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dataset=${1:-$root/../shared/datasets/semloc-sim-v1}
