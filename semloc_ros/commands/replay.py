@@ -97,6 +97,18 @@ class BagReplayer:
             time.sleep(0.05)
         return False
 
+    def wait_for_delivery(self, timeout_s: float) -> bool:
+        """Wait until every subscriber acknowledged the reliable topics' messages (a process that exits right
+        after its last publish otherwise takes samples in flight with it); best-effort topics have no acks."""
+        from rclpy.duration import Duration
+
+        deadline = time.monotonic() + timeout_s
+        delivered = True
+        for publisher in self.publishers.values():
+            remaining = max(0.0, deadline - time.monotonic())
+            delivered &= publisher.wait_for_all_acked(Duration(nanoseconds=int(remaining * 1e9)))
+        return delivered
+
     def publish(self, item: Scheduled) -> None:
         self.publishers[item.message.topic].publish(item.message.raw)
 
@@ -149,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
                      clock_period_s=1.0 / args.clock if args.clock else None,
                      publish_clock=replayer.publish_clock if args.clock else None,
                      should_stop=lambda: bool(stop))
+        if not stop and not replayer.wait_for_delivery(timeout_s=3.0):
+            print("[semloc replay] some reliable messages were not acknowledged by every subscriber",
+                  file=sys.stderr)
         print(f"[semloc replay] published {count} messages" + (" (stopped)" if stop else ""))
         return 0
     finally:
