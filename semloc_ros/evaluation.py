@@ -345,10 +345,12 @@ def cache_key(pipeline, oracle: bool) -> str:
     return key
 
 
-def cache_name(method: str, oracle: bool, drive: Drive, pipeline) -> str:
-    """File name of a cached database: method, oracle flag, drive, size and a digest of :func:`cache_key`."""
+def cache_name(method: str, oracle: bool, drive: Drive, pipeline, views: Sequence[float] = (0.0,)) -> str:
+    """File name of a cached database: method, oracle flag, drive, size, a digest of :func:`cache_key` and the
+    database views (:func:`build_database`) when there is more than the frame itself."""
     digest = hashlib.sha1(cache_key(pipeline, oracle).encode("utf-8")).hexdigest()[:12]
-    return f"{method_label(method, oracle)}_{drive.name}_{len(drive)}_{digest}.semdb"
+    views_tag = "" if tuple(views) == (0.0,) else "_views" + "_".join(f"{v:+g}" for v in views)
+    return f"{method_label(method, oracle)}_{drive.name}_{len(drive)}_{digest}{views_tag}.semdb"
 
 
 # ------------------------------------------------------------------------------------------ evaluation

@@ -470,9 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         method, oracle = variant.name, variant.oracle
         label = method_label(method, oracle)
         views = tuple(args.database_views)
-        views_tag = "" if views == (0.0,) else "_views" + "_".join(f"{v:+g}" for v in views)
-        cache_path = cache_dir / cache_name(method, oracle, database_drive, pipeline).replace(
-            ".semdb", f"{views_tag}.semdb")
+        cache_path = cache_dir / cache_name(method, oracle, database_drive, pipeline, views)
         database = None
         if not args.no_cache and cache_path.is_file():
             try:
