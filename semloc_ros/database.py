@@ -242,6 +242,7 @@ class GeoDatabase:
         self._heading = _GrowableColumn(np.float64)
         self._stamp_ns = _GrowableColumn(np.int64)
         self._image_id_list: list[str] = []
+        self._thumbnails: _GrowableColumn | None = None  # label thumbnails for re-ranking (semloc_ros.reranking)
         self._image_ids_cache: np.ndarray | None = None
         self._frame_cache: tuple[LocalENU, np.ndarray] | None = None
         self._lock = threading.RLock()
@@ -398,8 +399,16 @@ class GeoDatabase:
                 f"(model_id {self._model_id!r})"
             )
 
-    def add(self, descriptors: np.ndarray, records: Sequence[PlaceRecord]) -> None:
-        """Append N descriptors (N, D) with their N place records.
+    @property
+    def thumbnails(self) -> np.ndarray | None:
+        """(N, h, w) ``uint8`` label thumbnails of the entries (:mod:`semloc_ros.reranking`), or None if the
+        database stores none. A database stores them for all entries or for none."""
+        return None if self._thumbnails is None else self._thumbnails.view()
+
+    def add(
+        self, descriptors: np.ndarray, records: Sequence[PlaceRecord], thumbnails: np.ndarray | None = None
+    ) -> None:
+        """Append N descriptors (N, D) with their N place records (and N label thumbnails, optional).
 
         Descriptors are converted to float32 and L2-normalised. Everything is validated before anything is
         stored: on bad input an exception is raised and the database is unchanged.
@@ -421,6 +430,7 @@ class GeoDatabase:
             stamp_ns=np.array([r.stamp_ns for r in records], dtype=np.int64),
             image_ids=[str(r.image_id) for r in records],
             normalise=True,
+            thumbnails=thumbnails,
         )
 
     def _append(
@@ -436,6 +446,7 @@ class GeoDatabase:
         normalise: bool,
         owned: bool = False,
         index: faiss.Index | None = None,
+        thumbnails: np.ndarray | None = None,
     ) -> None:
         """Validate column arrays of equal length and append them (all-or-nothing).
 
@@ -453,6 +464,7 @@ class GeoDatabase:
                 raise ValueError(f"{name} has shape {column.shape}, expected ({count},)")
         if stamp_ns.shape != (count,) or len(image_ids) != count:
             raise ValueError(f"stamp_ns and image_ids must hold {count} entries")
+        thumbnails = self._checked_thumbnails(thumbnails, count)
         if count == 0:
             return
         if any("\x00" in image_id for image_id in image_ids):
@@ -480,7 +492,33 @@ class GeoDatabase:
             self._heading.append(heading, adopt=owned)
             self._stamp_ns.append(stamp_ns, adopt=owned)
             self._image_id_list.extend(image_ids)
+            if thumbnails is not None:
+                if self._thumbnails is None:
+                    self._thumbnails = _GrowableColumn(np.uint8, thumbnails.shape[1:])
+                self._thumbnails.append(thumbnails, adopt=owned)
             self._frame_cache = None
+
+    def _checked_thumbnails(self, thumbnails: np.ndarray | None, count: int) -> np.ndarray | None:
+        """Thumbnails as ``uint8`` (count, h, w), consistent with those already stored (all entries or none)."""
+        stored = self.thumbnails
+        if thumbnails is None:
+            if stored is not None and len(self) and count:
+                raise ValueError("this database stores label thumbnails for every entry: pass them for new ones too")
+            return None
+        thumbnails = np.asarray(thumbnails)
+        if thumbnails.ndim != 3 or len(thumbnails) != count or thumbnails.dtype.kind not in "iu":
+            raise ValueError(f"thumbnails must be {count} integer label images (N, h, w), got "
+                             f"{thumbnails.dtype} {thumbnails.shape}")
+        if min(thumbnails.shape[1:], default=0) < 1:
+            raise ValueError(f"empty thumbnails {thumbnails.shape}")
+        if thumbnails.size and (thumbnails.min() < 0 or thumbnails.max() > 255):
+            raise ValueError("thumbnail class ids must be in 0..255")
+        if len(self) and stored is None:
+            raise ValueError("this database stores no label thumbnails: add entries without them")
+        if stored is not None and len(self) and thumbnails.shape[1:] != stored.shape[1:]:
+            raise ValueError(f"thumbnails of shape {thumbnails.shape[1:]} do not match the stored "
+                             f"{stored.shape[1:]}")
+        return thumbnails.astype(np.uint8, copy=False)
 
     def _index_rows(self, matrix: np.ndarray) -> None:
         """Add normalised rows (not yet in the columns) to the search index, (re)training IVF-PQ when due.
@@ -605,6 +643,8 @@ class GeoDatabase:
                 "stamp_ns": np.array(self.stamp_ns),
                 "image_id": np.array(self.image_ids),
             }
+            if self._thumbnails is not None:
+                arrays["thumbnails"] = np.array(self.thumbnails)
             if stored_index is not None:
                 arrays["faiss_index"] = stored_index
         descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -645,6 +685,7 @@ class GeoDatabase:
                 if missing:
                     raise DatabaseFormatError(f"{source}: missing arrays {', '.join(missing)}")
                 arrays = {name: archive[name] for name in _ARRAY_NAMES}
+                thumbnails = archive["thumbnails"] if "thumbnails" in archive.files else None
                 stored_blob = archive["faiss_index"] if "faiss_index" in archive.files else None
         except DatabaseError:
             raise
@@ -678,6 +719,7 @@ class GeoDatabase:
                 normalise=False,
                 owned=True,
                 index=stored_index,
+                thumbnails=thumbnails,
             )
         except (ValueError, TypeError, DatabaseError) as error:
             raise DatabaseFormatError(f"{source}: invalid entries: {error}") from error

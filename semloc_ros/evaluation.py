@@ -43,6 +43,7 @@ from semloc_ros.datasets import Drive, Frame, load_label_images, load_rgbs
 from semloc_ros.geodesy import LocalENU, geodesic_distance_m
 from semloc_ros.labels import SEMLOC_SIM
 from semloc_ros.localizer import FixStatus, Localizer, LocalizerConfig, PositionEstimate
+from semloc_ros.reranking import THUMBNAIL_SHAPE, label_thumbnail, rerank, shift_view
 
 DEFAULT_NS = (1, 5, 10, 20)
 DEFAULT_DISTANCES_M = tuple(range(5, 105, 5))
@@ -250,11 +251,13 @@ def describe_drive_frames(
     desc: str = "describe",
     label_cache: PredictedLabels | None = PREDICTED_LABELS,
     shift: float = 0.0,
+    thumbnails_out: np.ndarray | None = None,
 ) -> np.ndarray:
     """(N, D) descriptors of frames, reading only ``chunk_size`` images at a time.
 
     Labels come from the pipeline's segmenter on the RGB (through ``label_cache`` unless None), or with
-    ``oracle`` from the frames' ground truth.
+    ``oracle`` from the frames' ground truth. ``thumbnails_out``: an (N, h, w) ``uint8`` array (label methods)
+    that receives the label thumbnails of the frames as described (:mod:`semloc_ros.reranking`).
     """
     from tqdm import tqdm
 
@@ -269,6 +272,13 @@ def describe_drive_frames(
             labels = load_label_images(chunk) if oracle else None
             if cached:
                 labels = label_cache.labels(segmenter, chunk, rgbs, batch_size)
+            if thumbnails_out is not None:
+                if labels is None:
+                    labels = [pipeline.segment(rgb) for rgb in rgbs]
+                thumbnails_out[start : start + len(chunk)] = [
+                    label_thumbnail(shift_view(np.asarray(lab)[None], shift)[0], thumbnails_out.shape[1:])
+                    for lab in labels
+                ]
             views = {"shift": shift} if shift else {}  # only pipelines that support views get asked for one
             descriptors[start : start + len(chunk)] = pipeline.describe_frames(
                 rgbs, labels=labels, batch_size=batch_size, **views
@@ -285,15 +295,23 @@ def build_database(
     progress: bool = False,
     database: GeoDatabase | None = None,
     views: Sequence[float] = (0.0,),
+    thumbnails: bool | None = None,
 ) -> GeoDatabase:
     """Describe every frame of ``drive`` and add it to ``database`` (a new one for the pipeline if None).
 
     ``views``: each frame is also stored as seen shifted sideways by these fractions of the image width
     (:func:`semloc_ros.pipeline.shift_view`), same position, image id ``<id>#view<shift>``; 0 = the image itself.
+    ``thumbnails``: store label thumbnails for re-ranking (None: for label methods, or as the given database).
     """
     if database is None:
         database = GeoDatabase(pipeline.dimension, pipeline.model_id)
+    if thumbnails is None:
+        labels_method = bool(getattr(pipeline, "needs_labels", False))
+        thumbnails = database.thumbnails is not None if len(database) else labels_method
+    if thumbnails and not getattr(pipeline, "needs_labels", False):
+        raise ValueError("label thumbnails need a label method (semantic, hybrid, label-histogram)")
     for shift in views:
+        small = np.zeros((len(drive.frames), *THUMBNAIL_SHAPE), dtype=np.uint8) if thumbnails else None
         descriptors = describe_drive_frames(
             pipeline,
             drive.frames,
@@ -302,11 +320,12 @@ def build_database(
             progress=progress,
             desc=f"db {drive.name}" + (f" view {shift:+g}" if shift else ""),
             shift=shift,
+            thumbnails_out=small,
         )
         records = place_records(drive.frames)
         if shift:
             records = [dataclasses.replace(r, image_id=f"{r.image_id}{VIEW_SEPARATOR}{shift:+g}") for r in records]
-        database.add(descriptors, records)
+        database.add(descriptors, records, small)
     return database
 
 
@@ -375,13 +394,28 @@ def evaluate_query_descriptors(
     ns: Sequence[int] = DEFAULT_NS,
     distances: Sequence[float] = DEFAULT_DISTANCES_M,
     localizer_config: LocalizerConfig | None = None,
+    query_thumbnails: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Metrics of one query drive whose descriptors are already computed (JSON-ready dict)."""
+    """Metrics of one query drive whose descriptors are already computed (JSON-ready dict).
+
+    With ``query_thumbnails``, a database with thumbnails and ``rerank_top_k`` > 0 in the localizer config, the
+    retrieval is re-ranked (:mod:`semloc_ros.reranking`) for Recall@N and for the localizer alike.
+    """
     q_lat, q_lon = query_drive.lat, query_drive.lon
+    localizer = Localizer(database, localizer_config)
+    rerank_config = localizer.config.rerank_config()
+    reranking = localizer.reranks and query_thumbnails is not None
+    depth = max(max(ns), rerank_config.top_k) if reranking else max(ns)
     views = database_views(database)
-    similarities, retrieved = database.search(query_descriptors, max(ns) * views)
+    similarities, retrieved = database.search(query_descriptors, depth * views)
     if views > 1:  # Recall@N over N distinct places, not N views of one
-        similarities, retrieved = distinct_places(similarities, retrieved, database.image_ids, max(ns))
+        similarities, retrieved = distinct_places(similarities, retrieved, database.image_ids, depth)
+    if reranking:
+        for row in range(len(retrieved)):
+            _, similarities[row], retrieved[row], _ = rerank(
+                similarities[row], retrieved[row], query_thumbnails[row], database.thumbnails, rerank_config
+            )
+    similarities, retrieved = similarities[:, : max(ns)], retrieved[:, : max(ns)]
     positives = positives_within(q_lat, q_lon, database.lat, database.lon, threshold_m)
     recalls = recall_report(retrieved, positives, ns)
 
@@ -392,14 +426,14 @@ def evaluate_query_descriptors(
         q_lat[found], q_lon[found], database.lat[top1[found]], database.lon[top1[found]]
     )
 
-    localizer = Localizer(database, localizer_config)
-    estimates = localizer.localize_batch(query_descriptors)
+    thumbnails = query_thumbnails if reranking else None
+    estimates = localizer.localize_batch(query_descriptors, thumbnails=thumbnails)
     single = localization_metrics(estimates, database, q_lat, q_lon, threshold_m)
     filtered = None
     if localizer.sequence_filter is not None:
         localizer.reset()
         filtered = localization_metrics(
-            localizer.localize_sequence(query_descriptors, query_drive.stamps_ns.tolist()),
+            localizer.localize_sequence(query_descriptors, query_drive.stamps_ns.tolist(), thumbnails=thumbnails),
             database,
             q_lat,
             q_lon,
@@ -415,6 +449,7 @@ def evaluate_query_descriptors(
         "condition": query_drive.condition,
         "threshold_m": threshold_m,
         "n_database": len(database),
+        "reranked": bool(reranking),
         "n_queries": recalls["n_queries"],
         "n_queries_without_positive": recalls["n_queries_without_positive"],
         "recall_at_n_all_queries": {str(n): r for n, r in recalls["recall_at_n_all_queries"].items()},
@@ -532,8 +567,11 @@ def evaluate_method(
         database = build_database(pipeline, database_drive, oracle=oracle, batch_size=batch_size, progress=progress)
     label = method_label(method or getattr(pipeline, "method", "method"), oracle)
     described = []
+    config = localizer_config if localizer_config is not None else LocalizerConfig()
+    with_thumbnails = config.rerank_top_k > 0 and database.thumbnails is not None
     for drive in query_drives:
         valid = drive.drop_invalid_gps()
+        small = np.zeros((len(valid.frames), *database.thumbnails.shape[1:]), np.uint8) if with_thumbnails else None
         descriptors = describe_drive_frames(
             pipeline,
             valid.frames,
@@ -541,18 +579,18 @@ def evaluate_method(
             batch_size=batch_size,
             progress=progress,
             desc=f"{label} {drive.name}",
+            thumbnails_out=small,
         )
-        described.append((drive.name, valid, descriptors))
-    config = localizer_config if localizer_config is not None else LocalizerConfig()
+        described.append((drive.name, valid, descriptors, small))
     fit = None
     if config.sequence_filter and fit_filter_on is not None:
-        matching = [(valid, d) for name, valid, d in described if name == fit_filter_on]
+        matching = [(valid, d) for name, valid, d, _ in described if name == fit_filter_on]
         if not matching:
             raise ValueError(f"fit_filter_on: {fit_filter_on!r} is not a query drive")
         config, fit = fit_filter_parameters(database, *matching[0], config, threshold_m)
     results = {}
-    for name, valid, descriptors in described:
-        result = evaluate_query_descriptors(database, valid, descriptors, threshold_m, ns, distances, config)
+    for name, valid, descriptors, small in described:
+        result = evaluate_query_descriptors(database, valid, descriptors, threshold_m, ns, distances, config, small)
         if "filtered" in result:
             result["filtered"]["filter_fit"] = fit
         results[name] = {

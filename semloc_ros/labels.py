@@ -115,6 +115,11 @@ IGNORED_ID = 255
 descriptors (masked dynamic objects). Every id outside the label set is treated the same way."""
 
 
+def dynamic_class_ids() -> list[int]:
+    """Ids in ``SEMLOC_SIM`` of the classes that move (cars, people, ...)."""
+    return sorted(SEMLOC_SIM.id_of(name) for name in DYNAMIC_CLASSES)
+
+
 def _check_labels(labels: np.ndarray) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 2:

@@ -35,6 +35,12 @@ then come from the filter's posterior, the matches from the single-frame retriev
 elapsed time; a stamp going backwards or jumping forward by more than ``filter_max_gap_s`` resets the filter.
 A query whose best similarity is below ``min_similarity`` is NO_MATCH and does not update the belief.
 ``localize_batch`` is always single-frame.
+
+Re-ranking (``rerank_top_k`` > 0, :mod:`semloc_ros.reranking`): when the database stores label thumbnails and
+the query's label thumbnail is given, the first ``rerank_top_k`` retrieved entries are re-ordered by
+``s_i + rerank_weight * a_i`` (``a_i``: the best-shift pixel agreement of the label images) and that combined
+score replaces ``s_i`` in steps 2-5; ``min_similarity`` still applies to the best cosine. Without a thumbnail
+(or in a database without them) the query is answered as without re-ranking.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from semloc_ros.calibration import calibrated_covariance
 from semloc_ros.checks import require_in, require_int_in, require_positive
 from semloc_ros.database import GeoDatabase
 from semloc_ros.geodesy import LocalENU
+from semloc_ros.reranking import RerankConfig, rerank
 
 if TYPE_CHECKING:
     from semloc_ros.sequence_filter import SequenceFilter, SequenceFilterConfig
@@ -80,6 +87,7 @@ class Match:
     north: float
     weight: float
     inlier: bool
+    alignment: float = math.nan  # label-image agreement when re-ranked (semloc_ros.reranking), else NaN
 
 
 @dataclass
@@ -119,6 +127,13 @@ class LocalizerConfig:
     filter_kidnap_probability: float = 0.001
     filter_temperature: float = 0.05
     filter_top_k: int = 50
+    rerank_top_k: int = 0
+    rerank_weight: float = 2.0
+    rerank_max_shift: float = 0.35
+
+    def rerank_config(self) -> RerankConfig:
+        """The :class:`RerankConfig` of the ``rerank_*`` fields."""
+        return RerankConfig(top_k=self.rerank_top_k, weight=self.rerank_weight, max_shift=self.rerank_max_shift)
 
     def filter_config(self) -> SequenceFilterConfig:
         """The :class:`SequenceFilterConfig` of the ``filter_*`` fields (and the shared radius/floors)."""
@@ -154,6 +169,10 @@ class LocalizerConfig:
             self.filter_config().validate()
         except ValueError as error:
             raise ValueError(f"filter_{error}") from error
+        try:
+            self.rerank_config().validate()
+        except ValueError as error:
+            raise ValueError(f"rerank_{error}") from error
         return self
 
 
@@ -195,8 +214,12 @@ class Localizer:
         model_id: str | None = None,
         stamp_ns: int | None = None,
         displacement_m: float | None = None,
+        thumbnail: np.ndarray | None = None,
     ) -> PositionEstimate:
         """Estimate the position of one (D,) descriptor; ``model_id`` (if given) must match the database.
+
+        ``thumbnail``: the query's label thumbnail (:func:`semloc_ros.reranking.label_thumbnail`), used for
+        re-ranking when that is enabled and the database stores thumbnails.
 
         With the sequence filter, ``stamp_ns`` (capture time) and/or ``displacement_m`` (distance travelled
         since the previous query, e.g. from odometry) drive its motion model; at least one is required.
@@ -205,26 +228,71 @@ class Localizer:
         vector = np.asarray(descriptor)
         if vector.ndim != 1:
             raise ValueError(f"descriptor must be 1-D (D,), got shape {vector.shape}")
+        thumbnails = None if thumbnail is None else np.asarray(thumbnail)[np.newaxis]
         if self._filter is None:
-            return self.localize_batch(vector[np.newaxis, :], model_id)[0]
+            return self.localize_batch(vector[np.newaxis, :], model_id, thumbnails)[0]
         return self.localize_sequence(
             vector[np.newaxis, :],
             None if stamp_ns is None else [stamp_ns],
             model_id,
             None if displacement_m is None else [displacement_m],
+            thumbnails,
         )[0]
 
-    def localize_batch(self, descriptors: np.ndarray, model_id: str | None = None) -> list[PositionEstimate]:
-        """Single-frame estimates of (Q, D) independent descriptors with one database search."""
+    @property
+    def reranks(self) -> bool:
+        """Whether queries with a label thumbnail get re-ranked (enabled, and the database has thumbnails)."""
+        return self._config.rerank_top_k > 0 and self._database.thumbnails is not None
+
+    def localize_batch(
+        self, descriptors: np.ndarray, model_id: str | None = None, thumbnails: np.ndarray | None = None
+    ) -> list[PositionEstimate]:
+        """Single-frame estimates of (Q, D) independent descriptors with one database search.
+
+        ``thumbnails``: (Q, h, w) query label thumbnails for re-ranking (see the module docstring), or None.
+        """
         matrix = self._checked_queries(descriptors, model_id)
         if len(matrix) == 0:
             return []
-        similarities, indices = self._database.search(matrix, self._config.top_k)
+        thumbnails = self._checked_thumbnails(thumbnails, len(matrix))
+        k = self._config.top_k
+        similarities, indices = self._database.search(matrix, self._search_k(k, thumbnails))
         frame, enu = self._database.frame_and_enu()
         return [
-            self._calibrated(self._estimate(row_similarities, row_indices, frame, enu))
-            for row_similarities, row_indices in zip(similarities, indices, strict=True)
+            self._calibrated(self._single(similarities[row], indices[row], thumbnails, row, frame, enu))
+            for row in range(len(matrix))
         ]
+
+    def _search_k(self, k: int, thumbnails: np.ndarray | None) -> int:
+        return max(k, self._config.rerank_top_k) if thumbnails is not None else k
+
+    def _checked_thumbnails(self, thumbnails: np.ndarray | None, count: int) -> np.ndarray | None:
+        """The query thumbnails when re-ranking applies to them, else None (ValueError if they do not fit)."""
+        if thumbnails is None or not self.reranks:
+            return None
+        thumbnails = np.asarray(thumbnails)
+        expected = (count, *self._database.thumbnails.shape[1:])
+        if thumbnails.shape != expected:
+            raise ValueError(f"query thumbnails have shape {thumbnails.shape}, the database's {expected}")
+        return thumbnails
+
+    def _single(
+        self,
+        similarities: np.ndarray,
+        indices: np.ndarray,
+        thumbnails: np.ndarray | None,
+        row: int,
+        frame: LocalENU,
+        enu: np.ndarray,
+    ) -> PositionEstimate:
+        """The single-frame estimate of one query's search result, re-ranked when it has a thumbnail."""
+        k = self._config.top_k
+        if thumbnails is None:
+            return self._estimate(similarities[:k], indices[:k], frame, enu)
+        scores, cosines, order, alignment = rerank(
+            similarities, indices, thumbnails[row], self._database.thumbnails, self._config.rerank_config()
+        )
+        return self._estimate(scores[:k], order[:k], frame, enu, cosines[:k], alignment[:k])
 
     def localize_sequence(
         self,
@@ -232,11 +300,13 @@ class Localizer:
         stamps_ns: Sequence[int] | np.ndarray | None,
         model_id: str | None = None,
         displacements_m: Sequence[float | None] | np.ndarray | None = None,
+        thumbnails: np.ndarray | None = None,
     ) -> list[PositionEstimate]:
         """Consecutive (Q, D) queries of one camera through the sequence filter (one database search).
 
         The filter continues from its current state (call :meth:`reset` before an unrelated sequence).
         ``displacements_m[i]`` is the distance travelled between queries i-1 and i (None: use the stamps).
+        ``thumbnails`` re-rank the single-frame retrieval (and so the matches); the filter sees the cosines.
         """
         if self._filter is None:
             raise RuntimeError("localize_sequence needs LocalizerConfig(sequence_filter=True)")
@@ -254,16 +324,17 @@ class Localizer:
         if count == 0:
             return []
         config = self._config
-        similarities, indices = self._database.search(matrix, max(config.top_k, config.filter_top_k))
+        thumbnails = self._checked_thumbnails(thumbnails, count)
+        search_k = max(self._search_k(config.top_k, thumbnails), config.filter_top_k)
+        similarities, indices = self._database.search(matrix, search_k)
         frame, enu = self._database.frame_and_enu()
         estimates = []
         for row in range(count):
-            single = self._calibrated(
-                self._estimate(similarities[row, : config.top_k], indices[row, : config.top_k], frame, enu)
-            )
+            single = self._calibrated(self._single(similarities[row], indices[row], thumbnails, row, frame, enu))
             self._advance(stamps[row], displacements[row])
             if single.status is not FixStatus.NO_MATCH:
-                self._filter.update(similarities[row], indices[row])
+                filter_k = max(config.top_k, config.filter_top_k)  # the filter's likelihood: cosines, as without
+                self._filter.update(similarities[row, :filter_k], indices[row, :filter_k])
             filtered = self._calibrated(self._filter.estimate())
             filtered.matches = single.matches
             if single.status is FixStatus.NO_MATCH:
@@ -313,14 +384,24 @@ class Localizer:
         return estimate
 
     def _estimate(
-        self, similarities: np.ndarray, indices: np.ndarray, frame: LocalENU, enu: np.ndarray
+        self,
+        similarities: np.ndarray,
+        indices: np.ndarray,
+        frame: LocalENU,
+        enu: np.ndarray,
+        cosines: np.ndarray | None = None,
+        alignment: np.ndarray | None = None,
     ) -> PositionEstimate:
+        """Steps 2-7 of the module docstring; ``similarities`` may be re-ranking scores, then ``cosines`` and
+        ``alignment`` are the entries' cosines and label agreements."""
         config = self._config
         found = indices >= 0
         similarities = similarities[found].astype(np.float64)
         indices = indices[found]
         if len(indices) == 0:
             return _empty_estimate()
+        cosines = similarities if cosines is None else np.asarray(cosines, dtype=np.float64)[found]
+        alignment = np.full(len(indices), math.nan) if alignment is None else np.asarray(alignment)[found]
 
         weights = _softmax(similarities / config.temperature)
         east_north = enu[indices, :2]
@@ -333,7 +414,7 @@ class Localizer:
 
         share = float(weights[inliers].sum())
         confidence = min(1.0, share * self._margin(similarities, inliers))
-        if similarities[0] < config.min_similarity:
+        if cosines.max() < config.min_similarity:
             status, confidence = FixStatus.NO_MATCH, 0.0
         elif confidence < config.min_confidence:
             status = FixStatus.LOW_CONFIDENCE
@@ -355,7 +436,7 @@ class Localizer:
         matches = [
             Match(
                 index=int(indices[i]),
-                similarity=float(similarities[i]),
+                similarity=float(cosines[i]),
                 lat=float(lats[i]),
                 lon=float(lons[i]),
                 alt=float(altitudes[i]),
@@ -363,6 +444,7 @@ class Localizer:
                 north=float(east_north[i, 1]),
                 weight=float(weights[i]),
                 inlier=bool(inliers[i]),
+                alignment=float(alignment[i]),
             )
             for i in range(len(indices))
         ]

@@ -12,18 +12,9 @@ from tqdm import tqdm
 
 from semloc_ros.models import DescriptorExtractor, HybridDescriptor, Segmenter, WeightsError
 from semloc_ros.models.weights import WEIGHTS_DIR
+from semloc_ros.reranking import shift_view
 
 METHODS = ("semantic", "rgb", "hybrid", "label-histogram")
-
-
-def shift_view(images: np.ndarray, fraction: float) -> np.ndarray:
-    """``NxHxW`` labels or ``NxHxWx3`` RGB moved right by ``fraction`` of the width (left if negative), the border
-    column repeated: the place as seen from a little to the side (another lane) or turned."""
-    if fraction == 0.0:
-        return images
-    width = images.shape[2]
-    columns = np.clip(np.arange(width) - round(fraction * width), 0, width - 1)
-    return images[:, :, columns]
 
 
 def _stack(items: Sequence[np.ndarray]) -> np.ndarray | None:

@@ -295,8 +295,15 @@ def test_build_db_and_evaluate_commands(tmp_path, capsys, monkeypatch) -> None:
         assert build_db.main([source, "--out", str(out), "--method", "label-histogram", *common]) == 0
         assert build_db.main([source, "--out", str(out), "--method", "label-histogram", "--append", *common]) == 0
         assert build_db.main([source, "--out", str(out), "--method", "rgb", "--append", *common]) == 1
-    assert len(GeoDatabase.load(out)) == 12
+    stored = GeoDatabase.load(out)
+    assert len(stored) == 12 and stored.thumbnails is not None and len(stored.thumbnails) == 12
     assert "does not match" in capsys.readouterr().err
+    bare = tmp_path / "bare.semdb"
+    with pytest.warns(UserWarning, match="UNTRAINED"):
+        assert build_db.main([source, "--out", str(bare), "--method", "label-histogram", "--no-thumbnails",
+                              *common]) == 0
+        assert build_db.main([source, "--out", str(bare), "--method", "label-histogram", "--append", *common]) == 0
+    assert GeoDatabase.load(bare).thumbnails is None and len(GeoDatabase.load(bare)) == 12
 
     args = [
         "--dataset",
@@ -319,6 +326,13 @@ def test_build_db_and_evaluate_commands(tmp_path, capsys, monkeypatch) -> None:
     with pytest.warns(UserWarning, match="UNTRAINED"):
         assert evaluate.main([*args, "--threshold-m", "4", "--no-plots", *common]) == 0
     assert capsys.readouterr().out.count("database from cache") == 2
+    with pytest.warns(UserWarning, match="UNTRAINED"):
+        assert evaluate.main([*args, "--threshold-m", "4", "--no-plots", "--rerank-top-k", "5", *common]) == 0
+    capsys.readouterr()
+    reranked = json.loads((tmp_path / "ev" / "results.json").read_text())["results"]
+    assert all(r["reranked"] for r in reranked)
+    assert reranked[1]["recall_at_n_all_queries"]["1"] == 100.0
+    assert evaluate.main([*args, "--rerank-top-k", "-1", *common]) == 2
 
 
 def test_segmentation_scores_against_a_hand_computed_case() -> None:

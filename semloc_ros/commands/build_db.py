@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep a frame only this far (m) from the last kept one; 0 keeps every frame",
     )
     parser.add_argument(
+        "--no-thumbnails",
+        action="store_true",
+        help="label methods: do not store the 60x80 label thumbnails used for re-ranking (4.8 kB per entry); "
+        "with --append, the existing database decides",
+    )
+    parser.add_argument(
         "--untrained-ok",
         action="store_true",
         help="use randomly initialised networks when trained weights are missing (smoke tests)",
@@ -156,14 +162,16 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     before = len(database) if database is not None else 0
+    thumbnails = None if len(database) or not args.no_thumbnails else False
     database = build_database(pipeline, valid, batch_size=args.batch_size, progress=not args.quiet, database=database,
-                              views=args.views)
+                              views=args.views, thumbnails=thumbnails)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     database.save(args.out)
     elapsed = time.perf_counter() - start
     print(
         f"wrote {args.out}: {len(database)} entries (+{len(database) - before}), method {args.method}, "
-        f"model {pipeline.model_id}, {elapsed:.1f} s"
+        f"model {pipeline.model_id}, {'with' if database.thumbnails is not None else 'no'} label thumbnails, "
+        f"{elapsed:.1f} s"
     )
     return 0
 

@@ -162,6 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
         "Recall@N then counts distinct places",
     )
     parser.add_argument(
+        "--rerank-top-k",
+        type=int,
+        default=0,
+        help="re-rank this many retrieved places by label-image alignment (label methods; semloc_ros.reranking); "
+        "0 = off",
+    )
+    parser.add_argument(
+        "--rerank-weight", type=float, default=2.0, help="re-ranking score = cosine + weight x alignment"
+    )
+    parser.add_argument(
         "--segmentation-drives",
         nargs="+",
         default=[],
@@ -448,7 +458,16 @@ def main(argv: list[str] | None = None) -> int:
 
     set_torch_threads(args.threads)
     cache_dir = args.cache_dir or args.out / "cache"
-    localizer_config = LocalizerConfig(top_k=args.top_k, sequence_filter=args.sequence_filter)
+    try:
+        localizer_config = LocalizerConfig(
+            top_k=args.top_k,
+            sequence_filter=args.sequence_filter,
+            rerank_top_k=args.rerank_top_k,
+            rerank_weight=args.rerank_weight,
+        ).validate()
+    except ValueError as error:
+        print(f"semloc evaluate: {error}", file=sys.stderr)
+        return 2
     results: list[dict[str, Any]] = []
     calibrations: dict[str, dict[str, Any]] = {}
     segmenters: dict[str, Any] = {}  # row-name suffix -> segmenter, for the segmentation tables
@@ -479,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{label}: ignoring cache {cache_path}: {error}")
             if database is not None and len(database) != len(database_drive) * len(views):
                 database = None
+            if database is not None and args.rerank_top_k and pipeline.needs_labels and database.thumbnails is None:
+                database = None  # cached before label thumbnails were stored
         if database is None:
             database = build_database(
                 pipeline,

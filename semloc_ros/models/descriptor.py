@@ -23,17 +23,12 @@ import torch.nn.functional as F  # noqa: N812
 import torchvision
 from torch import nn
 
-from semloc_ros.labels import DYNAMIC_CLASSES, IGNORED_ID, SEMLOC_SIM
+from semloc_ros.labels import IGNORED_ID, SEMLOC_SIM, dynamic_class_ids
 from semloc_ros.models.base import BaseModel
 from semloc_ros.models.utils import as_size, labels_to_tensor, resolve_device, rgb_to_tensor
 from semloc_ros.models.weights import WEIGHTS_DIR, WeightsError, load_checkpoint, make_model_id, save_checkpoint
 
 DEFAULT_DESCRIPTOR_FILES = {"semantic": "descriptor_semantic.pt", "rgb": "descriptor_rgb.pt"}
-
-
-def dynamic_class_ids() -> list[int]:
-    """Ids in ``SEMLOC_SIM`` of the classes that move (cars, people, ...)."""
-    return sorted({SEMLOC_SIM.id_of(c) if isinstance(c, str) else int(c) for c in DYNAMIC_CLASSES})
 
 
 def one_hot_ids(ids: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -1,0 +1,204 @@
+"""Label-image re-ranking: thumbnails, best-shift alignment, the database column, the localizer and evaluation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from semloc_ros.database import DatabaseFormatError, GeoDatabase, PlaceRecord
+from semloc_ros.datasets import Drive, Frame
+from semloc_ros.evaluation import build_database, evaluate_query_descriptors
+from semloc_ros.geodesy import LocalENU
+from semloc_ros.labels import IGNORED_ID, SEMLOC_SIM
+from semloc_ros.localizer import Localizer, LocalizerConfig
+from semloc_ros.reranking import (
+    RerankConfig,
+    alignment_scores,
+    label_thumbnail,
+    rerank,
+    shift_view,
+)
+
+ROAD, SKY, BUILDING, CAR, TREE = (SEMLOC_SIM.id_of(n) for n in ("ROAD", "SKY", "BUILDING", "CAR", "VEGETATION"))
+FRAME = LocalENU(51.75, -1.25)
+
+
+def scene(seed: int, shape: tuple[int, int] = (60, 80)) -> np.ndarray:
+    """A label image: sky above, road below, random buildings and trees along the skyline."""
+    rng = np.random.default_rng(seed)
+    height, width = shape
+    image = np.full(shape, SKY, np.uint8)
+    image[height // 2 :] = ROAD
+    column = 0
+    while column < width:
+        span = int(rng.integers(3, 12))
+        top = int(rng.integers(5, height // 2))
+        image[top : height // 2, column : column + span] = rng.choice([BUILDING, TREE, SKY])
+        column += span
+    return image
+
+
+def test_label_thumbnail_samples_nearest_and_marks_foreign_ids() -> None:
+    labels = np.zeros((240, 320), np.int32)
+    labels[:, 160:] = 7
+    labels[0:4, 0:4] = 300
+    small = label_thumbnail(labels)
+    assert small.shape == (60, 80) and small.dtype == np.uint8
+    assert small[0, 0] == IGNORED_ID  # the 4x4 patch of id 300 holds the sample of the first cell
+    small[0, 0] = 0
+    assert (small[:, :40] == 0).all() and (small[:, 40:] == 7).all()
+    assert label_thumbnail(np.stack([labels, labels])).shape == (2, 60, 80)
+    with pytest.raises(ValueError, match="integer"):
+        label_thumbnail(labels.astype(float))
+    with pytest.raises(ValueError, match="empty"):
+        label_thumbnail(np.zeros((0, 5), np.uint8))
+
+
+def test_alignment_finds_the_turn_and_ignores_traffic() -> None:
+    config = RerankConfig(max_shift=0.35, shift_step=0.025)
+    place = scene(1)
+    turned = shift_view(place[None], 0.2)[0]  # the camera at the same place, turned
+    other = scene(2)
+    scores, shifts = alignment_scores(turned, np.stack([place, other]), config)
+    assert scores[0] == pytest.approx(1.0) and shifts[0] == pytest.approx(0.2)
+    assert scores[1] < 0.95
+    traffic = turned.copy()
+    traffic[25:45, 30:50] = CAR  # a vehicle in front: left out, not counted against the place
+    assert alignment_scores(traffic, place[None], config)[0][0] == pytest.approx(1.0)
+    narrow = RerankConfig(max_shift=0.05)
+    assert alignment_scores(turned, place[None], narrow)[0][0] < scores[0]
+    with pytest.raises(ValueError, match="do not match"):
+        alignment_scores(turned, place[None, :, :40], config)
+
+
+def test_rerank_reorders_the_head_and_keeps_the_tail() -> None:
+    query = scene(5)
+    thumbnails = np.stack([scene(10 + i) for i in range(5)])
+    thumbnails[3] = query
+    similarities = np.array([0.9, 0.85, 0.8, 0.7, 0.6, -np.inf])
+    indices = np.array([0, 1, 2, 3, 4, -1])
+    scores, cosines, order, alignment = rerank(similarities, indices, query, thumbnails, RerankConfig(top_k=4))
+    assert order[0] == 3 and alignment[0] == pytest.approx(1.0)
+    assert scores[0] == pytest.approx(0.7 + 2.0)
+    assert list(order[4:]) == [4, -1] and math.isnan(alignment[4])  # beyond top_k: unchanged order
+    assert cosines[0] == pytest.approx(0.7)
+    assert np.all(np.diff(scores[:4]) <= 0)
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("top_k", -1), ("top_k", 1.5), ("weight", -1.0), ("weight", math.nan), ("max_shift", 1.0), ("shift_step", 0)],
+)
+def test_rerank_config_rejects_bad_values(field: str, value) -> None:
+    with pytest.raises(ValueError, match=field):
+        RerankConfig(**{field: value}).validate()
+    with pytest.raises(ValueError, match=f"rerank_{field}"):
+        if field in ("top_k", "weight", "max_shift"):
+            LocalizerConfig(**{f"rerank_{field}": value}).validate()
+        else:
+            raise ValueError(f"rerank_{field}")
+
+
+def places(count: int) -> list[PlaceRecord]:
+    out = []
+    for i in range(count):
+        lat, lon, _ = FRAME.to_geodetic(100.0 * i, 0.0, 0.0)
+        out.append(PlaceRecord(float(lat), float(lon), image_id=f"p{i}"))
+    return out
+
+
+def database_with_thumbnails(count: int = 5) -> tuple[GeoDatabase, np.ndarray]:
+    rng = np.random.default_rng(0)
+    database = GeoDatabase(16, "m")
+    thumbnails = np.stack([scene(100 + i) for i in range(count)])
+    database.add(rng.normal(size=(count, 16)).astype(np.float32), places(count), thumbnails)
+    return database, thumbnails
+
+
+def test_database_stores_thumbnails_for_all_entries_or_none(tmp_path) -> None:
+    database, thumbnails = database_with_thumbnails()
+    np.testing.assert_array_equal(database.thumbnails, thumbnails)
+    before = len(database)
+    with pytest.raises(ValueError, match="pass them"):
+        database.add(np.ones((1, 16), np.float32), places(1))
+    with pytest.raises(ValueError, match="do not match"):
+        database.add(np.ones((1, 16), np.float32), places(1), np.zeros((1, 30, 40), np.uint8))
+    assert len(database) == before and len(database.thumbnails) == before  # nothing stored on bad input
+    plain = GeoDatabase(16, "m")
+    plain.add(np.ones((1, 16), np.float32), places(1))
+    with pytest.raises(ValueError, match="stores no label thumbnails"):
+        plain.add(np.ones((1, 16), np.float32), places(1), thumbnails[:1])
+    assert plain.thumbnails is None
+
+    path = database.save(tmp_path / "db.semdb")
+    loaded = GeoDatabase.load(path)
+    np.testing.assert_array_equal(loaded.thumbnails, thumbnails)
+    loaded.add(np.ones((1, 16), np.float32), places(1), thumbnails[:1])  # appending after a load copies
+    assert len(loaded.thumbnails) == len(thumbnails) + 1
+    assert GeoDatabase.load(plain.save(tmp_path / "plain.semdb")).thumbnails is None
+
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    arrays["thumbnails"] = arrays["thumbnails"][:2]
+    bad = tmp_path / "bad.semdb"
+    with open(bad, "wb") as stream:
+        np.savez(stream, **arrays)
+    with pytest.raises(DatabaseFormatError, match="thumbnails"):
+        GeoDatabase.load(bad)
+
+
+def test_localizer_reranks_with_a_query_thumbnail() -> None:
+    database, thumbnails = database_with_thumbnails()
+    query = database.descriptors[0] + 0.8 * database.descriptors[4]  # the descriptor prefers place 0
+    turned = shift_view(thumbnails[4][None], -0.15)[0]  # ... but the labels are place 4, turned
+    plain = Localizer(database, LocalizerConfig(top_k=3, temperature=0.02))
+    assert plain.localize(query).matches[0].index == 0
+    reranking = Localizer(database, LocalizerConfig(top_k=3, temperature=0.02, rerank_top_k=5, rerank_weight=5.0))
+    assert reranking.reranks
+    estimate = reranking.localize(query, thumbnail=turned)
+    assert estimate.matches[0].index == 4 and estimate.matches[0].alignment == pytest.approx(1.0)
+    assert estimate.east == pytest.approx(database.enu[4, 0], abs=1.0)
+    assert estimate.matches[0].similarity == pytest.approx(float(database.descriptors[4] @ query
+                                                                   / np.linalg.norm(query)), abs=1e-5)
+    assert reranking.localize(query).matches[0].index == 0  # no thumbnail: the descriptor alone
+    with pytest.raises(ValueError, match="thumbnails have shape"):
+        reranking.localize(query, thumbnail=turned[:, :40])
+    rejecting = Localizer(database, LocalizerConfig(rerank_top_k=5, min_similarity=0.999))
+    assert rejecting.localize(query, thumbnail=turned).status.value == "no_match"  # the cosine decides
+    filtered = Localizer(database, LocalizerConfig(rerank_top_k=5, rerank_weight=5.0, sequence_filter=True))
+    assert filtered.localize(query, stamp_ns=0, thumbnail=turned).matches[0].index == 4
+
+
+class ThumbnailPipeline:
+    """A label pipeline whose descriptors all point at place 0: only re-ranking can find the right place."""
+
+    model_id = "thumbnail-test"
+    dimension = 8
+    needs_labels = True
+    segmenter = None
+
+    def describe_frames(self, rgbs, labels=None, batch_size=16, progress=False, shift=0.0) -> np.ndarray:
+        out = np.full((len(labels), 8), 0.01, np.float32)
+        out[:, 0] = 1.0
+        return out
+
+
+def test_evaluation_reranks_with_database_and_query_thumbnails() -> None:
+    scenes = [scene(200 + i, (24, 32)) for i in range(6)]
+    frames = []
+    for i, labels in enumerate(scenes):
+        lat, lon, _ = FRAME.to_geodetic(100.0 * i, 0.0, 0.0)
+        frames.append(Frame(f"db{i}", i, float(lat), float(lon), rgb=np.zeros((24, 32, 3), np.uint8), labels=labels))
+    database = build_database(ThumbnailPipeline(), Drive("db", frames), oracle=True)
+    assert database.thumbnails is not None and database.thumbnails.shape == (6, 60, 80)
+    queries = Drive("q", frames[3:5], condition="winter")
+    descriptors = ThumbnailPipeline().describe_frames(None, labels=scenes[3:5])
+    query_thumbnails = label_thumbnail(np.stack(scenes[3:5]))
+    off = evaluate_query_descriptors(database, queries, descriptors, ns=(1,), query_thumbnails=query_thumbnails)
+    assert off["reranked"] is False and off["recall_at_n_all_queries"]["1"] == 0.0
+    on = evaluate_query_descriptors(database, queries, descriptors, ns=(1,), query_thumbnails=query_thumbnails,
+                                    localizer_config=LocalizerConfig(rerank_top_k=6))
+    assert on["reranked"] is True and on["recall_at_n_all_queries"]["1"] == 100.0
+    assert on["localization_recall_at_1"] == 100.0
