@@ -26,7 +26,7 @@ from semloc_ros.node_common import (
     run_node,
     warn_on_stamp_order,
 )
-from semloc_ros.ros_conversions import imgmsg_to_array
+from semloc_ros.ros_conversions import imgmsg_to_array, imgmsg_to_labels
 from semloc_ros.stage_stats import SequenceMonitor, StageStats
 
 PARAMETERS = (
@@ -67,12 +67,9 @@ class DescriptorNode(Node):
                                f"on {topic}")
 
     def _input_array(self, message: Image) -> np.ndarray:
-        array = imgmsg_to_array(message)
         if self.extractor.input_kind == "rgb":
-            return to_rgb8(array, message.encoding)
-        if message.encoding not in ("mono8", "8UC1"):
-            raise ImageEncodingError(f"label images must be mono8 or 8UC1, got '{message.encoding}'")
-        return array
+            return to_rgb8(imgmsg_to_array(message), message.encoding)
+        return imgmsg_to_labels(message)
 
     def _on_image_with_info(self, message: Image, info: dict[str, Any]) -> None:
         lost = self.sequence.lost(str(info.get("publisher_gid")), info.get("publication_sequence_number"))

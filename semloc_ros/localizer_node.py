@@ -1,4 +1,9 @@
-"""localizer_node: semloc/descriptor -> NavSatFix, GeoPoseWithCovarianceStamped and RViz markers."""
+"""localizer_node: semloc/descriptor -> NavSatFix, GeoPoseWithCovarianceStamped and RViz markers.
+
+With ``rerank_top_k`` > 0 and a database that stores label thumbnails, the label image of the same stamp
+(semloc/labels, kept for ``label_buffer`` frames) re-ranks the retrieval (:mod:`semloc_ros.reranking`); a
+descriptor whose label image has not arrived is answered without re-ranking (counted as ``no_labels``).
+"""
 
 from __future__ import annotations
 
@@ -18,12 +23,13 @@ from nav_msgs.msg import Path as PathMessage
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from semloc_msgs.msg import Descriptor
-from sensor_msgs.msg import NavSatFix, NavSatStatus
+from sensor_msgs.msg import Image, NavSatFix, NavSatStatus
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from semloc_ros.database import DatabaseError, DescriptorMismatchError, GeoDatabase
 from semloc_ros.geodesy import GeoError, UTMProjection
+from semloc_ros.image_codec import ImageEncodingError
 from semloc_ros.localizer import FixStatus, Localizer, LocalizerConfig, PositionEstimate
 from semloc_ros.node_common import (
     ParameterSpec,
@@ -37,7 +43,8 @@ from semloc_ros.node_common import (
     run_node,
     warn_on_stamp_order,
 )
-from semloc_ros.ros_conversions import stamp_to_ns
+from semloc_ros.reranking import label_thumbnail
+from semloc_ros.ros_conversions import imgmsg_to_labels, stamp_to_ns
 from semloc_ros.stage_stats import SequenceMonitor, StageStats
 
 
@@ -74,6 +81,10 @@ CONFIG_PARAMETERS = {
     "filter_kidnap_probability": "sequence filter: belief spread uniformly per step (recovery after a jump)",
     "filter_temperature": "sequence filter: similarity temperature of the observation likelihood",
     "filter_top_k": "sequence filter: retrieved places per query entering the likelihood",
+    "rerank_top_k": "re-rank this many retrieved entries by label-image alignment (needs semloc/labels and a "
+    "database with thumbnails); 0 = off",
+    "rerank_weight": "re-ranking score = cosine + rerank_weight x label agreement",
+    "rerank_max_shift": "largest horizontal shift (fraction of the width: camera turned) tried when aligning",
 }
 _DEFAULT_CONFIG = LocalizerConfig()
 
@@ -98,6 +109,8 @@ PARAMETERS = (
                   "robot_localization drops fixes with NaN altitude"),
     ParameterSpec("unknown_heading_variance", 1e6, "orientation variance published when heading is unknown",
                   non_negative),
+    ParameterSpec("label_buffer", 30, "label images (semloc/labels) kept for re-ranking, waiting for their "
+                  "descriptor", in_range(1, 1000), read_only=True),
 )
 
 UNKNOWN_ALTITUDE_VARIANCE_M2 = 1e6
@@ -162,6 +175,8 @@ class LocalizerNode(Node):
         self._path_poses: deque[PoseStamped] = deque(maxlen=max(1, self.params.get("path_length")))
         self._utm: UTMProjection | None = None
         self.create_subscription(Descriptor, "semloc/descriptor", self.on_descriptor, QoSProfile(depth=10))
+        self._thumbnails: dict[int, np.ndarray] = {}  # label thumbnails by stamp (ns), oldest first
+        self.create_subscription(Image, "semloc/labels", self.on_labels, QoSProfile(depth=10))
 
         self._try_load_database()
         self._retry_timer = self.create_timer(self.params.get("database_retry_period_s"),
@@ -241,7 +256,35 @@ class LocalizerNode(Node):
         if "map_coordinates" in changed:
             self._path_poses.clear()
 
-    # --- per descriptor -----------------------------------------------------------------------------
+    # --- per label image and descriptor -------------------------------------------------------------
+    @guarded
+    def on_labels(self, message: Image) -> None:
+        """Keep the label thumbnail of a frame for re-ranking its descriptor (only while re-ranking applies)."""
+        if self.localizer is None or not self.localizer.reranks:
+            return
+        try:
+            thumbnail = label_thumbnail(imgmsg_to_labels(message), self.database.thumbnails.shape[1:])
+        except (ImageEncodingError, ValueError) as error:
+            self.stats.record_error("bad_labels", str(error))
+            self.get_logger().warning(f"label image not used for re-ranking: {error}", throttle_duration_sec=2.0)
+            return
+        self._thumbnails[stamp_to_ns(message.header.stamp)] = thumbnail
+        while len(self._thumbnails) > self.params.get("label_buffer"):
+            del self._thumbnails[next(iter(self._thumbnails))]
+
+    def _thumbnail_for(self, stamp_ns: int) -> np.ndarray | None:
+        """The label thumbnail of this stamp (dropping it and older ones), None when re-ranking does not apply."""
+        if not self.localizer.reranks:
+            return None
+        thumbnail = self._thumbnails.pop(stamp_ns, None)
+        for older in [stamp for stamp in self._thumbnails if stamp < stamp_ns]:
+            del self._thumbnails[older]
+        if thumbnail is None:
+            self.stats.record_error("no_labels", "no label image with the descriptor's stamp: not re-ranked")
+            self.get_logger().warning("no label image (semloc/labels) with the descriptor's stamp: answered "
+                                      "without re-ranking", throttle_duration_sec=10.0)
+        return thumbnail
+
     @guarded
     def on_descriptor(self, message: Descriptor) -> None:
         self.stats.record_received()
@@ -254,9 +297,10 @@ class LocalizerNode(Node):
         if descriptor.shape[0] != message.dimension:
             self._reject("bad_descriptor", f"dimension field {message.dimension} != {descriptor.shape[0]} values")
             return
+        stamp_ns = stamp_to_ns(message.header.stamp)
         try:
-            estimate = self.localizer.localize(descriptor, model_id=message.model_id,
-                                               stamp_ns=stamp_to_ns(message.header.stamp))
+            estimate = self.localizer.localize(descriptor, model_id=message.model_id, stamp_ns=stamp_ns,
+                                               thumbnail=self._thumbnail_for(stamp_ns))
         except DescriptorMismatchError as error:
             self._reject("model_mismatch", str(error))
             return

@@ -16,6 +16,7 @@ from std_msgs.msg import Header
 from semloc_ros.image_codec import (
     MAX_IMAGE_PIXELS,
     CompressedFormat,
+    ImageEncodingError,
     array_to_image_fields,
     compressed_format_string,
     decode_compressed,
@@ -43,6 +44,13 @@ def imgmsg_to_array(msg: Image, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarra
         data=msg.data,
         max_pixels=max_pixels,
     )
+
+
+def imgmsg_to_labels(msg: Image, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode a label image (``mono8`` or ``8UC1`` class ids) into an HxW ``uint8`` array."""
+    if msg.encoding not in ("mono8", "8UC1"):
+        raise ImageEncodingError(f"label images must be mono8 or 8UC1, got '{msg.encoding}'")
+    return imgmsg_to_array(msg, max_pixels)
 
 
 def array_to_imgmsg(array: np.ndarray, encoding: str, header: Header | None = None) -> Image:

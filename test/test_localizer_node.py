@@ -176,3 +176,37 @@ def test_unknown_altitude_is_published_as_a_number_with_a_huge_variance(start_no
     assert covariance[2, 2] == 1e6 and covariance[0, 2] == covariance[2, 1] == 0.0
     assert covariance[0, 0] < 1e3
     assert geoposes[0].pose.pose.position.altitude == 42.0
+
+
+def test_label_image_of_the_same_stamp_reranks_the_retrieval(start_node, tmp_path):
+    from semloc_ros.reranking import label_thumbnail
+    from semloc_ros.ros_conversions import array_to_imgmsg
+
+    rng = np.random.default_rng(1)
+    scenes = rng.integers(0, 18, size=(20, 24, 32)).astype(np.uint8)
+    descriptors = rng.normal(size=(20, DIMENSION)).astype(np.float32)
+    records = [PlaceRecord(lat=51.752 + 1e-3 * i, lon=-1.2577, image_id=f"{i}") for i in range(20)]
+    database = GeoDatabase(DIMENSION, "test-model")
+    database.add(descriptors, records, label_thumbnail(scenes))
+    path = database.save(tmp_path / "thumbs.semdb")
+    node = start_node(path)
+    fixes = []
+    node.fix_publisher.publish = fixes.append
+    query = _descriptor(database.descriptors[2] + 0.5 * database.descriptors[9])  # the descriptor prefers 2
+
+    node.on_descriptor(query)  # re-ranking off (rerank_top_k 0): the descriptor decides
+    assert fixes[-1].latitude == pytest.approx(database.lat[2], abs=1e-6)
+    assert node.set_parameters([Parameter("rerank_top_k", value=5)])[0].successful
+    node.on_descriptor(query)  # on, but no label image with this stamp: answered anyway, counted
+    assert fixes[-1].latitude == pytest.approx(database.lat[2], abs=1e-6)
+    assert node.stats.errors["no_labels"] == 1
+
+    labels = array_to_imgmsg(scenes[9], "mono8", query.header)  # the labels say place 9
+    node.on_labels(labels)
+    node.on_descriptor(query)
+    assert fixes[-1].latitude == pytest.approx(database.lat[9], abs=1e-6)
+    assert not node._thumbnails  # used once, then dropped
+
+    node.on_labels(array_to_imgmsg(np.zeros((24, 32, 3), np.uint8), "rgb8", query.header))
+    assert node.stats.errors["bad_labels"] == 1 and not node._thumbnails
+    assert not node.set_parameters([Parameter("rerank_max_shift", value=1.5)])[0].successful
