@@ -387,15 +387,19 @@ def merge_overrides(*layers: dict[str, dict[str, Any]]) -> dict[str, dict[str, A
 
 
 def e2e_database(args: argparse.Namespace) -> Path:
-    """The map the e2e nodes load: the benchmark's database drive, shipped semantic models."""
+    """The map the e2e nodes load: the benchmark's database drive, shipped semantic models, label thumbnails
+    (so the localizer re-ranks as configured)."""
+    from semloc_ros.datasets import load_semloc_sim_drive
+    from semloc_ros.evaluation import build_database
+
     if args.database is not None:
         return args.database
     pipeline = semantic_pipeline(args.device)
     drive = splits(args.dataset)["database"]
     digest = hashlib.sha1(pipeline.model_id.encode("utf-8")).hexdigest()[:12]
-    path = args.cache / f"e2e_{drive}_{digest}.semdb"
+    path = args.cache / f"e2e_{drive}_{digest}_thumbnails.semdb"
     if not path.is_file():
-        drive_database(args.dataset, drive, pipeline, args.cache).save(path)
+        build_database(pipeline, load_semloc_sim_drive(args.dataset, drive)).save(path)
     return path
 
 
