@@ -58,7 +58,9 @@ class Pipe:
             pipeline = Pipeline(Segmenter.untrained(seed=0, device="cpu"),
                                 DescriptorExtractor.untrained("semantic_alexnet", seed=0, device="cpu"),
                                 method="semantic")
-            build_database(pipeline, self.places).save(self.database_path)
+            # No label thumbnails, so no re-ranking: an untrained segmenter's labels flip between near-equal
+            # logits from one run to the next, and agreement of noise would outweigh the descriptor.
+            build_database(pipeline, self.places, thumbnails=False).save(self.database_path)
         return GeoDatabase.load(self.database_path)
 
     def send(self, index: int) -> int:
