@@ -305,10 +305,10 @@ def build_database(
     """
     if database is None:
         database = GeoDatabase(pipeline.dimension, pipeline.model_id)
+    labels_method = bool(getattr(pipeline, "needs_labels", False))
     if thumbnails is None:
-        labels_method = bool(getattr(pipeline, "needs_labels", False))
         thumbnails = database.thumbnails is not None if len(database) else labels_method
-    if thumbnails and not getattr(pipeline, "needs_labels", False):
+    if thumbnails and not labels_method:
         raise ValueError("label thumbnails need a label method (semantic, hybrid, label-histogram)")
     for shift in views:
         small = np.zeros((len(drive.frames), *THUMBNAIL_SHAPE), dtype=np.uint8) if thumbnails else None
