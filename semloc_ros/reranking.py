@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from semloc_ros.checks import is_finite_real, require_in, require_int_in, require_non_negative, require_positive
 from semloc_ros.labels import IGNORED_ID, dynamic_class_ids
 
 THUMBNAIL_SHAPE: tuple[int, int] = (60, 80)
@@ -35,14 +36,12 @@ class RerankConfig:
 
     def validate(self) -> RerankConfig:
         """Raise ValueError naming the first invalid parameter; returns self."""
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int | np.integer) or not 0 <= self.top_k <= 1000:
-            raise ValueError(f"top_k must be an integer in [0, 1000], got {self.top_k!r}")
-        if not np.isfinite(self.weight) or self.weight < 0:
-            raise ValueError(f"weight must be finite and >= 0, got {self.weight!r}")
-        if not 0.0 <= self.max_shift < 1.0:
+        require_int_in("top_k", self.top_k, 0, 1000)
+        require_non_negative(weight=self.weight)
+        if not is_finite_real(self.max_shift) or not 0.0 <= self.max_shift < 1.0:
             raise ValueError(f"max_shift must be in [0, 1) (a fraction of the width), got {self.max_shift!r}")
-        if not 0.0 < self.shift_step <= 1.0:
-            raise ValueError(f"shift_step must be in (0, 1], got {self.shift_step!r}")
+        require_positive(shift_step=self.shift_step)
+        require_in("shift_step", self.shift_step, 0.0, 1.0)
         return self
 
     @property
