@@ -27,9 +27,9 @@ setup(
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [
-            "segmentation_node = semloc_ros.segmentation_node:main",
-            "descriptor_node = semloc_ros.descriptor_node:main",
-            "localizer_node = semloc_ros.localizer_node:main",
+            "segmentation_node = semloc_ros.ros.segmentation_node:main",
+            "descriptor_node = semloc_ros.ros.descriptor_node:main",
+            "localizer_node = semloc_ros.ros.localizer_node:main",
             "semloc = semloc_ros.cli:main",
         ],
     },

@@ -19,12 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from semloc_ros.datasets import load_semloc_sim_split
-from semloc_ros.evaluation import build_database, describe_drive_frames, evaluate_query_descriptors
-from semloc_ros.localizer import LocalizerConfig
+from semloc_ros.core.localizer import LocalizerConfig
+from semloc_ros.core.reranking import THUMBNAIL_SHAPE
+from semloc_ros.evaluation.loop import evaluate_query_descriptors
+from semloc_ros.io.datasets import load_semloc_sim_split
+from semloc_ros.mapping import build_database, describe_drive_frames
 from semloc_ros.models import set_torch_threads
-from semloc_ros.pipeline import Pipeline
-from semloc_ros.reranking import THUMBNAIL_SHAPE
+from semloc_ros.models.pipeline import Pipeline
 
 DEFAULT_DATASET = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "semloc-sim-v1"
 

@@ -3,7 +3,7 @@
 
 A stretch of the day database drive and the matching, shorter stretch of the night query drive of the same
 lane, in the semloc-sim layout (``drives/<name>/{rgb/, label/, poses.csv, drive.json}`` + ``splits.json``)
-so that ``semloc_ros.datasets.load_semloc_sim_split`` reads it. RGB is re-encoded as JPEG (``--quality``) and
+so that ``semloc_ros.io.datasets.load_semloc_sim_split`` reads it. RGB is re-encoded as JPEG (``--quality``) and
 only downscaled when the RGB total would exceed ``--max-mb``; labels are copied unchanged (lossless PNG)
 unless ``--no-labels``. Frames are renumbered from 0; stamps, poses and source frame numbers are kept.
 
@@ -27,7 +27,7 @@ README = """# semloc_ros demo data
 A small excerpt of the semloc-sim-v1 dataset (simulated MetaDrive drives, see the dataset's README for how it
 was rendered, its pose convention and geo anchoring) used by `semloc demo`, the tests and quick
 `semloc evaluate` runs. Same layout as semloc-sim (`drives/<drive>/{{rgb/, label/, poses.csv, drive.json}}`,
-`splits.json`), read by `semloc_ros.datasets.load_semloc_sim_split`.
+`splits.json`), read by `semloc_ros.io.datasets.load_semloc_sim_split`.
 
 | drive | role | condition | source drive | source frames | frames |
 |---|---|---|---|---|---|

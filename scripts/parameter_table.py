@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Print the README's parameter table from the parameters the nodes declare (so the two cannot drift)."""
 
-from semloc_ros import descriptor_node, localizer_node, segmentation_node
+from semloc_ros.ros import descriptor_node, localizer_node, segmentation_node
 
 
 def main() -> None:

@@ -80,13 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     import rclpy
 
     from semloc_ros.commands.demo import DEMO_DATA
-    from semloc_ros.datasets import load_semloc_sim_split
-    from semloc_ros.evaluation import build_database
-    from semloc_ros.geodesy import geodesic_distance_m
+    from semloc_ros.core.geodesy import geodesic_distance_m
+    from semloc_ros.io.datasets import load_semloc_sim_split
+    from semloc_ros.mapping import build_database
     from semloc_ros.models import DescriptorExtractor, Segmenter, set_torch_threads
-    from semloc_ros.pipeline import Pipeline
-    from semloc_ros.runner import PipelineRunner
-    from semloc_ros.stream_client import StreamClient
+    from semloc_ros.models.pipeline import Pipeline
+    from semloc_ros.ros.runner import PipelineRunner
+    from semloc_ros.ros.stream_client import StreamClient
 
     set_torch_threads(2)
     database_drive, query_drives = load_semloc_sim_split(DEMO_DATA)

@@ -18,9 +18,9 @@ from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from semloc_ros.bag_playback import BagMessage, BagSource, PlaybackError, Scheduled, parse_remap, play, schedule
-from semloc_ros.datasets import Drive, Frame, load_rosbag, subsample_by_distance
-from semloc_ros.geodesy import LocalENU, geodesic_distance_m
+from semloc_ros.core.geodesy import LocalENU, geodesic_distance_m
+from semloc_ros.io.bag_playback import BagMessage, BagSource, PlaybackError, Scheduled, parse_remap, play, schedule
+from semloc_ros.io.datasets import Drive, Frame, load_rosbag, subsample_by_distance
 
 ROOT = Path(__file__).resolve().parents[1]
 S = 1_000_000_000
@@ -131,7 +131,7 @@ def test_subsample_distance_is_geodesic_far_from_the_centre() -> None:
 
 def test_build_db_from_bags_subsampled_and_appended(tmp_path: Path, drive_bag: Path, capsys) -> None:
     from semloc_ros.commands import build_db
-    from semloc_ros.database import GeoDatabase
+    from semloc_ros.core.database import GeoDatabase
 
     drive = load_rosbag(drive_bag, max_gap_s=1.5)
     assert [f.stamp_ns for f in drive] == [round(t * S) for t in MATCHED]
@@ -300,7 +300,7 @@ def same_float(a: float, b: float) -> bool:
 def test_message_classes_come_from_installed_packages() -> None:
     from sensor_msgs.msg import NavSatFix
 
-    from semloc_ros.commands.replay import message_class
+    from semloc_ros.ros.conversions import message_class
 
     assert message_class("sensor_msgs/msg/NavSatFix") is NavSatFix
     assert message_class("sensor_msgs/NavSatFix") is NavSatFix
@@ -439,7 +439,7 @@ def test_record_typestore_knows_installed_messages_outside_rosbags() -> None:
 
 def test_plot_compares_recorded_fixes_with_the_ground_truth(tmp_path: Path, drive_bag: Path, capsys) -> None:
     from semloc_ros.commands import plot
-    from semloc_ros.database import GeoDatabase, PlaceRecord
+    from semloc_ros.core.database import GeoDatabase, PlaceRecord
 
     frame = LocalENU(lat_at(2.5), LON0)
     east20_lat, east20_lon, _ = frame.to_geodetic(20.0, 0.0)  # 20 m east of the truth at 2.5 s

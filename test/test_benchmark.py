@@ -80,8 +80,8 @@ def test_auto_device_is_cuda_when_present(monkeypatch, available, expected):
 
 
 def test_every_device_default_is_auto():
-    from semloc_ros import descriptor_node, segmentation_node
     from semloc_ros.commands import build_db, evaluate, train
+    from semloc_ros.ros import descriptor_node, segmentation_node
 
     for module in (segmentation_node, descriptor_node):
         assert {spec.name: spec.default for spec in module.PARAMETERS}["device"] == "auto"

@@ -1,4 +1,4 @@
-"""Tests of semloc_ros.calibration: precision/recall thresholds and covariance coverage/scale."""
+"""Tests of semloc_ros.core.calibration: precision/recall thresholds and covariance coverage/scale."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from semloc_ros.calibration import (
+from semloc_ros.core.calibration import (
     calibrated_covariance,
     covariance_coverage,
     covariance_scale,
@@ -168,7 +168,7 @@ def retrieval_rows(n_queries: int, n_places: int, spread: float, seed: int) -> t
 
 
 def test_fitted_temperature_is_the_likelihood_maximum_and_follows_the_similarity_scale():
-    from semloc_ros.calibration import fit_temperature, temperature_log_likelihood
+    from semloc_ros.core.calibration import fit_temperature, temperature_log_likelihood
 
     similarities, indices, positives = retrieval_rows(200, 300, spread=0.5, seed=0)
     fitted = fit_temperature(similarities, indices, positives, 300)
@@ -187,9 +187,9 @@ def test_fitted_temperature_is_the_likelihood_maximum_and_follows_the_similarity
 
 def _route_database_and_drives():
     """A 600 m route of 300 places; a calibration and a report drive on it; a drive of another map."""
-    from semloc_ros.database import GeoDatabase, PlaceRecord
-    from semloc_ros.datasets import Drive, Frame
-    from semloc_ros.geodesy import LocalENU
+    from semloc_ros.core.database import GeoDatabase, PlaceRecord
+    from semloc_ros.core.geodesy import LocalENU
+    from semloc_ros.io.datasets import Drive, Frame
 
     rng = np.random.default_rng(5)
     frame = LocalENU(51.752, -1.2577)
@@ -229,15 +229,15 @@ def _route_database_and_drives():
 
 def test_calibration_of_a_method_on_held_out_drives(tmp_path):
     from semloc_ros.commands.evaluate import format_localization_table, format_rejection_table
-    from semloc_ros.evaluation import (
+    from semloc_ros.core.localizer import LocalizerConfig
+    from semloc_ros.evaluation.calibration import (
         calibrate_method,
-        evaluate_query_descriptors,
         fit_filter_parameters,
         fit_filter_temperature,
         rejection_scores,
     )
-    from semloc_ros.localizer import LocalizerConfig
-    from semloc_ros.plots import plot_rejection_curves
+    from semloc_ros.evaluation.loop import evaluate_query_descriptors
+    from semloc_ros.evaluation.plots import plot_rejection_curves
 
     database, (calibration, calibration_d), (report, report_d), (other_map, other_d) = _route_database_and_drives()
     config = LocalizerConfig(sequence_filter=True, filter_temperature=0.02)
@@ -291,7 +291,7 @@ def test_calibration_of_a_method_on_held_out_drives(tmp_path):
 
 
 def test_negatives_of_several_maps_are_split_by_map():
-    from semloc_ros.evaluation import split_negatives
+    from semloc_ros.evaluation.calibration import split_negatives
 
     def negatives(name, seed, values):
         return {"drive": name, "map": seed, "scores": {"best_similarity": values}}

@@ -10,7 +10,7 @@ import pytest
 
 from semloc_ros import cli
 from semloc_ros.commands.run import parse_assignment
-from semloc_ros.runner import PipelineRunner
+from semloc_ros.ros.runner import PipelineRunner
 
 
 def test_help_lists_every_command(capsys):
@@ -47,7 +47,7 @@ def test_runner_command_line_uses_params_file_overlay_and_remaps(tmp_path):
     runner = PipelineRunner(overrides={"localizer_node": {"database_path": "/x.semdb"}},
                             remaps={"image_raw": "/cam/image"}, domain_id=151)
     command = runner.command("localizer_node")
-    assert command[:3] == [sys.executable, "-m", "semloc_ros.localizer_node"]
+    assert command[:3] == [sys.executable, "-m", "semloc_ros.ros.localizer_node"]
     assert command[command.index("--params-file") + 1].endswith("config/semloc.yaml")
     assert "image_raw:=/cam/image" in command
     assert runner.env["ROS_DOMAIN_ID"] == "151"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from semloc_ros import descriptor_node, localizer_node, segmentation_node
+from semloc_ros.ros import descriptor_node, localizer_node, segmentation_node
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_PARAMETERS = {

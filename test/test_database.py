@@ -1,4 +1,4 @@
-"""Tests of semloc_ros.database: search correctness, validation, and the versioned atomic file format."""
+"""Tests of semloc_ros.core.database: search correctness, validation, and the versioned atomic file format."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import faiss
 import numpy as np
 import pytest
 
-from semloc_ros import database as database_module
-from semloc_ros.database import (
+from semloc_ros.core import database as database_module
+from semloc_ros.core.database import (
     FORMAT_VERSION,
     DatabaseError,
     DatabaseFormatError,
@@ -22,7 +22,7 @@ from semloc_ros.database import (
     PlaceRecord,
     _GrowableColumn,
 )
-from semloc_ros.geodesy import geodesic_distance_m
+from semloc_ros.core.geodesy import geodesic_distance_m
 
 faiss.omp_set_num_threads(1)
 

@@ -1,4 +1,4 @@
-"""Loaders of semloc_ros.datasets on tiny data written here (and the embedded demo data)."""
+"""Loaders of semloc_ros.io.datasets on tiny data written here (and the embedded demo data)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pytest
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from semloc_ros.datasets import (
+from semloc_ros.core.geodesy import UTMProjection, geodesic_distance_m
+from semloc_ros.io.datasets import (
     DatasetError,
     Drive,
     Frame,
@@ -27,7 +28,6 @@ from semloc_ros.datasets import (
     load_vpr_filenames,
     parse_vpr_filename,
 )
-from semloc_ros.geodesy import UTMProjection, geodesic_distance_m
 
 DEMO = Path(__file__).resolve().parent.parent / "semloc_ros" / "data" / "demo"
 

@@ -14,13 +14,13 @@ from sensor_msgs.msg import NavSatFix
 from visualization_msgs.msg import MarkerArray
 
 from semloc_ros.commands.demo import DEMO_DATA
-from semloc_ros.datasets import load_semloc_sim_split
-from semloc_ros.evaluation import build_database
-from semloc_ros.geodesy import geodesic_distance_m
+from semloc_ros.core.geodesy import geodesic_distance_m
+from semloc_ros.io.datasets import load_semloc_sim_split
+from semloc_ros.mapping import build_database
 from semloc_ros.models import set_torch_threads
-from semloc_ros.pipeline import Pipeline
-from semloc_ros.runner import PipelineRunner
-from semloc_ros.stream_client import StreamClient
+from semloc_ros.models.pipeline import Pipeline
+from semloc_ros.ros.runner import PipelineRunner
+from semloc_ros.ros.stream_client import StreamClient
 
 DATABASE_FRAMES = slice(0, 240, 4)   # 60 places, ~6 m apart
 QUERY_INDICES = (3, 10, 17, 24, 31, 38, 45, 52)

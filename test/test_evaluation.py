@@ -11,11 +11,10 @@ import pytest
 import torch
 
 from semloc_ros.commands.evaluate import _jsonable, format_table
-from semloc_ros.database import GeoDatabase, PlaceRecord
-from semloc_ros.datasets import Drive, Frame
-from semloc_ros.evaluation import (
-    evaluate_method,
-    evaluate_query_descriptors,
+from semloc_ros.core.database import GeoDatabase, PlaceRecord
+from semloc_ros.core.geodesy import LocalENU, geodesic_distance_m
+from semloc_ros.evaluation.loop import evaluate_method, evaluate_query_descriptors
+from semloc_ros.evaluation.metrics import (
     method_label,
     position_error_stats,
     positives_within,
@@ -23,7 +22,7 @@ from semloc_ros.evaluation import (
     recall_report,
     top1_recall_at_distances,
 )
-from semloc_ros.geodesy import LocalENU, geodesic_distance_m
+from semloc_ros.io.datasets import Drive, Frame
 
 torch.set_num_threads(1)
 faiss.omp_set_num_threads(1)
@@ -227,7 +226,7 @@ def test_evaluate_method_drops_queries_with_invalid_gps() -> None:
 
 
 def test_plots_write_pngs(tmp_path) -> None:
-    from semloc_ros.plots import plot_recall_at_n, plot_route_map, plot_top1_recall_at_distances
+    from semloc_ros.evaluation.plots import plot_recall_at_n, plot_route_map, plot_top1_recall_at_distances
 
     database_drive = make_drive("db", list(range(8)), rgb_value=0, condition="day")
     query_drive = make_drive("q", [1, 4, 6], rgb_value=3, condition="night")
@@ -281,8 +280,8 @@ def write_tiny_dataset(root) -> None:
 
 
 def test_build_db_and_evaluate_commands(tmp_path, capsys, monkeypatch) -> None:
-    from semloc_ros import pipeline
     from semloc_ros.commands import build_db, evaluate
+    from semloc_ros.models import pipeline
 
     # Untrained networks whether or not trained weights are shipped: the plumbing is under test, fast.
     monkeypatch.setattr(pipeline, "WEIGHTS_DIR", tmp_path / "no-weights")
@@ -336,7 +335,7 @@ def test_build_db_and_evaluate_commands(tmp_path, capsys, monkeypatch) -> None:
 
 
 def test_segmentation_scores_against_a_hand_computed_case() -> None:
-    from semloc_ros.evaluation import confusion_matrix, segmentation_scores
+    from semloc_ros.evaluation.metrics import confusion_matrix, segmentation_scores
 
     truth = np.array([[0, 0, 1, 1], [2, 2, 2, 2]])
     predicted = np.array([[0, 1, 1, 1], [2, 2, 0, 2]])
@@ -352,8 +351,8 @@ def test_segmentation_scores_against_a_hand_computed_case() -> None:
 
 
 def test_predicted_labels_are_segmented_once_per_file_and_segmenter(tmp_path):
-    from semloc_ros.datasets import Frame
-    from semloc_ros.evaluation import PredictedLabels
+    from semloc_ros.io.datasets import Frame
+    from semloc_ros.mapping import PredictedLabels
 
     class CountingSegmenter:
         model_id = "counting@1"

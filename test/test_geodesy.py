@@ -1,4 +1,4 @@
-"""Tests of semloc_ros.geodesy, checked against pyproj CRSs, independent formulas and published values."""
+"""Tests of semloc_ros.core.geodesy, checked against pyproj CRSs, independent formulas and published values."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pyproj
 import pytest
 
-from semloc_ros.geodesy import (
+from semloc_ros.core.geodesy import (
     EARTH_MEAN_RADIUS_M,
     GeoError,
     LocalENU,

@@ -1,11 +1,11 @@
-"""Tests of semloc_ros.image_codec (raw and compressed image conversion with cv_bridge semantics)."""
+"""Tests of semloc_ros.core.image_codec (raw and compressed image conversion with cv_bridge semantics)."""
 
 import struct
 
 import numpy as np
 import pytest
 
-from semloc_ros.image_codec import (
+from semloc_ros.core.image_codec import (
     ENCODINGS,
     ImageEncodingError,
     ImageFields,

@@ -1,4 +1,4 @@
-"""Tests of semloc_ros.labels (label set, colourisation, mappings from other label sets)."""
+"""Tests of semloc_ros.core.labels (label set, colourisation, mappings from other label sets)."""
 
 import json
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from semloc_ros.labels import (
+from semloc_ros.core.labels import (
     CAMVID_11,
     CAMVID_32,
     CITYSCAPES_19,

@@ -1,4 +1,4 @@
-"""Tests of semloc_ros.localizer: consensus position, covariance, confidence and status."""
+"""Tests of semloc_ros.core.localizer: consensus position, covariance, confidence and status."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import faiss
 import numpy as np
 import pytest
 
-from semloc_ros.database import DatabaseError, DescriptorMismatchError, GeoDatabase, PlaceRecord
-from semloc_ros.geodesy import LocalENU, geodesic_distance_m
-from semloc_ros.localizer import FixStatus, Localizer, LocalizerConfig, PositionEstimate
+from semloc_ros.core.database import DatabaseError, DescriptorMismatchError, GeoDatabase, PlaceRecord
+from semloc_ros.core.geodesy import LocalENU, geodesic_distance_m
+from semloc_ros.core.localizer import FixStatus, Localizer, LocalizerConfig, PositionEstimate
 
 faiss.omp_set_num_threads(1)
 

@@ -10,8 +10,8 @@ from rclpy.parameter import Parameter
 from semloc_msgs.msg import Descriptor
 from sensor_msgs.msg import NavSatFix
 
-from semloc_ros.database import GeoDatabase, PlaceRecord
-from semloc_ros.localizer_node import LocalizerNode
+from semloc_ros.core.database import GeoDatabase, PlaceRecord
+from semloc_ros.ros.localizer_node import LocalizerNode
 
 DIMENSION = 8
 
@@ -179,8 +179,8 @@ def test_unknown_altitude_is_published_as_a_number_with_a_huge_variance(start_no
 
 
 def test_label_image_of_the_same_stamp_reranks_the_retrieval(start_node, tmp_path):
-    from semloc_ros.reranking import label_thumbnail
-    from semloc_ros.ros_conversions import array_to_imgmsg
+    from semloc_ros.core.reranking import label_thumbnail
+    from semloc_ros.ros.conversions import array_to_imgmsg
 
     rng = np.random.default_rng(1)
     scenes = rng.integers(0, 18, size=(20, 24, 32)).astype(np.uint8)

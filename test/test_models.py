@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from semloc_ros.labels import SEMLOC_SIM, LabelMapping
+from semloc_ros.core.labels import SEMLOC_SIM, LabelMapping
 from semloc_ros.models import (
     BaseModel,
     DescriptorExtractor,
@@ -21,8 +21,8 @@ from semloc_ros.models import (
     set_torch_threads,
 )
 from semloc_ros.models.descriptor import SemanticAlexNet, dynamic_class_ids
+from semloc_ros.models.pipeline import Pipeline
 from semloc_ros.models.weights import FORMAT, make_model_id
-from semloc_ros.pipeline import Pipeline
 
 torch.set_num_threads(1)
 
@@ -400,7 +400,7 @@ def test_descriptor_runs_channels_last_with_unchanged_model_id():
 @pytest.mark.parametrize("method", ["semantic", "rgb", "hybrid"])
 def test_shipped_weights_load_and_describe(method):
     """Every shipped weights file loads with this code (pickle-free) and gives unit-norm descriptors."""
-    from semloc_ros.pipeline import Pipeline
+    from semloc_ros.models.pipeline import Pipeline
 
     torch.set_num_threads(1)
     pipeline = Pipeline.from_method(method, device="cpu")

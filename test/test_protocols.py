@@ -10,11 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from semloc_ros.database import GeoDatabase
-from semloc_ros.datasets import Drive, Frame, load_semloc_sim_drive
-from semloc_ros.geodesy import LocalENU, geodesic_distance_m
-from semloc_ros.labels import SEMLOC_SIM
-from semloc_ros.protocols import (
+from semloc_ros.core.database import GeoDatabase
+from semloc_ros.core.geodesy import LocalENU, geodesic_distance_m
+from semloc_ros.core.labels import SEMLOC_SIM
+from semloc_ros.evaluation.protocols import (
     CONFUSER_SPACING_M,
     Variant,
     confuser_database,
@@ -22,6 +21,7 @@ from semloc_ros.protocols import (
     protocol_variants,
     shift_drive,
 )
+from semloc_ros.io.datasets import Drive, Frame, load_semloc_sim_drive
 
 ROOT = Path(__file__).resolve().parents[1]
 ORIGIN = LocalENU(51.752, -1.2577, 60.0)
@@ -111,7 +111,7 @@ def _evaluate(tmp_path: Path, protocol: str, dataset: Path, *extra: str) -> dict
 
 
 def test_confusers_protocol_lets_look_alike_maps_compete(tmp_path, monkeypatch) -> None:
-    from semloc_ros import pipeline
+    from semloc_ros.models import pipeline
 
     monkeypatch.setattr(pipeline, "WEIGHTS_DIR", tmp_path / "no-weights")  # untrained segmenter: plumbing only
     write_two_map_dataset(tmp_path / "data")
@@ -135,7 +135,7 @@ def test_confusers_protocol_lets_look_alike_maps_compete(tmp_path, monkeypatch) 
 
 
 def test_dynamic_protocol_masks_vehicles(tmp_path, monkeypatch) -> None:
-    from semloc_ros import pipeline
+    from semloc_ros.models import pipeline
 
     monkeypatch.setattr(pipeline, "WEIGHTS_DIR", tmp_path / "no-weights")
     write_two_map_dataset(tmp_path / "data", traffic=True)
@@ -167,9 +167,10 @@ def test_protocols_refuse_what_they_cannot_score(tmp_path, capsys) -> None:
 
 
 def test_shifted_views_move_content_sideways_and_count_once_per_place(tmp_path, monkeypatch):
-    from semloc_ros import pipeline
-    from semloc_ros.evaluation import build_database, database_views, distinct_places
-    from semloc_ros.pipeline import Pipeline, shift_view
+    from semloc_ros.evaluation.loop import distinct_places
+    from semloc_ros.mapping import build_database, database_views
+    from semloc_ros.models import pipeline
+    from semloc_ros.models.pipeline import Pipeline, shift_view
 
     ramp = np.tile(np.arange(10, dtype=np.uint8), (2, 3, 1))  # N=2, H=3, W=10
     np.testing.assert_array_equal(shift_view(ramp, 0.2)[0, 0], [0, 0, 0, 1, 2, 3, 4, 5, 6, 7])
@@ -196,8 +197,8 @@ def test_shifted_views_move_content_sideways_and_count_once_per_place(tmp_path, 
 
 
 def test_views_on_the_command_line(tmp_path, monkeypatch, capsys):
-    from semloc_ros import pipeline
     from semloc_ros.commands import build_db
+    from semloc_ros.models import pipeline
 
     monkeypatch.setattr(pipeline, "WEIGHTS_DIR", tmp_path / "no-weights")
     write_two_map_dataset(tmp_path / "data")

@@ -7,19 +7,20 @@ import math
 import numpy as np
 import pytest
 
-from semloc_ros.database import DatabaseFormatError, GeoDatabase, PlaceRecord
-from semloc_ros.datasets import Drive, Frame
-from semloc_ros.evaluation import build_database, evaluate_query_descriptors
-from semloc_ros.geodesy import LocalENU
-from semloc_ros.labels import IGNORED_ID, SEMLOC_SIM
-from semloc_ros.localizer import Localizer, LocalizerConfig
-from semloc_ros.reranking import (
+from semloc_ros.core.database import DatabaseFormatError, GeoDatabase, PlaceRecord
+from semloc_ros.core.geodesy import LocalENU
+from semloc_ros.core.labels import IGNORED_ID, SEMLOC_SIM
+from semloc_ros.core.localizer import Localizer, LocalizerConfig
+from semloc_ros.core.reranking import (
     RerankConfig,
     alignment_scores,
     label_thumbnail,
     rerank,
     shift_view,
 )
+from semloc_ros.evaluation.loop import evaluate_query_descriptors
+from semloc_ros.io.datasets import Drive, Frame
+from semloc_ros.mapping import build_database
 
 ROAD, SKY, BUILDING, CAR, TREE = (SEMLOC_SIM.id_of(n) for n in ("ROAD", "SKY", "BUILDING", "CAR", "VEGETATION"))
 FRAME = LocalENU(51.75, -1.25)

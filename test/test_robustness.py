@@ -35,17 +35,17 @@ from semloc_msgs.msg import Descriptor
 from sensor_msgs.msg import CompressedImage, Image
 
 from semloc_ros.commands import build_db
-from semloc_ros.database import GeoDatabase, PlaceRecord
-from semloc_ros.descriptor_node import DescriptorNode
-from semloc_ros.geodesy import LocalENU, geodesic_distance_m
-from semloc_ros.image_codec import compressed_image_size
-from semloc_ros.labels import SEMLOC_SIM
-from semloc_ros.localizer_node import LocalizerNode
+from semloc_ros.core.database import GeoDatabase, PlaceRecord
+from semloc_ros.core.geodesy import LocalENU, geodesic_distance_m
+from semloc_ros.core.image_codec import compressed_image_size
+from semloc_ros.core.labels import SEMLOC_SIM
 from semloc_ros.models import DescriptorExtractor, Segmenter
-from semloc_ros.node_common import StageDiagnostics, run_node
-from semloc_ros.ros_conversions import array_to_compressed_imgmsg, array_to_imgmsg, ns_to_stamp
-from semloc_ros.segmentation_node import SegmentationNode
-from semloc_ros.stage_stats import SequenceMonitor, StageStats
+from semloc_ros.ros.conversions import array_to_compressed_imgmsg, array_to_imgmsg, ns_to_stamp
+from semloc_ros.ros.descriptor_node import DescriptorNode
+from semloc_ros.ros.localizer_node import LocalizerNode
+from semloc_ros.ros.node_common import StageDiagnostics, run_node
+from semloc_ros.ros.segmentation_node import SegmentationNode
+from semloc_ros.ros.stage_stats import SequenceMonitor, StageStats
 
 SEGMENTER = "untrained:lraspp_mobilenet_v3_large"
 DESCRIPTOR = "untrained:semantic_alexnet"
@@ -850,7 +850,7 @@ def test_interrupted_build_db_append_leaves_the_previous_database_intact(tmp_pat
         raise KeyboardInterrupt
 
     if where == "describing":
-        monkeypatch.setattr("semloc_ros.evaluation.describe_drive_frames", interrupt)
+        monkeypatch.setattr("semloc_ros.mapping.describe_drive_frames", interrupt)
     else:
         monkeypatch.setattr(np, "savez", interrupt)
     with pytest.raises(KeyboardInterrupt):
@@ -907,7 +907,7 @@ def test_a_hung_shutdown_still_ends_the_node_process():
 
     script = "\n".join([
         "import time, rclpy",
-        "from semloc_ros import node_common",
+        "from semloc_ros.ros import node_common",
         "node_common.SHUTDOWN_TIMEOUT_S = 0.5",
         "rclpy.try_shutdown = lambda *args, **kwargs: time.sleep(60)  # a DDS teardown that never returns",
         "def broken():",

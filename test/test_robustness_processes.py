@@ -25,14 +25,14 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
 
 from semloc_ros.commands.demo import DEMO_DATA
-from semloc_ros.database import GeoDatabase, PlaceRecord
-from semloc_ros.datasets import load_semloc_sim_split
-from semloc_ros.evaluation import build_database
-from semloc_ros.geodesy import geodesic_distance_m
+from semloc_ros.core.database import GeoDatabase, PlaceRecord
+from semloc_ros.core.geodesy import geodesic_distance_m
+from semloc_ros.io.datasets import load_semloc_sim_split
+from semloc_ros.mapping import build_database
 from semloc_ros.models import DescriptorExtractor, Segmenter, set_torch_threads
-from semloc_ros.pipeline import Pipeline
-from semloc_ros.runner import PipelineRunner
-from semloc_ros.stream_client import StreamClient
+from semloc_ros.models.pipeline import Pipeline
+from semloc_ros.ros.runner import PipelineRunner
+from semloc_ros.ros.stream_client import StreamClient
 
 DOMAIN_OFFSET = 30
 DATABASE_FRAMES = slice(0, 120, 4)  # 30 places
@@ -199,7 +199,7 @@ def test_build_db_killed_while_writing_leaves_the_previous_database(tmp_path):
     script = textwrap.dedent(f"""
         import os, signal
         import numpy as np
-        from semloc_ros.database import GeoDatabase
+        from semloc_ros.core.database import GeoDatabase
         database = GeoDatabase.load({str(target)!r})
         real_savez = np.savez
         def savez_and_die(stream, **arrays):

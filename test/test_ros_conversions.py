@@ -1,4 +1,4 @@
-"""Tests of semloc_ros.ros_conversions with real sensor_msgs messages (no rclpy context needed)."""
+"""Tests of semloc_ros.ros.conversions with real sensor_msgs messages (no rclpy context needed)."""
 
 import struct
 
@@ -8,8 +8,8 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from semloc_ros.image_codec import ENCODINGS, ImageEncodingError
-from semloc_ros.ros_conversions import (
+from semloc_ros.core.image_codec import ENCODINGS, ImageEncodingError
+from semloc_ros.ros.conversions import (
     array_to_compressed_imgmsg,
     array_to_imgmsg,
     compressed_imgmsg_to_array,

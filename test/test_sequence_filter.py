@@ -1,4 +1,4 @@
-"""Tests of semloc_ros.sequence_filter and the Localizer's sequence path on a synthetic route."""
+"""Tests of semloc_ros.core.sequence_filter and the Localizer's sequence path on a synthetic route."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import faiss
 import numpy as np
 import pytest
 
-from semloc_ros.database import GeoDatabase, PlaceRecord
-from semloc_ros.geodesy import LocalENU
-from semloc_ros.localizer import FixStatus, Localizer, LocalizerConfig
-from semloc_ros.sequence_filter import SequenceFilter, SequenceFilterConfig, neighbour_graph
+from semloc_ros.core.database import GeoDatabase, PlaceRecord
+from semloc_ros.core.geodesy import LocalENU
+from semloc_ros.core.localizer import FixStatus, Localizer, LocalizerConfig
+from semloc_ros.core.sequence_filter import SequenceFilter, SequenceFilterConfig, neighbour_graph
 
 faiss.omp_set_num_threads(1)
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from semloc_ros.commands import train as train_cmd
-from semloc_ros.labels import SEMLOC_SIM
+from semloc_ros.core.labels import SEMLOC_SIM
 from semloc_ros.models import DescriptorExtractor, Segmenter, load_checkpoint
 from semloc_ros.training.augment import corrupt_labels, photometric
 from semloc_ros.training.common import cosine_lr
@@ -161,7 +161,7 @@ def test_pca_init_spreads_untrained_descriptors():
 
 
 def test_pasted_vehicles_stand_on_the_lower_half_and_shift_moves_columns():
-    from semloc_ros.labels import IGNORED_ID
+    from semloc_ros.core.labels import IGNORED_ID
     from semloc_ros.training.augment import OCCLUDER_CLASSES, paste_vehicles, random_shift
 
     gen = torch.Generator().manual_seed(0)
@@ -200,7 +200,7 @@ def test_instance_normalised_segmenter_ignores_global_lighting():
 
 
 def test_self_training_pseudo_labels_only_confident_pixels(dataset, tmp_path):
-    from semloc_ros.labels import IGNORED_ID
+    from semloc_ros.core.labels import IGNORED_ID
     from semloc_ros.training.segmenter import pseudo_label
 
     drives = load_train_drives(dataset, ["trainA_day_l0"], (H, W), (H, W), progress=False)

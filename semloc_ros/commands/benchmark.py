@@ -120,7 +120,7 @@ def load_frames(dataset: Path, drive: str, count: int, stride: int = 1) -> list[
     """``count`` RGB frames (HxWx3 uint8, 240x320) of a semloc-sim drive, every ``stride``-th frame, cycling."""
     import cv2
 
-    from semloc_ros.datasets import load_semloc_sim_drive, read_rgb
+    from semloc_ros.io.datasets import load_semloc_sim_drive, read_rgb
 
     frames = load_semloc_sim_drive(dataset, drive).frames
     images = []
@@ -137,15 +137,16 @@ def splits(dataset: Path) -> dict[str, Any]:
 
 
 def semantic_pipeline(device: str = "auto"):
-    from semloc_ros.pipeline import Pipeline
+    from semloc_ros.models.pipeline import Pipeline
 
     return Pipeline.from_method("semantic", device=device)
 
 
 def drive_descriptors(dataset: Path, drive: str, pipeline, cache: Path, batch_size: int = 16) -> np.ndarray:
     """Semantic descriptors of every frame of ``drive`` (segmenter on RGB), cached in ``cache`` per model pair."""
-    from semloc_ros.datasets import load_semloc_sim_drive
-    from semloc_ros.evaluation import cache_key, describe_drive_frames
+    from semloc_ros.evaluation.loop import cache_key
+    from semloc_ros.io.datasets import load_semloc_sim_drive
+    from semloc_ros.mapping import describe_drive_frames
 
     digest = hashlib.sha1(cache_key(pipeline, oracle=False).encode("utf-8")).hexdigest()[:12]
     path = cache / f"descriptors_{drive}_{digest}.npy"
@@ -162,9 +163,9 @@ def drive_descriptors(dataset: Path, drive: str, pipeline, cache: Path, batch_si
 
 def drive_database(dataset: Path, drive: str, pipeline, cache: Path, index_type: str = "flat"):
     """GeoDatabase of one drive with the shipped semantic pipeline (descriptors cached)."""
-    from semloc_ros.database import GeoDatabase
-    from semloc_ros.datasets import load_semloc_sim_drive
-    from semloc_ros.evaluation import place_records
+    from semloc_ros.core.database import GeoDatabase
+    from semloc_ros.io.datasets import load_semloc_sim_drive
+    from semloc_ros.mapping import place_records
 
     descriptors = drive_descriptors(dataset, drive, pipeline, cache)
     database = GeoDatabase(pipeline.dimension, pipeline.model_id, index_type)
@@ -181,11 +182,11 @@ def run_stages(args: argparse.Namespace) -> int:
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header
 
-    from semloc_ros.image_codec import to_rgb8
-    from semloc_ros.localizer import Localizer
-    from semloc_ros.localizer_node import LocalizerNode
+    from semloc_ros.core.image_codec import to_rgb8
+    from semloc_ros.core.localizer import Localizer
     from semloc_ros.models import DescriptorExtractor
-    from semloc_ros.ros_conversions import array_to_imgmsg, imgmsg_to_array, ns_to_stamp
+    from semloc_ros.ros.conversions import array_to_imgmsg, imgmsg_to_array, ns_to_stamp
+    from semloc_ros.ros.localizer_node import LocalizerNode
 
     faiss.omp_set_num_threads(1)  # as the localizer node (faiss_threads default)
     pipeline = semantic_pipeline(args.device)
@@ -317,7 +318,7 @@ def run_threads(args: argparse.Namespace) -> int:
     import faiss
     import torch
 
-    from semloc_ros.database import GeoDatabase
+    from semloc_ros.core.database import GeoDatabase
 
     pipeline = semantic_pipeline(args.device)
     segmenter, semantic = pipeline.segmenter, pipeline.descriptor
@@ -389,8 +390,8 @@ def merge_overrides(*layers: dict[str, dict[str, Any]]) -> dict[str, dict[str, A
 def e2e_database(args: argparse.Namespace) -> Path:
     """The map the e2e nodes load: the benchmark's database drive, shipped semantic models, label thumbnails
     (so the localizer re-ranks as configured)."""
-    from semloc_ros.datasets import load_semloc_sim_drive
-    from semloc_ros.evaluation import build_database
+    from semloc_ros.io.datasets import load_semloc_sim_drive
+    from semloc_ros.mapping import build_database
 
     if args.database is not None:
         return args.database
@@ -410,9 +411,9 @@ def run_e2e(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
-    from semloc_ros.ros_conversions import array_to_imgmsg, ns_to_stamp
-    from semloc_ros.runner import PipelineRunner
-    from semloc_ros.stream_client import StreamClient
+    from semloc_ros.ros.conversions import array_to_imgmsg, ns_to_stamp
+    from semloc_ros.ros.runner import PipelineRunner
+    from semloc_ros.ros.stream_client import StreamClient
 
     count = max(1, round(args.rate * args.duration))
     frames = load_frames(args.dataset, args.drive, min(count, args.max_frames))
@@ -476,7 +477,7 @@ def add_hop_probes(client) -> None:
     from semloc_msgs.msg import Descriptor
     from sensor_msgs.msg import Image
 
-    from semloc_ros.ros_conversions import stamp_to_ns
+    from semloc_ros.ros.conversions import stamp_to_ns
 
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
     for topic, kind in (("/semloc/labels", Image), ("/semloc/descriptor", Descriptor)):
@@ -491,7 +492,7 @@ def add_hop_probes(client) -> None:
 def stream_once(client, executor, runner, messages, count: int, args: argparse.Namespace,
                 ns_to_stamp: Callable[[int], Any]) -> dict[str, Any]:
     """One run: wait for the nodes, warm up, stream ``count`` frames at ``args.rate``, collect the fixes."""
-    from semloc_ros.ros_conversions import imgmsg_to_array
+    from semloc_ros.ros.conversions import imgmsg_to_array
 
     client.fixes.clear()
     client.fix_times.clear()
@@ -567,7 +568,7 @@ def e2e_line(run: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------------ index
 def index_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """Real database-side descriptors (+ their lat/lon), real held-out query descriptors, and their provenance."""
-    from semloc_ros.datasets import load_semloc_sim_drive
+    from semloc_ros.io.datasets import load_semloc_sim_drive
 
     split = splits(args.dataset)
     base_drives = [split["database"], *split["train"]]
@@ -672,7 +673,7 @@ def index_threshold(args, base, positions, queries, sigma, info) -> dict[str, An
     """Single-query latency of exact vs IVF-PQ search by database size (where "auto" should switch)."""
     import faiss
 
-    from semloc_ros.database import GeoDatabase, PlaceRecord
+    from semloc_ros.core.database import GeoDatabase, PlaceRecord
 
     print("\n== exact vs IVF-PQ by size (auto threshold; 1 thread, top-5) ==")
     results = {}
@@ -731,7 +732,7 @@ def index_build_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Build (or reuse) the database of ``spec`` and time it; prints nothing but the JSON result."""
     import faiss
 
-    from semloc_ros.database import GeoDatabase, PlaceRecord
+    from semloc_ros.core.database import GeoDatabase, PlaceRecord
 
     path = Path(spec["db"])
     if path.is_file() and not spec["rebuild"]:
@@ -760,7 +761,7 @@ def index_query_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Load the database in a fresh process (time, resident memory) and measure 1-thread queries and recall."""
     import faiss
 
-    from semloc_ros.database import GeoDatabase
+    from semloc_ros.core.database import GeoDatabase
 
     faiss.omp_set_num_threads(1)
     queries = np.load(spec["queries"], allow_pickle=False)
@@ -805,7 +806,7 @@ def print_index_result(index_type: str, built: dict[str, Any], loaded: dict[str,
 
 def localizer_node_memory(args: argparse.Namespace, database: Path) -> dict[str, Any]:
     """Resident memory of a real localizer_node process once it has loaded ``database``."""
-    from semloc_ros.runner import PipelineRunner
+    from semloc_ros.ros.runner import PipelineRunner
 
     log_dir = args.cache / "node-memory"
     runner = PipelineRunner(overrides={"localizer_node": {"database_path": str(database)}},
@@ -836,7 +837,7 @@ def write_benchmark_bag(dataset: Path, drive: str, count: int, path: Path, compr
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
-    from semloc_ros.datasets import load_semloc_sim_drive, read_rgb
+    from semloc_ros.io.datasets import load_semloc_sim_drive, read_rgb
 
     if path.exists():
         return path
@@ -881,8 +882,8 @@ def write_benchmark_bag(dataset: Path, drive: str, count: int, path: Path, compr
 def run_build(args: argparse.Namespace) -> int:
     import torch
 
-    from semloc_ros.datasets import load_drive
-    from semloc_ros.evaluation import build_database
+    from semloc_ros.io.datasets import load_drive
+    from semloc_ros.mapping import build_database
 
     args.cache.mkdir(parents=True, exist_ok=True)
     kind = "jpeg" if args.compressed else "raw"

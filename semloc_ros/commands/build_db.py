@@ -1,6 +1,6 @@
 """``semloc build-db SOURCE --out DB.semdb --method M``: a geotagged descriptor database from one source.
 
-SOURCE is anything :func:`semloc_ros.datasets.load_drive` reads: ``semloc-sim:ROOT:DRIVE``, a semloc-sim drive
+SOURCE is anything :func:`semloc_ros.io.datasets.load_drive` reads: ``semloc-sim:ROOT:DRIVE``, a semloc-sim drive
 folder, a folder with a ``filename,lat,lon`` CSV, a folder of VPR ``@utm@`` images or a ROS 2 bag
 (``--image-topic`` / ``--gps-topic``). Frames with bad GPS are skipped and every skip is counted and printed
 (for bags: fixes with NO_FIX status or NaN position, images outside the fix span or in a fix gap).
@@ -14,40 +14,17 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import time
 from pathlib import Path
 
-from semloc_ros.datasets import DatasetError, load_drive, subsample_by_distance
-from semloc_ros.pipeline import METHODS
+from semloc_ros.commands.common import DEFAULT_THREADS, add_views_argument
+from semloc_ros.io.datasets import DatasetError, load_drive, subsample_by_distance
+from semloc_ros.models.pipeline import METHODS
+
 
 # One torch thread per core, at most 4: more threads than cores made building 1.6x slower on 2 cores
 # (`semloc benchmark build`, docs/benchmarks.md).
-DEFAULT_THREADS = min(4, os.cpu_count() or 1)
-
-
-def view_shift(text: str) -> float:
-    """argparse type of a database view: a sideways shift, as a fraction of the image width in (-0.5, 0.5)."""
-    value = float(text)
-    if not -0.5 < value < 0.5:
-        raise argparse.ArgumentTypeError(f"{text}: a view shift is a fraction of the width in (-0.5, 0.5)")
-    return value
-
-
-class _DistinctViews(argparse.Action):
-    def __call__(self, parser, namespace, values, option_string=None):
-        if len(set(values)) != len(values):
-            parser.error(f"{option_string}: the shifts must be distinct")
-        setattr(namespace, self.dest, list(values))
-
-
-def add_views_argument(parser: argparse.ArgumentParser, flag: str, help_text: str) -> None:
-    """The database-views option (``build-db --views``, ``evaluate --database-views``)."""
-    parser.add_argument(flag, type=view_shift, nargs="+", default=[0.0], action=_DistinctViews, metavar="SHIFT",
-                        help=help_text)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="semloc build-db",
@@ -108,10 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from semloc_ros.database import DatabaseError, GeoDatabase
-    from semloc_ros.evaluation import build_database
+    from semloc_ros.core.database import DatabaseError, GeoDatabase
+    from semloc_ros.mapping import build_database
     from semloc_ros.models import set_torch_threads
-    from semloc_ros.pipeline import Pipeline
+    from semloc_ros.models.pipeline import Pipeline
 
     if args.threads < 1 or args.batch_size < 1:
         print("semloc build-db: --threads and --batch-size must be >= 1", file=sys.stderr)

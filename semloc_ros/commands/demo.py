@@ -17,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from semloc_ros.datasets import Drive, load_semloc_sim_split
-from semloc_ros.evaluation import build_database, position_error_stats
-from semloc_ros.geodesy import geodesic_distance_m
+from semloc_ros.core.geodesy import geodesic_distance_m
+from semloc_ros.evaluation.metrics import position_error_stats
+from semloc_ros.io.datasets import Drive, load_semloc_sim_split
+from semloc_ros.mapping import build_database
 from semloc_ros.models import set_torch_threads
-from semloc_ros.pipeline import Pipeline
-from semloc_ros.runner import PipelineRunner
+from semloc_ros.models.pipeline import Pipeline
+from semloc_ros.ros.runner import PipelineRunner
 
 DEMO_DATA = Path(__file__).resolve().parent.parent / "data" / "demo"
 
@@ -103,8 +104,8 @@ def demo_figure(query: Drive, fixes: dict, database_drive: Drive, pipeline: Pipe
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from semloc_ros.geodesy import LocalENU
-    from semloc_ros.labels import overlay
+    from semloc_ros.core.geodesy import LocalENU
+    from semloc_ros.core.labels import overlay
 
     frame = query.frames[len(query) // 2]
     fix = fixes.get(frame.stamp_ns)
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import rclpy
 
-    from semloc_ros.stream_client import StreamClient
+    from semloc_ros.ros.stream_client import StreamClient
 
     runner = PipelineRunner(overrides={"localizer_node": {"database_path": str(database_path.resolve())}},
                             remaps={"image_raw": "/camera/image_raw"}, domain_id=domain_id,

@@ -4,7 +4,7 @@ For each method the database drive of ``ROOT/splits.json`` is described once (ca
 method, drive and model ids) and every query drive is retrieved against it and localized. Writes
 ``DIR/results.json``, prints one table row per method x condition (Recall@N at ``--threshold-m``, top-1 within
 2/5/10 m, localizer error median/p95) and saves the plots (Top-1 Recall@D, Recall@N, route maps).
-``--protocol`` picks a named protocol (:mod:`semloc_ros.protocols`): ``standard``, ``confusers`` (a database
+``--protocol`` picks a named protocol (:mod:`semloc_ros.evaluation.protocols`): ``standard``, ``confusers`` (a database
 of several maps at their own geographic offsets), ``dynamic`` (traffic queries, with and without
 ``mask_dynamic``) or ``day-only`` (one row set per ``--segmenters`` file, mIoU per segmenter).
 ``--oracle`` adds, for every label-based method, a run with the ground-truth labels in place of the segmenter
@@ -34,18 +34,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from semloc_ros.commands.build_db import DEFAULT_THREADS, add_views_argument
-from semloc_ros.datasets import DatasetError, load_semloc_sim_drive, load_semloc_sim_split
-from semloc_ros.evaluation import (
+from semloc_ros.commands.common import DEFAULT_THREADS, add_views_argument
+from semloc_ros.evaluation.loop import cache_name
+from semloc_ros.evaluation.metrics import (
     DEFAULT_NEGATIVE_MIN_ROUTE_M,
     DEFAULT_NS,
     DEFAULT_TARGET_PRECISION,
     DEFAULT_THRESHOLD_M,
-    cache_name,
     method_label,
 )
-from semloc_ros.pipeline import METHODS
-from semloc_ros.protocols import (
+from semloc_ros.evaluation.protocols import (
     CONFUSER_SPACING_M,
     PROTOCOLS,
     confuser_database,
@@ -53,6 +51,8 @@ from semloc_ros.protocols import (
     has_traffic,
     protocol_variants,
 )
+from semloc_ros.io.datasets import DatasetError, load_semloc_sim_drive, load_semloc_sim_split
+from semloc_ros.models.pipeline import METHODS
 
 DEMO_DATASET = Path(__file__).resolve().parent.parent / "data" / "demo"
 
@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rerank-top-k",
         type=int,
         default=0,
-        help="re-rank this many retrieved places by label-image alignment (label methods; semloc_ros.reranking); "
+        help="re-rank this many retrieved places by label-image alignment (label methods; semloc_ros.core.reranking); "
         "0 = off",
     )
     parser.add_argument(
@@ -369,17 +369,13 @@ def format_rejection_table(calibrations: dict[str, dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from semloc_ros.database import DatabaseError, GeoDatabase
-    from semloc_ros.evaluation import (
-        build_database,
-        calibrate_method,
-        evaluate_method,
-        evaluate_rejection_drives,
-        evaluate_segmentation,
-    )
-    from semloc_ros.localizer import LocalizerConfig
+    from semloc_ros.core.database import DatabaseError, GeoDatabase
+    from semloc_ros.core.localizer import LocalizerConfig
+    from semloc_ros.evaluation.calibration import calibrate_method, evaluate_rejection_drives
+    from semloc_ros.evaluation.loop import evaluate_method, evaluate_segmentation
+    from semloc_ros.mapping import build_database
     from semloc_ros.models import WeightsError, set_torch_threads
-    from semloc_ros.pipeline import Pipeline
+    from semloc_ros.models.pipeline import Pipeline
 
     if args.query_stride < 1 or args.threads < 1 or args.batch_size < 1 or args.threshold_m <= 0:
         print(
@@ -641,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     if not args.no_plots:
-        from semloc_ros.plots import (
+        from semloc_ros.evaluation.plots import (
             plot_recall_at_n,
             plot_rejection_curves,
             plot_route_map,

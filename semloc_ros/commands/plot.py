@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from semloc_ros.datasets import (
+from semloc_ros.io.datasets import (
     NAVSAT_STATUS_NO_FIX,
     NAVSATFIX_MSGTYPE,
     DatasetError,
@@ -66,8 +66,8 @@ def read_fixes(bag_path: str | Path, topic: str = "/semloc/fix") -> RecordedFixe
 def fix_errors(fixes: RecordedFixes, truth_stamp_ns: np.ndarray, truth_lat: np.ndarray, truth_lon: np.ndarray,
                max_gap_s: float) -> np.ndarray:
     """Distance (m) of each fix to the ground truth interpolated at its stamp; NaN without position or truth."""
-    from semloc_ros.datasets import interpolate_fixes
-    from semloc_ros.geodesy import geodesic_distance_m
+    from semloc_ros.core.geodesy import geodesic_distance_m
+    from semloc_ros.io.datasets import interpolate_fixes
 
     order = np.argsort(truth_stamp_ns, kind="stable")
     lat, lon, _, _ = interpolate_fixes(fixes.stamp_ns, truth_stamp_ns[order], truth_lat[order], truth_lon[order],
@@ -98,14 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from semloc_ros.plots import plot_fix_track
+    from semloc_ros.evaluation.plots import plot_fix_track
 
     try:
         fixes = read_fixes(args.bag, args.fix_topic)
         truth = load_drive(args.truth, args.image_topic, args.gps_topic, max_gap_s=args.max_gap_s).drop_invalid_gps()
         database = None
         if args.database is not None:
-            from semloc_ros.database import GeoDatabase
+            from semloc_ros.core.database import GeoDatabase
 
             database = GeoDatabase.load(args.database)
     except (DatasetError, OSError, RuntimeError) as error:

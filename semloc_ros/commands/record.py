@@ -167,7 +167,7 @@ class TopicRecorder:
 
     def discover(self) -> None:
         """Subscribe to each wanted topic that now has a publisher (type from the graph)."""
-        from semloc_ros.commands.replay import message_class
+        from semloc_ros.ros.conversions import message_class
 
         types = dict(self.node.get_topic_names_and_types())
         for topic in self.wanted:
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import rclpy
 
-    from semloc_ros.node_common import init_with_stop_request
+    from semloc_ros.ros.node_common import init_with_stop_request
 
     stop = init_with_stop_request()
     node = rclpy.create_node("semloc_record")

@@ -12,35 +12,13 @@ with a deep queue. Examples::
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
 from typing import Any
 
-from semloc_ros.bag_playback import BagSource, PlaybackError, Scheduled, parse_remap, play, schedule
-from semloc_ros.datasets import IMAGE_MSGTYPES
-
-
-def message_class(msgtype: str) -> type | None:
-    """The installed Python class of ``pkg/msg/Name`` (also ``pkg/Name``), or None when it is not installed."""
-    try:
-        from rosidl_runtime_py.utilities import get_message
-    except ImportError:
-        get_message = None
-    if get_message is not None:
-        try:
-            return get_message(msgtype)
-        except (AttributeError, ModuleNotFoundError, ValueError):
-            return None
-    parts = msgtype.split("/")
-    if len(parts) == 2:
-        parts = [parts[0], "msg", parts[1]]
-    if len(parts) != 3 or parts[1] != "msg" or not all(parts):
-        return None
-    try:
-        return getattr(importlib.import_module(f"{parts[0]}.msg"), parts[2], None)
-    except ImportError:
-        return None
+from semloc_ros.io.bag_playback import BagSource, PlaybackError, Scheduled, parse_remap, play, schedule
+from semloc_ros.io.datasets import IMAGE_MSGTYPES
+from semloc_ros.ros.conversions import message_class
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import rclpy
 
-    from semloc_ros.node_common import init_with_stop_request
+    from semloc_ros.ros.node_common import init_with_stop_request
 
     stop = init_with_stop_request()
     node = rclpy.create_node("semloc_replay")

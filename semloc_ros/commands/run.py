@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from semloc_ros.runner import NODES, PipelineRunner
+from semloc_ros.ros.runner import NODES, PipelineRunner
 
 
 def parse_assignment(text: str) -> tuple[str, str, Any]:

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import numpy as np
 
-    from semloc_ros.labels import IGNORED_ID
+    from semloc_ros.core.labels import IGNORED_ID
     from semloc_ros.models import Segmenter, WeightsError, set_torch_threads
     from semloc_ros.models.weights import WEIGHTS_DIR
     from semloc_ros.training.data import load_train_drives

@@ -23,7 +23,7 @@ import torch.nn.functional as F  # noqa: N812
 import torchvision
 from torch import nn
 
-from semloc_ros.labels import IGNORED_ID, SEMLOC_SIM, dynamic_class_ids
+from semloc_ros.core.labels import IGNORED_ID, SEMLOC_SIM, dynamic_class_ids
 from semloc_ros.models.base import BaseModel
 from semloc_ros.models.utils import as_size, labels_to_tensor, resolve_device, rgb_to_tensor
 from semloc_ros.models.weights import WEIGHTS_DIR, WeightsError, load_checkpoint, make_model_id, save_checkpoint

@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
-from semloc_ros.labels import SEMLOC_SIM, LabelMapping
+from semloc_ros.core.labels import SEMLOC_SIM, LabelMapping
 from semloc_ros.models.base import BaseModel
 from semloc_ros.models.utils import as_size, check_rgb_batch, resolve_device, rgb_to_tensor
 from semloc_ros.models.weights import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from semloc_ros.labels import IGNORED_ID, SEMLOC_SIM
+from semloc_ros.core.labels import IGNORED_ID, SEMLOC_SIM
 
 # Classes a segmenter plausibly confuses (source -> candidates), used to corrupt ground-truth labels.
 CONFUSIONS: dict[str, tuple[str, ...]] = {

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from semloc_ros.labels import SEMLOC_SIM
+from semloc_ros.core.labels import SEMLOC_SIM
 
 
 @dataclass

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from tqdm import tqdm
 
-from semloc_ros.labels import SEMLOC_SIM
+from semloc_ros.core.labels import SEMLOC_SIM
 from semloc_ros.models.descriptor import (
     DescriptorExtractor,
     DescriptorNet,

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from tqdm import tqdm
 
-from semloc_ros.labels import IGNORED_ID, SEMLOC_SIM
+from semloc_ros.core.labels import IGNORED_ID, SEMLOC_SIM
 from semloc_ros.models.segmentation import SegmentationNet, Segmenter
 from semloc_ros.models.utils import normalize_rgb, resolve_device, rgb_to_tensor
 from semloc_ros.training.augment import photometric, random_hflip, random_resized_crop

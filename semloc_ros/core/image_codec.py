@@ -1,7 +1,7 @@
 """Image conversion with cv_bridge's semantics on raw ``sensor_msgs/Image`` fields (ROS-free).
 
 Raw images are described by the fields of ``sensor_msgs/Image`` (height, width, encoding, is_bigendian, step,
-data) so that the conversion can be tested without rclpy; :mod:`semloc_ros.ros_conversions` wraps these
+data) so that the conversion can be tested without rclpy; :mod:`semloc_ros.ros.conversions` wraps these
 functions for real messages. Compressed images are decoded and encoded with OpenCV, whose colour order is
 BGR(A), as cv_bridge does.
 """

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from semloc_ros.core.reranking import shift_view
 from semloc_ros.models import DescriptorExtractor, HybridDescriptor, Segmenter, WeightsError
 from semloc_ros.models.weights import WEIGHTS_DIR
-from semloc_ros.reranking import shift_view
 
 METHODS = ("semantic", "rgb", "hybrid", "label-histogram")
 

@@ -7,7 +7,7 @@
   route, coloured by error, over the database places;
 - :func:`plot_rejection_curves`: no-match rejection precision/recall curves of ``semloc evaluate``.
 
-The first three take the per-query-drive result dicts of :func:`semloc_ros.evaluation.evaluate_method` and
+The first three take the per-query-drive result dicts of :func:`semloc_ros.evaluation.loop.evaluate_method` and
 write one PNG; the method names in them (``semantic-oracle`` ...) become the legend labels.
 """
 
@@ -25,7 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from semloc_ros.geodesy import LocalENU
+from semloc_ros.core.geodesy import LocalENU
 
 _LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3)))
 _MARKERS = ("o", "s", "^", "D", "v", "P")
@@ -214,7 +214,8 @@ def plot_fix_track(
 def plot_rejection_curves(calibrations: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path:
     """No-match rejection: precision against recall on the held-out drives, one panel per score.
 
-    Takes ``calibrations`` of ``semloc evaluate`` (method -> :func:`semloc_ros.evaluation.calibrate_method`);
+    Takes ``calibrations`` of ``semloc evaluate`` (method ->
+    :func:`semloc_ros.evaluation.calibration.calibrate_method`);
     colour = method, line style = held-out drive; the dot is the threshold fitted on the calibration drive.
     """
     scores = list(dict.fromkeys(score for c in calibrations.values() for score in c["rejection"]))

@@ -18,11 +18,11 @@ The state is a belief ``b`` over the N database entries (where the vehicle is no
    a retrieved place is ``exp((s_k - s_1) / temperature)``; a place that was not retrieved has a similarity of
    at most ``s_K`` and gets that floor, ``exp((s_K - s_1) / temperature)``. ``b = b * L / sum(b * L)``.
    The temperature must match the descriptor's similarity scale: ``semloc evaluate --sequence-filter`` fits
-   it by maximum likelihood on a calibration drive (:func:`semloc_ros.calibration.fit_temperature`).
+   it by maximum likelihood on a calibration drive (:func:`semloc_ros.core.calibration.fit_temperature`).
 3. Estimate: the mass near each place ``m_i = sum of b_j over |p_j - p_i| <= estimate_radius_m``; the MAP
    place is the one with the largest ``m_i`` (ties: the larger own belief). Position = belief-weighted mean
    of the places within the radius of it, covariance = their belief-weighted spread plus
-   ``position_sigma_floor_m**2``, divided by ``max(m, 0.01)`` as in :mod:`semloc_ros.localizer`;
+   ``position_sigma_floor_m**2``, divided by ``max(m, 0.01)`` as in :mod:`semloc_ros.core.localizer`;
    confidence = ``m`` (the posterior probability of being within the radius of the estimate); status FIX
    when ``m >= min_confidence``, LOW_CONFIDENCE otherwise.
 
@@ -37,9 +37,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from semloc_ros.checks import require_in, require_int_in, require_non_negative, require_positive
-from semloc_ros.database import GeoDatabase
-from semloc_ros.localizer import FixStatus, PositionEstimate
+from semloc_ros.core.checks import require_in, require_int_in, require_non_negative, require_positive
+from semloc_ros.core.database import GeoDatabase
+from semloc_ros.core.localizer import FixStatus, PositionEstimate
 
 MAX_FILTER_TOP_K = 10000
 _MIN_MASS_FOR_INFLATION = 0.01

@@ -40,7 +40,7 @@ import faiss
 import numpy as np
 
 from semloc_ros import __version__ as SEMLOC_VERSION  # noqa: N812
-from semloc_ros.geodesy import GeoError, LocalENU, validate_lat_lon
+from semloc_ros.core.geodesy import GeoError, LocalENU, validate_lat_lon
 
 FORMAT_NAME = "semloc-geodatabase"
 FORMAT_VERSION = 1
@@ -242,7 +242,7 @@ class GeoDatabase:
         self._heading = _GrowableColumn(np.float64)
         self._stamp_ns = _GrowableColumn(np.int64)
         self._image_id_list: list[str] = []
-        self._thumbnails: _GrowableColumn | None = None  # label thumbnails for re-ranking (semloc_ros.reranking)
+        self._thumbnails: _GrowableColumn | None = None  # label thumbnails for re-ranking (semloc_ros.core.reranking)
         self._image_ids_cache: np.ndarray | None = None
         self._frame_cache: tuple[LocalENU, np.ndarray] | None = None
         self._lock = threading.RLock()
@@ -401,7 +401,7 @@ class GeoDatabase:
 
     @property
     def thumbnails(self) -> np.ndarray | None:
-        """(N, h, w) ``uint8`` label thumbnails of the entries (:mod:`semloc_ros.reranking`), or None if the
+        """(N, h, w) ``uint8`` label thumbnails of the entries (:mod:`semloc_ros.core.reranking`), or None if the
         database stores none. A database stores them for all entries or for none."""
         return None if self._thumbnails is None else self._thumbnails.view()
 

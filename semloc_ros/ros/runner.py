@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 NODES = ("segmentation_node", "descriptor_node", "localizer_node")
-DEFAULT_PARAMS_FILE = Path(__file__).resolve().parent.parent / "config" / "semloc.yaml"
+DEFAULT_PARAMS_FILE = Path(__file__).resolve().parents[2] / "config" / "semloc.yaml"
 
 
 def ros_environment(domain_id: int | None = None) -> dict[str, str]:
@@ -63,7 +63,7 @@ class PipelineRunner:
         self._overlay: Path | None = None
 
     def command(self, node: str) -> list[str]:
-        command = [sys.executable, "-m", f"semloc_ros.{node}", "--ros-args", "--params-file",
+        command = [sys.executable, "-m", f"semloc_ros.ros.{node}", "--ros-args", "--params-file",
                    str(self.params_file)]
         if self._overlay is not None:
             command += ["--params-file", str(self._overlay)]

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from semloc_ros.datasets import Drive, Frame, load_semloc_sim_drive
-from semloc_ros.geodesy import LocalENU
+from semloc_ros.core.geodesy import LocalENU
+from semloc_ros.io.datasets import Drive, Frame, load_semloc_sim_drive
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ For one query descriptor:
    fix gets a proportionally wider uncertainty (at most 100 times the variance). Up gets
    ``altitude_sigma_m**2``, uncorrelated with east/north. Finally east/north become
    ``covariance_scale * S + position_sigma_extra_m**2 * I``, the calibration fitted by ``semloc evaluate``
-   (:func:`semloc_ros.calibration.fit_covariance_model`; defaults 1 and 0 leave ``S`` as it is).
+   (:func:`semloc_ros.core.calibration.fit_covariance_model`; defaults 1 and 0 leave ``S`` as it is).
 7. Status: ``NO_MATCH`` if the best similarity is below ``min_similarity`` (then ``confidence`` is 0),
    ``LOW_CONFIDENCE`` if ``c < min_confidence``, otherwise ``FIX``.
 
@@ -30,13 +30,13 @@ calibrates ``min_similarity`` / ``min_confidence`` thresholds and a covariance s
 
 With ``sequence_filter`` enabled, :meth:`Localizer.localize` (and :meth:`Localizer.localize_sequence`) feed
 consecutive queries of one camera through a discrete Bayes filter over the database places
-(:mod:`semloc_ros.sequence_filter`, parameters ``filter_*``): the position, covariance, confidence and status
+(:mod:`semloc_ros.core.sequence_filter`, parameters ``filter_*``): the position, covariance, confidence and status
 then come from the filter's posterior, the matches from the single-frame retrieval. Stamp differences give the
 elapsed time; a stamp going backwards or jumping forward by more than ``filter_max_gap_s`` resets the filter.
 A query whose best similarity is below ``min_similarity`` is NO_MATCH and does not update the belief.
 ``localize_batch`` is always single-frame.
 
-Re-ranking (``rerank_top_k`` > 0, :mod:`semloc_ros.reranking`): when the database stores label thumbnails and
+Re-ranking (``rerank_top_k`` > 0, :mod:`semloc_ros.core.reranking`): when the database stores label thumbnails and
 the query's label thumbnail is given, the first ``rerank_top_k`` retrieved entries are re-ordered by
 ``s_i + rerank_weight * a_i`` (``a_i``: the best-shift pixel agreement of the label images) and that combined
 score replaces ``s_i`` in steps 2-5; ``min_similarity`` still applies to the best cosine. Without a thumbnail
@@ -53,14 +53,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from semloc_ros.calibration import calibrated_covariance
-from semloc_ros.checks import require_in, require_int_in, require_positive
-from semloc_ros.database import GeoDatabase
-from semloc_ros.geodesy import LocalENU
-from semloc_ros.reranking import RerankConfig, rerank
+from semloc_ros.core.calibration import calibrated_covariance
+from semloc_ros.core.checks import require_in, require_int_in, require_positive
+from semloc_ros.core.database import GeoDatabase
+from semloc_ros.core.geodesy import LocalENU
+from semloc_ros.core.reranking import RerankConfig, rerank
 
 if TYPE_CHECKING:
-    from semloc_ros.sequence_filter import SequenceFilter, SequenceFilterConfig
+    from semloc_ros.core.sequence_filter import SequenceFilter, SequenceFilterConfig
 
 MAX_TOP_K = 1000
 _MIN_CONFIDENCE_FOR_INFLATION = 0.01
@@ -87,7 +87,7 @@ class Match:
     north: float
     weight: float
     inlier: bool
-    alignment: float = math.nan  # label-image agreement when re-ranked (semloc_ros.reranking), else NaN
+    alignment: float = math.nan  # label-image agreement when re-ranked (semloc_ros.core.reranking), else NaN
 
 
 @dataclass
@@ -137,7 +137,7 @@ class LocalizerConfig:
 
     def filter_config(self) -> SequenceFilterConfig:
         """The :class:`SequenceFilterConfig` of the ``filter_*`` fields (and the shared radius/floors)."""
-        from semloc_ros.sequence_filter import SequenceFilterConfig
+        from semloc_ros.core.sequence_filter import SequenceFilterConfig
 
         return SequenceFilterConfig(
             speed_mps=self.filter_speed_mps,
@@ -185,7 +185,7 @@ class Localizer:
         self._filter: SequenceFilter | None = None
         self._last_stamp_ns: int | None = None
         if self._config.sequence_filter:
-            from semloc_ros.sequence_filter import SequenceFilter
+            from semloc_ros.core.sequence_filter import SequenceFilter
 
             self._filter = SequenceFilter(database, self._config.filter_config())
 
@@ -218,7 +218,7 @@ class Localizer:
     ) -> PositionEstimate:
         """Estimate the position of one (D,) descriptor; ``model_id`` (if given) must match the database.
 
-        ``thumbnail``: the query's label thumbnail (:func:`semloc_ros.reranking.label_thumbnail`), used for
+        ``thumbnail``: the query's label thumbnail (:func:`semloc_ros.core.reranking.label_thumbnail`), used for
         re-ranking when that is enabled and the database stores thumbnails.
 
         With the sequence filter, ``stamp_ns`` (capture time) and/or ``displacement_m`` (distance travelled

@@ -20,8 +20,8 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from semloc_ros.ros_conversions import stamp_to_ns
-from semloc_ros.stage_stats import SequenceMonitor, StageStats
+from semloc_ros.ros.conversions import stamp_to_ns
+from semloc_ros.ros.stage_stats import SequenceMonitor, StageStats
 
 Check = Callable[[Any], str | None]
 

@@ -1,7 +1,7 @@
 """localizer_node: semloc/descriptor -> NavSatFix, GeoPoseWithCovarianceStamped and RViz markers.
 
 With ``rerank_top_k`` > 0 and a database that stores label thumbnails, the label image of the same stamp
-(semloc/labels, kept for ``label_buffer`` frames) re-ranks the retrieval (:mod:`semloc_ros.reranking`); a
+(semloc/labels, kept for ``label_buffer`` frames) re-ranks the retrieval (:mod:`semloc_ros.core.reranking`); a
 descriptor whose label image has not arrived is answered without re-ranking (counted as ``no_labels``).
 """
 
@@ -27,11 +27,13 @@ from sensor_msgs.msg import Image, NavSatFix, NavSatStatus
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from semloc_ros.database import DatabaseError, DescriptorMismatchError, GeoDatabase
-from semloc_ros.geodesy import GeoError, UTMProjection
-from semloc_ros.image_codec import ImageEncodingError
-from semloc_ros.localizer import FixStatus, Localizer, LocalizerConfig, PositionEstimate
-from semloc_ros.node_common import (
+from semloc_ros.core.database import DatabaseError, DescriptorMismatchError, GeoDatabase
+from semloc_ros.core.geodesy import GeoError, UTMProjection
+from semloc_ros.core.image_codec import ImageEncodingError
+from semloc_ros.core.localizer import FixStatus, Localizer, LocalizerConfig, PositionEstimate
+from semloc_ros.core.reranking import label_thumbnail
+from semloc_ros.ros.conversions import imgmsg_to_labels, stamp_to_ns
+from semloc_ros.ros.node_common import (
     ParameterSpec,
     StageDiagnostics,
     ValidatedParameters,
@@ -43,9 +45,7 @@ from semloc_ros.node_common import (
     run_node,
     warn_on_stamp_order,
 )
-from semloc_ros.reranking import label_thumbnail
-from semloc_ros.ros_conversions import imgmsg_to_labels, stamp_to_ns
-from semloc_ros.stage_stats import SequenceMonitor, StageStats
+from semloc_ros.ros.stage_stats import SequenceMonitor, StageStats
 
 
 def localizer_check(name: str):

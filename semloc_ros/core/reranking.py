@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from semloc_ros.checks import is_finite_real, require_in, require_int_in, require_non_negative, require_positive
-from semloc_ros.labels import IGNORED_ID, dynamic_class_ids
+from semloc_ros.core.checks import is_finite_real, require_in, require_int_in, require_non_negative, require_positive
+from semloc_ros.core.labels import IGNORED_ID, dynamic_class_ids
 
 THUMBNAIL_SHAPE: tuple[int, int] = (60, 80)
 """Height and width of the stored label thumbnails (1/4 of 240x320): 4.8 kB per database entry."""

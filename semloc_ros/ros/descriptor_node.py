@@ -12,10 +12,11 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from semloc_msgs.msg import Descriptor
 from sensor_msgs.msg import Image
 
-from semloc_ros.image_codec import ImageEncodingError, to_rgb8
-from semloc_ros.model_loading import load_descriptor
+from semloc_ros.core.image_codec import ImageEncodingError, to_rgb8
 from semloc_ros.models import set_torch_threads
-from semloc_ros.node_common import (
+from semloc_ros.models.loading import load_descriptor
+from semloc_ros.ros.conversions import imgmsg_to_array, imgmsg_to_labels
+from semloc_ros.ros.node_common import (
     ParameterSpec,
     StageDiagnostics,
     ValidatedParameters,
@@ -26,8 +27,7 @@ from semloc_ros.node_common import (
     run_node,
     warn_on_stamp_order,
 )
-from semloc_ros.ros_conversions import imgmsg_to_array, imgmsg_to_labels
-from semloc_ros.stage_stats import SequenceMonitor, StageStats
+from semloc_ros.ros.stage_stats import SequenceMonitor, StageStats
 
 PARAMETERS = (
     ParameterSpec("model", "default",

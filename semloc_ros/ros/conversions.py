@@ -1,11 +1,12 @@
 """``sensor_msgs`` Image/CompressedImage <-> numpy and stamp conversions, mirroring cv_bridge's API.
 
-Thin wrappers over :mod:`semloc_ros.image_codec`; the message packages import without an rclpy context.
+Thin wrappers over :mod:`semloc_ros.core.image_codec`; the message packages import without an rclpy context.
 """
 
 from __future__ import annotations
 
 import array as pyarray
+import importlib
 import operator
 
 import numpy as np
@@ -13,7 +14,7 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from semloc_ros.image_codec import (
+from semloc_ros.core.image_codec import (
     MAX_IMAGE_PIXELS,
     CompressedFormat,
     ImageEncodingError,
@@ -104,3 +105,25 @@ def ns_to_stamp(nanoseconds: int) -> Time:
     if not _INT32_MIN <= seconds <= _INT32_MAX:
         raise ValueError(f"{nanoseconds} ns is outside the int32 seconds range of builtin_interfaces/Time")
     return Time(sec=seconds, nanosec=remainder)
+
+
+def message_class(msgtype: str) -> type | None:
+    """The installed Python class of ``pkg/msg/Name`` (also ``pkg/Name``), or None when it is not installed."""
+    try:
+        from rosidl_runtime_py.utilities import get_message
+    except ImportError:
+        get_message = None
+    if get_message is not None:
+        try:
+            return get_message(msgtype)
+        except (AttributeError, ModuleNotFoundError, ValueError):
+            return None
+    parts = msgtype.split("/")
+    if len(parts) == 2:
+        parts = [parts[0], "msg", parts[1]]
+    if len(parts) != 3 or parts[1] != "msg" or not all(parts):
+        return None
+    try:
+        return getattr(importlib.import_module(f"{parts[0]}.msg"), parts[2], None)
+    except ImportError:
+        return None

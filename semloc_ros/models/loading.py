@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from semloc_ros.labels import load_mapping
+from semloc_ros.core.labels import load_mapping
 from semloc_ros.models import DescriptorExtractor, Segmenter
 
 UNTRAINED_PREFIX = "untrained:"

@@ -12,11 +12,12 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
-from semloc_ros.image_codec import MAX_IMAGE_PIXELS, ImageEncodingError, to_rgb8
-from semloc_ros.labels import overlay
-from semloc_ros.model_loading import load_segmenter
+from semloc_ros.core.image_codec import MAX_IMAGE_PIXELS, ImageEncodingError, to_rgb8
+from semloc_ros.core.labels import overlay
 from semloc_ros.models import set_torch_threads
-from semloc_ros.node_common import (
+from semloc_ros.models.loading import load_segmenter
+from semloc_ros.ros.conversions import array_to_imgmsg, compressed_imgmsg_to_array, imgmsg_to_array
+from semloc_ros.ros.node_common import (
     ParameterSpec,
     StageDiagnostics,
     ValidatedParameters,
@@ -26,8 +27,7 @@ from semloc_ros.node_common import (
     positive,
     run_node,
 )
-from semloc_ros.ros_conversions import array_to_imgmsg, compressed_imgmsg_to_array, imgmsg_to_array
-from semloc_ros.stage_stats import SequenceMonitor, StageStats
+from semloc_ros.ros.stage_stats import SequenceMonitor, StageStats
 
 PARAMETERS = (
     ParameterSpec("model", "default", "segmenter: 'default' (shipped), 'untrained:<arch>' or a weights file",

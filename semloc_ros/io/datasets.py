@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from semloc_ros.geodesy import LocalENU, UTMProjection
+from semloc_ros.core.geodesy import LocalENU, UTMProjection
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 BAG_SUFFIXES = (".mcap", ".db3")
@@ -432,7 +432,7 @@ def _header_stamp_ns(msg, log_time_ns: int) -> int:
 
 
 def _decode_image_msg(msg, msgtype: str) -> np.ndarray:
-    from semloc_ros.image_codec import decode_compressed, image_fields_to_array, to_rgb8
+    from semloc_ros.core.image_codec import decode_compressed, image_fields_to_array, to_rgb8
 
     if msgtype.endswith("CompressedImage"):
         array, encoding = decode_compressed(msg.format, bytes(msg.data))

@@ -17,7 +17,7 @@ from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import Image, NavSatFix
 from std_msgs.msg import Header
 
-from semloc_ros.ros_conversions import array_to_imgmsg, ns_to_stamp, stamp_to_ns
+from semloc_ros.ros.conversions import array_to_imgmsg, ns_to_stamp, stamp_to_ns
 
 
 class StreamClient(Node):

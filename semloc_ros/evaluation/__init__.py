@@ -1,0 +1,1 @@
+"""Evaluation: metrics, the recall/localization loop, protocols, calibration fits and plots."""

@@ -1,0 +1,1 @@
+"""Data in and out: datasets (semloc-sim, image folders, rosbags) and bag playback."""

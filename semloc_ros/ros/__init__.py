@@ -1,0 +1,1 @@
+"""ROS 2 glue: the three nodes, parameters, message conversions, the process runner."""
