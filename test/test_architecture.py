@@ -19,7 +19,8 @@ ALLOWED = {
     "evaluation": {"core", "models", "io", "mapping"},
     "training": {"core", "models", "io", "mapping"},
     "ros": {"core", "models", "io"},
-    "commands": {"core", "models", "io", "mapping", "evaluation", "training", "ros"},
+    "benchmarks": {"core", "models", "io", "mapping", "evaluation", "ros"},
+    "commands": {"core", "models", "io", "mapping", "evaluation", "training", "ros", "benchmarks"},
     "cli": {"commands"},
 }
 ROS_FREE = ("core", "models", "io", "mapping", "evaluation", "training")

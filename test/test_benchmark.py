@@ -1,4 +1,4 @@
-"""The benchmark command's helpers (no timing is asserted) and the automatic device choice."""
+"""The benchmarks' helpers (no timing is asserted) and the automatic device choice."""
 
 from __future__ import annotations
 
@@ -10,37 +10,38 @@ import numpy as np
 import pytest
 import torch
 
+from semloc_ros.benchmarks import common, e2e, index
 from semloc_ros.commands import benchmark
 from semloc_ros.models import resolve_device
 
 
 def test_stats_ms_and_top5_recall():
-    stats = benchmark.stats_ms([0.001] * 19 + [0.1])
+    stats = common.stats_ms([0.001] * 19 + [0.1])
     assert stats["median"] == pytest.approx(1.0) and stats["n"] == 20 and stats["p95"] > 1.0
-    assert math.isnan(benchmark.stats_ms([])["median"])
+    assert math.isnan(common.stats_ms([])["median"])
     truth = np.array([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]])
     found = np.array([[5, 4, 3, 2, 1], [6, 7, 0, 0, -1]])
-    assert benchmark.top5_recall(found, truth) == pytest.approx((1.0 + 0.4) / 2)
+    assert index.top5_recall(found, truth) == pytest.approx((1.0 + 0.4) / 2)
 
 
 def test_parse_and_merge_overrides():
-    parsed = benchmark.parse_assignments("segmentation_node.threads=2, localizer_node.top_k=5,"
+    parsed = e2e.parse_assignments("segmentation_node.threads=2, localizer_node.top_k=5,"
                                          "segmentation_node.publish_overlay=false")
     assert parsed == {"segmentation_node": {"threads": 2, "publish_overlay": False}, "localizer_node": {"top_k": 5}}
-    merged = benchmark.merge_overrides({"localizer_node": {"database_path": "a"}}, parsed,
+    merged = e2e.merge_overrides({"localizer_node": {"database_path": "a"}}, parsed,
                                        {"localizer_node": {"top_k": 7}})
     assert merged["localizer_node"] == {"database_path": "a", "top_k": 7}
     for bad in ("threads=2", "segmentation_node.threads", ".x=1"):
         with pytest.raises(ValueError):
-            benchmark.parse_assignments(bad)
+            e2e.parse_assignments(bad)
 
 
 def test_synthetic_set_keeps_the_real_rows_and_matches_the_neighbour_cosine():
     rng = np.random.default_rng(0)
     base = rng.standard_normal((300, 32)).astype(np.float32)
     base /= np.linalg.norm(base, axis=1, keepdims=True)
-    sigma, cosine = benchmark.matched_noise_sigma(base)
-    rows, source = benchmark.synthetic_set(base, 1_000, sigma)
+    sigma, cosine = index.matched_noise_sigma(base)
+    rows, source = index.synthetic_set(base, 1_000, sigma)
     np.testing.assert_array_equal(rows[:300], base)
     np.testing.assert_array_equal(source, np.arange(1_000) % 300)
     np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
@@ -49,26 +50,27 @@ def test_synthetic_set_keeps_the_real_rows_and_matches_the_neighbour_cosine():
 
 
 def test_busy_core_runs_a_process_only_inside_the_block():
-    with benchmark.busy_core() as process:
+    with common.busy_core() as process:
         assert process.poll() is None
         time.sleep(0.2)
-        assert benchmark.cpu_seconds(process.pid) > 0.05
+        assert common.cpu_seconds(process.pid) > 0.05
     assert process.poll() is not None
-    with benchmark.busy_core(enabled=False) as nothing:
+    with common.busy_core(enabled=False) as nothing:
         assert nothing is None
 
 
 def test_proc_status_reports_memory():
-    status = benchmark.proc_status()
+    status = common.proc_status()
     assert 0 < status["VmRSS"] <= status["VmHWM"]
 
 
 def test_parser_modes_and_defaults():
     parser = benchmark.build_parser()
-    e2e = parser.parse_args(["e2e", "--variant", "t2:segmentation_node.threads=2", "--set", "localizer_node.top_k=5"])
-    assert e2e.rate == 20.0 and e2e.domain_id == benchmark.DEFAULT_DOMAIN_ID and e2e.device == "auto"
-    index = parser.parse_args(["index"])
-    assert index.sizes == [100_000, 1_000_000] and set(index.index_types) == {"flat", "hnsw", "ivfpq"}
+    e2e_args = parser.parse_args(["e2e", "--variant", "t2:segmentation_node.threads=2",
+                                  "--set", "localizer_node.top_k=5"])
+    assert e2e_args.rate == 20.0 and e2e_args.domain_id == benchmark.DEFAULT_DOMAIN_ID and e2e_args.device == "auto"
+    index_args = parser.parse_args(["index"])
+    assert index_args.sizes == [100_000, 1_000_000] and set(index_args.index_types) == {"flat", "hnsw", "ivfpq"}
 
 
 # ------------------------------------------------------------------------------------------- device choice
@@ -100,3 +102,21 @@ def test_build_db_makes_auto_index_maps_by_default():
     assert parser.parse_args(["x", "--out", "y", "--index-type", "ivfpq"]).index_type == "ivfpq"
     with pytest.raises(SystemExit):
         parser.parse_args(["x", "--out", "y", "--index-type", "magic"])
+
+
+def test_index_workers_build_and_query_a_map_in_fresh_processes(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((200, 16)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    files = {"rows": rows, "source": np.arange(200), "positions": np.zeros((200, 2)), "queries": rows[:20],
+             "truth": np.stack([np.arange(20)] * 5, axis=1)}
+    spec = {name: str(tmp_path / f"{name}.npy") for name in files}
+    for name, array in files.items():
+        np.save(spec[name], array, allow_pickle=False)
+    spec.update(index_type="flat", model_id="m", db=str(tmp_path / "map.semdb"), latency_queries=5, nprobe=[8],
+                rerank=[64], ef_search=[16], rebuild=False)
+    built = index.worker("build", spec)
+    assert not built["reused"] and Path(built["db"]).is_file()
+    queried = index.worker("query", spec)
+    assert queried["entries"] == 200 and queried["points"][0]["setting"] == {}
+    assert index.worker("build", spec)["reused"]

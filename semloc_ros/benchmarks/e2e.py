@@ -1,0 +1,227 @@
+"""``e2e``: the three nodes as separate processes (``PipelineRunner``) fed 240x320 frames by a ``StreamClient`` at
+a target rate: achieved fix rate, end-to-end latency percentiles (fix arrival - publish, paired by stamp) and
+dropped frames; ``--variant`` compares node parameter sets in one run."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from semloc_ros.benchmarks.common import (
+    FRAME_SHAPE,
+    cpu_seconds,
+    load_frames,
+    machine_line,
+    semantic_pipeline,
+    splits,
+    stats_ms,
+    write_json,
+)
+
+
+def parse_assignments(text: str) -> dict[str, dict[str, Any]]:
+    """``node.param=value,node.param=value`` -> {node: {param: value}} (values parsed as YAML scalars)."""
+    import yaml
+
+    overrides: dict[str, dict[str, Any]] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        node, dot, parameter = key.partition(".")
+        if not sep or not dot or not node or not parameter:
+            raise ValueError(f"expected node.parameter=value, got {item!r}")
+        overrides.setdefault(node, {})[parameter] = yaml.safe_load(value)
+    return overrides
+
+
+def merge_overrides(*layers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    merged: dict[str, dict[str, Any]] = {}
+    for layer in layers:
+        for node, values in layer.items():
+            merged.setdefault(node, {}).update(values)
+    return merged
+
+
+def e2e_database(args: argparse.Namespace) -> Path:
+    """The map the e2e nodes load: the benchmark's database drive, shipped semantic models, label thumbnails
+    (so the localizer re-ranks as configured)."""
+    from semloc_ros.io.datasets import load_semloc_sim_drive
+    from semloc_ros.mapping import build_database
+
+    if args.database is not None:
+        return args.database
+    pipeline = semantic_pipeline(args.device)
+    drive = splits(args.dataset)["database"]
+    digest = hashlib.sha1(pipeline.model_id.encode("utf-8")).hexdigest()[:12]
+    path = args.cache / f"e2e_{drive}_{digest}_thumbnails.semdb"
+    if not path.is_file():
+        build_database(pipeline, load_semloc_sim_drive(args.dataset, drive)).save(path)
+    return path
+
+
+def run_e2e(args: argparse.Namespace) -> int:
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    os.environ["ROS_DOMAIN_ID"] = str(args.domain_id)
+    database = e2e_database(args)
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from semloc_ros.ros.conversions import array_to_imgmsg, ns_to_stamp
+    from semloc_ros.ros.runner import PipelineRunner
+    from semloc_ros.ros.stream_client import StreamClient
+
+    count = max(1, round(args.rate * args.duration))
+    frames = load_frames(args.dataset, args.drive, min(count, args.max_frames))
+    messages = [array_to_imgmsg(rgb, "rgb8") for rgb in frames]
+    for message in messages:
+        message.header.frame_id = "camera"
+    base = merge_overrides({"localizer_node": {"database_path": str(database.resolve())}},
+                           parse_assignments(",".join(args.set)))
+    variants = []
+    for spec in args.variant or ["default"]:
+        name, _, assignments = spec.partition(":")
+        variants.append((name, merge_overrides(base, parse_assignments(assignments))))
+    print(f"semloc benchmark e2e: {machine_line()}")
+    print(f"{count} frames of {args.drive} ({FRAME_SHAPE[0]}x{FRAME_SHAPE[1]} rgb8 Image) at {args.rate:g} Hz for "
+          f"{args.duration:g} s per run; database {database.name}; ROS_DOMAIN_ID={args.domain_id}; "
+          f"{args.repeats} round(s) of {len(variants)} variant(s)")
+    rclpy.init()
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in variants}
+    try:
+        client = StreamClient(image_topic="/camera/image_raw")
+        client.hop_times = {}  # topic -> {stamp: arrival monotonic}
+        if args.hops:
+            add_hop_probes(client)
+        executor = SingleThreadedExecutor()
+        for round_index in range(args.repeats):
+            for name, overrides in variants:
+                log_dir = args.cache / "e2e-logs" / f"{name}-{round_index}"
+                runner = PipelineRunner(overrides=overrides, remaps={"image_raw": "/camera/image_raw"},
+                                        domain_id=args.domain_id, log_dir=log_dir)
+                with runner:
+                    run = stream_once(client, executor, runner, messages, count, args, ns_to_stamp)
+                run["overrides"] = overrides
+                results[name].append(run)
+                print(f"  [{name} round {round_index + 1}] " + e2e_line(run))
+        client.destroy_node()
+    finally:
+        rclpy.try_shutdown()
+    print("\nsummary (median over rounds; target: >= 20 Hz, p95 <= 80 ms)")
+    summary = {}
+    for name, runs in results.items():
+        valid = [run for run in runs if run.get("ok")]
+        if not valid:
+            print(f"  {name:<24} no valid run")
+            continue
+        summary[name] = {key: float(np.median([run[key] for run in valid]))
+                         for key in ("fix_rate_hz", "p50_ms", "p95_ms", "p99_ms", "max_ms", "dropped_fraction")}
+        summary[name]["cpu_percent"] = {node: float(np.median([run["cpu_percent"][node] for run in valid]))
+                                        for node in valid[0]["cpu_percent"]}
+        s = summary[name]
+        cpu = " ".join(f"{node.split('_')[0]} {value:.0f}%" for node, value in s["cpu_percent"].items())
+        print(f"  {name:<24} fix rate {s['fix_rate_hz']:6.2f} Hz  latency p50 {s['p50_ms']:6.1f} ms  "
+              f"p95 {s['p95_ms']:6.1f} ms  p99 {s['p99_ms']:6.1f} ms  dropped {100 * s['dropped_fraction']:5.1f} %"
+              f"  CPU {cpu}")
+    write_json(args.json, "e2e", {"runs": results, "summary": summary})
+    return 0
+
+
+def add_hop_probes(client) -> None:
+    """Also record when each frame's labels and descriptor pass (best effort, so the nodes are not slowed)."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from semloc_msgs.msg import Descriptor
+    from sensor_msgs.msg import Image
+
+    from semloc_ros.ros.conversions import stamp_to_ns
+
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
+    for topic, kind in (("/semloc/labels", Image), ("/semloc/descriptor", Descriptor)):
+        arrivals = client.hop_times.setdefault(topic, {})
+
+        def record(message, arrivals=arrivals) -> None:
+            arrivals[stamp_to_ns(message.header.stamp)] = time.monotonic()
+
+        client.create_subscription(kind, topic, record, qos)
+
+
+def stream_once(client, executor, runner, messages, count: int, args: argparse.Namespace,
+                ns_to_stamp: Callable[[int], Any]) -> dict[str, Any]:
+    """One run: wait for the nodes, warm up, stream ``count`` frames at ``args.rate``, collect the fixes."""
+    from semloc_ros.ros.conversions import imgmsg_to_array
+
+    client.fixes.clear()
+    client.fix_times.clear()
+    client.diagnostics.clear()
+    for arrivals in client.hop_times.values():
+        arrivals.clear()
+    ready = client.wait_for_pipeline(timeout_s=90.0) and client.warm_up(imgmsg_to_array(messages[0]), 120.0)
+    if not ready or runner.exited():
+        return {"ok": False, "error": f"pipeline not ready (exited: {runner.exited()})"}
+    client.spin_for(1.0)
+    client.fixes.clear()
+    client.fix_times.clear()
+    pids = {node: process.pid for node, process in runner.processes.items()}
+    executor.add_node(client)  # only now: wait_for_pipeline/warm_up spin the node in rclpy's global executor
+    cpu_before = {node: cpu_seconds(pid) for node, pid in pids.items()}
+    published: dict[int, float] = {}
+    period = 1.0 / args.rate
+    start = time.monotonic() + 0.05
+    for i in range(count):
+        due = start + i * period
+        while (now := time.monotonic()) < due:
+            executor.spin_once(timeout_sec=due - now)
+        message = messages[i % len(messages)]
+        stamp_ns = client.get_clock().now().nanoseconds
+        message.header.stamp = ns_to_stamp(stamp_ns)
+        published[stamp_ns] = time.monotonic()
+        client.camera_publisher.publish(message)
+    stream_s = time.monotonic() - start
+    cpu_after = {node: cpu_seconds(pid) for node, pid in pids.items()}
+    deadline = time.monotonic() + args.drain_s
+    while time.monotonic() < deadline and not set(published).issubset(client.fix_times):
+        executor.spin_once(timeout_sec=0.05)
+    executor.remove_node(client)
+    latencies = [client.fix_times[stamp] - sent for stamp, sent in published.items() if stamp in client.fix_times]
+    answered = len(latencies)
+    late = np.asarray(latencies) * 1e3
+    hops = {}
+    if client.hop_times:
+        stages = [("camera->labels", published, client.hop_times["/semloc/labels"]),
+                  ("labels->descriptor", client.hop_times["/semloc/labels"], client.hop_times["/semloc/descriptor"]),
+                  ("descriptor->fix", client.hop_times["/semloc/descriptor"], client.fix_times)]
+        for name, earlier, later in stages:
+            hops[name] = stats_ms([later[stamp] - earlier[stamp] for stamp in published
+                                   if stamp in earlier and stamp in later])
+    return {
+        "hops": hops,
+        "ok": True,
+        "published": len(published),
+        "answered": answered,
+        "stream_s": stream_s,
+        "fix_rate_hz": answered / (stream_s + period) if stream_s > 0 else math.nan,
+        "dropped_fraction": 1.0 - answered / len(published),
+        "p50_ms": float(np.percentile(late, 50)) if answered else math.nan,
+        "p95_ms": float(np.percentile(late, 95)) if answered else math.nan,
+        "p99_ms": float(np.percentile(late, 99)) if answered else math.nan,
+        "max_ms": float(late.max()) if answered else math.nan,
+        "cpu_percent": {node: 100.0 * (cpu_after[node] - cpu_before[node]) / stream_s for node in pids},
+        "diagnostics": {node: client.diagnostic_values(node) for node in pids},
+    }
+
+
+def e2e_line(run: dict[str, Any]) -> str:
+    if not run.get("ok"):
+        return f"FAILED: {run.get('error')}"
+    cpu = " ".join(f"{node.split('_')[0]} {value:.0f}%" for node, value in run["cpu_percent"].items())
+    hops = "".join(f"; {name} p50 {stats['median']:.1f} p95 {stats['p95']:.1f} ms"
+                   for name, stats in run.get("hops", {}).items())
+    return (f"{run['answered']}/{run['published']} fixes, {run['fix_rate_hz']:.2f} Hz, latency p50 "
+            f"{run['p50_ms']:.1f} p95 {run['p95_ms']:.1f} p99 {run['p99_ms']:.1f} max {run['max_ms']:.1f} ms; "
+            f"CPU {cpu}{hops}")
