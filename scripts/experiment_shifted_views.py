@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     weights = {0: [0.0]}  # without re-ranking the weight does not matter
     for top_k in args.rerank_top_k:
         for weight in weights.get(top_k, args.rerank_weight):
-            config = LocalizerConfig(rerank_top_k=top_k, rerank_weight=weight)
+            config = LocalizerConfig.from_parameters({"rerank_top_k": top_k, "rerank_weight": weight})
             cells = []
             for drive, descriptors, thumbnails in queries:
                 result = evaluate_query_descriptors(database, drive, descriptors, localizer_config=config,

@@ -240,7 +240,7 @@ def test_calibration_of_a_method_on_held_out_drives(tmp_path):
     from semloc_ros.evaluation.plots import plot_rejection_curves
 
     database, (calibration, calibration_d), (report, report_d), (other_map, other_d) = _route_database_and_drives()
-    config = LocalizerConfig(sequence_filter=True, filter_temperature=0.02)
+    config = LocalizerConfig().with_parameters(sequence_filter=True, filter_temperature=0.02)
     results = []
     for drive, descriptors in ((calibration, calibration_d), (report, report_d)):
         result = evaluate_query_descriptors(

@@ -1,12 +1,18 @@
-"""config/semloc.yaml, the launch file and the README agree with the parameters the nodes declare."""
+"""config/semloc.yaml, the launch file and the README agree with the parameters the nodes declare; the declared
+defaults are the shipped configuration; every float parameter is checked for finiteness and range."""
 
 from __future__ import annotations
 
 import ast
+import importlib.util
+import math
+import re
 from pathlib import Path
 
+import pytest
 import yaml
 
+from semloc_ros.core.localizer import LocalizerConfig
 from semloc_ros.ros import descriptor_node, localizer_node, segmentation_node
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,8 +35,54 @@ def test_yaml_sets_every_declared_parameter_with_the_declared_type():
                 assert spec.check(values[spec.name]) is None, f"{node}.{spec.name}"
 
 
-def test_readme_documents_every_parameter():
+def test_declared_defaults_are_the_shipped_configuration():
+    """A node started without config/semloc.yaml behaves as with it (and the core's defaults are the same)."""
+    config = yaml.safe_load((ROOT / "config" / "semloc.yaml").read_text())
+    for node, specs in NODE_PARAMETERS.items():
+        values = config[node]["ros__parameters"]
+        different = {spec.name: (spec.default, values[spec.name]) for spec in specs
+                     if values[spec.name] != spec.default}
+        assert not different, f"{node}: declared default != config/semloc.yaml: {different}"
+    shipped = config["localizer_node"]["ros__parameters"]
+    assert LocalizerConfig().parameters() == {name: shipped[name] for name in localizer_node.CONFIG_PARAMETERS}
+
+
+def test_localizer_declares_every_configuration_field_once():
+    names = [spec.name for spec in localizer_node.PARAMETERS]
+    assert len(names) == len(set(names))
+    assert set(LocalizerConfig().parameters()) <= set(names)
+    assert {"filter_temperature", "filter_kidnap_probability", "rerank_top_k", "rerank_shift_step"} <= set(names)
+
+
+FLOAT_SPECS = [(node, spec) for node, specs in NODE_PARAMETERS.items() for spec in specs
+               if isinstance(spec.default, float)]
+
+
+@pytest.mark.parametrize("node, spec", FLOAT_SPECS, ids=[f"{n}.{s.name}" for n, s in FLOAT_SPECS])
+def test_every_float_parameter_must_be_finite_and_in_range(node, spec):
+    assert spec.problem(spec.default) is None
+    for value in (math.nan, math.inf, -math.inf):
+        reason = spec.problem(value)
+        assert reason is not None and reason.startswith(f"{spec.name} must be"), (value, reason)
+    assert spec.valid_text, "a float parameter documents its range"
+
+
+@pytest.mark.parametrize("name, value", [("unknown_heading_variance", math.inf), ("unknown_altitude_m", math.nan),
+                                         ("unknown_altitude_m", math.inf), ("marker_scale_m", math.inf),
+                                         ("marker_scale_m", 1e9), ("database_retry_period_s", 1e300),
+                                         ("filter_temperature", math.inf), ("rerank_weight", math.nan),
+                                         ("covariance_scale", -1.0), ("top_k", 0)])
+def test_bad_localizer_values_are_refused_with_the_parameter_name(name, value):
+    spec = next(spec for spec in localizer_node.PARAMETERS if spec.name == name)
+    assert spec.problem(value).startswith(f"{name} must be")
+
+
+def test_readme_parameter_table_is_the_generated_one():
+    loader = importlib.util.spec_from_file_location("parameter_table", ROOT / "scripts" / "parameter_table.py")
+    module = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(module)
     readme = (ROOT / "README.md").read_text()
+    assert module.table() in readme, "README parameter table is stale: python scripts/parameter_table.py"
     for node, specs in NODE_PARAMETERS.items():
         for spec in specs:
             assert f"`{spec.name}`" in readme, f"README lacks {node}.{spec.name}"
@@ -42,6 +94,9 @@ def test_launch_file_is_valid_python_starting_all_nodes():
     assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
     for node in NODE_PARAMETERS:
         assert f'executable="{node}"' in source
+    declared = {spec.name for spec in localizer_node.PARAMETERS}
+    launch_sets = re.findall(r'overrides\["(\w+)"\]', source)  # parameters the launch file sets itself
+    assert launch_sets and set(launch_sets) <= declared, launch_sets
 
 
 def test_package_xml_declares_the_runtime_dependencies():

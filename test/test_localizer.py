@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from semloc_ros.core.database import DatabaseError, DescriptorMismatchError, GeoDatabase, PlaceRecord
+from semloc_ros.core.estimate import FixStatus, PositionEstimate
 from semloc_ros.core.geodesy import LocalENU, geodesic_distance_m
-from semloc_ros.core.localizer import FixStatus, Localizer, LocalizerConfig, PositionEstimate
+from semloc_ros.core.localizer import Localizer, LocalizerConfig
 
 faiss.omp_set_num_threads(1)
 
@@ -18,6 +19,8 @@ MODEL = "test-model@1"
 DIM = 64
 FRAME = LocalENU(48.137, 11.575)  # altitude 0, as entries without altitude
 
+
+UNCALIBRATED = LocalizerConfig().with_parameters(covariance_scale=1.0, position_sigma_extra_m=0.0)  # raw covariances
 
 def database_at(
     east_north: np.ndarray, descriptors: np.ndarray, alts: list[float] | None = None
@@ -87,7 +90,7 @@ def test_default_config_is_valid():
     ],
 )
 def test_config_validation_names_the_parameter(name, value):
-    config = LocalizerConfig(**{name: value})
+    config = LocalizerConfig.from_parameters({name: value})
     with pytest.raises(ValueError, match=name):
         config.validate()
     rng = np.random.default_rng(0)
@@ -173,7 +176,7 @@ def test_far_outliers_are_excluded_from_the_estimate():
 def test_covariance_is_symmetric_psd_and_grows_when_matches_disagree():
     rng = np.random.default_rng(4)
     query = random_unit(rng)
-    config = LocalizerConfig(position_sigma_floor_m=3.0, altitude_sigma_m=7.0)
+    config = UNCALIBRATED.with_parameters(position_sigma_floor_m=3.0, altitude_sigma_m=7.0)
     layouts = {
         "agreeing": ([[0.0, 0.0], [2.0, 0.0]], [0.9, 0.9]),
         "spread": ([[0.0, 0.0], [20.0, 0.0]], [0.9, 0.9]),
@@ -202,8 +205,8 @@ def test_calibrated_covariance_is_scaled_plus_an_isotropic_extra(sequence_filter
     rng = np.random.default_rng(4)
     query = random_unit(rng)
     database = database_at([[0.0, 0.0], [20.0, 0.0], [12.0, 9.0]], with_similarity(query, [0.9, 0.9, 0.89], rng))
-    base = LocalizerConfig(sequence_filter=sequence_filter)
-    calibrated = LocalizerConfig(sequence_filter=sequence_filter, covariance_scale=2.5, position_sigma_extra_m=4.0)
+    base = UNCALIBRATED.with_parameters(sequence_filter=sequence_filter)
+    calibrated = base.with_parameters(covariance_scale=2.5, position_sigma_extra_m=4.0)
     raw = Localizer(database, base).localize(query, stamp_ns=1)
     fitted = Localizer(database, calibrated).localize(query, stamp_ns=1)
     expected = 2.5 * raw.covariance_enu[:2, :2] + 16.0 * np.eye(2)
@@ -216,11 +219,11 @@ def test_ambiguous_places_give_low_confidence():
     rng = np.random.default_rng(5)
     query = random_unit(rng)
     database = database_at([[0.0, 0.0], [1000.0, 0.0]], with_similarity(query, [0.9, 0.9], rng))
-    estimate = Localizer(database).localize(query)
+    estimate = Localizer(database, UNCALIBRATED).localize(query)
     assert estimate.status is FixStatus.LOW_CONFIDENCE
     assert estimate.confidence < 0.3
     assert sum(m.inlier for m in estimate.matches) == 1
-    single = Localizer(database_at([[0.0, 0.0]], with_similarity(query, [0.9], rng))).localize(query)
+    single = Localizer(database_at([[0.0, 0.0]], with_similarity(query, [0.9], rng)), UNCALIBRATED).localize(query)
     assert single.status is FixStatus.FIX
     assert np.trace(estimate.covariance_enu) > 10 * np.trace(single.covariance_enu)
 
@@ -231,7 +234,7 @@ def test_low_similarity_query_is_no_match():
     database = database_at(rng.uniform(0, 300, (20, 2)), stored)
     query = rng.standard_normal(DIM)
     query -= stored.T @ np.linalg.lstsq(stored.T, query, rcond=None)[0]  # orthogonal to every entry
-    localizer = Localizer(database, LocalizerConfig(min_similarity=0.5))
+    localizer = Localizer(database, LocalizerConfig().with_parameters(min_similarity=0.5))
 
     estimate = localizer.localize(query)
     assert estimate.status is FixStatus.NO_MATCH
@@ -286,7 +289,7 @@ def test_synthetic_route_estimates_lie_between_neighbours():
 def test_batch_equals_single_queries():
     rng = np.random.default_rng(8)
     database = database_at(rng.uniform(0, 200, (40, 2)), rng.standard_normal((40, DIM)))
-    localizer = Localizer(database, LocalizerConfig(top_k=5))
+    localizer = Localizer(database, LocalizerConfig().with_parameters(top_k=5))
     queries = database.descriptors[:6] + 0.3 * rng.standard_normal((6, DIM)).astype(np.float32)
     batch = localizer.localize_batch(queries)
     for query, from_batch in zip(queries, batch, strict=True):

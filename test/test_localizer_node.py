@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import rclpy
@@ -11,6 +13,7 @@ from semloc_msgs.msg import Descriptor
 from sensor_msgs.msg import NavSatFix
 
 from semloc_ros.core.database import GeoDatabase, PlaceRecord
+from semloc_ros.core.localizer import LocalizerConfig
 from semloc_ros.ros.localizer_node import LocalizerNode
 
 DIMENSION = 8
@@ -194,6 +197,7 @@ def test_label_image_of_the_same_stamp_reranks_the_retrieval(start_node, tmp_pat
     node.fix_publisher.publish = fixes.append
     query = _descriptor(database.descriptors[2] + 0.5 * database.descriptors[9])  # the descriptor prefers 2
 
+    assert node.set_parameters([Parameter("rerank_top_k", value=0)])[0].successful
     node.on_descriptor(query)  # re-ranking off (rerank_top_k 0): the descriptor decides
     assert fixes[-1].latitude == pytest.approx(database.lat[2], abs=1e-6)
     assert node.set_parameters([Parameter("rerank_top_k", value=5)])[0].successful
@@ -210,3 +214,37 @@ def test_label_image_of_the_same_stamp_reranks_the_retrieval(start_node, tmp_pat
     node.on_labels(array_to_imgmsg(np.zeros((24, 32, 3), np.uint8), "rgb8", query.header))
     assert node.stats.errors["bad_labels"] == 1 and not node._thumbnails
     assert not node.set_parameters([Parameter("rerank_max_shift", value=1.5)])[0].successful
+
+
+@pytest.mark.parametrize("name, value", [("unknown_heading_variance", math.inf), ("unknown_altitude_m", math.nan),
+                                         ("unknown_altitude_m", math.inf), ("marker_scale_m", math.inf),
+                                         ("filter_temperature", math.nan), ("covariance_scale", math.inf)])
+def test_non_finite_float_parameters_are_refused_and_outputs_stay_finite(start_node, tmp_path, name, value):
+    path = tmp_path / "db.semdb"
+    database = _database(path)
+    node = start_node(path)
+    result = node.set_parameters([Parameter(name, value=value)])[0]
+    assert not result.successful and name in result.reason and "finite" in result.reason, result.reason
+    fixes, geoposes = [], []
+    node.fix_publisher.publish = fixes.append
+    node.geopose_publisher.publish = geoposes.append
+    node.on_descriptor(_descriptor(database.descriptors[5]))
+    assert np.all(np.isfinite(geoposes[0].pose.covariance)) and np.all(np.isfinite(fixes[0].position_covariance))
+    assert math.isfinite(geoposes[0].pose.pose.position.altitude)
+
+
+def test_a_non_finite_float_parameter_at_start_up_stops_the_node_with_the_reason(tmp_path):
+    rclpy.init(args=["--ros-args", "-p", "unknown_heading_variance:=.inf"])
+    try:
+        with pytest.raises(ValueError, match="unknown_heading_variance must be a finite number"):
+            LocalizerNode()
+    finally:
+        rclpy.try_shutdown()
+
+
+def test_declared_defaults_are_the_shipped_configuration_in_a_running_node(start_node, tmp_path):
+    node = start_node(tmp_path / "absent.semdb")
+    assert node.config == LocalizerConfig()
+    assert (node.config.rerank.top_k, node.config.covariance_scale) == (50, 0.112)
+    assert (node.config.filter.temperature, node.config.filter.kidnap_probability) == (0.01, 0.01)
+    assert node.get_parameter("rerank_shift_step").value == 0.025

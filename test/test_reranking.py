@@ -97,7 +97,7 @@ def test_rerank_config_rejects_bad_values(field: str, value) -> None:
         RerankConfig(**{field: value}).validate()
     with pytest.raises(ValueError, match=f"rerank_{field}"):
         if field in ("top_k", "weight", "max_shift"):
-            LocalizerConfig(**{f"rerank_{field}": value}).validate()
+            LocalizerConfig.from_parameters({f"rerank_{field}": value}).validate()
         else:
             raise ValueError(f"rerank_{field}")
 
@@ -154,9 +154,10 @@ def test_localizer_reranks_with_a_query_thumbnail() -> None:
     database, thumbnails = database_with_thumbnails()
     query = database.descriptors[0] + 0.8 * database.descriptors[4]  # the descriptor prefers place 0
     turned = shift_view(thumbnails[4][None], -0.15)[0]  # ... but the labels are place 4, turned
-    plain = Localizer(database, LocalizerConfig(top_k=3, temperature=0.02))
+    plain = Localizer(database, LocalizerConfig().with_parameters(top_k=3, temperature=0.02))
     assert plain.localize(query).matches[0].index == 0
-    reranking = Localizer(database, LocalizerConfig(top_k=3, temperature=0.02, rerank_top_k=5, rerank_weight=5.0))
+    reranking = Localizer(database, LocalizerConfig().with_parameters(top_k=3, temperature=0.02, rerank_top_k=5,
+                                                                      rerank_weight=5.0))
     assert reranking.reranks
     estimate = reranking.localize(query, thumbnail=turned)
     assert estimate.matches[0].index == 4 and estimate.matches[0].alignment == pytest.approx(1.0)
@@ -166,9 +167,10 @@ def test_localizer_reranks_with_a_query_thumbnail() -> None:
     assert reranking.localize(query).matches[0].index == 0  # no thumbnail: the descriptor alone
     with pytest.raises(ValueError, match="thumbnails have shape"):
         reranking.localize(query, thumbnail=turned[:, :40])
-    rejecting = Localizer(database, LocalizerConfig(rerank_top_k=5, min_similarity=0.999))
+    rejecting = Localizer(database, LocalizerConfig().with_parameters(rerank_top_k=5, min_similarity=0.999))
     assert rejecting.localize(query, thumbnail=turned).status.value == "no_match"  # the cosine decides
-    filtered = Localizer(database, LocalizerConfig(rerank_top_k=5, rerank_weight=5.0, sequence_filter=True))
+    filtered = Localizer(database, LocalizerConfig().with_parameters(rerank_top_k=5, rerank_weight=5.0,
+                                                                     sequence_filter=True))
     assert filtered.localize(query, stamp_ns=0, thumbnail=turned).matches[0].index == 4
 
 
@@ -197,9 +199,10 @@ def test_evaluation_reranks_with_database_and_query_thumbnails() -> None:
     queries = Drive("q", frames[3:5], condition="winter")
     descriptors = ThumbnailPipeline().describe_frames(None, labels=scenes[3:5])
     query_thumbnails = label_thumbnail(np.stack(scenes[3:5]))
-    off = evaluate_query_descriptors(database, queries, descriptors, ns=(1,), query_thumbnails=query_thumbnails)
+    off = evaluate_query_descriptors(database, queries, descriptors, ns=(1,), query_thumbnails=query_thumbnails,
+                                     localizer_config=LocalizerConfig().with_parameters(rerank_top_k=0))
     assert off["reranked"] is False and off["recall_at_n_all_queries"]["1"] == 0.0
     on = evaluate_query_descriptors(database, queries, descriptors, ns=(1,), query_thumbnails=query_thumbnails,
-                                    localizer_config=LocalizerConfig(rerank_top_k=6))
+                                    localizer_config=LocalizerConfig().with_parameters(rerank_top_k=6))
     assert on["reranked"] is True and on["recall_at_n_all_queries"]["1"] == 100.0
     assert on["localization_recall_at_1"] == 100.0

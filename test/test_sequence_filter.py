@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from semloc_ros.core.database import GeoDatabase, PlaceRecord
+from semloc_ros.core.estimate import FixStatus
 from semloc_ros.core.geodesy import LocalENU
-from semloc_ros.core.localizer import FixStatus, Localizer, LocalizerConfig
-from semloc_ros.core.sequence_filter import SequenceFilter, SequenceFilterConfig, neighbour_graph
+from semloc_ros.core.localizer import Localizer, LocalizerConfig
+from semloc_ros.core.sequence_filter import FilterConfig, SequenceFilter, neighbour_graph
 
 faiss.omp_set_num_threads(1)
 
@@ -65,7 +66,7 @@ def east_of(database: GeoDatabase, estimate) -> float:
 def filter_config(**overrides) -> LocalizerConfig:
     values = {"sequence_filter": True, "filter_kidnap_probability": 0.01, "filter_temperature": 0.05}
     values.update(overrides)
-    return LocalizerConfig(**values)
+    return LocalizerConfig.from_parameters(values)
 
 
 # ----------------------------------------------------------------------------------------- graph
@@ -109,7 +110,7 @@ def test_neighbour_graph_size_is_linear_in_the_number_of_places():
 # --------------------------------------------------------------------------------- filter core
 def test_displacement_moves_the_belief_by_the_travelled_distance():
     database = route_database(smooth_descriptors(np.arange(N_PLACES) * SPACING_M))
-    sequence_filter = SequenceFilter(database, SequenceFilterConfig(kidnap_probability=1e-6))
+    sequence_filter = SequenceFilter(database, FilterConfig(kidnap_probability=1e-6))
     start = 200
     sequence_filter.update(np.array([1.0, 0.0]), np.array([start, start + 100]))  # peaked at place 200
     assert sequence_filter.estimate().east == pytest.approx(database.enu[start, 0], abs=0.5)
@@ -123,7 +124,7 @@ def test_displacement_moves_the_belief_by_the_travelled_distance():
 
 def test_prediction_without_motion_information_is_refused_and_long_gaps_reset():
     database = route_database(smooth_descriptors(np.arange(50) * SPACING_M))
-    sequence_filter = SequenceFilter(database, SequenceFilterConfig(max_gap_s=1.0))
+    sequence_filter = SequenceFilter(database, FilterConfig(max_gap_s=1.0))
     sequence_filter.update(np.array([1.0]), np.array([10]))
     with pytest.raises(ValueError, match="dt_s"):
         sequence_filter.predict(None)
@@ -138,14 +139,14 @@ def test_prediction_without_motion_information_is_refused_and_long_gaps_reset():
 
 def test_config_validation_names_the_filter_parameter():
     with pytest.raises(ValueError, match=r"^filter_temperature must"):
-        LocalizerConfig(filter_temperature=0.0).validate()
+        LocalizerConfig().with_parameters(filter_temperature=0.0).validate()
     with pytest.raises(ValueError, match=r"^filter_kidnap_probability must"):
-        LocalizerConfig(filter_kidnap_probability=1.0).validate()
+        LocalizerConfig().with_parameters(filter_kidnap_probability=1.0).validate()
     with pytest.raises(ValueError, match=r"^filter_top_k must"):
-        LocalizerConfig(filter_top_k=0).validate()
+        LocalizerConfig().with_parameters(filter_top_k=0).validate()
     with pytest.raises(ValueError, match=r"^sequence_filter must"):
-        LocalizerConfig(sequence_filter="yes").validate()
-    assert LocalizerConfig(sequence_filter=True).validate().filter_config().estimate_radius_m == 25.0
+        LocalizerConfig().with_parameters(sequence_filter="yes").validate()
+    assert LocalizerConfig().with_parameters(sequence_filter=True).validate().estimate_settings().radius_m == 25.0
 
 
 # ------------------------------------------------------------------------- synthetic route runs
@@ -219,7 +220,7 @@ def test_stamp_going_backwards_or_a_long_gap_resets_the_filter():
     # Right after a reset the belief is the normalised likelihood of that one query.
     localizer.reset()
     localizer.localize(queries[20], stamp_ns=START_NS)
-    similarities, indices = database.search(queries[20], localizer.config.filter_top_k)
+    similarities, indices = database.search(queries[20], localizer.config.filter.top_k)
     expected = np.full(len(database), math.exp((similarities[0, -1] - similarities[0, 0]) / 0.05))
     expected[indices[0]] = np.exp((similarities[0] - similarities[0, 0]) / 0.05)
     assert np.allclose(sequence_filter.belief, expected / expected.sum())

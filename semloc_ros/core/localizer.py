@@ -9,7 +9,7 @@ For one query descriptor:
    ``consensus_radius_m`` of it (horizontal distance in the database ENU frame). The seed with the largest
    support (the more similar one on ties) wins and the matches within the radius of it are the inliers.
 4. Position: the inlier-weight-averaged east/north, converted back to latitude/longitude; altitude is the
-   weighted mean of the inliers' known altitudes (NaN if none is known).
+   weighted mean of the inliers' known altitudes (NaN if none is known) (:mod:`semloc_ros.core.estimate`).
 5. Confidence ``c = share * margin`` where ``share`` is the inliers' total softmax weight and
    ``margin = 1 - exp(-max(0, s_in - s_out) / T)`` with ``s_in`` / ``s_out`` the best inlier / best outlier
    similarity (``margin = 1`` when all matches are inliers). ``share`` drops when other places attract weight;
@@ -21,7 +21,8 @@ For one query descriptor:
    fix gets a proportionally wider uncertainty (at most 100 times the variance). Up gets
    ``altitude_sigma_m**2``, uncorrelated with east/north. Finally east/north become
    ``covariance_scale * S + position_sigma_extra_m**2 * I``, the calibration fitted by ``semloc evaluate``
-   (:func:`semloc_ros.core.calibration.fit_covariance_model`; defaults 1 and 0 leave ``S`` as it is).
+   (:func:`semloc_ros.core.calibration.fit_covariance_model`; 1 and 0 leave ``S`` as it is). The spread,
+   floor and inflation are :func:`semloc_ros.core.estimate.cluster_estimate`, shared with the sequence filter.
 7. Status: ``NO_MATCH`` if the best similarity is below ``min_similarity`` (then ``confidence`` is 0),
    ``LOW_CONFIDENCE`` if ``c < min_confidence``, otherwise ``FIX``.
 
@@ -45,134 +46,78 @@ score replaces ``s_i`` in steps 2-5; ``min_similarity`` still applies to the bes
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from semloc_ros.core import settings
 from semloc_ros.core.calibration import calibrated_covariance
-from semloc_ros.core.checks import require_in, require_int_in, require_positive
 from semloc_ros.core.database import GeoDatabase
+from semloc_ros.core.estimate import (
+    EstimateSettings,
+    FixStatus,
+    Match,
+    PositionEstimate,
+    cluster_estimate,
+    empty_estimate,
+)
 from semloc_ros.core.geodesy import LocalENU
 from semloc_ros.core.reranking import RerankConfig, rerank
-
-if TYPE_CHECKING:
-    from semloc_ros.core.sequence_filter import SequenceFilter, SequenceFilterConfig
+from semloc_ros.core.sequence_filter import FilterConfig, SequenceFilter
+from semloc_ros.core.settings import FRACTION, POSITIVE, Bounds, section, setting
 
 MAX_TOP_K = 1000
-_MIN_CONFIDENCE_FOR_INFLATION = 0.01
-
-
-class FixStatus(enum.Enum):
-    """Whether a position estimate should be used."""
-
-    FIX = "fix"
-    LOW_CONFIDENCE = "low_confidence"
-    NO_MATCH = "no_match"
-
-
-@dataclass
-class Match:
-    """One retrieved database entry: its similarity, place, softmax weight and consensus membership."""
-
-    index: int
-    similarity: float
-    lat: float
-    lon: float
-    alt: float
-    east: float
-    north: float
-    weight: float
-    inlier: bool
-    alignment: float = math.nan  # label-image agreement when re-ranked (semloc_ros.core.reranking), else NaN
-
-
-@dataclass
-class PositionEstimate:
-    """A WGS84 position (east/north in the database ENU frame) with ENU covariance in m^2."""
-
-    lat: float
-    lon: float
-    alt: float
-    east: float
-    north: float
-    covariance_enu: np.ndarray
-    confidence: float
-    status: FixStatus
-    matches: list[Match] = field(default_factory=list)
 
 
 @dataclass
 class LocalizerConfig:
-    """Parameters of the retrieval-to-position step (see the module docstring)."""
+    """Parameters of the retrieval-to-position step (see the module docstring), with the sequence filter's
+    (``filter``) and re-ranking's (``rerank``). The defaults are the shipped configuration (config/semloc.yaml);
+    :mod:`semloc_ros.core.settings` gives the flat parameter names (``filter_temperature``, ``rerank_top_k``)."""
 
-    top_k: int = 10
-    consensus_radius_m: float = 25.0
-    temperature: float = 0.02
-    min_confidence: float = 0.3
-    min_similarity: float = 0.0
-    position_sigma_floor_m: float = 3.0
-    altitude_sigma_m: float = 10.0
-    covariance_scale: float = 1.0
-    position_sigma_extra_m: float = 0.0
-    sequence_filter: bool = False
-    filter_speed_mps: float = 10.0
-    filter_speed_sigma_mps: float = 5.0
-    filter_position_sigma_m: float = 3.0
-    filter_odometry_sigma_fraction: float = 0.1
-    filter_max_gap_s: float = 1.0
-    filter_kidnap_probability: float = 0.001
-    filter_temperature: float = 0.05
-    filter_top_k: int = 50
-    rerank_top_k: int = 0
-    rerank_weight: float = 2.0
-    rerank_max_shift: float = 0.35
+    top_k: int = setting(10, "retrieved database places per query", Bounds(1, MAX_TOP_K))
+    consensus_radius_m: float = setting(25.0, "matches within this radius of the best cluster agree", POSITIVE)
+    temperature: float = setting(0.02, "softmax temperature turning similarities into weights", POSITIVE)
+    min_confidence: float = setting(0.3, "below this confidence the fix status is NO_FIX", FRACTION)
+    min_similarity: float = setting(0.0, "best similarity (a cosine) below this means 'not in the database' "
+                                    "(NO_FIX, no position)", Bounds(-1.0, 1.0))
+    position_sigma_floor_m: float = setting(3.0, "smallest 1-sigma position uncertainty reported", POSITIVE)
+    altitude_sigma_m: float = setting(10.0, "1-sigma altitude uncertainty reported", POSITIVE)
+    covariance_scale: float = setting(0.112, "factor on the east/north covariance (fitted by semloc evaluate "
+                                      "--rejection-queries)", POSITIVE)
+    position_sigma_extra_m: float = setting(3.5, "1-sigma error added to east/north after the scale, not shrunk "
+                                            "by confidence (lane offset, database pose error; fitted by semloc "
+                                            "evaluate)", Bounds(0.0, 1e4))
+    sequence_filter: bool = setting(False, "fuse consecutive descriptors with the discrete Bayes filter over "
+                                    "database places")
+    filter: FilterConfig = field(default_factory=FilterConfig, metadata=section("the sequence filter"))
+    rerank: RerankConfig = field(default_factory=RerankConfig, metadata=section("label re-ranking"))
 
-    def rerank_config(self) -> RerankConfig:
-        """The :class:`RerankConfig` of the ``rerank_*`` fields."""
-        return RerankConfig(top_k=self.rerank_top_k, weight=self.rerank_weight, max_shift=self.rerank_max_shift)
+    @classmethod
+    def from_parameters(cls, values: dict[str, object]) -> LocalizerConfig:
+        """The configuration of flat parameters (``{"top_k": 5, "filter_temperature": 0.02}``); others default."""
+        return settings.from_flat(cls, values)
 
-    def filter_config(self) -> SequenceFilterConfig:
-        """The :class:`SequenceFilterConfig` of the ``filter_*`` fields (and the shared radius/floors)."""
-        from semloc_ros.core.sequence_filter import SequenceFilterConfig
+    def parameters(self) -> dict[str, object]:
+        """The flat parameters ``{name: value}`` (as the node declares them; JSON-ready)."""
+        return settings.to_flat(self)
 
-        return SequenceFilterConfig(
-            speed_mps=self.filter_speed_mps,
-            speed_sigma_mps=self.filter_speed_sigma_mps,
-            position_sigma_m=self.filter_position_sigma_m,
-            odometry_sigma_fraction=self.filter_odometry_sigma_fraction,
-            max_gap_s=self.filter_max_gap_s,
-            kidnap_probability=self.filter_kidnap_probability,
-            temperature=self.filter_temperature,
-            top_k=self.filter_top_k,
-            estimate_radius_m=self.consensus_radius_m,
-            position_sigma_floor_m=self.position_sigma_floor_m,
-            altitude_sigma_m=self.altitude_sigma_m,
-            min_confidence=self.min_confidence,
-        )
+    def with_parameters(self, **values: object) -> LocalizerConfig:
+        """A copy with the named flat parameters replaced."""
+        return settings.replace_flat(self, values)
+
+    def estimate_settings(self) -> EstimateSettings:
+        """The consensus radius, floors and confidence threshold shared with the sequence filter."""
+        return EstimateSettings(self.consensus_radius_m, self.position_sigma_floor_m, self.altitude_sigma_m,
+                                self.min_confidence)
 
     def validate(self) -> LocalizerConfig:
-        """Raise ValueError naming the first invalid parameter; returns self."""
-        require_int_in("top_k", self.top_k, 1, MAX_TOP_K)
-        require_positive(consensus_radius_m=self.consensus_radius_m, temperature=self.temperature,
-                         position_sigma_floor_m=self.position_sigma_floor_m, altitude_sigma_m=self.altitude_sigma_m,
-                         covariance_scale=self.covariance_scale)
-        require_in("position_sigma_extra_m", self.position_sigma_extra_m, 0.0, 1e4)
-        require_in("min_confidence", self.min_confidence, 0.0, 1.0)
-        require_in("min_similarity", self.min_similarity, -1.0, 1.0, what="a cosine")
-        if not isinstance(self.sequence_filter, bool | np.bool_):
-            raise ValueError(f"sequence_filter must be true or false, got {self.sequence_filter!r}")
-        try:  # the filter fields are checked even when the filter is off, so a bad value never waits
-            self.filter_config().validate()
-        except ValueError as error:
-            raise ValueError(f"filter_{error}") from error
-        try:
-            self.rerank_config().validate()
-        except ValueError as error:
-            raise ValueError(f"rerank_{error}") from error
+        """Raise ValueError naming the first invalid parameter (flat name); returns self.
+
+        The filter parameters are checked even when the filter is off, so a bad value never waits."""
+        settings.validate(self)
         return self
 
 
@@ -185,9 +130,7 @@ class Localizer:
         self._filter: SequenceFilter | None = None
         self._last_stamp_ns: int | None = None
         if self._config.sequence_filter:
-            from semloc_ros.core.sequence_filter import SequenceFilter
-
-            self._filter = SequenceFilter(database, self._config.filter_config())
+            self._filter = SequenceFilter(database, self._config.filter, self._config.estimate_settings())
 
     @property
     def database(self) -> GeoDatabase:
@@ -242,7 +185,7 @@ class Localizer:
     @property
     def reranks(self) -> bool:
         """Whether queries with a label thumbnail get re-ranked (enabled, and the database has thumbnails)."""
-        return self._config.rerank_top_k > 0 and self._database.thumbnails is not None
+        return self._config.rerank.enabled and self._database.thumbnails is not None
 
     def localize_batch(
         self, descriptors: np.ndarray, model_id: str | None = None, thumbnails: np.ndarray | None = None
@@ -264,7 +207,7 @@ class Localizer:
         ]
 
     def _search_k(self, k: int, thumbnails: np.ndarray | None) -> int:
-        return max(k, self._config.rerank_top_k) if thumbnails is not None else k
+        return max(k, self._config.rerank.top_k) if thumbnails is not None else k
 
     def _checked_thumbnails(self, thumbnails: np.ndarray | None, count: int) -> np.ndarray | None:
         """The query thumbnails when re-ranking applies to them, else None (ValueError if they do not fit)."""
@@ -290,7 +233,7 @@ class Localizer:
         if thumbnails is None:
             return self._estimate(similarities[:k], indices[:k], frame, enu)
         scores, cosines, order, alignment = rerank(
-            similarities, indices, thumbnails[row], self._database.thumbnails, self._config.rerank_config()
+            similarities, indices, thumbnails[row], self._database.thumbnails, self._config.rerank
         )
         return self._estimate(scores[:k], order[:k], frame, enu, cosines[:k], alignment[:k])
 
@@ -325,7 +268,7 @@ class Localizer:
             return []
         config = self._config
         thumbnails = self._checked_thumbnails(thumbnails, count)
-        search_k = max(self._search_k(config.top_k, thumbnails), config.filter_top_k)
+        search_k = max(self._search_k(config.top_k, thumbnails), config.filter.top_k)
         similarities, indices = self._database.search(matrix, search_k)
         frame, enu = self._database.frame_and_enu()
         estimates = []
@@ -333,7 +276,7 @@ class Localizer:
             single = self._calibrated(self._single(similarities[row], indices[row], thumbnails, row, frame, enu))
             self._advance(stamps[row], displacements[row])
             if single.status is not FixStatus.NO_MATCH:
-                filter_k = max(config.top_k, config.filter_top_k)  # the filter's likelihood: cosines, as without
+                filter_k = max(config.top_k, config.filter.top_k)  # the filter's likelihood: cosines, as without
                 self._filter.update(similarities[row, :filter_k], indices[row, :filter_k])
             filtered = self._calibrated(self._filter.estimate())
             filtered.matches = single.matches
@@ -353,7 +296,7 @@ class Localizer:
         dt_s = None
         if self._last_stamp_ns is not None and previous is not None:
             dt_s = (self._last_stamp_ns - previous) * 1e-9
-            if dt_s < 0 or dt_s > self._config.filter_max_gap_s:
+            if dt_s < 0 or dt_s > self._config.filter.max_gap_s:
                 self._filter.reset()  # stamps went backwards (a replayed bag) or too long without a query
                 return
         if dt_s is None and displacement_m is None:
@@ -399,18 +342,13 @@ class Localizer:
         similarities = similarities[found].astype(np.float64)
         indices = indices[found]
         if len(indices) == 0:
-            return _empty_estimate()
+            return empty_estimate()
         cosines = similarities if cosines is None else np.asarray(cosines, dtype=np.float64)[found]
         alignment = np.full(len(indices), math.nan) if alignment is None else np.asarray(alignment)[found]
 
         weights = _softmax(similarities / config.temperature)
         east_north = enu[indices, :2]
         inliers = _consensus(east_north, weights, config.consensus_radius_m)
-
-        inlier_weights = weights[inliers] / weights[inliers].sum()
-        centre = inlier_weights @ east_north[inliers]
-        offsets = east_north[inliers] - centre
-        spread = (inlier_weights[:, np.newaxis] * offsets).T @ offsets
 
         share = float(weights[inliers].sum())
         confidence = min(1.0, share * self._margin(similarities, inliers))
@@ -420,20 +358,12 @@ class Localizer:
             status = FixStatus.LOW_CONFIDENCE
         else:
             status = FixStatus.FIX
-
-        inflation = 1.0 / max(confidence, _MIN_CONFIDENCE_FOR_INFLATION)
-        covariance = np.zeros((3, 3))
-        covariance[:2, :2] = (spread + config.position_sigma_floor_m**2 * np.eye(2)) * inflation
-        covariance[:2, :2] = 0.5 * (covariance[:2, :2] + covariance[:2, :2].T)
-        covariance[2, 2] = config.altitude_sigma_m**2
-
         altitudes = self._database.alt[indices]
-        alt = _weighted_mean_of_known(altitudes[inliers], inlier_weights)
-        up = _weighted_mean_of_known(enu[indices[inliers], 2], inlier_weights)
-        lat, lon, _ = frame.to_geodetic(float(centre[0]), float(centre[1]), up)  # NaN up: origin altitude
+        estimate = cluster_estimate(frame, enu[indices[inliers]], altitudes[inliers], weights[inliers], confidence,
+                                    status, config.estimate_settings())  # steps 4 and 6
 
         lats, lons = self._database.lat[indices], self._database.lon[indices]
-        matches = [
+        estimate.matches = [
             Match(
                 index=int(indices[i]),
                 similarity=float(cosines[i]),
@@ -448,17 +378,7 @@ class Localizer:
             )
             for i in range(len(indices))
         ]
-        return PositionEstimate(
-            lat=float(lat),
-            lon=float(lon),
-            alt=alt,
-            east=float(centre[0]),
-            north=float(centre[1]),
-            covariance_enu=covariance,
-            confidence=float(confidence),
-            status=status,
-            matches=matches,
-        )
+        return estimate
 
     def _margin(self, similarities: np.ndarray, inliers: np.ndarray) -> float:
         """``1 - exp(-max(0, best inlier - best outlier similarity) / T)``; 1 without outliers."""
@@ -480,26 +400,3 @@ def _consensus(east_north: np.ndarray, weights: np.ndarray, radius_m: float) -> 
     support = neighbours @ weights
     seed = int(np.argmax(support))
     return neighbours[seed]
-
-
-def _weighted_mean_of_known(values: np.ndarray, weights: np.ndarray) -> float:
-    """Weighted mean over the finite values (NaN if there is none)."""
-    known = np.isfinite(values)
-    if not known.any():
-        return math.nan
-    return float(weights[known] @ values[known] / weights[known].sum())
-
-
-def _empty_estimate() -> PositionEstimate:
-    """NO_MATCH without any retrieved entry (an approximate index found nothing)."""
-    return PositionEstimate(
-        lat=math.nan,
-        lon=math.nan,
-        alt=math.nan,
-        east=math.nan,
-        north=math.nan,
-        covariance_enu=np.full((3, 3), math.nan),
-        confidence=0.0,
-        status=FixStatus.NO_MATCH,
-        matches=[],
-    )

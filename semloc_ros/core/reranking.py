@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from semloc_ros.core.checks import is_finite_real, require_in, require_int_in, require_non_negative, require_positive
+from semloc_ros.core import settings
 from semloc_ros.core.labels import IGNORED_ID, dynamic_class_ids
+from semloc_ros.core.settings import NON_NEGATIVE, Bounds, setting
 
 THUMBNAIL_SHAPE: tuple[int, int] = (60, 80)
 """Height and width of the stored label thumbnails (1/4 of 240x320): 4.8 kB per database entry."""
@@ -27,21 +28,19 @@ THUMBNAIL_SHAPE: tuple[int, int] = (60, 80)
 
 @dataclass
 class RerankConfig:
-    """Parameters of :func:`rerank`; ``top_k`` 0 turns re-ranking off."""
+    """Parameters of :func:`rerank`; ``top_k`` 0 turns re-ranking off. The node's ``rerank_*`` parameters."""
 
-    top_k: int = 50
-    weight: float = 2.0
-    max_shift: float = 0.35
-    shift_step: float = 0.025
+    top_k: int = setting(50, "re-rank this many retrieved entries by label-image alignment (needs semloc/labels "
+                         "and a database with thumbnails); 0 = off", Bounds(0, 1000))
+    weight: float = setting(2.0, "re-ranking score = cosine + rerank_weight x label agreement", NON_NEGATIVE)
+    max_shift: float = setting(0.35, "largest horizontal shift (fraction of the width: camera turned) tried when "
+                               "aligning", Bounds(0.0, 1.0, high_open=True))
+    shift_step: float = setting(0.025, "step between the horizontal shifts tried (fraction of the width)",
+                                Bounds(0.0, 1.0, low_open=True))
 
     def validate(self) -> RerankConfig:
         """Raise ValueError naming the first invalid parameter; returns self."""
-        require_int_in("top_k", self.top_k, 0, 1000)
-        require_non_negative(weight=self.weight)
-        if not is_finite_real(self.max_shift) or not 0.0 <= self.max_shift < 1.0:
-            raise ValueError(f"max_shift must be in [0, 1) (a fraction of the width), got {self.max_shift!r}")
-        require_positive(shift_step=self.shift_step)
-        require_in("shift_step", self.shift_step, 0.0, 1.0)
+        settings.validate(self)
         return self
 
     @property

@@ -9,7 +9,7 @@ The state is a belief ``b`` over the N database entries (where the vehicle is no
    the places j of its neighbourhood in proportion to ``exp(-(|p_j - p_i| - t)**2 / (2 sigma**2))``
    (horizontal ENU distance; rows normalised). The neighbourhood graph is precomputed once with a uniform
    grid on the ENU coordinates (radius = the largest plausible travel in one step, see
-   :meth:`SequenceFilterConfig.graph_radius_m`), so memory and time per step are O(edges) = O(N x places
+   :func:`graph_radius_m`), so memory and time per step are O(edges) = O(N x places
    per radius), never N x N. Then ``b = (1 - kidnap_probability) b + kidnap_probability / N``: a small
    uniform "kidnap" mass lets the filter recover after a teleport, a tunnel or a wrong start. The motion
    model has no direction (headings are not used): the belief spreads forward and backward along the road
@@ -20,11 +20,12 @@ The state is a belief ``b`` over the N database entries (where the vehicle is no
    The temperature must match the descriptor's similarity scale: ``semloc evaluate --sequence-filter`` fits
    it by maximum likelihood on a calibration drive (:func:`semloc_ros.core.calibration.fit_temperature`).
 3. Estimate: the mass near each place ``m_i = sum of b_j over |p_j - p_i| <= estimate_radius_m``; the MAP
-   place is the one with the largest ``m_i`` (ties: the larger own belief). Position = belief-weighted mean
-   of the places within the radius of it, covariance = their belief-weighted spread plus
-   ``position_sigma_floor_m**2``, divided by ``max(m, 0.01)`` as in :mod:`semloc_ros.core.localizer`;
-   confidence = ``m`` (the posterior probability of being within the radius of the estimate); status FIX
-   when ``m >= min_confidence``, LOW_CONFIDENCE otherwise.
+   place is the one with the largest ``m_i`` (ties: the larger own belief). Position, altitude and covariance
+   come from the places within the radius of it weighted by their belief (:mod:`semloc_ros.core.estimate`,
+   with ``c = m``, as in :mod:`semloc_ros.core.localizer`); confidence = ``m`` (the posterior probability of
+   being within the radius of the estimate); status FIX when ``m >= min_confidence``, LOW_CONFIDENCE
+   otherwise. ``estimate_radius_m``, the floors and ``min_confidence`` are the localizer's
+   (:class:`~semloc_ros.core.estimate.EstimateSettings`).
 
 :meth:`SequenceFilter.predict` resets the filter (uniform belief) when ``dt > max_gap_s`` or the travel does
 not fit the graph; stamps (backwards jumps, gaps) are turned into ``dt`` by ``Localizer.localize``.
@@ -37,51 +38,48 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from semloc_ros.core.checks import require_in, require_int_in, require_non_negative, require_positive
+from semloc_ros.core import settings
 from semloc_ros.core.database import GeoDatabase
-from semloc_ros.core.localizer import FixStatus, PositionEstimate
+from semloc_ros.core.estimate import EstimateSettings, FixStatus, PositionEstimate, cluster_estimate
+from semloc_ros.core.settings import NON_NEGATIVE, POSITIVE, Bounds, require, setting
 
 MAX_FILTER_TOP_K = 10000
-_MIN_MASS_FOR_INFLATION = 0.01
 _GRID_CHUNK = 8192  # points per vectorised grid query (bounds the temporary candidate arrays)
 
 
 @dataclass
-class SequenceFilterConfig:
-    """Parameters of :class:`SequenceFilter` (see the module docstring)."""
+class FilterConfig:
+    """Parameters of :class:`SequenceFilter` (see the module docstring); the node's ``filter_*`` parameters."""
 
-    speed_mps: float = 10.0
-    speed_sigma_mps: float = 5.0
-    position_sigma_m: float = 3.0
-    odometry_sigma_fraction: float = 0.1
-    max_gap_s: float = 1.0
-    kidnap_probability: float = 0.001
-    temperature: float = 0.05
-    top_k: int = 50
-    estimate_radius_m: float = 25.0
-    position_sigma_floor_m: float = 3.0
-    altitude_sigma_m: float = 10.0
-    min_confidence: float = 0.3
+    speed_mps: float = setting(10.0, "sequence filter: prior vehicle speed (travel per step = speed x stamp "
+                               "difference)", NON_NEGATIVE)
+    speed_sigma_mps: float = setting(5.0, "sequence filter: 1-sigma of the prior speed", POSITIVE)
+    position_sigma_m: float = setting(3.0, "sequence filter: 1-sigma place-to-place motion noise per step", POSITIVE)
+    odometry_sigma_fraction: float = setting(0.1, "sequence filter: 1-sigma of a measured displacement, as a "
+                                             "fraction of it", NON_NEGATIVE)
+    max_gap_s: float = setting(1.0, "sequence filter: a stamp gap above this (or a stamp going backwards) resets "
+                               "the filter", POSITIVE)
+    kidnap_probability: float = setting(0.01, "sequence filter: belief spread uniformly per step (recovery after "
+                                        "a jump; fitted by semloc evaluate --sequence-filter)",
+                                        Bounds(0.0, 1.0, low_open=True, high_open=True))
+    temperature: float = setting(0.01, "sequence filter: similarity temperature of the observation likelihood "
+                                 "(fitted by semloc evaluate --sequence-filter)", POSITIVE)
+    top_k: int = setting(50, "sequence filter: retrieved places per query entering the likelihood",
+                         Bounds(1, MAX_FILTER_TOP_K))
 
-    def validate(self) -> SequenceFilterConfig:
+    def validate(self) -> FilterConfig:
         """Raise ValueError naming the first invalid parameter; returns self."""
-        require_int_in("top_k", self.top_k, 1, MAX_FILTER_TOP_K)
-        require_positive(speed_sigma_mps=self.speed_sigma_mps, position_sigma_m=self.position_sigma_m,
-                         max_gap_s=self.max_gap_s, temperature=self.temperature,
-                         estimate_radius_m=self.estimate_radius_m, position_sigma_floor_m=self.position_sigma_floor_m,
-                         altitude_sigma_m=self.altitude_sigma_m)
-        require_non_negative(speed_mps=self.speed_mps, odometry_sigma_fraction=self.odometry_sigma_fraction)
-        require_in("kidnap_probability", self.kidnap_probability, 0.0, 1.0, open_interval=True)
-        require_in("min_confidence", self.min_confidence, 0.0, 1.0)
+        settings.validate(self)
         return self
 
-    def graph_radius_m(self) -> float:
-        """Neighbourhood radius: 3-sigma travel at ``speed_mps + 3 speed_sigma_mps`` over ``max_gap_s``.
 
-        At least ``estimate_radius_m``, because the same graph gives the mass near each place.
-        """
-        travel = (self.speed_mps + 3.0 * self.speed_sigma_mps) * self.max_gap_s + 3.0 * self.position_sigma_m
-        return max(travel, self.estimate_radius_m)
+def graph_radius_m(config: FilterConfig, estimate_radius_m: float) -> float:
+    """Neighbourhood radius: 3-sigma travel at ``speed_mps + 3 speed_sigma_mps`` over ``max_gap_s``.
+
+    At least ``estimate_radius_m``, because the same graph gives the mass near each place.
+    """
+    travel = (config.speed_mps + 3.0 * config.speed_sigma_mps) * config.max_gap_s + 3.0 * config.position_sigma_m
+    return max(travel, estimate_radius_m)
 
 
 @dataclass(frozen=True)
@@ -173,15 +171,17 @@ def neighbour_graph(east_north: np.ndarray, radius_m: float) -> PlaceGraph:
 class SequenceFilter:
     """Belief over the entries of one database, advanced by :meth:`predict` and :meth:`update`."""
 
-    def __init__(self, database: GeoDatabase, config: SequenceFilterConfig | None = None) -> None:
+    def __init__(self, database: GeoDatabase, config: FilterConfig | None = None,
+                 estimate: EstimateSettings | None = None) -> None:
         self._database = database
-        self._config = (config if config is not None else SequenceFilterConfig()).validate()
+        self._config = (config if config is not None else FilterConfig()).validate()
+        self._estimate = estimate if estimate is not None else EstimateSettings()
         self._frame, enu = database.frame_and_enu()
         self._enu = enu
-        self._graph = neighbour_graph(enu[:, :2], self._config.graph_radius_m())
+        self._graph = neighbour_graph(enu[:, :2], graph_radius_m(self._config, self._estimate.radius_m))
         self._sources = self._graph.sources()
         self._self_edges = np.flatnonzero(self._graph.targets == self._sources)  # one per place, in place order
-        self._near = self._graph.within(self._config.estimate_radius_m)
+        self._near = self._graph.within(self._estimate.radius_m)
         self._near_sources = self._near.sources()
         self._belief: np.ndarray | None = None
         self._transition_key: tuple[float, float] | None = None
@@ -190,7 +190,7 @@ class SequenceFilter:
         self.resets = 0
 
     @property
-    def config(self) -> SequenceFilterConfig:
+    def config(self) -> FilterConfig:
         return self._config
 
     @property
@@ -230,13 +230,13 @@ class SequenceFilter:
         """
         config = self._config
         if displacement_m is not None:
-            require_non_negative(displacement_m=displacement_m)
+            require("displacement_m", displacement_m, NON_NEGATIVE)
             travel = float(displacement_m)
             sigma = math.hypot(config.position_sigma_m, config.odometry_sigma_fraction * travel)
         else:
             if dt_s is None:
                 raise ValueError("dt_s is needed without displacement_m")
-            require_non_negative(dt_s=dt_s)
+            require("dt_s", dt_s, NON_NEGATIVE)
             if dt_s > config.max_gap_s:
                 self.reset()
                 return False
@@ -298,8 +298,7 @@ class SequenceFilter:
 
     # ------------------------------------------------------------------ estimate
     def estimate(self) -> PositionEstimate:
-        """MAP place and the posterior-weighted position, covariance, confidence and status near it."""
-        config = self._config
+        """MAP place and the posterior-weighted position, covariance, confidence and status near it (step 3)."""
         belief = self.belief
         mass = np.add.reduceat(belief[self._near.targets], self._near.indptr[:-1])
         best_mass = mass.max()
@@ -308,38 +307,7 @@ class SequenceFilter:
         self._map_index = seed
 
         members = self._near.targets[self._near.indptr[seed] : self._near.indptr[seed + 1]].astype(np.int64)
-        weights = belief[members] / belief[members].sum()
-        east_north = self._enu[members, :2]
-        centre = weights @ east_north
-        offsets = east_north - centre
-        spread = (weights[:, np.newaxis] * offsets).T @ offsets
         confidence = float(min(1.0, mass[seed]))
-
-        covariance = np.zeros((3, 3))
-        covariance[:2, :2] = (spread + config.position_sigma_floor_m**2 * np.eye(2)) / max(
-            confidence, _MIN_MASS_FOR_INFLATION
-        )
-        covariance[:2, :2] = 0.5 * (covariance[:2, :2] + covariance[:2, :2].T)
-        covariance[2, 2] = config.altitude_sigma_m**2
-
-        alt = _weighted_mean_of_known(self._database.alt[members], weights)
-        up = _weighted_mean_of_known(self._enu[members, 2], weights)
-        lat, lon, _ = self._frame.to_geodetic(float(centre[0]), float(centre[1]), up)
-        status = FixStatus.FIX if confidence >= config.min_confidence else FixStatus.LOW_CONFIDENCE
-        return PositionEstimate(
-            lat=float(lat),
-            lon=float(lon),
-            alt=alt,
-            east=float(centre[0]),
-            north=float(centre[1]),
-            covariance_enu=covariance,
-            confidence=confidence,
-            status=status,
-        )
-
-
-def _weighted_mean_of_known(values: np.ndarray, weights: np.ndarray) -> float:
-    known = np.isfinite(values)
-    if not known.any():
-        return math.nan
-    return float(weights[known] @ values[known] / weights[known].sum())
+        status = FixStatus.FIX if confidence >= self._estimate.min_confidence else FixStatus.LOW_CONFIDENCE
+        return cluster_estimate(self._frame, self._enu[members], self._database.alt[members], belief[members],
+                                confidence, status, self._estimate)

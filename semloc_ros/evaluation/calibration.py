@@ -9,7 +9,6 @@ map's drives, or the first half of each drive) and reported on the other query d
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -88,14 +87,14 @@ def fit_filter_parameters(
 
     Returns the config with both set and a JSON-ready record of the fit.
     """
-    base = fit_filter_temperature(database, drive, descriptors, top_k=config.filter_top_k)
+    base = fit_filter_temperature(database, drive, descriptors, top_k=config.filter.top_k)
     stamps = drive.stamps_ns.tolist()
     cap = 4.0 * threshold_m
     grid = []
     for factor in temperature_factors:
         for kidnap in kidnap_probabilities:
-            candidate = dataclasses.replace(
-                config, filter_temperature=base * factor, filter_kidnap_probability=kidnap
+            candidate = config.with_parameters(
+                filter_temperature=base * factor, filter_kidnap_probability=kidnap
             ).validate()
             estimates = Localizer(database, candidate).localize_sequence(descriptors, stamps)
             error = localization_metrics(estimates, database, drive.lat, drive.lon, threshold_m)["per_query"]
@@ -108,8 +107,8 @@ def fit_filter_parameters(
                 }
             )
     best = min(grid, key=lambda row: row["mean_capped_error_m"])
-    fitted = dataclasses.replace(
-        config, filter_temperature=best["temperature"], filter_kidnap_probability=best["kidnap_probability"]
+    fitted = config.with_parameters(
+        filter_temperature=best["temperature"], filter_kidnap_probability=best["kidnap_probability"]
     )
     return fitted, {"fitted_on": drive.name, "ml_temperature": base, "capped_error_m": cap, "grid": grid}
 

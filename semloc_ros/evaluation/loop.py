@@ -95,7 +95,7 @@ def evaluate_query_descriptors(
     """
     q_lat, q_lon = query_drive.lat, query_drive.lon
     localizer = Localizer(database, localizer_config)
-    rerank_config = localizer.config.rerank_config()
+    rerank_config = localizer.config.rerank
     reranking = localizer.reranks and query_thumbnails is not None
     depth = max(max(ns), rerank_config.top_k) if reranking else max(ns)
     views = database_views(database)
@@ -132,8 +132,8 @@ def evaluate_query_descriptors(
             threshold_m,
         )
         filtered["filter_resets"] = localizer.sequence_filter.resets - 1  # the reset before the drive
-        filtered["filter_temperature"] = localizer.config.filter_temperature
-        filtered["filter_kidnap_probability"] = localizer.config.filter_kidnap_probability
+        filtered["filter_temperature"] = localizer.config.filter.temperature
+        filtered["filter_kidnap_probability"] = localizer.config.filter.kidnap_probability
     best_similarity = similarities[:, 0].astype(float) if len(similarities) else np.zeros(0)
 
     result = {
@@ -202,7 +202,7 @@ def evaluate_method(
     label = method_label(method or getattr(pipeline, "method", "method"), oracle)
     described = []
     config = localizer_config if localizer_config is not None else LocalizerConfig()
-    with_thumbnails = config.rerank_top_k > 0 and database.thumbnails is not None
+    with_thumbnails = config.rerank.enabled and database.thumbnails is not None
     for drive in query_drives:
         valid = drive.drop_invalid_gps()
         small = np.zeros((len(valid.frames), *database.thumbnails.shape[1:]), np.uint8) if with_thumbnails else None

@@ -18,8 +18,8 @@ import numpy as np
 
 from semloc_ros.core.calibration import covariance_coverage, mahalanobis_squared
 from semloc_ros.core.database import GeoDatabase
+from semloc_ros.core.estimate import FixStatus, PositionEstimate
 from semloc_ros.core.geodesy import LocalENU, geodesic_distance_m
-from semloc_ros.core.localizer import FixStatus, PositionEstimate
 
 DEFAULT_NS = (1, 5, 10, 20)
 

@@ -13,17 +13,16 @@ from semloc_msgs.msg import Descriptor
 from sensor_msgs.msg import Image
 
 from semloc_ros.core.image_codec import ImageEncodingError, to_rgb8
+from semloc_ros.core.settings import POSITIVE, Bounds
 from semloc_ros.models import set_torch_threads
 from semloc_ros.models.loading import load_descriptor
 from semloc_ros.ros.conversions import imgmsg_to_array, imgmsg_to_labels
 from semloc_ros.ros.node_common import (
+    OneOf,
     ParameterSpec,
     StageDiagnostics,
     ValidatedParameters,
     guarded,
-    in_range,
-    one_of,
-    positive,
     run_node,
     warn_on_stamp_order,
 )
@@ -32,13 +31,13 @@ from semloc_ros.ros.stage_stats import SequenceMonitor, StageStats
 PARAMETERS = (
     ParameterSpec("model", "default",
                   "descriptor: 'default' (shipped), 'untrained:<arch>' or a weights file", read_only=True),
-    ParameterSpec("kind", "semantic", "which shipped model 'default' means", one_of("semantic", "rgb"),
+    ParameterSpec("kind", "semantic", "which shipped model 'default' means", OneOf("semantic", "rgb"),
                   read_only=True),
     ParameterSpec("mask_dynamic", False, "ignore the pixels of dynamic classes (vehicles, pedestrians); the "
                   "database must be built the same way (semloc build-db --mask-dynamic)", read_only=True),
     ParameterSpec("device", "auto", "torch device: auto (cuda if present), cpu, cuda, cuda:N", read_only=True),
-    ParameterSpec("threads", 1, "torch intra-op threads (see docs/benchmarks.md)", positive, read_only=True),
-    ParameterSpec("queue_depth", 2, "input subscription depth", in_range(1, 10), read_only=True),
+    ParameterSpec("threads", 1, "torch intra-op threads (see docs/benchmarks.md)", POSITIVE, read_only=True),
+    ParameterSpec("queue_depth", 2, "input subscription depth", Bounds(1, 10), read_only=True),
 )
 
 

@@ -28,89 +28,50 @@ from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from semloc_ros.core.database import DatabaseError, DescriptorMismatchError, GeoDatabase
+from semloc_ros.core.estimate import FixStatus, PositionEstimate
 from semloc_ros.core.geodesy import GeoError, UTMProjection
 from semloc_ros.core.image_codec import ImageEncodingError
-from semloc_ros.core.localizer import FixStatus, Localizer, LocalizerConfig, PositionEstimate
+from semloc_ros.core.localizer import Localizer, LocalizerConfig
 from semloc_ros.core.reranking import label_thumbnail
+from semloc_ros.core.settings import Bounds, flat_fields
 from semloc_ros.ros.conversions import imgmsg_to_labels, stamp_to_ns
 from semloc_ros.ros.node_common import (
+    OneOf,
     ParameterSpec,
     StageDiagnostics,
     ValidatedParameters,
+    config_parameters,
     guarded,
-    in_range,
-    non_negative,
-    one_of,
-    positive,
     run_node,
     warn_on_stamp_order,
 )
 from semloc_ros.ros.stage_stats import SequenceMonitor, StageStats
 
-
-def localizer_check(name: str):
-    """Check of a LocalizerConfig field: the core's own validation, so the node cannot drift from it."""
-
-    def check(value: Any) -> str | None:
-        try:
-            LocalizerConfig(**{name: value}).validate()
-        except ValueError as error:
-            return str(error).removeprefix(f"{name} ")
-        return None
-
-    return check
-
-
-CONFIG_PARAMETERS = {
-    "top_k": "retrieved database places per query",
-    "consensus_radius_m": "matches within this radius of the best cluster agree",
-    "temperature": "softmax temperature turning similarities into weights",
-    "min_confidence": "below this confidence the fix status is NO_FIX",
-    "min_similarity": "best similarity below this means 'not in the database' (NO_FIX, no position)",
-    "position_sigma_floor_m": "smallest 1-sigma position uncertainty reported",
-    "altitude_sigma_m": "1-sigma altitude uncertainty reported",
-    "covariance_scale": "factor on the east/north covariance (calibrated by semloc evaluate --rejection-queries)",
-    "position_sigma_extra_m": "1-sigma error added to east/north after the scale, not shrunk by confidence "
-    "(lane offset, database pose error; calibrated by semloc evaluate)",
-    "sequence_filter": "fuse consecutive descriptors with the discrete Bayes filter over database places",
-    "filter_speed_mps": "sequence filter: prior vehicle speed (travel per step = speed x stamp difference)",
-    "filter_speed_sigma_mps": "sequence filter: 1-sigma of the prior speed",
-    "filter_position_sigma_m": "sequence filter: 1-sigma place-to-place motion noise per step",
-    "filter_odometry_sigma_fraction": "sequence filter: 1-sigma of a measured displacement, as a fraction of it",
-    "filter_max_gap_s": "sequence filter: a stamp gap above this (or a stamp going backwards) resets the filter",
-    "filter_kidnap_probability": "sequence filter: belief spread uniformly per step (recovery after a jump)",
-    "filter_temperature": "sequence filter: similarity temperature of the observation likelihood",
-    "filter_top_k": "sequence filter: retrieved places per query entering the likelihood",
-    "rerank_top_k": "re-rank this many retrieved entries by label-image alignment (needs semloc/labels and a "
-    "database with thumbnails); 0 = off",
-    "rerank_weight": "re-ranking score = cosine + rerank_weight x label agreement",
-    "rerank_max_shift": "largest horizontal shift (fraction of the width: camera turned) tried when aligning",
-}
-_DEFAULT_CONFIG = LocalizerConfig()
+CONFIG_PARAMETERS = tuple(field.name for field in flat_fields(LocalizerConfig))  # the localizer configuration
 
 PARAMETERS = (
     ParameterSpec("database_path", "", "GeoDatabase file (semloc build-db); reloaded when the parameter or the "
                   "file changes (a bad new file is refused and the loaded database kept)"),
     ParameterSpec("database_retry_period_s", 2.0, "retry period while the database file is missing or bad",
-                  positive, read_only=True),
-    *(ParameterSpec(name, getattr(_DEFAULT_CONFIG, name), description, localizer_check(name))
-      for name, description in CONFIG_PARAMETERS.items()),
+                  Bounds(0.0, 86400.0, low_open=True), read_only=True),
+    *config_parameters(LocalizerConfig),
     ParameterSpec("fix_frame_id", "", "frame_id of the outputs; empty = the camera frame of the source image"),
     ParameterSpec("map_frame", "map", "frame_id of the markers and the path of fixes"),
     ParameterSpec("map_coordinates", "enu",
                   "marker/path coordinates: enu (database-centred ENU, origin logged at load) or utm (zone of "
-                  "the database)", one_of("enu", "utm")),
-    ParameterSpec("path_length", 1000, "fixes kept in the published path (semloc/path)", in_range(0, 100000)),
-    ParameterSpec("marker_scale_m", 2.0, "diameter of a retrieved-place marker", positive),
+                  "the database)", OneOf("enu", "utm")),
+    ParameterSpec("path_length", 1000, "fixes kept in the published path (semloc/path)", Bounds(0, 100000)),
+    ParameterSpec("marker_scale_m", 2.0, "diameter of a retrieved-place marker",
+                  Bounds(0.0, 1000.0, low_open=True)),
     ParameterSpec("publish_markers", True, "publish the MarkerArray of retrieved places"),
     ParameterSpec("faiss_threads", 1, "FAISS OpenMP threads of the database search (see docs/benchmarks.md)",
-                  in_range(1, 256), read_only=True),
+                  Bounds(1, 256), read_only=True),
     ParameterSpec("unknown_altitude_m", 0.0, "altitude published when the database has none (variance 1e6 m^2); "
-                  "robot_localization drops fixes with NaN altitude"),
+                  "robot_localization drops fixes with NaN altitude", Bounds(-1e4, 1e5)),
     ParameterSpec("unknown_heading_variance", 1e6, "orientation variance published when heading is unknown",
-                  non_negative),
+                  Bounds(0.0, 1e12)),
     ParameterSpec("label_buffer", 30, "label images (semloc/labels) kept for re-ranking, waiting for their "
-                  "descriptor", in_range(1, 1000), read_only=True),
+                  "descriptor", Bounds(1, 1000), read_only=True),
 )
 
 UNKNOWN_ALTITUDE_VARIANCE_M2 = 1e6
@@ -184,7 +145,7 @@ class LocalizerNode(Node):
 
     # --- database and configuration -------------------------------------------------------------
     def _current_config(self) -> LocalizerConfig:
-        return LocalizerConfig(**{name: self.params.get(name) for name in CONFIG_PARAMETERS}).validate()
+        return LocalizerConfig.from_parameters({name: self.params.get(name) for name in CONFIG_PARAMETERS}).validate()
 
     @staticmethod
     def _file_signature(path: str) -> tuple[int, int, int] | None:

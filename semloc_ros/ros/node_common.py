@@ -1,4 +1,10 @@
-"""Pieces shared by the semloc nodes: validated parameters and diagnostics publishing."""
+"""Pieces shared by the semloc nodes: validated parameters and diagnostics publishing.
+
+Parameters are declared once, as :class:`ParameterSpec` tuples (``PARAMETERS`` of each node module); those of a
+configuration dataclass of the core come from its field metadata (:func:`config_parameters`), so the declared
+defaults, meanings and ranges are the core's. Every float parameter must be a finite number within its range
+(:class:`~semloc_ros.core.settings.Bounds`; NaN and infinity only where the bounds allow them).
+"""
 
 from __future__ import annotations
 
@@ -20,15 +26,20 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from semloc_ros.core.settings import Bounds, flat_fields
 from semloc_ros.ros.conversions import stamp_to_ns
 from semloc_ros.ros.stage_stats import SequenceMonitor, StageStats
 
 Check = Callable[[Any], str | None]
+FINITE = Bounds()
 
 
 @dataclass(frozen=True)
 class ParameterSpec:
-    """A node parameter: default value (which fixes its type), meaning, check and mutability."""
+    """A node parameter: default value (which fixes its type), meaning, check and mutability.
+
+    A float parameter without a check must still be finite (:data:`FINITE`); give it :class:`Bounds` for a range.
+    """
 
     name: str
     default: Any
@@ -36,27 +47,35 @@ class ParameterSpec:
     check: Check | None = None
     read_only: bool = False
 
+    def problem(self, value: Any) -> str | None:
+        """None if ``value`` is valid, else ``"<name> <reason>"``."""
+        check = self.check if self.check is not None or not isinstance(self.default, float) else FINITE
+        reason = None if check is None else check(value)
+        return None if reason is None else f"{self.name} {reason}"
 
-def positive(value: float) -> str | None:
-    return None if value > 0 else f"must be > 0, got {value}"
-
-
-def non_negative(value: float) -> str | None:
-    return None if value >= 0 else f"must be >= 0, got {value}"
-
-
-def in_range(low: float, high: float) -> Check:
-    def check(value: float) -> str | None:
-        return None if low <= value <= high else f"must be in [{low}, {high}], got {value}"
-
-    return check
+    @property
+    def valid_text(self) -> str:
+        """The valid values in words (parameter table): a range, a list of choices, or empty."""
+        check = self.check if self.check is not None or not isinstance(self.default, float) else FINITE
+        return getattr(check, "text", "")
 
 
-def one_of(*choices: str) -> Check:
-    def check(value: str) -> str | None:
-        return None if value in choices else f"must be one of {', '.join(choices)}; got '{value}'"
+def config_parameters(config_class: type) -> tuple[ParameterSpec, ...]:
+    """The parameters of a core configuration dataclass (:mod:`semloc_ros.core.settings`): flat names, the
+    dataclass defaults, help texts and ranges."""
+    return tuple(ParameterSpec(f.name, f.default, f.help, f.bounds) for f in flat_fields(config_class))
 
-    return check
+
+class OneOf:
+    """Check of a string parameter with a fixed set of values."""
+
+    def __init__(self, *choices: str) -> None:
+        self.choices = choices
+        self.text = " | ".join(choices)
+
+    def __call__(self, value: Any) -> str | None:
+        return None if value in self.choices else f"must be one of {', '.join(self.choices)}; got '{value}'"
+
 
 
 class ValidatedParameters:
@@ -75,8 +94,8 @@ class ValidatedParameters:
         for spec in self._specs.values():
             node.declare_parameter(spec.name, spec.default, ParameterDescriptor(
                 description=spec.description, read_only=spec.read_only))
-        problems = [reason for name in self._specs
-                    if (reason := self._check(name, self.get(name))) is not None]
+        problems = [reason for spec in self._specs.values()
+                    if (reason := spec.problem(self.get(spec.name))) is not None]
         if problems:
             raise ValueError(f"{node.get_name()}: invalid parameters: " + "; ".join(problems))
         node.add_on_set_parameters_callback(self._validate_update)
@@ -85,18 +104,11 @@ class ValidatedParameters:
     def get(self, name: str) -> Any:
         return self._node.get_parameter(name).value
 
-    def _check(self, name: str, value: Any) -> str | None:
-        spec = self._specs[name]
-        if spec.check is None:
-            return None
-        reason = spec.check(value)
-        return None if reason is None else f"{name} {reason}"
-
     def _validate_update(self, parameters: list[Parameter]) -> SetParametersResult:
         for parameter in parameters:
             if parameter.name not in self._specs:
                 continue
-            reason = self._check(parameter.name, parameter.value)
+            reason = self._specs[parameter.name].problem(parameter.value)
             if reason is not None:
                 self._node.get_logger().warning(f"rejected parameter update: {reason}")
                 return SetParametersResult(successful=False, reason=reason)

@@ -14,19 +14,11 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from semloc_ros.core.image_codec import MAX_IMAGE_PIXELS, ImageEncodingError, to_rgb8
 from semloc_ros.core.labels import overlay
+from semloc_ros.core.settings import FRACTION, POSITIVE, Bounds
 from semloc_ros.models import set_torch_threads
 from semloc_ros.models.loading import load_segmenter
 from semloc_ros.ros.conversions import array_to_imgmsg, compressed_imgmsg_to_array, imgmsg_to_array
-from semloc_ros.ros.node_common import (
-    ParameterSpec,
-    StageDiagnostics,
-    ValidatedParameters,
-    guarded,
-    in_range,
-    one_of,
-    positive,
-    run_node,
-)
+from semloc_ros.ros.node_common import OneOf, ParameterSpec, StageDiagnostics, ValidatedParameters, guarded, run_node
 from semloc_ros.ros.stage_stats import SequenceMonitor, StageStats
 
 PARAMETERS = (
@@ -37,19 +29,19 @@ PARAMETERS = (
                   "map the model's label ids to semloc's: identity, cityscapes19, camvid11 or a JSON file",
                   read_only=True),
     ParameterSpec("device", "auto", "torch device: auto (cuda if present), cpu, cuda, cuda:N", read_only=True),
-    ParameterSpec("threads", 1, "torch intra-op threads (see docs/benchmarks.md)", positive, read_only=True),
+    ParameterSpec("threads", 1, "torch intra-op threads (see docs/benchmarks.md)", POSITIVE, read_only=True),
     ParameterSpec("use_compressed", False, "subscribe to image_raw/compressed instead of image_raw",
                   read_only=True),
     ParameterSpec("publish_overlay", True, "also publish the rgb8 colour overlay for viewing"),
-    ParameterSpec("overlay_alpha", 0.5, "weight of the label colours in the overlay", in_range(0.0, 1.0)),
+    ParameterSpec("overlay_alpha", 0.5, "weight of the label colours in the overlay", FRACTION),
     ParameterSpec("queue_depth", 1, "camera subscription depth (old frames are dropped, not queued)",
-                  in_range(1, 10), read_only=True),
+                  Bounds(1, 10), read_only=True),
     ParameterSpec("output_reliability", "reliable", "QoS reliability of the outputs",
-                  one_of("reliable", "best_effort"), read_only=True),
+                  OneOf("reliable", "best_effort"), read_only=True),
     ParameterSpec("max_input_pixels", 1920 * 1080,
                   "larger frames are downscaled (aspect kept) to at most this many pixels before segmentation; "
                   f"labels then have the downscaled size. Frames over {MAX_IMAGE_PIXELS} pixels are rejected",
-                  in_range(64 * 64, MAX_IMAGE_PIXELS)),
+                  Bounds(64 * 64, MAX_IMAGE_PIXELS)),
 )
 
 
