@@ -251,14 +251,14 @@ def test_calibration_of_a_method_on_held_out_drives(tmp_path):
     assert negatives["n_negatives"] == int(np.sum(np.arange(0.0, 500.0, 2.0) > 200.0))  # first 200 m excluded
     assert set(negatives["scores"]) == {"best_similarity", "confidence", "filtered_confidence"}
 
-    fitted = fit_filter_temperature(database, calibration, calibration_d, top_k=config.filter_top_k)
+    fitted = fit_filter_temperature(database, calibration, calibration_d, top_k=config.filter.top_k)
     assert 1e-4 <= fitted < 1.0 and fitted != 0.02
     fitted_config, fit = fit_filter_parameters(
         database, calibration, calibration_d, config, temperature_factors=(1.0, 4.0), kidnap_probabilities=(1e-2,)
     )
     assert fit["ml_temperature"] == fitted and len(fit["grid"]) == 2
     best = min(fit["grid"], key=lambda row: row["mean_capped_error_m"])
-    assert fitted_config.filter_temperature == best["temperature"] in (fitted, 4.0 * fitted)
+    assert fitted_config.filter.temperature == best["temperature"] in (fitted, 4.0 * fitted)
     for result in results:
         assert result["filtered"]["filter_temperature"] == 0.02
         assert result["filtered"]["localization_recall_at_1"] >= result["localization_recall_at_1"] - 1.0

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from semloc_ros import cli
-from semloc_ros.commands.run import parse_assignment
+from semloc_ros.commands.common import parse_assignment
 from semloc_ros.ros.runner import PipelineRunner
 
 

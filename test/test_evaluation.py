@@ -13,6 +13,7 @@ import torch
 from semloc_ros.commands.evaluate import _jsonable, format_table
 from semloc_ros.core.database import GeoDatabase, PlaceRecord
 from semloc_ros.core.geodesy import LocalENU, geodesic_distance_m
+from semloc_ros.core.localizer import LocalizerConfig
 from semloc_ros.evaluation.loop import evaluate_method, evaluate_query_descriptors
 from semloc_ros.evaluation.metrics import (
     method_label,
@@ -319,6 +320,8 @@ def test_build_db_and_evaluate_commands(tmp_path, capsys, monkeypatch) -> None:
     assert "label-histogram-oracle" in table
     results = json.loads((tmp_path / "ev" / "results.json").read_text())["results"]
     assert [r["method"] for r in results] == ["label-histogram", "label-histogram-oracle"]
+    localizer = json.loads((tmp_path / "ev" / "results.json").read_text())["localizer"]
+    assert localizer == LocalizerConfig().parameters()  # the shipped configuration
     assert results[1]["recall_at_n_all_queries"]["1"] == 100.0  # ground-truth labels encode the place
     assert (tmp_path / "ev" / "top1_recall_at_distance.png").is_file()
     assert len(list((tmp_path / "ev" / "cache").glob("*.semdb"))) == 2
@@ -326,12 +329,14 @@ def test_build_db_and_evaluate_commands(tmp_path, capsys, monkeypatch) -> None:
         assert evaluate.main([*args, "--threshold-m", "4", "--no-plots", *common]) == 0
     assert capsys.readouterr().out.count("database from cache") == 2
     with pytest.warns(UserWarning, match="UNTRAINED"):
-        assert evaluate.main([*args, "--threshold-m", "4", "--no-plots", "--rerank-top-k", "5", *common]) == 0
+        assert evaluate.main([*args, "--threshold-m", "4", "--no-plots", "--set", "localizer_node.rerank_top_k=5",
+                              *common]) == 0
     capsys.readouterr()
     reranked = json.loads((tmp_path / "ev" / "results.json").read_text())["results"]
     assert all(r["reranked"] for r in reranked)
     assert reranked[1]["recall_at_n_all_queries"]["1"] == 100.0
-    assert evaluate.main([*args, "--rerank-top-k", "-1", *common]) == 2
+    assert evaluate.main([*args, "--set", "localizer_node.rerank_top_k=-1", *common]) == 2
+    assert "rerank_top_k must be in [0, 1000], got -1" in capsys.readouterr().err
 
 
 def test_segmentation_scores_against_a_hand_computed_case() -> None:
@@ -380,3 +385,31 @@ def test_predicted_labels_are_segmented_once_per_file_and_segmenter(tmp_path):
     other.model_id = "counting@2"
     cache.labels(other, files[1:2], rgbs[1:2], batch_size=2)
     assert other.calls == 1  # another segmenter: segmented again
+
+
+def test_evaluate_runs_the_shipped_configuration_unless_told_otherwise(tmp_path, capsys) -> None:
+    from semloc_ros.commands.evaluate import localizer_configuration, parse_arguments
+    from semloc_ros.core.localizer import LocalizerConfig
+
+    out = ["--out", str(tmp_path / "ev")]
+    shipped = localizer_configuration(parse_arguments(out))
+    assert shipped == LocalizerConfig()  # config/semloc.yaml, read like the node reads it
+    assert (shipped.rerank.top_k, shipped.covariance_scale, shipped.filter.temperature) == (50, 0.112, 0.01)
+
+    params = tmp_path / "mine.yaml"
+    params.write_text("localizer_node:\n  ros__parameters:\n    top_k: 7\n    covariance_scale: 2\n"
+                      "    database_path: /somewhere.semdb\n    marker_scale_m: 3.0\n")
+    mine = localizer_configuration(parse_arguments([*out, "--params-file", str(params), "--set",
+                                                    "localizer_node.top_k=3", "--sequence-filter"]))
+    assert (mine.top_k, mine.covariance_scale, mine.sequence_filter) == (3, 2.0, True)  # --set wins over the file
+    assert mine.rerank.top_k == 50  # not in the file: the shipped default
+
+    from semloc_ros.commands import evaluate
+
+    for bad, reason in ((["--set", "descriptor_node.threads=2"], "localizer_node configuration parameters"),
+                        (["--set", "localizer_node.no_such=1"], "localizer_node configuration parameters"),
+                        (["--set", "localizer_node.filter_temperature=.inf"], "filter_temperature must be a finite"),
+                        (["--params-file", str(tmp_path / "absent.yaml")], "cannot read parameter file")):
+        assert evaluate.main([*out, *bad]) == 2
+        error = capsys.readouterr().err
+        assert reason in error and "Traceback" not in error, error

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -216,3 +217,49 @@ def test_views_on_the_command_line(tmp_path, monkeypatch, capsys):
         with pytest.raises(SystemExit) as exit_info:
             build_db.main([source, *common, "--views", *bad])
         assert exit_info.value.code == 2 and "--views" in capsys.readouterr().err
+
+
+def test_presets_name_whole_evaluations_and_the_command_line_overrides_them(tmp_path) -> None:
+    from semloc_ros.commands.evaluate import localizer_configuration, parse_arguments
+    from semloc_ros.evaluation.protocols import PRESETS, PROTOCOLS
+    from semloc_ros.models.pipeline import METHODS
+
+    out = ["--out", str(tmp_path / "o")]
+    args = parse_arguments(["--preset", "views-rerank", *out])
+    assert args.protocol == "standard" and args.database_views == [0.0, -0.1, 0.1, -0.2, 0.2, -0.3, 0.3]
+    assert args.sequence_filter and args.segmentation_stride == 0 and args.query_stride == 3
+    config = localizer_configuration(args)
+    assert config.rerank.top_k == 50 and config.sequence_filter
+    assert (config.covariance_scale, config.position_sigma_extra_m) == (1.0, 0.0)  # published: uncalibrated
+
+    overridden = parse_arguments(["--preset", "views-rerank", "--query-stride", "1", "--no-sequence-filter",
+                                  "--set", "localizer_node.rerank_top_k=20", *out])
+    assert overridden.query_stride == 1 and overridden.database_views == args.database_views
+    assert localizer_configuration(overridden).rerank.top_k == 20
+    assert not localizer_configuration(overridden).sequence_filter
+    assert parse_arguments(["--preset", "confusers", *out]).protocol == "confusers"
+    assert localizer_configuration(parse_arguments(["--preset", "standard", *out])).rerank.top_k == 0
+    for preset in PRESETS.values():  # every preset is a valid evaluation
+        assert preset.protocol in PROTOCOLS and set(preset.methods) <= set(METHODS)
+        localizer_configuration(parse_arguments(["--preset", preset.name, *out]))
+
+
+def test_the_protocols_script_names_presets_instead_of_copying_flags() -> None:
+    from semloc_ros.evaluation.protocols import PRESETS
+
+    script = (ROOT / "scripts" / "evaluate_protocols.sh").read_text()
+    runs = re.findall(r"^\s*run ([\w-]+) ", script, flags=re.MULTILINE)
+    assert runs and set(runs) <= set(PRESETS)
+    for flag in ("--rerank", "--database-views", "--sequence-filter", "--methods", "--query-stride"):
+        assert flag not in script
+
+
+def test_a_run_that_fits_the_covariance_model_starts_from_the_uncalibrated_covariances(tmp_path, monkeypatch):
+    from semloc_ros.models import pipeline
+
+    monkeypatch.setattr(pipeline, "WEIGHTS_DIR", tmp_path / "no-weights")
+    write_two_map_dataset(tmp_path / "data")
+    results = _evaluate(tmp_path, "standard", tmp_path / "data", "--rejection-queries", "other_night")
+    assert (results["localizer"]["covariance_scale"], results["localizer"]["position_sigma_extra_m"]) == (1.0, 0.0)
+    assert results["localizer"]["rerank_top_k"] == 50  # the rest is the shipped configuration
+    assert "label-histogram" in results["calibration"]

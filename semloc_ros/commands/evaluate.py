@@ -9,6 +9,14 @@ of several maps at their own geographic offsets), ``dynamic`` (traffic queries, 
 ``mask_dynamic``) or ``day-only`` (one row set per ``--segmenters`` file, mIoU per segmenter).
 ``--oracle`` adds, for every label-based method, a run with the ground-truth labels in place of the segmenter
 (perfect segmentation, database and queries); those rows, keys and legends are named ``<method>-oracle``.
+``--preset`` names a whole evaluation (protocol, methods, views, localizer parameters; see
+:data:`semloc_ros.evaluation.protocols.PRESETS`); options given on the command line override it.
+
+The localizer runs the configuration of the nodes: the ``localizer_node`` section of ``--params-file`` (default:
+the shipped config/semloc.yaml), then the preset's parameters, then ``--set localizer_node.NAME=VALUE``. What a
+run fits is fitted, not taken from the file: with the sequence filter ``filter_temperature`` and
+``filter_kidnap_probability``, and with a calibration drive the covariance model, fitted on the uncalibrated
+covariances (the run uses ``covariance_scale`` 1 and ``position_sigma_extra_m`` 0).
 
 A second table compares the localizer's estimates, single-frame and (``--sequence-filter``) through the
 sequence filter: Recall@1 (estimate within ``--threshold-m``), the share within 2/5/10 m, median / 95th
@@ -24,7 +32,6 @@ results.json, a third table and ``rejection_curves.png``).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
@@ -32,9 +39,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from semloc_ros.commands.common import DEFAULT_THREADS, add_views_argument
+from semloc_ros.commands.common import DEFAULT_THREADS, add_parameter_arguments, add_views_argument, node_parameters
 from semloc_ros.evaluation.loop import cache_name
 from semloc_ros.evaluation.metrics import (
     DEFAULT_NEGATIVE_MIN_ROUTE_M,
@@ -45,6 +52,7 @@ from semloc_ros.evaluation.metrics import (
 )
 from semloc_ros.evaluation.protocols import (
     CONFUSER_SPACING_M,
+    PRESETS,
     PROTOCOLS,
     confuser_database,
     find_confuser_drives,
@@ -53,6 +61,9 @@ from semloc_ros.evaluation.protocols import (
 )
 from semloc_ros.io.datasets import DatasetError, load_semloc_sim_drive, load_semloc_sim_split
 from semloc_ros.models.pipeline import METHODS
+
+if TYPE_CHECKING:
+    from semloc_ros.core.localizer import LocalizerConfig
 
 DEMO_DATASET = Path(__file__).resolve().parent.parent / "data" / "demo"
 
@@ -68,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=DEMO_DATASET,
         help="semloc-sim root with splits.json (default: the embedded demo data)",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="named evaluation (options below override it): "
+        + "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values()).replace("%", "%%"),
     )
     parser.add_argument(
         "--protocol",
@@ -108,7 +126,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-cache", action="store_true", help="always rebuild the databases")
     parser.add_argument("--queries", nargs="+", default=None, help="only these query drives (names)")
     parser.add_argument("--query-stride", type=int, default=1, help="use every k-th query frame")
-    parser.add_argument("--top-k", type=int, default=10, help="localizer top-k")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch CPU threads")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     parser.add_argument("--batch-size", type=int, default=16, help="images per network batch")
@@ -119,9 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--sequence-filter",
-        action="store_true",
-        help="also localize each query drive through the sequence filter (default filter parameters but "
-        "filter_temperature and filter_kidnap_probability, fitted on --calibration-query)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also localize each query drive through the sequence filter (default: the parameter file's "
+        "sequence_filter; filter_temperature and filter_kidnap_probability are fitted on --calibration-query)",
     )
     parser.add_argument(
         "--rejection-queries",
@@ -161,15 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
         "store each database frame also shifted sideways by these fractions of the width (build-db --views); "
         "Recall@N then counts distinct places",
     )
-    parser.add_argument(
-        "--rerank-top-k",
-        type=int,
-        default=0,
-        help="re-rank this many retrieved places by label-image alignment (label methods; semloc_ros.core.reranking); "
-        "0 = off",
-    )
-    parser.add_argument(
-        "--rerank-weight", type=float, default=2.0, help="re-ranking score = cosine + weight x alignment"
+    add_parameter_arguments(
+        parser,
+        "ROS 2 parameter file whose localizer_node section configures the localizer (default: the shipped "
+        "config/semloc.yaml); --set localizer_node.NAME=VALUE overrides one parameter, e.g. rerank_top_k=0",
     )
     parser.add_argument(
         "--segmentation-drives",
@@ -367,16 +380,49 @@ def format_rejection_table(calibrations: dict[str, dict[str, Any]]) -> str:
     return _aligned(rows, left=2)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from semloc_ros.core.database import DatabaseError, GeoDatabase
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The options, with a ``--preset``'s values as defaults (explicit options win)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.preset is not None:
+        parser.set_defaults(**PRESETS[args.preset].arguments())
+        args = parser.parse_args(argv)
+    return args
+
+
+def localizer_configuration(args: argparse.Namespace) -> LocalizerConfig:
+    """The LocalizerConfig of the parameter file, the preset and ``--set`` (ValueError: one line)."""
     from semloc_ros.core.localizer import LocalizerConfig
+
+    known = set(LocalizerConfig().parameters())
+    values = {name: value for name, value in node_parameters(args.params_file, "localizer_node").items()
+              if name in known}  # the node's other parameters (database_path, markers, ...) do not apply here
+    if args.preset is not None:
+        values.update(PRESETS[args.preset].parameters)
+    for node, name, value in args.assignments:
+        if node != "localizer_node" or name not in known:
+            raise ValueError(f"--set {node}.{name}: evaluate takes the localizer_node configuration parameters "
+                             f"({', '.join(sorted(known))})")
+        values[name] = value
+    if args.sequence_filter is not None:
+        values["sequence_filter"] = args.sequence_filter
+    return LocalizerConfig.from_parameters(values).validate()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
+    from semloc_ros.core.database import DatabaseError, GeoDatabase
     from semloc_ros.evaluation.calibration import calibrate_method, evaluate_rejection_drives
     from semloc_ros.evaluation.loop import evaluate_method, evaluate_segmentation
     from semloc_ros.mapping import build_database
     from semloc_ros.models import WeightsError, set_torch_threads
     from semloc_ros.models.pipeline import Pipeline
 
+    try:
+        localizer_config = localizer_configuration(args)
+    except ValueError as error:
+        print(f"semloc evaluate: {error}", file=sys.stderr)
+        return 2
     if args.query_stride < 1 or args.threads < 1 or args.batch_size < 1 or args.threshold_m <= 0:
         print(
             "semloc evaluate: --query-stride, --threads, --batch-size and --threshold-m must be positive",
@@ -441,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         rejection_drives.append(drive.subset(slice(None, None, args.query_stride)))
     calibration_query = args.calibration_query
-    if (rejection_drives or args.sequence_filter) and calibration_query is None:
+    if (rejection_drives or localizer_config.sequence_filter) and calibration_query is None:
         names = [d.name for d in query_drives]
         calibration_query = "eval_day_l1" if "eval_day_l1" in names else names[0]
     if calibration_query is not None and calibration_query not in {d.name for d in query_drives}:
@@ -454,16 +500,11 @@ def main(argv: list[str] | None = None) -> int:
 
     set_torch_threads(args.threads)
     cache_dir = args.cache_dir or args.out / "cache"
-    try:
-        localizer_config = LocalizerConfig(
-            top_k=args.top_k,
-            sequence_filter=args.sequence_filter,
-            rerank_top_k=args.rerank_top_k,
-            rerank_weight=args.rerank_weight,
-        ).validate()
-    except ValueError as error:
-        print(f"semloc evaluate: {error}", file=sys.stderr)
-        return 2
+    covariance_model = (localizer_config.covariance_scale, localizer_config.position_sigma_extra_m)
+    if calibration_query is not None and covariance_model != (1.0, 0.0):  # fitted: start from uncalibrated ones
+        localizer_config = localizer_config.with_parameters(covariance_scale=1.0, position_sigma_extra_m=0.0)
+        print(f"covariance model fitted on {calibration_query}: the run uses the uncalibrated covariances "
+              "(covariance_scale 1, position_sigma_extra_m 0)")
     results: list[dict[str, Any]] = []
     calibrations: dict[str, dict[str, Any]] = {}
     segmenters: dict[str, Any] = {}  # row-name suffix -> segmenter, for the segmentation tables
@@ -494,7 +535,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{label}: ignoring cache {cache_path}: {error}")
             if database is not None and len(database) != len(database_drive) * len(views):
                 database = None
-            if database is not None and args.rerank_top_k and pipeline.needs_labels and database.thumbnails is None:
+            if (database is not None and localizer_config.rerank.enabled and pipeline.needs_labels
+                    and database.thumbnails is None):
                 database = None  # cached before label thumbnails were stored
         if database is None:
             database = build_database(
@@ -526,10 +568,9 @@ def main(argv: list[str] | None = None) -> int:
         results.extend(per_drive.values())
         if calibration_query is not None:
             fitted_config = localizer_config
-            if args.sequence_filter:
+            if localizer_config.sequence_filter:
                 filtered = per_drive[calibration_query]["filtered"]
-                fitted_config = dataclasses.replace(
-                    localizer_config,
+                fitted_config = localizer_config.with_parameters(
                     filter_temperature=filtered["filter_temperature"],
                     filter_kidnap_probability=filtered["filter_kidnap_probability"],
                 )
@@ -565,7 +606,8 @@ def main(argv: list[str] | None = None) -> int:
         "threshold_m": args.threshold_m,
         "query_stride": args.query_stride,
         "database_views": list(args.database_views),
-        "localizer": vars(localizer_config),
+        "preset": args.preset,
+        "localizer": localizer_config.parameters(),
         "oracle_note": "methods named '<method>-oracle' use ground-truth labels instead of the segmenter",
         "recall_note": "percent; 'all_queries' counts queries without a positive as failures, "
         "'queries_with_positive' leaves them out",

@@ -9,18 +9,8 @@ import argparse
 import signal
 from typing import Any
 
-import yaml
-
+from semloc_ros.commands.common import add_parameter_arguments
 from semloc_ros.ros.runner import NODES, PipelineRunner
-
-
-def parse_assignment(text: str) -> tuple[str, str, Any]:
-    """'node.param=value' -> (node, param, YAML-typed value)."""
-    target, separator, value = text.partition("=")
-    node, dot, param = target.partition(".")
-    if not separator or not dot or node not in NODES:
-        raise argparse.ArgumentTypeError(f"expected NODE.PARAM=VALUE with NODE in {NODES}, got '{text}'")
-    return node, param, yaml.safe_load(value)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -31,13 +21,11 @@ def _interrupt(signum: int, frame: object) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="semloc run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params-file", help="ROS 2 parameter file (default: config/semloc.yaml)")
+    add_parameter_arguments(parser, "ROS 2 parameter file (default: config/semloc.yaml)")
     parser.add_argument("--database", help="GeoDatabase file for the localizer (overrides the YAML)")
     parser.add_argument("--image-topic", default="/camera/image_raw", help="camera topic")
     parser.add_argument("--compressed", action="store_true",
                         help="subscribe to IMAGE_TOPIC/compressed (sensor_msgs/CompressedImage)")
-    parser.add_argument("--set", dest="assignments", action="append", type=parse_assignment, default=[],
-                        metavar="NODE.PARAM=VALUE", help="override one parameter (repeatable)")
     parser.add_argument("--no-localizer", action="store_true", help="start only segmentation and descriptor")
     parser.add_argument("--domain-id", type=int, help="ROS_DOMAIN_ID for the nodes")
     return parser

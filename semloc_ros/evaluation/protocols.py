@@ -13,6 +13,11 @@ estimates within 2, 5 and 10 m, median / 95th percentile error) for every method
 - ``day-only``: the label methods once per segmenter of ``--segmenters`` (e.g. trained on day drives only, then
   with augmentation, photometric normalisation or self-training: ``scripts/train_day_only.sh``), each with its
   mIoU per condition.
+
+A *preset* (``semloc evaluate --preset NAME``, :data:`PRESETS`) names one complete evaluation: a protocol, the
+methods, the database views, the localizer parameters set on top of the parameter file, and the other options
+(each still overridable on the command line). ``scripts/evaluate_protocols.sh`` runs the presets behind the
+published tables.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -156,3 +162,72 @@ def protocol_variants(
             if oracle:
                 variants.append(Variant(method, None, mask, oracle=True))
     return variants
+
+
+ALL_METHODS = ("semantic", "rgb", "hybrid", "label-histogram")
+TURNED_VIEWS = (0.0, -0.1, 0.1, -0.2, 0.2, -0.3, 0.3)  # views covering a camera turned by up to ~20 degrees
+# Out-of-database negatives of semloc-sim-v1: day and night drives of both training maps (map A calibrates).
+SEMLOC_SIM_NEGATIVES = ("trainA_day_l0", "trainA_night_l1", "trainB_day_l1", "trainB_night_l0")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named evaluation: ``semloc evaluate`` options and localizer parameters."""
+
+    name: str
+    description: str
+    protocol: str = "standard"
+    methods: tuple[str, ...] = ALL_METHODS
+    parameters: tuple[tuple[str, Any], ...] = ()  # (name, value) of localizer_node parameters over the file
+    database_views: tuple[float, ...] = (0.0,)
+    sequence_filter: bool = False
+    rejection_queries: tuple[str, ...] = ()
+    query_stride: int = 3
+    segmentation_stride: int = 0
+    segmentation_drives: tuple[str, ...] = ()
+    route_maps: bool = False
+
+    def arguments(self) -> dict[str, Any]:
+        """The ``semloc evaluate`` argument defaults of this preset (argparse destinations)."""
+        return {
+            "protocol": self.protocol,
+            "methods": list(self.methods),
+            "database_views": list(self.database_views),
+            "sequence_filter": self.sequence_filter,
+            "rejection_queries": list(self.rejection_queries),
+            "query_stride": self.query_stride,
+            "segmentation_stride": self.segmentation_stride,
+            "segmentation_drives": list(self.segmentation_drives),
+            "no_route_maps": not self.route_maps,
+        }
+
+
+# The published tables report the localizer's own (uncalibrated) covariances and fit the covariance model on top.
+UNCALIBRATED = (("covariance_scale", 1.0), ("position_sigma_extra_m", 0.0))
+NO_RERANK = (("rerank_top_k", 0), *UNCALIBRATED)
+RERANK = (("rerank_top_k", 50), *UNCALIBRATED)
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("standard", "standard protocol, single-frame and sequence filter, no-match rejection against the "
+               "training maps (semloc-sim-v1), no re-ranking", parameters=NO_RERANK, sequence_filter=True,
+               rejection_queries=SEMLOC_SIM_NEGATIVES, segmentation_stride=5, route_maps=True),
+        Preset("confusers", "confusers protocol, no re-ranking", protocol="confusers", parameters=NO_RERANK),
+        Preset("dynamic", "dynamic protocol on every frame, no re-ranking", protocol="dynamic", parameters=NO_RERANK,
+               query_stride=1),
+        Preset("views", "standard protocol, database views at 0, +-5 and +-10 % of the width, no re-ranking",
+               parameters=NO_RERANK, database_views=(0.0, -0.05, 0.05, -0.1, 0.1)),
+        Preset("rerank", "standard protocol with label re-ranking of the top 50, sequence filter",
+               parameters=RERANK, sequence_filter=True),
+        Preset("views-rerank", "re-ranking of the top 50 and views at 0, +-10, +-20, +-30 % (the shipped "
+               "configuration's calibration), sequence filter", parameters=RERANK, sequence_filter=True,
+               database_views=TURNED_VIEWS),
+        Preset("confusers-views-rerank", "confusers protocol with re-ranking and views at 0, +-10, +-20, +-30 %",
+               protocol="confusers", methods=("semantic", "label-histogram"), parameters=RERANK,
+               database_views=TURNED_VIEWS),
+        Preset("day-only", "day-only protocol (give --segmenters), mIoU on every 3rd frame and trainB_overcast_l1",
+               protocol="day-only", methods=("semantic", "label-histogram", "rgb"), parameters=NO_RERANK,
+               segmentation_stride=3, segmentation_drives=("trainB_overcast_l1",)),
+    )
+}
