@@ -538,15 +538,15 @@ def test_search_parameters_are_validated_settable_and_saved(tmp_path):
     database = make_database(count=2_000, index_type="ivfpq")
     with pytest.raises(ValueError, match="ef_search"):
         database.ef_search = True
-    with pytest.raises(ValueError, match="rerank"):
-        database.rerank = 0
-    database.nprobe, database.ef_search, database.rerank = 1, 200, 20
+    with pytest.raises(ValueError, match="exact_candidates"):
+        database.exact_candidates = 0
+    database.nprobe, database.ef_search, database.exact_candidates = 1, 200, 20
     one_list = database.search(unit_rows(np.random.default_rng(15), 20), 5)
     database.nprobe = 10_000  # more than the lists: all are visited
     assert database.search(database.descriptors[:5], 1)[1][:, 0].tolist() == [0, 1, 2, 3, 4]
     database.nprobe = 1
     loaded = GeoDatabase.load(database.save(tmp_path / "params.semdb"))
-    assert (loaded.nprobe, loaded.ef_search, loaded.rerank) == (1, 200, 20)
+    assert (loaded.nprobe, loaded.ef_search, loaded.exact_candidates) == (1, 200, 20)
     for first, second in zip(one_list, loaded.search(unit_rows(np.random.default_rng(15), 20), 5), strict=True):
         np.testing.assert_array_equal(first, second)
 
@@ -599,6 +599,15 @@ def test_version_1_files_without_stored_index_or_search_params_load(tmp_path):
     loaded = GeoDatabase.load(write_archive(tmp_path / "old.semdb", header, arrays))
     assert loaded.active_index == "hnsw" and (loaded.nprobe, loaded.ef_search) == (GeoDatabase(1, "m").nprobe, 64)
     np.testing.assert_array_equal(loaded.search(database.descriptors[:20], 1)[1][:, 0], np.arange(20))
+
+
+def test_files_naming_the_exact_candidates_rerank_still_load(tmp_path):
+    """Maps written before the IVF-PQ exact re-scoring was renamed (not the label re-ranking) keep their value."""
+    header, arrays = valid_contents()
+    header["search_params"] = {"nprobe": 4, "rerank": 77, "ef_search": 32}
+    loaded = GeoDatabase.load(write_archive(tmp_path / "old.semdb", header, arrays))
+    assert (loaded.nprobe, loaded.exact_candidates, loaded.ef_search) == (4, 77, 32)
+    assert loaded.header()["search_params"] == {"nprobe": 4, "exact_candidates": 77, "ef_search": 32}
 
 
 def test_bad_search_params_in_a_file_are_refused(tmp_path):

@@ -121,7 +121,8 @@ def run_index(args: argparse.Namespace) -> int:
                     "positions": str(args.cache / "base_positions.npy"),
                     "source": str(args.cache / f"synthetic_{tag}_source.npy"), "index_type": index_type,
                     "model_id": info["model_id"], "db": str(args.cache / f"index_{index_type}_{tag}.semdb"),
-                    "latency_queries": args.latency_queries, "nprobe": args.nprobe, "rerank": args.rerank,
+                    "latency_queries": args.latency_queries, "nprobe": args.nprobe,
+                    "exact_candidates": args.exact_candidates,
                     "ef_search": args.ef_search,
                     "rebuild": args.rebuild}
             built = worker("build", spec)
@@ -160,7 +161,8 @@ def index_threshold(args, base, positions, queries, sigma, info) -> dict[str, An
         results[str(size)] = line
         defaults = GeoDatabase(1, "m")
         print(f"  {size:>8} entries: flat {line['flat']['latency']['median']:7.3f} ms; ivfpq (nprobe "
-              f"{defaults.nprobe}, rerank {defaults.rerank}) {line['ivfpq']['latency']['median']:7.3f} ms, recall "
+              f"{defaults.nprobe}, exact candidates {defaults.exact_candidates}) "
+              f"{line['ivfpq']['latency']['median']:7.3f} ms, recall "
               f"{100 * line['ivfpq']['recall']:5.1f} %, build {line['ivfpq']['build_s']:.1f} s")
     return results
 
@@ -229,7 +231,7 @@ def index_query_worker(spec: dict[str, Any]) -> dict[str, Any]:
     picks = np.random.default_rng(0).choice(len(queries), size=min(spec["latency_queries"], len(queries)),
                                             replace=False)
     if database.active_index == "ivfpq":
-        sweep = [{"nprobe": n, "rerank": r} for r in spec["rerank"] for n in spec["nprobe"]]
+        sweep = [{"nprobe": n, "exact_candidates": c} for c in spec["exact_candidates"] for n in spec["nprobe"]]
     elif database.active_index == "hnsw":
         sweep = [{"ef_search": value} for value in spec["ef_search"]]
     else:

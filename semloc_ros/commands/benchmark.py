@@ -87,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="sizes of the exact vs IVF-PQ comparison behind the auto threshold")
     index.add_argument("--latency-queries", type=int, default=300, help="single queries timed per setting")
     index.add_argument("--nprobe", type=int, nargs="+", default=[8, 16, 32, 64], help="IVF-PQ nprobe sweep")
-    index.add_argument("--rerank", type=int, nargs="+", default=[64, 256, 1024],
-                       help="IVF-PQ sweep of candidates re-ranked exactly per query")
+    index.add_argument("--exact-candidates", type=int, nargs="+", default=[64, 256, 1024],
+                       help="IVF-PQ sweep of candidates re-scored exactly per query")
     index.add_argument("--ef-search", type=int, nargs="+", default=[16, 32, 64, 128], help="HNSW efSearch sweep")
     index.add_argument("--noise-sigma", type=float, default=None,
                        help="per-dimension noise of the synthetic copies (default: matched to real neighbours)")

@@ -59,8 +59,8 @@ _IVFPQ_NPROBE = 16  # inverted lists visited per query
 _IVFPQ_DIMS_PER_SUBQUANTIZER = 8  # 256-d descriptors -> 32 bytes per code
 _IVFPQ_MIN_POINTS_PER_CENTROID = 39  # FAISS's own minimum of training rows per k-means centroid
 _IVFPQ_TRAIN_PER_CENTROID = 40  # training sample: this many rows per centroid (lists, and PQ codewords)
-_IVFPQ_RERANK = 256  # candidates re-ranked exactly per query: max(this, _IVFPQ_RERANK_FACTOR x k)
-_IVFPQ_RERANK_FACTOR = 4
+_IVFPQ_EXACT_CANDIDATES = 256  # candidates re-scored exactly per query: max(this, _IVFPQ_EXACT_FACTOR x k)
+_IVFPQ_EXACT_FACTOR = 4
 _IVFPQ_RETRAIN_GROWTH = 4  # retrain when the database outgrows its training size by this factor
 _CHUNK_ROWS = 65_536  # row chunk of the whole-array checks (bounded temporary memory at a million entries)
 _INITIAL_CAPACITY = 64
@@ -205,6 +205,15 @@ def _l2_normalised(rows: np.ndarray, what: str) -> np.ndarray:
     return np.ascontiguousarray(rows / norms, dtype=np.float32)
 
 
+def _current_search_params(search_params: object) -> object:
+    """The header's search parameters under today's names: files written before the rename store the IVF-PQ
+    ``exact_candidates`` as ``rerank``."""
+    if isinstance(search_params, dict) and "rerank" in search_params and "exact_candidates" not in search_params:
+        search_params = dict(search_params)
+        search_params["exact_candidates"] = search_params.pop("rerank")
+    return search_params
+
+
 class GeoDatabase:
     """Geo-tagged descriptors with top-k inner-product search.
 
@@ -212,12 +221,13 @@ class GeoDatabase:
     thread may search while another thread appends.
 
     ``index_type`` is one of :data:`INDEX_TYPES` (see the module docstring); ``nprobe`` (IVF-PQ lists visited
-    per query), ``rerank`` (IVF-PQ candidates re-ranked exactly per query) and ``ef_search`` (HNSW candidate
-    list) trade speed for recall, are settable at any time and are saved with the database.
+    per query), ``exact_candidates`` (IVF-PQ candidates re-scored with their exact similarity per query; not
+    the label re-ranking of :mod:`semloc_ros.core.reranking`) and ``ef_search`` (HNSW candidate list) trade speed
+    for recall, are settable at any time and are saved with the database.
     """
 
     def __init__(self, dimension: int, model_id: str, index_type: str = "flat", *, nprobe: int = _IVFPQ_NPROBE,
-                 rerank: int = _IVFPQ_RERANK, ef_search: int = _HNSW_EF_SEARCH) -> None:
+                 exact_candidates: int = _IVFPQ_EXACT_CANDIDATES, ef_search: int = _HNSW_EF_SEARCH) -> None:
         if isinstance(dimension, bool) or not isinstance(dimension, int | np.integer) or dimension <= 0:
             raise ValueError(f"dimension must be a positive integer, got {dimension!r}")
         if not isinstance(model_id, str) or not model_id:
@@ -228,7 +238,7 @@ class GeoDatabase:
         self._model_id = model_id
         self._index_type = index_type
         self._nprobe = _positive_int(nprobe, "nprobe")
-        self._rerank = _positive_int(rerank, "rerank")
+        self._exact_candidates = _positive_int(exact_candidates, "exact_candidates")
         self._ef_search = _positive_int(ef_search, "ef_search")
         # IVF-PQ ("ivfpq", "auto") starts without an index (exact search) and is trained once large enough.
         self._index: faiss.Index | None = (
@@ -287,13 +297,13 @@ class GeoDatabase:
         self._nprobe = _positive_int(value, "nprobe")
 
     @property
-    def rerank(self) -> int:
-        """IVF-PQ candidates re-ranked by their exact similarity per query (at least 4 k; more: higher recall)."""
-        return self._rerank
+    def exact_candidates(self) -> int:
+        """IVF-PQ candidates re-scored by their exact similarity per query (at least 4 k; more: higher recall)."""
+        return self._exact_candidates
 
-    @rerank.setter
-    def rerank(self, value: int) -> None:
-        self._rerank = _positive_int(value, "rerank")
+    @exact_candidates.setter
+    def exact_candidates(self, value: int) -> None:
+        self._exact_candidates = _positive_int(value, "exact_candidates")
 
     @property
     def ef_search(self) -> int:
@@ -588,8 +598,8 @@ class GeoDatabase:
         return similarities, indices
 
     def _search_ivfpq(self, matrix: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """IVF-PQ candidates re-ranked by their exact inner product with the stored descriptors."""
-        candidates = min(len(self), max(self._rerank, _IVFPQ_RERANK_FACTOR * k))
+        """IVF-PQ candidates re-scored by their exact inner product with the stored descriptors."""
+        candidates = min(len(self), max(self._exact_candidates, _IVFPQ_EXACT_FACTOR * k))
         self._index.nprobe = min(self._nprobe, self._index.nlist)
         _, found = self._index.search(matrix, candidates)
         valid = found >= 0
@@ -609,7 +619,8 @@ class GeoDatabase:
             "dimension": self._dimension,
             "index_type": self._index_type,
             "count": len(self),
-            "search_params": {"nprobe": self._nprobe, "rerank": self._rerank, "ef_search": self._ef_search},
+            "search_params": {"nprobe": self._nprobe, "exact_candidates": self._exact_candidates,
+                              "ef_search": self._ef_search},
             "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "semloc_version": SEMLOC_VERSION,
         }
@@ -701,7 +712,7 @@ class GeoDatabase:
                 f"{expected_model_id!r}"
             )
         _check_arrays(arrays, header, source)
-        search_params = header.get("search_params", {})
+        search_params = _current_search_params(header.get("search_params", {}))
         try:
             database = cls(header["dimension"], header["model_id"], header["index_type"], **search_params)
         except (TypeError, ValueError) as error:
