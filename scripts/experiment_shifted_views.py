@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Experiment (issue #4): database views (sideways-shifted copies of each place) and label-image re-ranking.
+"""Experiment: database views (sideways-shifted copies of each place) and label-image re-ranking.
 
-    python scripts/experiment_shifted_views.py --shifts 0 -0.1 0.1 -0.2 0.2 -0.3 0.3 \
+    python scripts/experiment_shifted_views.py --shifts recommended \
         --rerank-top-k 0 20 50 100 --rerank-weight 1 2 100 [--dataset ROOT] [--query-stride 3]
 
 Prints semantic Recall@1 / Recall@5 (25 m) per query drive of semloc-sim with a database built with these views
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from semloc_ros.commands.common import add_views_argument
 from semloc_ros.core.localizer import LocalizerConfig
 from semloc_ros.core.reranking import THUMBNAIL_SHAPE
 from semloc_ros.evaluation.loop import evaluate_query_descriptors
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     parser.add_argument("--method", default="semantic", choices=("semantic", "label-histogram", "hybrid"))
-    parser.add_argument("--shifts", type=float, nargs="+", default=[0.0])
+    add_views_argument(parser, "--shifts", "database views (fractions of the width)")
     parser.add_argument("--rerank-top-k", type=int, nargs="+", default=[0])
     parser.add_argument("--rerank-weight", type=float, nargs="+", default=[2.0])
     parser.add_argument("--query-stride", type=int, default=3)

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from semloc_ros.core.database import GeoDatabase, PlaceRecord
-from semloc_ros.core.reranking import THUMBNAIL_SHAPE, label_thumbnail, shift_view
+from semloc_ros.core.reranking import THUMBNAIL_SHAPE, label_thumbnail
+from semloc_ros.core.views import SINGLE_VIEW, check_views, format_views, shift_each, view_image_id
 from semloc_ros.io.datasets import Drive, Frame, load_label_images, load_rgbs
 
 
@@ -36,6 +37,18 @@ def place_records(frames: Sequence[Frame]) -> list[PlaceRecord]:
     ]
 
 
+def segment_batches(segmenter, images: Sequence[np.ndarray], batch_size: int) -> list[np.ndarray]:
+    """Labels of ``images``, ``batch_size`` at a time (one at a time where a batch mixes image sizes)."""
+    out: list[np.ndarray] = []
+    for start in range(0, len(images), batch_size):
+        batch = [np.asarray(image) for image in images[start : start + batch_size]]
+        if all(image.shape == batch[0].shape for image in batch):
+            out += list(segmenter.predict_batch(np.stack(batch)))
+        else:
+            out += [segmenter.predict(image) for image in batch]
+    return out
+
+
 class PredictedLabels:
     """Segmenter outputs kept per (segmenter model id, image file), so methods sharing a segmenter (semantic,
     hybrid, label-histogram, masked variants) segment each frame once per run. Only frames read from image files
@@ -56,18 +69,11 @@ class PredictedLabels:
             for f in frames
         ]
         missing = [i for i, key in enumerate(keys) if key is None or key not in self._items]
-        fresh: dict[int, np.ndarray] = {}
-        for start in range(0, len(missing), batch_size):
-            batch = missing[start : start + batch_size]
-            images = [np.asarray(rgbs[i]) for i in batch]
-            if all(im.shape == images[0].shape for im in images):
-                predicted = list(segmenter.predict_batch(np.stack(images)))
-            else:
-                predicted = [segmenter.predict(im) for im in images]
-            for i, label in zip(batch, predicted, strict=True):
-                fresh[i] = label
-                if keys[i] is not None:
-                    self._items[keys[i]] = label
+        predicted = segment_batches(segmenter, [rgbs[i] for i in missing], batch_size)
+        fresh = dict(zip(missing, predicted, strict=True))
+        for i, label in fresh.items():
+            if keys[i] is not None:
+                self._items[keys[i]] = label
         out = []
         for i, key in enumerate(keys):
             if i in fresh:
@@ -83,6 +89,63 @@ class PredictedLabels:
 PREDICTED_LABELS = PredictedLabels()
 
 
+def chunk_labels(pipeline, frames: Sequence[Frame], rgbs: list[np.ndarray], oracle: bool, batch_size: int,
+                 label_cache: PredictedLabels | None, needed: bool) -> list[np.ndarray] | None:
+    """The label images of one chunk of frames, computed once for every view (step 2 of :func:`describe_drive_views`):
+    ground truth with ``oracle``; else the segmenter's, through ``label_cache`` unless None; None when the
+    pipeline reads no labels and ``needed`` is false (no thumbnails)."""
+    if oracle:
+        return load_label_images(frames)
+    segmenter = getattr(pipeline, "segmenter", None)
+    if segmenter is None or not (needed or getattr(pipeline, "needs_labels", False)):
+        return [pipeline.segment(rgb) for rgb in rgbs] if needed else None
+    if label_cache is not None:
+        return label_cache.labels(segmenter, frames, rgbs, batch_size)
+    return segment_batches(segmenter, rgbs, batch_size)
+
+
+def describe_drive_views(
+    pipeline,
+    frames: Sequence[Frame],
+    views: Sequence[float] = SINGLE_VIEW,
+    oracle: bool = False,
+    batch_size: int = 16,
+    chunk_size: int = 64,
+    progress: bool = False,
+    desc: str = "describe",
+    label_cache: PredictedLabels | None = PREDICTED_LABELS,
+    thumbnails: bool = False,
+    thumbnail_shape: tuple[int, int] = THUMBNAIL_SHAPE,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(V, N, D)`` descriptors of frames seen at each of ``views`` and, with ``thumbnails``, their ``(V, N, h, w)``
+    label thumbnails (:mod:`semloc_ros.core.reranking`); reads only ``chunk_size`` images at a time.
+
+    1. Decode a chunk of images once.
+    2. Label them once: ground truth with ``oracle``, else the pipeline's segmenter (through ``label_cache``).
+    3. Per view: shift the images and labels (:func:`semloc_ros.core.views.shift_view`) and describe them.
+    """
+    from tqdm import tqdm
+
+    views = check_views(views)
+    descriptors = np.zeros((len(views), len(frames), pipeline.dimension), dtype=np.float32)
+    small = np.zeros((len(views), len(frames), *thumbnail_shape), dtype=np.uint8) if thumbnails else None
+    shift_rgb = getattr(pipeline, "needs_rgb", True)
+    with tqdm(total=len(frames) * len(views), desc=desc, unit="img", disable=not progress) as bar:
+        for start in range(0, len(frames), chunk_size):
+            chunk = frames[start : start + chunk_size]
+            rgbs = load_rgbs(chunk)  # step 1
+            labels = chunk_labels(pipeline, chunk, rgbs, oracle, batch_size, label_cache, thumbnails)  # step 2
+            for v, shift in enumerate(views):  # step 3
+                shifted = None if labels is None else shift_each(labels, shift)
+                if small is not None:
+                    small[v, start : start + len(chunk)] = [label_thumbnail(lab, thumbnail_shape) for lab in shifted]
+                descriptors[v, start : start + len(chunk)] = pipeline.describe_frames(
+                    shift_each(rgbs, shift) if shift_rgb else rgbs, labels=shifted, batch_size=batch_size
+                )
+                bar.update(len(chunk))
+    return descriptors, small
+
+
 def describe_drive_frames(
     pipeline,
     frames: Sequence[Frame],
@@ -92,41 +155,18 @@ def describe_drive_frames(
     progress: bool = False,
     desc: str = "describe",
     label_cache: PredictedLabels | None = PREDICTED_LABELS,
-    shift: float = 0.0,
     thumbnails_out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(N, D) descriptors of frames, reading only ``chunk_size`` images at a time.
-
-    Labels come from the pipeline's segmenter on the RGB (through ``label_cache`` unless None), or with
-    ``oracle`` from the frames' ground truth. ``thumbnails_out``: an (N, h, w) ``uint8`` array (label methods)
-    that receives the label thumbnails of the frames as described (:mod:`semloc_ros.core.reranking`).
-    """
-    from tqdm import tqdm
-
-    segmenter = getattr(pipeline, "segmenter", None)
-    cached = label_cache is not None and not oracle and getattr(pipeline, "needs_labels", False) \
-        and segmenter is not None
-    descriptors = np.zeros((len(frames), pipeline.dimension), dtype=np.float32)
-    with tqdm(total=len(frames), desc=desc, unit="img", disable=not progress) as bar:
-        for start in range(0, len(frames), chunk_size):
-            chunk = frames[start : start + chunk_size]
-            rgbs = load_rgbs(chunk)
-            labels = load_label_images(chunk) if oracle else None
-            if cached:
-                labels = label_cache.labels(segmenter, chunk, rgbs, batch_size)
-            if thumbnails_out is not None:
-                if labels is None:
-                    labels = [pipeline.segment(rgb) for rgb in rgbs]
-                thumbnails_out[start : start + len(chunk)] = [
-                    label_thumbnail(shift_view(np.asarray(lab)[None], shift)[0], thumbnails_out.shape[1:])
-                    for lab in labels
-                ]
-            views = {"shift": shift} if shift else {}  # only pipelines that support views get asked for one
-            descriptors[start : start + len(chunk)] = pipeline.describe_frames(
-                rgbs, labels=labels, batch_size=batch_size, **views
-            )
-            bar.update(len(chunk))
-    return descriptors
+    """(N, D) descriptors of frames as seen (one view of :func:`describe_drive_views`). ``thumbnails_out``: an
+    (N, h, w) ``uint8`` array (label methods) that receives the label thumbnails of the frames."""
+    descriptors, small = describe_drive_views(
+        pipeline, frames, SINGLE_VIEW, oracle=oracle, batch_size=batch_size, chunk_size=chunk_size,
+        progress=progress, desc=desc, label_cache=label_cache, thumbnails=thumbnails_out is not None,
+        thumbnail_shape=THUMBNAIL_SHAPE if thumbnails_out is None else thumbnails_out.shape[1:],
+    )
+    if thumbnails_out is not None:
+        thumbnails_out[:] = small[0]
+    return descriptors[0]
 
 
 def build_database(
@@ -136,46 +176,36 @@ def build_database(
     batch_size: int = 16,
     progress: bool = False,
     database: GeoDatabase | None = None,
-    views: Sequence[float] = (0.0,),
+    views: Sequence[float] | None = None,
     thumbnails: bool | None = None,
 ) -> GeoDatabase:
     """Describe every frame of ``drive`` and add it to ``database`` (a new one for the pipeline if None).
 
     ``views``: each frame is also stored as seen shifted sideways by these fractions of the image width
-    (:func:`semloc_ros.models.pipeline.shift_view`), same position, image id ``<id>#view<shift>``; 0 = the image itself.
-    ``thumbnails``: store label thumbnails for re-ranking (None: for label methods, or as the given database).
+    (:mod:`semloc_ros.core.views`), same position, image id ``<id>#view<shift>``; 0 = the image itself.
+    None: the views of the given database, else (0,). A database that holds entries keeps its views: other
+    ``views`` raise ValueError. ``thumbnails``: store label thumbnails for re-ranking (None: for label methods,
+    or as the given database).
     """
     if database is None:
         database = GeoDatabase(pipeline.dimension, pipeline.model_id)
+    views = database.views if views is None else check_views(views)
+    if views != database.views:
+        if len(database):
+            raise ValueError(f"the map holds views {format_views(database.views)}; cannot add views "
+                             f"{format_views(views)} (build a new map for other views)")
+        database.views = views
     labels_method = bool(getattr(pipeline, "needs_labels", False))
     if thumbnails is None:
         thumbnails = database.thumbnails is not None if len(database) else labels_method
     if thumbnails and not labels_method:
         raise ValueError("label thumbnails need a label method (semantic, hybrid, label-histogram)")
-    for shift in views:
-        small = np.zeros((len(drive.frames), *THUMBNAIL_SHAPE), dtype=np.uint8) if thumbnails else None
-        descriptors = describe_drive_frames(
-            pipeline,
-            drive.frames,
-            oracle=oracle,
-            batch_size=batch_size,
-            progress=progress,
-            desc=f"db {drive.name}" + (f" view {shift:+g}" if shift else ""),
-            shift=shift,
-            thumbnails_out=small,
-        )
-        records = place_records(drive.frames)
-        if shift:
-            records = [dataclasses.replace(r, image_id=f"{r.image_id}{VIEW_SEPARATOR}{shift:+g}") for r in records]
-        database.add(descriptors, records, small)
+    descriptors, small = describe_drive_views(
+        pipeline, drive.frames, views, oracle=oracle, batch_size=batch_size, progress=progress,
+        desc=f"db {drive.name}" + (f" ({len(views)} views)" if len(views) > 1 else ""), thumbnails=thumbnails,
+    )
+    records = place_records(drive.frames)
+    for v, shift in enumerate(views):
+        shifted = [dataclasses.replace(r, image_id=view_image_id(r.image_id, shift)) for r in records]
+        database.add(descriptors[v], shifted, None if small is None else small[v])
     return database
-
-
-VIEW_SEPARATOR = "#view"
-
-
-def database_views(database: GeoDatabase) -> int:
-    """How many views per place a database holds (1 without ``views`` in :func:`build_database`)."""
-    ids = database.image_ids
-    shifted = sum(VIEW_SEPARATOR in str(i) for i in ids)
-    return 1 if not shifted else round(len(ids) / max(1, len(ids) - shifted))

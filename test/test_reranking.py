@@ -16,8 +16,8 @@ from semloc_ros.core.reranking import (
     alignment_scores,
     label_thumbnail,
     rerank,
-    shift_view,
 )
+from semloc_ros.core.views import shift_view
 from semloc_ros.evaluation.loop import evaluate_query_descriptors
 from semloc_ros.io.datasets import Drive, Frame
 from semloc_ros.mapping import build_database
@@ -182,7 +182,7 @@ class ThumbnailPipeline:
     needs_labels = True
     segmenter = None
 
-    def describe_frames(self, rgbs, labels=None, batch_size=16, progress=False, shift=0.0) -> np.ndarray:
+    def describe_frames(self, rgbs, labels=None, batch_size=16, progress=False) -> np.ndarray:
         out = np.full((len(labels), 8), 0.01, np.float32)
         out[:, 0] = 1.0
         return out

@@ -850,7 +850,7 @@ def test_interrupted_build_db_append_leaves_the_previous_database_intact(tmp_pat
         raise KeyboardInterrupt
 
     if where == "describing":
-        monkeypatch.setattr("semloc_ros.mapping.describe_drive_frames", interrupt)
+        monkeypatch.setattr("semloc_ros.mapping.describe_drive_views", interrupt)
     else:
         monkeypatch.setattr(np, "savez", interrupt)
     with pytest.raises(KeyboardInterrupt):

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from semloc_ros.commands.common import DEFAULT_THREADS, add_views_argument
+from semloc_ros.core.views import format_views
 from semloc_ros.io.datasets import DatasetError, load_drive, subsample_by_distance
 from semloc_ros.models.pipeline import METHODS
 
@@ -37,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_views_argument(
         parser,
         "--views",
-        "also store each frame shifted sideways by these fractions of the width (e.g. 0 -0.05 0.05 -0.1 0.1: the "
-        "place as seen from the next lane; README); 0 = the frame itself",
+        "also store each frame shifted sideways by these fractions of the width (the place as seen from the next "
+        "lane or by a turned camera; README); 0 = the frame itself; default: 0, or the map's views with --append",
+        default=None,
     )
     parser.add_argument(
         "--mask-dynamic",
@@ -132,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"semloc build-db: cannot append: database dimension {database.dimension} != {pipeline.dimension}",
                 file=sys.stderr,
             )
+            return 1
+        if args.views is not None and tuple(args.views) != database.views:
+            print(f"semloc build-db: cannot append: the map holds views {format_views(database.views)}, not "
+                  f"--views {format_views(args.views)} (leave --views out to use the map's)", file=sys.stderr)
             return 1
         print(f"appending to {args.out} ({len(database)} entries, model {database.model_id})")
     elif args.out.exists():

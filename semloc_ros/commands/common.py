@@ -4,35 +4,39 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from semloc_ros.core.views import RECOMMENDED_VIEWS, SINGLE_VIEW, check_views, format_views
 from semloc_ros.ros.runner import NODES, default_params_file
 
 DEFAULT_THREADS = min(4, os.cpu_count() or 1)
+VIEW_PRESETS = {"recommended": RECOMMENDED_VIEWS}
 
 
-def view_shift(text: str) -> float:
-    """argparse type of a database view: a sideways shift, as a fraction of the image width in (-0.5, 0.5)."""
-    value = float(text)
-    if not -0.5 < value < 0.5:
-        raise argparse.ArgumentTypeError(f"{text}: a view shift is a fraction of the width in (-0.5, 0.5)")
-    return value
+class _Views(argparse.Action):
+    """Database views: sideways shifts (fractions of the width, distinct, in (-0.5, 0.5)) or a named set."""
 
-
-class _DistinctViews(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
-        if len(set(values)) != len(values):
-            parser.error(f"{option_string}: the shifts must be distinct")
-        setattr(namespace, self.dest, list(values))
+        if list(values) in ([name] for name in VIEW_PRESETS):
+            setattr(namespace, self.dest, list(VIEW_PRESETS[values[0]]))
+            return
+        try:
+            views = check_views(float(value) for value in values)
+        except ValueError as error:
+            parser.error(f"{option_string}: {error} (or one of: {', '.join(VIEW_PRESETS)})")
+        setattr(namespace, self.dest, list(views))
 
 
-def add_views_argument(parser: argparse.ArgumentParser, flag: str, help_text: str) -> None:
-    """The database-views option (``build-db --views``, ``evaluate --database-views``)."""
-    parser.add_argument(flag, type=view_shift, nargs="+", default=[0.0], action=_DistinctViews, metavar="SHIFT",
-                        help=help_text)
+def add_views_argument(parser: argparse.ArgumentParser, flag: str, help_text: str,
+                       default: Sequence[float] | None = SINGLE_VIEW) -> None:
+    """The database-views option (``build-db --views``, ``evaluate --database-views``): shifts, or ``recommended``
+    (:data:`semloc_ros.core.views.RECOMMENDED_VIEWS`)."""
+    parser.add_argument(flag, nargs="+", default=None if default is None else list(default), action=_Views,
+                        metavar="SHIFT", help=f"{help_text}; 'recommended' = {format_views(RECOMMENDED_VIEWS)}")
 
 
 def parse_assignment(text: str) -> tuple[str, str, Any]:

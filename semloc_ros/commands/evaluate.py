@@ -533,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
                 database = GeoDatabase.load(cache_path, expected_model_id=pipeline.model_id)
             except DatabaseError as error:
                 print(f"{label}: ignoring cache {cache_path}: {error}")
-            if database is not None and len(database) != len(database_drive) * len(views):
+            if database is not None and (database.views != views or len(database) != len(database_drive) * len(views)):
                 database = None
             if (database is not None and localizer_config.rerank.enabled and pipeline.needs_labels
                     and database.thumbnails is None):

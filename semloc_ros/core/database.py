@@ -40,7 +40,9 @@ import faiss
 import numpy as np
 
 from semloc_ros import __version__ as SEMLOC_VERSION  # noqa: N812
+from semloc_ros.core.checks import is_finite_real
 from semloc_ros.core.geodesy import GeoError, LocalENU, validate_lat_lon
+from semloc_ros.core.views import SINGLE_VIEW, check_views, views_from_ids
 
 FORMAT_NAME = "semloc-geodatabase"
 FORMAT_VERSION = 1
@@ -223,11 +225,13 @@ class GeoDatabase:
     ``index_type`` is one of :data:`INDEX_TYPES` (see the module docstring); ``nprobe`` (IVF-PQ lists visited
     per query), ``exact_candidates`` (IVF-PQ candidates re-scored with their exact similarity per query; not
     the label re-ranking of :mod:`semloc_ros.core.reranking`) and ``ef_search`` (HNSW candidate list) trade speed
-    for recall, are settable at any time and are saved with the database.
+    for recall, are settable at any time and are saved with the database. ``views``: the sideways shifts each
+    place is stored at (:mod:`semloc_ros.core.views`), saved in the header.
     """
 
     def __init__(self, dimension: int, model_id: str, index_type: str = "flat", *, nprobe: int = _IVFPQ_NPROBE,
-                 exact_candidates: int = _IVFPQ_EXACT_CANDIDATES, ef_search: int = _HNSW_EF_SEARCH) -> None:
+                 exact_candidates: int = _IVFPQ_EXACT_CANDIDATES, ef_search: int = _HNSW_EF_SEARCH,
+                 views: Sequence[float] = SINGLE_VIEW) -> None:
         if isinstance(dimension, bool) or not isinstance(dimension, int | np.integer) or dimension <= 0:
             raise ValueError(f"dimension must be a positive integer, got {dimension!r}")
         if not isinstance(model_id, str) or not model_id:
@@ -240,6 +244,7 @@ class GeoDatabase:
         self._nprobe = _positive_int(nprobe, "nprobe")
         self._exact_candidates = _positive_int(exact_candidates, "exact_candidates")
         self._ef_search = _positive_int(ef_search, "ef_search")
+        self._views = check_views(views)
         # IVF-PQ ("ivfpq", "auto") starts without an index (exact search) and is trained once large enough.
         self._index: faiss.Index | None = (
             _make_index(index_type, self._dimension) if index_type in ("flat", "hnsw") else None
@@ -313,6 +318,17 @@ class GeoDatabase:
     @ef_search.setter
     def ef_search(self, value: int) -> None:
         self._ef_search = _positive_int(value, "ef_search")
+
+    @property
+    def views(self) -> tuple[float, ...]:
+        """The sideways shifts each place is stored at (fractions of the width; (0,): the images only)."""
+        return self._views
+
+    @views.setter
+    def views(self, value: Sequence[float]) -> None:
+        if len(self):
+            raise ValueError("the views of a map are set before its first entry")
+        self._views = check_views(value)
 
     @property
     def descriptors(self) -> np.ndarray:
@@ -621,6 +637,7 @@ class GeoDatabase:
             "count": len(self),
             "search_params": {"nprobe": self._nprobe, "exact_candidates": self._exact_candidates,
                               "ef_search": self._ef_search},
+            "views": list(self._views),
             "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "semloc_version": SEMLOC_VERSION,
         }
@@ -718,6 +735,7 @@ class GeoDatabase:
         except (TypeError, ValueError) as error:
             raise DatabaseFormatError(f"{source}: invalid search_params {search_params!r}: {error}") from error
         stored_index = _stored_index(header, stored_blob, source)
+        database._views = _stored_views(header, arrays["image_id"], source)
         try:
             database._append(
                 arrays.pop("descriptors"),
@@ -776,6 +794,19 @@ def _stored_index(header: dict[str, Any], blob: np.ndarray | None, source: Path)
                 return index
     warnings.warn(f"{source}: {problem}; rebuilding the index from the descriptors", stacklevel=3)
     return None
+
+
+def _stored_views(header: dict[str, Any], image_ids: np.ndarray, source: Path) -> tuple[float, ...]:
+    """The views in the header; for files written before maps stored them, read from the image ids."""
+    if "views" not in header:
+        return views_from_ids(image_ids.tolist())
+    views = header["views"]
+    try:
+        if not isinstance(views, list) or not all(is_finite_real(v) for v in views):
+            raise ValueError("not a list of numbers")
+        return check_views(views)
+    except ValueError as error:
+        raise DatabaseFormatError(f"{source}: invalid views {views!r} in the header: {error}") from error
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 from semloc_ros.core import settings
 from semloc_ros.core.labels import IGNORED_ID, dynamic_class_ids
 from semloc_ros.core.settings import NON_NEGATIVE, Bounds, setting
+from semloc_ros.core.views import shifted_columns
 
 THUMBNAIL_SHAPE: tuple[int, int] = (60, 80)
 """Height and width of the stored label thumbnails (1/4 of 240x320): 4.8 kB per database entry."""
@@ -53,20 +54,6 @@ class RerankConfig:
         return np.unique(np.round(fractions * width).astype(np.int64))
 
 
-def shifted_columns(width: int, shift_px: int) -> np.ndarray:
-    """Source column of each of ``width`` columns moved right by ``shift_px`` (left if negative), the border
-    column repeated into the uncovered part."""
-    return np.clip(np.arange(width) - shift_px, 0, width - 1)
-
-
-def shift_view(images: np.ndarray, fraction: float) -> np.ndarray:
-    """``NxHxW`` labels or ``NxHxWx3`` RGB moved right by ``fraction`` of the width (left if negative), the border
-    column repeated: the place as seen from a little to the side (another lane) or turned."""
-    if fraction == 0.0:
-        return images
-    return images[:, :, shifted_columns(images.shape[2], round(fraction * images.shape[2]))]
-
-
 def ignored_ids() -> np.ndarray:
     """Class ids left out of the alignment: the dynamic classes and :data:`IGNORED_ID`."""
     return np.array([*dynamic_class_ids(), IGNORED_ID], dtype=np.int64)
@@ -97,7 +84,7 @@ def alignment_scores(
     Returns ``(alignment, shift)``: for each candidate the share (0..1) of pixels that are not ignored in either
     image and carry the same class, at the shift that maximises it, and that shift as a fraction of the width
     (positive: the candidate moved right, i.e. the query camera turned right of the database heading).
-    The border column is repeated into the uncovered part, as in :func:`shift_view`.
+    The border column is repeated into the uncovered part, as in :func:`semloc_ros.core.views.shift_view`.
     """
     query = np.asarray(query)
     candidates = np.asarray(candidates)

@@ -19,6 +19,7 @@ from semloc_ros.core.geodesy import geodesic_distance_m
 from semloc_ros.core.labels import SEMLOC_SIM
 from semloc_ros.core.localizer import Localizer, LocalizerConfig
 from semloc_ros.core.reranking import rerank
+from semloc_ros.core.views import SINGLE_VIEW, place_id
 from semloc_ros.evaluation.calibration import fit_filter_parameters
 from semloc_ros.evaluation.metrics import (
     DEFAULT_DISTANCES_M,
@@ -35,13 +36,13 @@ from semloc_ros.evaluation.metrics import (
     top1_recall_at_distances,
 )
 from semloc_ros.io.datasets import Drive, load_label_images, load_rgbs
-from semloc_ros.mapping import VIEW_SEPARATOR, build_database, database_views, describe_drive_frames
+from semloc_ros.mapping import build_database, describe_drive_frames
 
 
 def distinct_places(similarities: np.ndarray, retrieved: np.ndarray, image_ids: np.ndarray, n: int):
     """The first ``n`` retrieved entries of each row that are distinct places: the views of one frame
-    (``<id>#view<shift>``, :func:`build_database`) count once. Rows are padded with -1 / NaN."""
-    place = np.array([str(i).split(VIEW_SEPARATOR)[0] for i in image_ids])
+    (:func:`semloc_ros.core.views.place_id`) count once. Rows are padded with -1 / NaN."""
+    place = np.array([place_id(i) for i in image_ids])
     out_idx = np.full((len(retrieved), n), -1, dtype=np.int64)
     out_sim = np.full((len(retrieved), n), np.nan, dtype=np.float32)
     for row, (sims, idx) in enumerate(zip(similarities, retrieved, strict=True)):
@@ -70,11 +71,11 @@ def cache_key(pipeline, oracle: bool) -> str:
     return key
 
 
-def cache_name(method: str, oracle: bool, drive: Drive, pipeline, views: Sequence[float] = (0.0,)) -> str:
+def cache_name(method: str, oracle: bool, drive: Drive, pipeline, views: Sequence[float] = SINGLE_VIEW) -> str:
     """File name of a cached database: method, oracle flag, drive, size, a digest of :func:`cache_key` and the
     database views (:func:`build_database`) when there is more than the frame itself."""
     digest = hashlib.sha1(cache_key(pipeline, oracle).encode("utf-8")).hexdigest()[:12]
-    views_tag = "" if tuple(views) == (0.0,) else "_views" + "_".join(f"{v:+g}" for v in views)
+    views_tag = "" if tuple(views) == SINGLE_VIEW else "_views" + "_".join(f"{v:+g}" for v in views)
     return f"{method_label(method, oracle)}_{drive.name}_{len(drive)}_{digest}{views_tag}.semdb"
 
 
@@ -98,7 +99,7 @@ def evaluate_query_descriptors(
     rerank_config = localizer.config.rerank
     reranking = localizer.reranks and query_thumbnails is not None
     depth = max(max(ns), rerank_config.top_k) if reranking else max(ns)
-    views = database_views(database)
+    views = len(database.views)
     similarities, retrieved = database.search(query_descriptors, depth * views)
     if views > 1:  # Recall@N over N distinct places, not N views of one
         similarities, retrieved = distinct_places(similarities, retrieved, database.image_ids, depth)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from semloc_ros.core.geodesy import LocalENU
+from semloc_ros.core.views import RECOMMENDED_VIEWS, SINGLE_VIEW
 from semloc_ros.io.datasets import Drive, Frame, load_semloc_sim_drive
 
 
@@ -165,7 +166,6 @@ def protocol_variants(
 
 
 ALL_METHODS = ("semantic", "rgb", "hybrid", "label-histogram")
-TURNED_VIEWS = (0.0, -0.1, 0.1, -0.2, 0.2, -0.3, 0.3)  # views covering a camera turned by up to ~20 degrees
 # Out-of-database negatives of semloc-sim-v1: day and night drives of both training maps (map A calibrates).
 SEMLOC_SIM_NEGATIVES = ("trainA_day_l0", "trainA_night_l1", "trainB_day_l1", "trainB_night_l0")
 
@@ -179,7 +179,7 @@ class Preset:
     protocol: str = "standard"
     methods: tuple[str, ...] = ALL_METHODS
     parameters: tuple[tuple[str, Any], ...] = ()  # (name, value) of localizer_node parameters over the file
-    database_views: tuple[float, ...] = (0.0,)
+    database_views: tuple[float, ...] = SINGLE_VIEW
     sequence_filter: bool = False
     rejection_queries: tuple[str, ...] = ()
     query_stride: int = 3
@@ -222,10 +222,10 @@ PRESETS: dict[str, Preset] = {
                parameters=RERANK, sequence_filter=True),
         Preset("views-rerank", "re-ranking of the top 50 and views at 0, +-10, +-20, +-30 % (the shipped "
                "configuration's calibration), sequence filter", parameters=RERANK, sequence_filter=True,
-               database_views=TURNED_VIEWS),
+               database_views=RECOMMENDED_VIEWS),
         Preset("confusers-views-rerank", "confusers protocol with re-ranking and views at 0, +-10, +-20, +-30 %",
                protocol="confusers", methods=("semantic", "label-histogram"), parameters=RERANK,
-               database_views=TURNED_VIEWS),
+               database_views=RECOMMENDED_VIEWS),
         Preset("day-only", "day-only protocol (give --segmenters), mIoU on every 3rd frame and trainB_overcast_l1",
                protocol="day-only", methods=("semantic", "label-histogram", "rgb"), parameters=NO_RERANK,
                segmentation_stride=3, segmentation_drives=("trainB_overcast_l1",)),

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from semloc_ros.core.reranking import shift_view
 from semloc_ros.models import DescriptorExtractor, HybridDescriptor, Segmenter, WeightsError
 from semloc_ros.models.weights import WEIGHTS_DIR
 
@@ -55,13 +54,11 @@ class Pipeline:
         labels: Sequence[np.ndarray] | None = None,
         batch_size: int = 16,
         progress: bool = False,
-        shift: float = 0.0,
     ) -> np.ndarray:
         """``(N, D) float32`` descriptors of N frames.
 
         Label-input descriptors use ``labels`` when given (ground truth: the "oracle" mode), else the segmenter's
-        output on ``rgbs``. RGB-input descriptors need ``rgbs``. ``shift`` describes every image moved
-        sideways by that fraction of its width (:func:`shift_view`), after segmentation.
+        output on ``rgbs``. RGB-input descriptors need ``rgbs``. (Database views: :mod:`semloc_ros.mapping`.)
         """
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -83,20 +80,16 @@ class Pipeline:
                         out[j] = self._describe_group(
                             None if rgbs is None else np.asarray(rgbs[j])[None],
                             None if labels is None else np.asarray(labels[j])[None],
-                            shift,
                         )[0]
                 else:
-                    d = self._describe_group(rgb, lab, shift)
+                    d = self._describe_group(rgb, lab)
                     out[i : i + len(d)] = d
                 bar.update(min(batch_size, n - i))
         return out
 
-    def _describe_group(self, rgb: np.ndarray | None, lab: np.ndarray | None, shift: float = 0.0) -> np.ndarray:
+    def _describe_group(self, rgb: np.ndarray | None, lab: np.ndarray | None) -> np.ndarray:
         if self.needs_labels and lab is None:
             lab = self.segmenter.predict_batch(rgb)  # type: ignore[union-attr]
-        if shift:
-            rgb = shift_view(rgb, shift) if rgb is not None else None
-            lab = shift_view(lab, shift) if lab is not None else None
         if isinstance(self.descriptor, HybridDescriptor):
             return self.descriptor.describe_pair_batch(lab, rgb)
         return self.descriptor.describe_batch(lab if self.descriptor.input_kind == "labels" else rgb)
