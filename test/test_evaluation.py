@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from semloc_ros.commands.evaluate import _jsonable, format_table
+from semloc_ros.commands.evaluate import format_table
 from semloc_ros.core.database import GeoDatabase, PlaceRecord
+from semloc_ros.core.files import jsonable
 from semloc_ros.core.geodesy import LocalENU, geodesic_distance_m
 from semloc_ros.core.localizer import LocalizerConfig
 from semloc_ros.evaluation.loop import evaluate_method, evaluate_query_descriptors
@@ -148,7 +149,7 @@ def test_evaluate_query_descriptors() -> None:
     top1 = result["per_query"]["top1_error_m"]
     assert top1[0] == pytest.approx(0.0, abs=0.01) and top1[1] == pytest.approx(25.0, abs=0.05)
     assert sum(result["status_counts"].values()) == 3
-    assert json.loads(json.dumps(_jsonable(result), allow_nan=False))["condition"] == "night"
+    assert json.loads(json.dumps(jsonable(result), allow_nan=False))["condition"] == "night"
 
 
 class LabelSumPipeline:

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from semloc_ros.core.files import write_json_atomic
+
 FRAME_SHAPE = (240, 320)
 
 
@@ -152,7 +154,5 @@ def per_query_times(database, queries: np.ndarray, k: int = 5) -> list[float]:
 def write_json(path: Path | None, mode: str, results: dict[str, Any]) -> None:
     """Write ``results`` of ``mode`` (with the machine line) to ``path``, when one is given."""
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"mode": mode, "machine": machine_line(), "results": results}, indent=1,
-                                   default=float))
+        write_json_atomic({"mode": mode, "machine": machine_line(), "results": results}, path)
         print(f"results: {path}")

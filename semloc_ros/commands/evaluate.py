@@ -32,16 +32,14 @@ results.json, a third table and ``rejection_curves.png``).
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semloc_ros.commands.common import DEFAULT_THREADS, add_parameter_arguments, add_views_argument, node_parameters
+from semloc_ros.core.files import write_json_atomic
 from semloc_ros.evaluation.loop import cache_name
 from semloc_ros.evaluation.metrics import (
     DEFAULT_NEGATIVE_MIN_ROUTE_M,
@@ -195,32 +193,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-route-maps", action="store_true", help="skip the route map of every method and drive")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
-
-
-def _jsonable(value: Any) -> Any:
-    """NaN/inf -> None, recursively, so the file is strict JSON."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def write_json_atomic(data: Any, path: Path) -> None:
-    """Write strict JSON to ``path`` through a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w") as stream:
-            json.dump(_jsonable(data), stream, indent=1, allow_nan=False)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:

@@ -20,14 +20,12 @@ on the stored descriptors, so similarities stay exact cosines) and ``auto``: exa
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import errno
 import hashlib
 import json
 import math
 import os
-import tempfile
 import threading
 import warnings
 import zipfile
@@ -41,6 +39,7 @@ import numpy as np
 
 from semloc_ros import __version__ as SEMLOC_VERSION  # noqa: N812
 from semloc_ros.core.checks import is_finite_real
+from semloc_ros.core.files import atomic_write
 from semloc_ros.core.geodesy import GeoError, LocalENU, validate_lat_lon
 from semloc_ros.core.views import SINGLE_VIEW, check_views, views_from_ids
 
@@ -675,20 +674,7 @@ class GeoDatabase:
                 arrays["thumbnails"] = np.array(self.thumbnails)
             if stored_index is not None:
                 arrays["faiss_index"] = stored_index
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(descriptor, "wb") as stream:
-                np.savez(stream, allow_pickle=False, **arrays)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.chmod(temporary, 0o644)
-            os.replace(temporary, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
-        _fsync_directory(target.parent)
-        return target
+        return atomic_write(target, lambda stream: np.savez(stream, allow_pickle=False, **arrays), permissions=0o644)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], expected_model_id: str | None = None) -> GeoDatabase:
@@ -807,20 +793,6 @@ def _stored_views(header: dict[str, Any], image_ids: np.ndarray, source: Path) -
         return check_views(views)
     except ValueError as error:
         raise DatabaseFormatError(f"{source}: invalid views {views!r} in the header: {error}") from error
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (best effort: not every platform can open directories)."""
-    try:
-        handle = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(handle)
-    except OSError:
-        pass
-    finally:
-        os.close(handle)
 
 
 def _parse_header(archive: np.lib.npyio.NpzFile, source: Path) -> dict[str, Any]:

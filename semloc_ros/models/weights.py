@@ -13,13 +13,14 @@ import datetime as _dt
 import hashlib
 import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from semloc_ros.core.files import atomic_write
 
 FORMAT = "semloc-weights"
 FORMAT_VERSION = 1
@@ -48,18 +49,7 @@ def make_model_id(arch: str, dimension: int, state_dict: Mapping[str, torch.Tens
 
 
 def _atomic_torch_save(obj: Any, path: Path, **kwargs: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; weights files are ordinary readable files
-        torch.save(obj, tmp, **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda stream: torch.save(obj, stream, **kwargs))  # ordinary readable files (umask)
 
 
 def save_checkpoint(
