@@ -425,7 +425,7 @@ def test_record_writes_readable_bags_on_signals_and_duration(tmp_path: Path, ros
 
 
 def test_record_typestore_knows_installed_messages_outside_rosbags() -> None:
-    from semloc_ros.commands.record import typestore_for
+    from semloc_ros.io.bags import typestore_for
 
     typestore = typestore_for(["geographic_msgs/msg/GeoPoseWithCovarianceStamped"])
     assert "geographic_msgs/msg/GeoPoint" in typestore.types  # field types are registered too

@@ -19,24 +19,22 @@ from semloc_ros.benchmarks.common import machine_line, semantic_pipeline, write_
 def write_benchmark_bag(dataset: Path, drive: str, count: int, path: Path, compressed: bool) -> Path:
     """A rosbag2 (mcap) of ``count`` camera frames (Image rgb8, or JPEG CompressedImage) and NavSatFix fixes."""
     import cv2
-    from rosbags.rosbag2 import StoragePlugin, Writer
-    from rosbags.typesys import Stores, get_typestore
 
+    from semloc_ros.io.bags import BagWriter
     from semloc_ros.io.datasets import load_semloc_sim_drive, read_rgb
 
     if path.exists():
         return path
-    types = get_typestore(Stores.ROS2_KILTED)
-    kinds = types.types
     frames = load_semloc_sim_drive(dataset, drive).frames
     period_ns = int(np.median(np.diff([frame.stamp_ns for frame in frames]))) or 100_000_000
     t0 = frames[0].stamp_ns
     image_type = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
+    camera = "/camera/image_raw" + ("/compressed" if compressed else "")
     partial = path.with_name(path.name + ".partial")
-    with Writer(partial, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
-        camera = writer.add_connection("/camera/image_raw" + ("/compressed" if compressed else ""), image_type,
-                                       typestore=types)
-        gps = writer.add_connection("/gps/fix", "sensor_msgs/msg/NavSatFix", typestore=types)
+    with BagWriter(partial, "mcap") as bag:
+        kinds = bag.typestore.types
+        bag.add_topic(camera, image_type)
+        bag.add_topic("/gps/fix", "sensor_msgs/msg/NavSatFix")
         for i in range(count):
             frame = frames[i % len(frames)]
             stamp = t0 + i * period_ns
@@ -58,8 +56,8 @@ def write_benchmark_bag(dataset: Path, drive: str, count: int, path: Path, compr
                 status=kinds["sensor_msgs/msg/NavSatStatus"](status=0, service=1),
                 latitude=frame.lat, longitude=frame.lon, altitude=0.0 if math.isnan(frame.alt) else frame.alt,
                 position_covariance=np.eye(3).reshape(9) * 4.0, position_covariance_type=2)
-            writer.write(camera, stamp, types.serialize_cdr(image, image_type))
-            writer.write(gps, stamp, types.serialize_cdr(fix, "sensor_msgs/msg/NavSatFix"))
+            bag.write_message(camera, image, stamp)
+            bag.write_message("/gps/fix", fix, stamp)
     partial.rename(path)
     return path
 

@@ -18,12 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from semloc_ros.io.bags import header_stamp_ns, open_bag
 from semloc_ros.io.datasets import (
     NAVSAT_STATUS_NO_FIX,
     NAVSATFIX_MSGTYPE,
     DatasetError,
-    _header_stamp_ns,
-    _open_bag,
     load_drive,
 )
 
@@ -44,7 +43,7 @@ class RecordedFixes:
 def read_fixes(bag_path: str | Path, topic: str = "/semloc/fix") -> RecordedFixes:
     """All fixes recorded on ``topic``; status NO_FIX is ``confident == False``, no position is NaN."""
     rows = []
-    with _open_bag(Path(bag_path)) as reader:
+    with open_bag(Path(bag_path)) as reader:
         connections = [c for c in reader.connections if c.topic == topic]
         if not connections:
             found = sorted({c.topic for c in reader.connections})
@@ -53,7 +52,7 @@ def read_fixes(bag_path: str | Path, topic: str = "/semloc/fix") -> RecordedFixe
             raise DatasetError(f"{bag_path}: {topic} is {connections[0].msgtype}, need {NAVSATFIX_MSGTYPE}")
         for connection, log_time, raw in reader.messages(connections=connections):
             msg = reader.deserialize(raw, connection.msgtype)
-            rows.append((_header_stamp_ns(msg, log_time), msg.latitude, msg.longitude,
+            rows.append((header_stamp_ns(msg, log_time), msg.latitude, msg.longitude,
                          int(msg.status.status) != NAVSAT_STATUS_NO_FIX))
     return RecordedFixes(
         stamp_ns=np.array([r[0] for r in rows], dtype=np.int64),

@@ -15,83 +15,19 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import re
-import shutil
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from semloc_ros.io.bags import STORAGES, BagError, BagWriter
+
 DEFAULT_TOPICS = ("/semloc/fix", "/semloc/geopose", "/semloc/places", "/semloc/path", "/diagnostics")
-STORAGES = {"mcap": ".mcap", "sqlite3": ".db3"}
-_BUILTIN_TYPES = {"bool", "byte", "char", "float32", "float64", "int8", "uint8", "int16", "uint16", "int32",
-                  "uint32", "int64", "uint64", "string", "wstring"}
 
 
-class RecordError(ValueError):
-    """Bad recording options or a message type whose definition cannot be found."""
-
-
-# ------------------------------------------------------------------------------------- message definitions
-
-
-def _msg_file(msgtype: str) -> Path:
-    """The installed ``.msg`` definition of ``pkg/msg/Name`` (ament index, else this Python's share/)."""
-    package, _, name = msgtype.split("/")
-    share_dirs = []
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-
-        with contextlib.suppress(PackageNotFoundError):
-            share_dirs.append(Path(get_package_share_directory(package)))
-    except ImportError:
-        pass
-    share_dirs.append(Path(sys.prefix) / "share" / package)
-    for share in share_dirs:
-        if (path := share / "msg" / f"{name}.msg").is_file():
-            return path
-    raise RecordError(f"no definition of {msgtype} found (looked in {[str(d) for d in share_dirs]})")
-
-
-def _field_types(text: str, package: str) -> set[str]:
-    """Non-builtin types used by the fields of a ``.msg`` text, as ``pkg/msg/Name``."""
-    types = set()
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        type_name = re.split(r"[\s\[<]", line, maxsplit=1)[0]  # also constants: their types are builtin
-        if type_name in _BUILTIN_TYPES:
-            continue
-        if type_name == "Header":
-            types.add("std_msgs/msg/Header")
-        elif "/" in type_name:
-            pkg, _, name = type_name.rpartition("/")
-            types.add(f"{pkg.split('/')[0]}/msg/{name}")
-        else:
-            types.add(f"{package}/msg/{type_name}")
-    return types
-
-
-def typestore_for(msgtypes: Sequence[str]):
-    """A rosbags Kilted typestore that also knows ``msgtypes`` (and their field types) from installed .msg files."""
-    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
-
-    typestore = get_typestore(Stores.ROS2_KILTED)
-    pending, found = list(msgtypes), {}
-    while pending:
-        msgtype = pending.pop()
-        if msgtype in typestore.types or msgtype in found:
-            continue
-        text = _msg_file(msgtype).read_text()
-        found.update(get_types_from_msg(text, msgtype))
-        pending.extend(_field_types(text, msgtype.split("/")[0]))
-    if found:
-        typestore.register(found)
-    return typestore
+class RecordError(BagError):
+    """Bad recording options."""
 
 
 # ------------------------------------------------------------------------------------------ output files
@@ -107,49 +43,13 @@ def resolve_output(out: Path, storage: str | None) -> tuple[Path, str, bool]:
     return out, suffix_storage or storage or "mcap", suffix_storage is not None
 
 
-class BagFile:
-    """A rosbags Writer for one bag; a single-file output is written in a hidden directory, then moved."""
-
-    def __init__(self, out: Path, storage: str, single_file: bool) -> None:
-        from rosbags.rosbag2 import StoragePlugin, Writer
-
-        self.out, self.single_file = out, single_file
-        self.directory = out.with_name(f".{out.name}.recording") if single_file else out
-        if self.directory.exists():
-            raise RecordError(f"{self.directory} exists (left by an interrupted recording?); remove it")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-        self.writer = Writer(self.directory, version=9, storage_plugin=plugin)
-        self.writer.open()
-        self.connections: dict[str, Any] = {}
-        self.counts: dict[str, int] = {}
-
-    def add_topic(self, topic: str, msgtype: str) -> None:
-        typestore = typestore_for([msgtype])
-        self.connections[topic] = self.writer.add_connection(topic, msgtype, typestore=typestore)
-        self.counts[topic] = 0
-
-    def write(self, topic: str, raw: bytes, receive_time_ns: int) -> None:
-        self.writer.write(self.connections[topic], receive_time_ns, raw)
-        self.counts[topic] += 1
-
-    def close(self) -> Path:
-        """Finalise the bag (footer/index and metadata); a single file is then moved to its name."""
-        self.writer.close()
-        if self.single_file:
-            (storage_file,) = [p for p in self.directory.iterdir() if p.suffix in STORAGES.values()]
-            os.replace(storage_file, self.out)
-            shutil.rmtree(self.directory)
-        return self.out
-
-
 # -------------------------------------------------------------------------------------------- recorder
 
 
 class TopicRecorder:
     """Subscribes (raw) to the wanted topics once they have a publisher and writes what arrives to a bag."""
 
-    def __init__(self, node: Any, bag: BagFile, topics: Sequence[str]) -> None:
+    def __init__(self, node: Any, bag: BagWriter, topics: Sequence[str]) -> None:
         self.node, self.bag = node, bag
         self.wanted = [t if t.startswith("/") else "/" + t for t in topics]
         self.subscriptions: dict[str, Any] = {}
@@ -179,7 +79,7 @@ class TopicRecorder:
                 if (cls := message_class(msgtype)) is None:
                     raise RecordError(f"type {msgtype} is not installed")
                 self.bag.add_topic(topic, msgtype)
-            except (RecordError, OSError, ValueError) as error:
+            except (BagError, OSError, ValueError) as error:
                 self.node.get_logger().warning(f"not recording {topic}: {error}")
                 self.refused.add(topic)
                 continue
@@ -207,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.duration is not None and not args.duration > 0.0:
             raise RecordError(f"--duration must be > 0, got {args.duration}")
         out, storage, single_file = resolve_output(args.out, args.storage)
-        bag = BagFile(out, storage, single_file)
-    except (RecordError, OSError) as error:
+        bag = BagWriter(out, storage, single_file)
+    except (BagError, OSError) as error:
         print(f"semloc record: {error}", file=sys.stderr)
         return 2
 

@@ -76,7 +76,7 @@ class BagSource:
     """
 
     def __init__(self, bag_path: str | Path, topics: Collection[str] | None = None) -> None:
-        from semloc_ros.io.datasets import bag_topics
+        from semloc_ros.io.bags import bag_topics
 
         self.bag_path = Path(bag_path)
         if not self.bag_path.exists():
@@ -90,9 +90,9 @@ class BagSource:
             self._start_ns = int(reader.start_time) if reader.message_count else 0
 
     def _reader(self):
-        from semloc_ros.io.datasets import _open_bag
+        from semloc_ros.io.bags import open_bag
 
-        return _open_bag(self.bag_path)
+        return open_bag(self.bag_path)
 
     @property
     def start_ns(self) -> int:

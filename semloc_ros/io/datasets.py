@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from semloc_ros.core.geodesy import LocalENU, UTMProjection
+from semloc_ros.io.bags import bag_topics, header_stamp_ns, open_bag
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 BAG_SUFFIXES = (".mcap", ".db3")
@@ -413,24 +414,6 @@ def load_vpr_filenames(folder: str | Path, utm_zone: int | None = None, north: b
 # ------------------------------------------------------------------------------------------ ROS 2 bags
 
 
-def _default_typestore():
-    from rosbags.typesys import Stores, get_typestore
-
-    return get_typestore(Stores.ROS2_KILTED)
-
-
-def _open_bag(bag_path: Path):
-    from rosbags.highlevel import AnyReader
-
-    return AnyReader([Path(bag_path)], default_typestore=_default_typestore())
-
-
-def _header_stamp_ns(msg, log_time_ns: int) -> int:
-    stamp = msg.header.stamp
-    stamp_ns = int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-    return stamp_ns if stamp_ns > 0 else int(log_time_ns)
-
-
 def _decode_image_msg(msg, msgtype: str) -> np.ndarray:
     from semloc_ros.core.image_codec import decode_compressed, image_fields_to_array, to_rgb8
 
@@ -457,7 +440,7 @@ def _read_bag_images(bag_path: Path, topic: str, refs: Sequence[BagImageRef]) ->
     images: list[np.ndarray | None] = [None] * len(refs)
     start = min(r.log_time_ns for r in refs)
     stop = max(r.log_time_ns for r in refs) + 1
-    with _open_bag(bag_path) as reader:
+    with open_bag(bag_path) as reader:
         connections = [c for c in reader.connections if c.topic == topic]
         seen: dict[int, int] = {}
         for connection, log_time, raw in reader.messages(connections=connections, start=start, stop=stop):
@@ -470,12 +453,6 @@ def _read_bag_images(bag_path: Path, topic: str, refs: Sequence[BagImageRef]) ->
     if missing:
         raise DatasetError(f"{bag_path}: {len(missing)} image message(s) on {topic} not found again")
     return images  # type: ignore[return-value]
-
-
-def bag_topics(bag_path: str | Path) -> dict[str, str]:
-    """Topic -> message type of a ROS 2 bag (directory, .mcap or .db3)."""
-    with _open_bag(Path(bag_path)) as reader:
-        return {c.topic: c.msgtype for c in reader.connections}
 
 
 def _pick_topic(topics: dict[str, str], msgtypes: Sequence[str], what: str, bag_path: Path) -> str:
@@ -553,7 +530,7 @@ def load_rosbag(
     skipped = {"fix_no_fix": 0, "fix_nan": 0, "image_outside_fix_span": 0, "image_fix_gap": 0}
     fixes: list[tuple[int, float, float, float]] = []
     images: list[tuple[int, BagImageRef]] = []
-    with _open_bag(bag_path) as reader:
+    with open_bag(bag_path) as reader:
         connections = [c for c in reader.connections if c.topic in (image_topic, gps_topic)]
         seen: dict[int, int] = {}
         for connection, log_time, raw in reader.messages(connections=connections):
@@ -564,13 +541,13 @@ def load_rosbag(
                 elif not (math.isfinite(msg.latitude) and math.isfinite(msg.longitude)):
                     skipped["fix_nan"] += 1
                 else:
-                    fixes.append((_header_stamp_ns(msg, log_time), msg.latitude, msg.longitude, msg.altitude))
+                    fixes.append((header_stamp_ns(msg, log_time), msg.latitude, msg.longitude, msg.altitude))
             else:
                 msg = reader.deserialize(raw, connection.msgtype)
                 occurrence = seen.get(log_time, 0)
                 seen[log_time] = occurrence + 1
                 ref = BagImageRef(bag_path, image_topic, int(log_time), occurrence)
-                images.append((_header_stamp_ns(msg, log_time), ref))
+                images.append((header_stamp_ns(msg, log_time), ref))
 
     fixes.sort(key=lambda x: x[0])
     fix_arr = np.array([f[1:] for f in fixes], dtype=np.float64).reshape(-1, 3)
