@@ -265,36 +265,9 @@ def _positive_scores(
     return float_array(values)[has_positive], correct[has_positive]
 
 
-def calibrate_method(
-    results: Sequence[dict[str, Any]],
-    negatives: Sequence[dict[str, Any]],
-    calibration_drive: str,
-    target_precision: float = DEFAULT_TARGET_PRECISION,
-) -> dict[str, Any]:
-    """No-match thresholds and covariance scales of one method, fitted on held-out data and reported.
-
-    Fitted on: the query drive named ``calibration_drive`` (its frames with a database positive are the
-    positives) and the calibration part of the negatives (:func:`split_negatives`: the first map's drives when
-    they come from several maps, else the first half of each drive). Reported on: every other query drive and
-    the rest of the negatives. Query frames without a database positive
-    within the evaluation threshold are neither positives nor negatives and are left out.
-
-    For each score (:data:`REJECTION_SCORES`) the threshold is the one with the largest recall at precision
-    >= ``target_precision``; ``fix_precision`` is the share of accepted queries that are positives localized
-    within the evaluation threshold (``fix_precision_filtered``: the same best-similarity gate in front of the
-    filtered estimates, as the Localizer applies ``min_similarity`` with the filter). For each mode
-    (single-frame, filtered) the covariance scale makes 86.5 % of the calibration drive's errors fall inside
-    their 2-sigma ellipses (``scale``), and ``model`` (:func:`fit_covariance_model`: ``covariance_scale`` and
-    ``position_sigma_extra_m`` of the localizer) matches both the 1- and 2-sigma coverages; ``calibrated`` is
-    that model's coverage on each held-out drive.
-    """
-    by_drive = {r["query_drive"]: r for r in results}
-    if calibration_drive not in by_drive:
-        raise ValueError(f"calibration drive {calibration_drive!r} is not among the results {sorted(by_drive)}")
-    held_out = [name for name in by_drive if name != calibration_drive]
-    threshold_m = by_drive[calibration_drive]["threshold_m"]
-    modes = ["single"] + (["filtered"] if "filtered" in by_drive[calibration_drive] else [])
-
+def _covariance_report(by_drive: dict[str, dict[str, Any]], calibration_drive: str, held_out: list[str],
+                       modes: list[str]) -> dict[str, Any]:
+    """Per mode: the covariance scale and model fitted on the calibration drive, their coverage on the others."""
     covariance: dict[str, Any] = {}
     for mode in modes:
         fit = float_array(_mode_per_query(by_drive[calibration_drive], mode)["mahalanobis_sq"])
@@ -319,6 +292,14 @@ def calibrate_method(
                 "calibrated": calibrated,
             }
 
+    return covariance
+
+
+def _rejection_report(by_drive: dict[str, dict[str, Any]], negatives: Sequence[dict[str, Any]],
+                      calibration_drive: str, held_out: list[str], modes: list[str],
+                      target_precision: float) -> dict[str, Any]:
+    """Per rejection score: the threshold fitted at ``target_precision``, its operating point on the others."""
+    threshold_m = by_drive[calibration_drive]["threshold_m"]
     rejection: dict[str, Any] = {}
     for score, (mode, parameter) in REJECTION_SCORES.items():
         if not negatives or mode not in modes or any(score not in n["scores"] for n in negatives):
@@ -358,6 +339,41 @@ def calibrate_method(
                 )
         rejection[score] = entry
 
+    return rejection
+
+
+def calibrate_method(
+    results: Sequence[dict[str, Any]],
+    negatives: Sequence[dict[str, Any]],
+    calibration_drive: str,
+    target_precision: float = DEFAULT_TARGET_PRECISION,
+) -> dict[str, Any]:
+    """No-match thresholds and covariance scales of one method, fitted on held-out data and reported.
+
+    Fitted on: the query drive named ``calibration_drive`` (its frames with a database positive are the
+    positives) and the calibration part of the negatives (:func:`split_negatives`: the first map's drives when
+    they come from several maps, else the first half of each drive). Reported on: every other query drive and
+    the rest of the negatives. Query frames without a database positive
+    within the evaluation threshold are neither positives nor negatives and are left out.
+
+    For each score (:data:`REJECTION_SCORES`) the threshold is the one with the largest recall at precision
+    >= ``target_precision``; ``fix_precision`` is the share of accepted queries that are positives localized
+    within the evaluation threshold (``fix_precision_filtered``: the same best-similarity gate in front of the
+    filtered estimates, as the Localizer applies ``min_similarity`` with the filter). For each mode
+    (single-frame, filtered) the covariance scale makes 86.5 % of the calibration drive's errors fall inside
+    their 2-sigma ellipses (``scale``), and ``model`` (:func:`fit_covariance_model`: ``covariance_scale`` and
+    ``position_sigma_extra_m`` of the localizer) matches both the 1- and 2-sigma coverages; ``calibrated`` is
+    that model's coverage on each held-out drive.
+    """
+    by_drive = {r["query_drive"]: r for r in results}
+    if calibration_drive not in by_drive:
+        raise ValueError(f"calibration drive {calibration_drive!r} is not among the results {sorted(by_drive)}")
+    held_out = [name for name in by_drive if name != calibration_drive]
+    threshold_m = by_drive[calibration_drive]["threshold_m"]
+    modes = ["single"] + (["filtered"] if "filtered" in by_drive[calibration_drive] else [])
+
+    covariance = _covariance_report(by_drive, calibration_drive, held_out, modes)
+    rejection = _rejection_report(by_drive, negatives, calibration_drive, held_out, modes, target_precision)
     split = split_negatives(negatives, "best_similarity") if negatives else ([], [], "no negatives")
     return {
         "method": by_drive[calibration_drive]["method"],

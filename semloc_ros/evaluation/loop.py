@@ -18,7 +18,7 @@ from semloc_ros.core.database import GeoDatabase
 from semloc_ros.core.geodesy import geodesic_distance_m
 from semloc_ros.core.labels import SEMLOC_SIM
 from semloc_ros.core.localizer import Localizer, LocalizerConfig
-from semloc_ros.core.reranking import rerank
+from semloc_ros.core.reranking import RerankConfig, rerank
 from semloc_ros.core.views import SINGLE_VIEW, place_id
 from semloc_ros.evaluation.calibration import fit_filter_parameters
 from semloc_ros.evaluation.metrics import (
@@ -79,6 +79,34 @@ def cache_name(method: str, oracle: bool, drive: Drive, pipeline, views: Sequenc
     return f"{method_label(method, oracle)}_{drive.name}_{len(drive)}_{digest}{views_tag}.semdb"
 
 
+def retrieve_places(database: GeoDatabase, query_descriptors: np.ndarray, depth: int,
+                    query_thumbnails: np.ndarray | None, rerank_config: RerankConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The top ``depth`` distinct places per query (views of one place count once), re-ranked by label
+    alignment when ``query_thumbnails`` are given."""
+    views = len(database.views)
+    similarities, retrieved = database.search(query_descriptors, depth * views)
+    if views > 1:  # Recall@N over N distinct places, not N views of one
+        similarities, retrieved = distinct_places(similarities, retrieved, database.image_ids, depth)
+    if query_thumbnails is not None:
+        for row in range(len(retrieved)):
+            _, similarities[row], retrieved[row], _ = rerank(
+                similarities[row], retrieved[row], query_thumbnails[row], database.thumbnails, rerank_config
+            )
+    return similarities, retrieved
+
+
+def filtered_metrics(localizer: Localizer, query_drive: Drive, query_descriptors: np.ndarray,
+                     thumbnails: np.ndarray | None, threshold_m: float) -> dict[str, Any]:
+    """Localization metrics of the drive run as a sequence through the localizer's sequence filter."""
+    localizer.reset()
+    estimates = localizer.localize_sequence(query_descriptors, query_drive.stamps_ns.tolist(), thumbnails=thumbnails)
+    filtered = localization_metrics(estimates, localizer.database, query_drive.lat, query_drive.lon, threshold_m)
+    filtered["filter_resets"] = localizer.sequence_filter.resets - 1  # the reset before the drive
+    filtered["filter_temperature"] = localizer.config.filter.temperature
+    filtered["filter_kidnap_probability"] = localizer.config.filter.kidnap_probability
+    return filtered
+
+
 def evaluate_query_descriptors(
     database: GeoDatabase,
     query_drive: Drive,
@@ -99,15 +127,8 @@ def evaluate_query_descriptors(
     rerank_config = localizer.config.rerank
     reranking = localizer.reranks and query_thumbnails is not None
     depth = max(max(ns), rerank_config.top_k) if reranking else max(ns)
-    views = len(database.views)
-    similarities, retrieved = database.search(query_descriptors, depth * views)
-    if views > 1:  # Recall@N over N distinct places, not N views of one
-        similarities, retrieved = distinct_places(similarities, retrieved, database.image_ids, depth)
-    if reranking:
-        for row in range(len(retrieved)):
-            _, similarities[row], retrieved[row], _ = rerank(
-                similarities[row], retrieved[row], query_thumbnails[row], database.thumbnails, rerank_config
-            )
+    similarities, retrieved = retrieve_places(database, query_descriptors, depth,
+                                              query_thumbnails if reranking else None, rerank_config)
     similarities, retrieved = similarities[:, : max(ns)], retrieved[:, : max(ns)]
     positives = positives_within(q_lat, q_lon, database.lat, database.lon, threshold_m)
     recalls = recall_report(retrieved, positives, ns)
@@ -124,17 +145,7 @@ def evaluate_query_descriptors(
     single = localization_metrics(estimates, database, q_lat, q_lon, threshold_m)
     filtered = None
     if localizer.sequence_filter is not None:
-        localizer.reset()
-        filtered = localization_metrics(
-            localizer.localize_sequence(query_descriptors, query_drive.stamps_ns.tolist(), thumbnails=thumbnails),
-            database,
-            q_lat,
-            q_lon,
-            threshold_m,
-        )
-        filtered["filter_resets"] = localizer.sequence_filter.resets - 1  # the reset before the drive
-        filtered["filter_temperature"] = localizer.config.filter.temperature
-        filtered["filter_kidnap_probability"] = localizer.config.filter.kidnap_probability
+        filtered = filtered_metrics(localizer, query_drive, query_descriptors, thumbnails, threshold_m)
     best_similarity = similarities[:, 0].astype(float) if len(similarities) else np.zeros(0)
 
     result = {
