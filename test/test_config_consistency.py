@@ -1,5 +1,5 @@
-"""config/semloc.yaml, the launch file and the README agree with the parameters the nodes declare; the declared
-defaults are the shipped configuration; every float parameter is checked for finiteness and range."""
+"""config/semloc.yaml, the launch file and docs/parameters.md agree with the parameters the nodes declare; the
+declared defaults are the shipped configuration; every float parameter is checked for finiteness and range."""
 
 from __future__ import annotations
 
@@ -77,15 +77,16 @@ def test_bad_localizer_values_are_refused_with_the_parameter_name(name, value):
     assert spec.problem(value).startswith(f"{name} must be")
 
 
-def test_readme_parameter_table_is_the_generated_one():
-    loader = importlib.util.spec_from_file_location("parameter_table", ROOT / "scripts" / "parameter_table.py")
-    module = importlib.util.module_from_spec(loader)
-    loader.loader.exec_module(module)
-    readme = (ROOT / "README.md").read_text()
-    assert module.table() in readme, "README parameter table is stale: python scripts/parameter_table.py"
+def test_the_parameter_page_is_generated_from_the_declared_parameters():
+    spec = importlib.util.spec_from_file_location("parameter_table", ROOT / "scripts" / "parameter_table.py")
+    parameter_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(parameter_table)
+    page = (ROOT / "docs" / "parameters.md").read_text()
+    assert page == parameter_table.document(), "docs/parameters.md is stale: run python scripts/parameter_table.py"
     for node, specs in NODE_PARAMETERS.items():
-        for spec in specs:
-            assert f"`{spec.name}`" in readme, f"README lacks {node}.{spec.name}"
+        for parameter in specs:
+            assert f"| {node} | `{parameter.name}` |" in page
+    assert "(docs/parameters.md)" in (ROOT / "README.md").read_text()
 
 
 def test_launch_file_is_valid_python_starting_all_nodes():

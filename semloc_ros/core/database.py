@@ -38,7 +38,6 @@ import faiss
 import numpy as np
 
 from semloc_ros import __version__ as SEMLOC_VERSION  # noqa: N812
-from semloc_ros.core.checks import is_finite_real
 from semloc_ros.core.files import atomic_write
 from semloc_ros.core.geodesy import GeoError, LocalENU, validate_lat_lon
 from semloc_ros.core.views import SINGLE_VIEW, check_views, views_from_ids
@@ -177,6 +176,11 @@ def _make_index(index_type: str, dimension: int, count: int = 0) -> faiss.Index:
 def _all_finite(array: np.ndarray) -> bool:
     """``np.all(np.isfinite(array))`` in row chunks (no full-size temporary)."""
     return all(bool(np.all(np.isfinite(array[i : i + _CHUNK_ROWS]))) for i in range(0, len(array), _CHUNK_ROWS))
+
+
+def _is_number(value: Any) -> bool:
+    """An int or float (not a bool, not a string that would convert)."""
+    return not isinstance(value, bool) and isinstance(value, int | float | np.integer | np.floating)
 
 
 def _positive_int(value: Any, what: str) -> int:
@@ -788,7 +792,7 @@ def _stored_views(header: dict[str, Any], image_ids: np.ndarray, source: Path) -
         return views_from_ids(image_ids.tolist())
     views = header["views"]
     try:
-        if not isinstance(views, list) or not all(is_finite_real(v) for v in views):
+        if not isinstance(views, list) or not all(_is_number(v) for v in views):
             raise ValueError("not a list of numbers")
         return check_views(views)
     except ValueError as error:

@@ -8,7 +8,7 @@ From that one description come
    its own fields with the prefix ``<field>_`` (``LocalizerConfig.filter.temperature`` is the parameter
    ``filter_temperature``), so the nodes declare ROS parameters from the dataclass and a parameter file maps back
    onto it (:func:`from_flat`, :func:`to_flat`, :func:`replace_flat`);
-3. the parameter table of the README (``scripts/parameter_table.py``, through the nodes' declarations).
+3. the parameter page docs/parameters.md (``scripts/parameter_table.py``, through the nodes' declarations).
 """
 
 from __future__ import annotations
