@@ -91,9 +91,7 @@ EXEMPT_FUNCTIONS = {"build_parser"}  # argparse builders: one statement per opti
 # each entry holds the size it may not grow beyond. Remove an entry once its module or function fits.
 OVERSIZED = {
     "core/database.py": 862,
-    "io/datasets.py": 620,
-    "commands/evaluate.py": 695,
-    "commands/evaluate.py:main": 308,
+    "io/datasets.py": 613,
     "commands/train.py:main": 98,
     "training/descriptor.py:train_descriptor": 127,
 }

@@ -228,7 +228,6 @@ def _route_database_and_drives():
 
 
 def test_calibration_of_a_method_on_held_out_drives(tmp_path):
-    from semloc_ros.commands.evaluate import format_localization_table, format_rejection_table
     from semloc_ros.core.localizer import LocalizerConfig
     from semloc_ros.evaluation.calibration import (
         calibrate_method,
@@ -238,6 +237,7 @@ def test_calibration_of_a_method_on_held_out_drives(tmp_path):
     )
     from semloc_ros.evaluation.loop import evaluate_query_descriptors
     from semloc_ros.evaluation.plots import plot_rejection_curves
+    from semloc_ros.evaluation.report import format_localization_table, format_rejection_table
 
     database, (calibration, calibration_d), (report, report_d), (other_map, other_d) = _route_database_and_drives()
     config = LocalizerConfig().with_parameters(sequence_filter=True, filter_temperature=0.02)

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from semloc_ros.commands.evaluate import format_table
 from semloc_ros.core.database import GeoDatabase, PlaceRecord
 from semloc_ros.core.files import jsonable
 from semloc_ros.core.geodesy import LocalENU, geodesic_distance_m
@@ -24,6 +23,7 @@ from semloc_ros.evaluation.metrics import (
     recall_report,
     top1_recall_at_distances,
 )
+from semloc_ros.evaluation.report import format_table
 from semloc_ros.io.datasets import Drive, Frame
 
 torch.set_num_threads(1)
@@ -414,3 +414,48 @@ def test_evaluate_runs_the_shipped_configuration_unless_told_otherwise(tmp_path,
         assert evaluate.main([*out, *bad]) == 2
         error = capsys.readouterr().err
         assert reason in error and "Traceback" not in error, error
+
+
+def test_the_evaluation_runs_as_a_library_call(tmp_path, monkeypatch) -> None:
+    """evaluation.run does the work of ``semloc evaluate``: results in memory, written only when asked, one-line
+    errors for requests the dataset cannot answer, and a cached map reused only with the same views."""
+    from dataclasses import replace
+
+    from semloc_ros.evaluation.run import (
+        EvaluationError,
+        EvaluationOptions,
+        cached_database,
+        run_evaluation,
+        write_results,
+    )
+    from semloc_ros.models import pipeline
+    from semloc_ros.models.pipeline import Pipeline
+
+    monkeypatch.setattr(pipeline, "WEIGHTS_DIR", tmp_path / "no-weights")
+    write_tiny_dataset(tmp_path / "data")
+    options = EvaluationOptions(dataset=tmp_path / "data", out=tmp_path / "ev", methods=("label-histogram",),
+                                oracle=True, threshold_m=4.0, untrained_ok=True, progress=False,
+                                segmentation_stride=0)
+    config = LocalizerConfig().with_parameters(rerank_top_k=0)
+    logged: list[str] = []
+    with pytest.warns(UserWarning, match="UNTRAINED"):
+        evaluation = run_evaluation(options, config, logged.append)
+    assert [r["method"] for r in evaluation.results] == ["label-histogram", "label-histogram-oracle"]
+    assert evaluation.results[1]["recall_at_n_all_queries"]["1"] == 100.0
+    assert evaluation.summary["localizer"] == config.parameters() and evaluation.drives.calibration_query is None
+    assert not (options.out / "results.json").exists()
+    assert json.loads(write_results(evaluation, options.out).read_text())["n_database"] == 6
+
+    for change, reason in (({"queries": ("nope",)}, "unknown query drive"),
+                           ({"calibration_query": "db"}, "is not a query drive"),
+                           ({"rejection_queries": ("q",)}, "on the database map"),
+                           ({"segmentation_drives": ("nope",)}, "cannot read segmentation drive nope")):
+        with pytest.raises(EvaluationError, match=reason):
+            run_evaluation(replace(options, **change), config, logged.append)
+
+    cached = sorted((options.out / "cache").glob("label-histogram-oracle_*.semdb"))[0]
+    with pytest.warns(UserWarning, match="UNTRAINED"):
+        histogram = Pipeline.from_method("label-histogram", untrained_ok=True)
+    drive = evaluation.drives.database
+    assert cached_database(cached, histogram, drive, (0.0,), needs_thumbnails=False) is not None
+    assert cached_database(cached, histogram, drive, (0.0, 0.1), needs_thumbnails=False) is None  # other views

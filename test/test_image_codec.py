@@ -357,3 +357,20 @@ def test_decompression_respects_the_pixel_limit():
     data = encode_compressed(smooth_bgr(), "bgr8", "png")
     with pytest.raises(ImageEncodingError, match="exceeds the limit"):
         decode_compressed("png", data, max_pixels=100)
+
+
+def test_any_image_message_decodes_through_one_helper():
+    """ROS messages (array.array data), rosbags messages (numpy data) and ImageFields decode alike."""
+    import array
+    from types import SimpleNamespace
+
+    from semloc_ros.core.image_codec import image_message_to_array
+
+    rgb = random_image("rgb8", 3, 4)
+    fields = array_to_image_fields(rgb, "rgb8")
+    ros_like = SimpleNamespace(**{**vars(fields), "data": array.array("B", fields.data)})
+    bag_like = SimpleNamespace(**{**vars(fields), "data": np.frombuffer(fields.data, np.uint8)})
+    for message in (fields, ros_like, bag_like):
+        np.testing.assert_array_equal(image_message_to_array(message), rgb)
+    with pytest.raises(ImageEncodingError, match="pixels"):
+        image_message_to_array(fields, max_pixels=4)

@@ -139,15 +139,21 @@ class ImageFields:
 
     def to_array(self, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
         """Decode these fields with :func:`image_fields_to_array`."""
-        return image_fields_to_array(
-            height=self.height,
-            width=self.width,
-            encoding=self.encoding,
-            is_bigendian=self.is_bigendian,
-            step=self.step,
-            data=self.data,
-            max_pixels=max_pixels,
-        )
+        return image_message_to_array(self, max_pixels)
+
+
+def image_message_to_array(message, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """:func:`image_fields_to_array` of anything with the fields of a ``sensor_msgs/Image`` (a ROS message, a
+    rosbags message, :class:`ImageFields`)."""
+    return image_fields_to_array(
+        height=message.height,
+        width=message.width,
+        encoding=message.encoding,
+        is_bigendian=message.is_bigendian,
+        step=message.step,
+        data=message.data,
+        max_pixels=max_pixels,
+    )
 
 
 def check_array_encoding(array: np.ndarray, encoding: str) -> tuple[np.dtype, int]:

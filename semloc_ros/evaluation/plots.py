@@ -249,3 +249,25 @@ def plot_rejection_curves(calibrations: dict[str, dict[str, Any]], path: str | o
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6, loc="lower left")
     return _save(fig, path)
+
+
+def plot_evaluation(results: Sequence[dict[str, Any]], database_lat: np.ndarray, database_lon: np.ndarray,
+                    out: str | os.PathLike, route_maps: bool = True,
+                    calibrations: dict[str, dict[str, Any]] | None = None) -> None:
+    """The figures of a ``semloc evaluate`` run in ``out``: Top-1 Recall@D, Recall@N (all queries and queries
+    with a positive), a route map per method and query drive (also through the sequence filter) and, with
+    ``calibrations``, the rejection curves."""
+    out = Path(out)
+    plot_top1_recall_at_distances(results, out / "top1_recall_at_distance.png")
+    plot_recall_at_n(results, out / "recall_at_n.png")
+    plot_recall_at_n(results, out / "recall_at_n_queries_with_positive.png", key="recall_at_n_queries_with_positive",
+                     title="Recall@N (queries with a positive)")
+    for r in results if route_maps else []:
+        plot_route_map(r, database_lat, database_lon, out / "routes" / f"route_{r['method']}_{r['query_drive']}.png")
+        if "filtered" in r:
+            filtered = {**r, "method": f"{r['method']}+filter",
+                        "per_query": {**r["per_query"], **r["filtered"]["per_query"]}}
+            plot_route_map(filtered, database_lat, database_lon,
+                           out / "routes" / f"route_{r['method']}+filter_{r['query_drive']}.png")
+    if calibrations:
+        plot_rejection_curves(calibrations, out / "rejection_curves.png")

@@ -415,20 +415,13 @@ def load_vpr_filenames(folder: str | Path, utm_zone: int | None = None, north: b
 
 
 def _decode_image_msg(msg, msgtype: str) -> np.ndarray:
-    from semloc_ros.core.image_codec import decode_compressed, image_fields_to_array, to_rgb8
+    from semloc_ros.core.image_codec import decode_compressed, image_message_to_array, to_rgb8
 
     if msgtype.endswith("CompressedImage"):
         array, encoding = decode_compressed(msg.format, bytes(msg.data))
     else:
         encoding = msg.encoding
-        array = image_fields_to_array(
-            height=msg.height,
-            width=msg.width,
-            encoding=msg.encoding,
-            is_bigendian=msg.is_bigendian,
-            step=msg.step,
-            data=bytes(msg.data),
-        )
+        array = image_message_to_array(msg)
     return to_rgb8(array, encoding)
 
 

@@ -22,7 +22,7 @@ from semloc_ros.core.image_codec import (
     compressed_format_string,
     decode_compressed,
     encode_compressed,
-    image_fields_to_array,
+    image_message_to_array,
 )
 
 _NS_PER_S = 1_000_000_000
@@ -36,15 +36,7 @@ def _as_byte_array(data: bytes) -> pyarray.array:
 
 def imgmsg_to_array(msg: Image, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Decode a ``sensor_msgs/Image`` into an owned HxW or HxWxC array (cv_bridge ``imgmsg_to_cv2``)."""
-    return image_fields_to_array(
-        height=msg.height,
-        width=msg.width,
-        encoding=msg.encoding,
-        is_bigendian=msg.is_bigendian,
-        step=msg.step,
-        data=msg.data,
-        max_pixels=max_pixels,
-    )
+    return image_message_to_array(msg, max_pixels)
 
 
 def imgmsg_to_labels(msg: Image, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:

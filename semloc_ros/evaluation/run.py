@@ -1,0 +1,330 @@
+"""One ``semloc evaluate`` run: drives, databases (cached), metrics, calibration and the results.json summary.
+
+1. Drives: the dataset's database and query drives, narrowed by the protocol (traffic queries), the query
+   selection and stride; the other maps' drives joined into the database (confusers protocol); the rejection
+   drives (other maps) and the extra segmentation drives (:func:`prepare_drives`).
+2. Configuration: with a calibration drive the covariance model is fitted, so the run starts from the
+   uncalibrated covariances (:func:`uncalibrated`).
+3. Per variant (method x segmenter x masking x label source,
+   :func:`semloc_ros.evaluation.protocols.protocol_variants`): the pipeline, the database (from the cache when it
+   was built by the same pipeline with the same views and holds the thumbnails re-ranking needs,
+   :func:`cached_database`), the metrics of every query drive, then the rejection thresholds and covariance model
+   fitted on the calibration drive (:func:`evaluate_variant`).
+4. The segmenters scored on the segmentation drives; the summary (:func:`run_evaluation`), written as
+   results.json by :func:`write_results`.
+
+Every problem with the request is an :class:`EvaluationError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from semloc_ros.core.database import DatabaseError, GeoDatabase
+from semloc_ros.core.files import write_json_atomic
+from semloc_ros.core.localizer import LocalizerConfig
+from semloc_ros.core.views import SINGLE_VIEW
+from semloc_ros.evaluation.calibration import calibrate_method, evaluate_rejection_drives
+from semloc_ros.evaluation.loop import cache_name, evaluate_method, evaluate_segmentation
+from semloc_ros.evaluation.metrics import (
+    DEFAULT_NEGATIVE_MIN_ROUTE_M,
+    DEFAULT_TARGET_PRECISION,
+    DEFAULT_THRESHOLD_M,
+    method_label,
+)
+from semloc_ros.evaluation.protocols import (
+    CONFUSER_SPACING_M,
+    PROTOCOLS,
+    Protocol,
+    Variant,
+    confuser_database,
+    find_confuser_drives,
+    has_traffic,
+    protocol_variants,
+)
+from semloc_ros.io.datasets import DatasetError, Drive, load_semloc_sim_drive, load_semloc_sim_split
+from semloc_ros.mapping import build_database
+from semloc_ros.models import WeightsError, set_torch_threads
+from semloc_ros.models.pipeline import METHODS, Pipeline
+
+Log = Callable[[str], None]
+
+
+class EvaluationError(ValueError):
+    """A request that cannot be evaluated (one line: what and why)."""
+
+
+@dataclass(frozen=True)
+class EvaluationOptions:
+    """What to evaluate (the options of ``semloc evaluate``, :mod:`semloc_ros.commands.evaluate`)."""
+
+    dataset: Path
+    out: Path
+    protocol: str = "standard"
+    methods: Sequence[str] = METHODS
+    segmenters: Sequence[Path] | None = None
+    confuser_datasets: Sequence[Path] = ()
+    oracle: bool = False
+    threshold_m: float = DEFAULT_THRESHOLD_M
+    cache_dir: Path | None = None  # None: out/cache
+    use_cache: bool = True
+    queries: Sequence[str] | None = None  # None: every query drive
+    query_stride: int = 1
+    threads: int = 1
+    device: str = "auto"
+    batch_size: int = 16
+    untrained_ok: bool = False
+    rejection_queries: Sequence[str] = ()
+    negative_min_route_m: float = DEFAULT_NEGATIVE_MIN_ROUTE_M
+    calibration_query: str | None = None
+    target_precision: float = DEFAULT_TARGET_PRECISION
+    segmentation_stride: int = 5
+    segmentation_drives: Sequence[str] = ()
+    database_views: Sequence[float] = SINGLE_VIEW
+    preset: str | None = None
+    progress: bool = True
+
+
+@dataclass
+class Drives:
+    """The drives of one run (step 1)."""
+
+    database: Drive
+    queries: list[Drive]
+    confusers: list[Drive] = field(default_factory=list)
+    rejection: list[Drive] = field(default_factory=list)
+    segmentation: list[Drive] = field(default_factory=list)
+    calibration_query: str | None = None
+    n_true_database: int = 0  # places of the dataset's own database drive (without confusers)
+
+
+@dataclass
+class Evaluation:
+    """The outcome of :func:`run_evaluation`."""
+
+    summary: dict[str, Any]  # results.json
+    drives: Drives
+    results: list[dict[str, Any]]
+    calibrations: dict[str, dict[str, Any]]
+    segmentation: dict[str, dict[str, Any]]
+    elapsed_s: float
+
+
+def _load_drive(options: EvaluationOptions, name: str, role: str) -> Drive:
+    try:
+        return load_semloc_sim_drive(options.dataset, name)
+    except (DatasetError, OSError) as error:
+        raise EvaluationError(f"cannot read {role} {name}: {error}") from error
+
+
+def _query_drives(options: EvaluationOptions, protocol: Protocol, queries: list[Drive]) -> list[Drive]:
+    if options.queries:
+        unknown = sorted(set(options.queries) - {d.name for d in queries})
+        if unknown:
+            raise EvaluationError(f"unknown query drive(s) {unknown}")
+        queries = [d for d in queries if d.name in options.queries]
+    if protocol.traffic_queries_only:
+        queries = [d for d in queries if has_traffic(d)]
+        if not queries:
+            raise EvaluationError(f"protocol {protocol.name}: no query drive has traffic")
+    if protocol.per_segmenter and not options.segmenters:
+        raise EvaluationError(f"protocol {protocol.name} needs --segmenters FILE...")
+    return [d.subset(slice(None, None, options.query_stride)) for d in queries]
+
+
+def _rejection_drives(options: EvaluationOptions, drives: Drives) -> list[Drive]:
+    database_seeds = {d.metadata.get("seed") for d in [drives.database, *drives.confusers]}
+    taken = {drives.database.name, *(d.name for d in drives.queries)}
+    rejection = []
+    for name in options.rejection_queries:
+        drive = _load_drive(options, name, "rejection drive")
+        same_map = "seed" in drive.metadata and drive.metadata.get("seed") in database_seeds
+        if name in taken or same_map:
+            raise EvaluationError(f"rejection drive {name} is on the database map, not out-of-database")
+        rejection.append(drive.subset(slice(None, None, options.query_stride)))
+    return rejection
+
+
+def prepare_drives(options: EvaluationOptions, sequence_filter: bool, log: Log = print) -> Drives:
+    """The drives of the run (step 1); EvaluationError when the request does not fit the dataset."""
+    protocol = PROTOCOLS[options.protocol]
+    try:
+        database, queries = load_semloc_sim_split(options.dataset)
+    except (DatasetError, OSError, KeyError) as error:
+        raise EvaluationError(f"cannot read dataset {options.dataset}: {error}") from error
+    queries = _query_drives(options, protocol, queries)
+    database = database.drop_invalid_gps()
+    drives = Drives(database, queries, n_true_database=len(database))
+    drives.segmentation = [database, *queries]
+    drives.segmentation += [_load_drive(options, name, "segmentation drive") for name in options.segmentation_drives]
+    if protocol.confusers:
+        drives.confusers = find_confuser_drives([options.dataset, *options.confuser_datasets], database)
+        if not drives.confusers:
+            raise EvaluationError("protocol confusers: no drive of another map in the database's condition "
+                                  f"({database.condition}) found")
+        drives.database = confuser_database(database, [d.drop_invalid_gps() for d in drives.confusers])
+        log(f"confusers: {drives.database.name}, {len(drives.database)} places: "
+            f"{', '.join(f'{d.name} ({len(d)})' for d in drives.confusers)} at {CONFUSER_SPACING_M:g} m offsets")
+    drives.rejection = _rejection_drives(options, drives)
+    calibration = options.calibration_query
+    if (drives.rejection or sequence_filter) and calibration is None:
+        names = [d.name for d in queries]
+        calibration = "eval_day_l1" if "eval_day_l1" in names else names[0]
+    if calibration is not None and calibration not in {d.name for d in queries}:
+        raise EvaluationError(f"--calibration-query {calibration} is not a query drive")
+    drives.calibration_query = calibration
+    labelled = drives.database.has_labels and all(d.has_labels for d in queries)
+    if (options.oracle or protocol.oracle) and not labelled:
+        raise EvaluationError("--oracle needs ground-truth labels for every frame")
+    return drives
+
+
+def uncalibrated(config: LocalizerConfig, calibration_query: str | None, log: Log = print) -> LocalizerConfig:
+    """The configuration the run uses (step 2): with a calibration drive the covariance model is fitted, so the
+    run reports the localizer's own covariances (``covariance_scale`` 1, ``position_sigma_extra_m`` 0)."""
+    if calibration_query is None or (config.covariance_scale, config.position_sigma_extra_m) == (1.0, 0.0):
+        return config
+    log(f"covariance model fitted on {calibration_query}: the run uses the uncalibrated covariances "
+        "(covariance_scale 1, position_sigma_extra_m 0)")
+    return config.with_parameters(covariance_scale=1.0, position_sigma_extra_m=0.0)
+
+
+def cached_database(path: Path, pipeline: Pipeline, drive: Drive, views: tuple[float, ...],
+                    needs_thumbnails: bool, log: Log = print) -> GeoDatabase | None:
+    """The database cached at ``path`` if it is the one this run would build (step 3), else None."""
+    if not path.is_file():
+        return None
+    try:
+        database = GeoDatabase.load(path, expected_model_id=pipeline.model_id)
+    except DatabaseError as error:
+        log(f"ignoring cache {path}: {error}")
+        return None
+    if database.views != views or len(database) != len(drive) * len(views):
+        return None
+    if needs_thumbnails and database.thumbnails is None:
+        return None  # cached before label thumbnails were stored
+    return database
+
+
+def variant_database(options: EvaluationOptions, variant: Variant, pipeline: Pipeline, drive: Drive,
+                     config: LocalizerConfig, log: Log = print) -> GeoDatabase:
+    """The database of one variant: from the cache, else built (and cached)."""
+    views = tuple(options.database_views)
+    path = (options.cache_dir or options.out / "cache") / cache_name(variant.name, variant.oracle, drive, pipeline,
+                                                                     views)
+    label = method_label(variant.name, variant.oracle)
+    needs_thumbnails = config.rerank.enabled and pipeline.needs_labels
+    database = None
+    if options.use_cache:
+        database = cached_database(path, pipeline, drive, views, needs_thumbnails, lambda line: log(f"{label}: {line}"))
+    if database is not None:
+        log(f"{label}: database from cache {path}")
+        return database
+    database = build_database(pipeline, drive, oracle=variant.oracle, batch_size=options.batch_size,
+                              progress=options.progress, views=views)
+    if options.use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        database.save(path)
+    return database
+
+
+def variant_pipeline(options: EvaluationOptions, variant: Variant) -> Pipeline:
+    try:
+        return Pipeline.from_method(variant.method, device=options.device, untrained_ok=options.untrained_ok,
+                                    segmenter_file=variant.segmenter, mask_dynamic=variant.mask_dynamic)
+    except (OSError, WeightsError) as error:
+        raise EvaluationError(f"{variant.name}: {error}") from error
+
+
+def evaluate_variant(options: EvaluationOptions, variant: Variant, pipeline: Pipeline, drives: Drives,
+                     config: LocalizerConfig, log: Log = print) -> tuple[dict[str, dict[str, Any]], dict | None]:
+    """Results per query drive of one variant and, with a calibration drive, its calibration (step 3)."""
+    database = variant_database(options, variant, pipeline, drives.database, config, log)
+    per_drive = evaluate_method(pipeline, drives.database, drives.queries, method=variant.name,
+                                oracle=variant.oracle, threshold_m=options.threshold_m, database=database,
+                                localizer_config=config, batch_size=options.batch_size, progress=options.progress,
+                                fit_filter_on=drives.calibration_query)
+    if drives.calibration_query is None:
+        return per_drive, None
+    fitted = config
+    if config.sequence_filter:
+        filtered = per_drive[drives.calibration_query]["filtered"]
+        fitted = config.with_parameters(filter_temperature=filtered["filter_temperature"],
+                                        filter_kidnap_probability=filtered["filter_kidnap_probability"])
+    negatives = evaluate_rejection_drives(pipeline, database, drives.rejection, oracle=variant.oracle,
+                                          localizer_config=fitted, min_route_m=options.negative_min_route_m,
+                                          batch_size=options.batch_size, progress=options.progress)
+    calibration = calibrate_method(list(per_drive.values()), negatives, drives.calibration_query,
+                                   options.target_precision)
+    return per_drive, calibration
+
+
+def run_evaluation(options: EvaluationOptions, config: LocalizerConfig, log: Log = print) -> Evaluation:
+    """Evaluate every variant of the protocol (steps 1-4); EvaluationError (one line) for a bad request."""
+    protocol = PROTOCOLS[options.protocol]
+    drives = prepare_drives(options, config.sequence_filter, log)
+    set_torch_threads(options.threads)
+    config = uncalibrated(config, drives.calibration_query, log)
+    results: list[dict[str, Any]] = []
+    calibrations: dict[str, dict[str, Any]] = {}
+    segmenters: dict[str, Any] = {}  # row-name suffix -> segmenter, for the segmentation tables
+    start = time.perf_counter()
+    oracle = options.oracle or protocol.oracle
+    for variant in protocol_variants(list(options.methods), options.segmenters, protocol.mask_variants, oracle):
+        pipeline = variant_pipeline(options, variant)
+        if pipeline.segmenter is not None and not variant.oracle:
+            segmenters.setdefault(variant.segmenter_name, pipeline.segmenter)
+        per_drive, calibration = evaluate_variant(options, variant, pipeline, drives, config, log)
+        results.extend(per_drive.values())
+        if calibration is not None:
+            calibrations[method_label(variant.name, variant.oracle)] = calibration
+    segmentation = {}
+    if options.segmentation_stride > 0:
+        for name, segmenter in segmenters.items():
+            scores = evaluate_segmentation(segmenter, drives.segmentation, options.segmentation_stride,
+                                           options.batch_size, progress=options.progress)
+            segmentation[name] = {"segmenter": segmenter.model_id, "drives": scores}
+    summary = results_summary(options, protocol, drives, config, results, calibrations, segmentation)
+    return Evaluation(summary, drives, results, calibrations, segmentation, time.perf_counter() - start)
+
+
+def results_summary(options: EvaluationOptions, protocol: Protocol, drives: Drives, config: LocalizerConfig,
+                    results: list[dict[str, Any]], calibrations: dict[str, dict[str, Any]],
+                    segmentation: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The content of results.json (step 4)."""
+    summary = {
+        "dataset": str(options.dataset),
+        "protocol": {"name": protocol.name, "description": protocol.description},
+        "database_drive": drives.database.name,
+        "n_database": len(drives.database),
+        "threshold_m": options.threshold_m,
+        "query_stride": options.query_stride,
+        "database_views": list(options.database_views),
+        "preset": options.preset,
+        "localizer": config.parameters(),
+        "oracle_note": "methods named '<method>-oracle' use ground-truth labels instead of the segmenter",
+        "recall_note": "percent; 'all_queries' counts queries without a positive as failures, "
+        "'queries_with_positive' leaves them out",
+        "localization_note": "localization_recall_at_1: percent of all queries whose estimate is within "
+        "threshold_m (NO_MATCH = failure); 'filtered' holds the same through the sequence filter",
+        "results": results,
+    }
+    if drives.confusers:
+        summary["confusers"] = {"drives": [d.name for d in drives.confusers], "spacing_m": CONFUSER_SPACING_M,
+                                "n_true_database": drives.n_true_database}
+    if calibrations:
+        summary["calibration"] = calibrations
+    if segmentation:
+        summary["segmentation"] = segmentation  # segmenter name ('' = shipped) -> scores per drive
+    return summary
+
+
+def write_results(evaluation: Evaluation, out: Path) -> Path:
+    """results.json in ``out`` (strict JSON, written atomically)."""
+    path = out / "results.json"
+    write_json_atomic(evaluation.summary, path)
+    return path
