@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every results table of the README: the named presets of `semloc evaluate --preset` on semloc-sim-v1 (protocol,
+# Every results table of docs/results.md: the named presets of `semloc evaluate --preset` on semloc-sim-v1 (protocol,
 # methods, views, localizer parameters: semloc_ros/evaluation/protocols.py), each with the label-histogram and
 # RGB baselines beside the semantic descriptor. Writes docs/results/<preset>/ (results.json, tables.txt, plots).
 #
@@ -8,7 +8,7 @@
 # DAY_ONLY_DIR (default /tmp/semloc_day_only) holds the segmenters of scripts/train_day_only.sh; without them the
 # day-only preset is skipped. Environment: PROTOCOLS (presets to run: "standard confusers dynamic views rerank
 # views-rerank confusers-views-rerank day-only"), SEMLOC_THREADS (2), SEMLOC_CACHE (/tmp/semloc_eval_cache: database cache shared by the runs),
-# SEMLOC_RESULTS (docs/results).
+# SEMLOC_RESULTS (docs/results; then docs/results.md and the README summary are regenerated).
 # About 35 minutes on 2 cores once the databases are cached (SEMLOC_CACHE); the re-ranking runs 6, 10 and 5 of them.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -44,4 +44,7 @@ if ((${#segmenters[@]})); then
     run day-only "$results/day-only" --segmenters "${segmenters[@]}" "$root/semloc_ros/data/models/segmenter.pt"
 else
     echo "day-only: no segmenters in $day_only (scripts/train_day_only.sh makes them); skipped"
+fi
+if [[ $results == "$root/docs/results" ]]; then
+    python "$root/scripts/results_tables.py" --write  # docs/results.md and the README summary from the new JSON
 fi

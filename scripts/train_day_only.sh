@@ -11,7 +11,7 @@
 #
 #   scripts/train_day_only.sh [OUT_DIR] [DATASET_ROOT]        (default /tmp/semloc_day_only; ~45 min on 2 cores)
 #
-# Then: semloc evaluate --protocol day-only --segmenters OUT_DIR/day-*.pt ...  (README, "Day-only segmentation")
+# Then: semloc evaluate --preset day-only --segmenters OUT_DIR/day-*.pt ...  (docs/results.md, "Day-only segmentation")
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=${1:-/tmp/semloc_day_only}
