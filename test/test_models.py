@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from semloc_ros.models import (
     set_torch_threads,
 )
 from semloc_ros.models.descriptor import SemanticAlexNet, dynamic_class_ids
+from semloc_ros.models.loading import load_segmenter
 from semloc_ros.models.pipeline import Pipeline
 from semloc_ros.models.weights import FORMAT, make_model_id
 
@@ -166,12 +168,66 @@ def _save_descriptor(tmp_path: Path) -> Path:
 def test_torchscript_round_trip(seg, tmp_path):
     path = tmp_path / "seg.ts"
     seg.export_torchscript(path)
-    loaded = Segmenter.from_file(path, device="cpu")
+    loaded = Segmenter.from_file(path, device="cpu", trust_model_code=True)
     assert loaded.model_id == seg.model_id and loaded.input_size == SMALL
     rgbs = _rgbs(2)
     np.testing.assert_array_equal(loaded.predict_batch(rgbs), seg.predict_batch(rgbs))
     with pytest.raises(WeightsError, match="TorchScript"):
         load_checkpoint(path)
+
+
+class _FileCreatingModule(torch.nn.Module):
+    """A 'segmenter' whose TorchScript code creates a file on its first frame (aten::from_file, shared)."""
+
+    def __init__(self, marker: str):
+        super().__init__()
+        self.marker = marker
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        written = torch.from_file(self.marker, shared=True, size=1)
+        return torch.zeros(x.shape[0], 18, x.shape[2], x.shape[3]) + written.sum() * 0
+
+
+def test_torchscript_is_a_program_and_loads_only_when_trusted(seg, tmp_path):
+    marker = tmp_path / "written-by-the-model"
+    evil = tmp_path / "evil.pt"  # any name: the archive's content decides
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(_FileCreatingModule(str(marker))), str(evil))
+    with pytest.raises(WeightsError, match=r"TorchScript program.*--trust-model-code"):
+        Segmenter.from_file(evil, device="cpu")
+    with pytest.raises(WeightsError, match="trust_model_code"):
+        load_segmenter(str(evil), device="cpu")
+    assert not marker.exists()
+    seg.save(tmp_path / "weights.pt")  # weights are data: no trust needed
+    assert Segmenter.from_file(tmp_path / "weights.pt", device="cpu").model_id == seg.model_id
+    trusted = load_segmenter(str(evil), device="cpu", trust_model_code=True)
+    trusted.predict(_rgbs(1)[0])
+    assert marker.exists()  # sanity: the file really is a program
+
+
+def _onnx_with_operator(path: Path, domain: str) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Relu" if not domain else "Exfiltrate", ["image"], ["logits"], domain=domain)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 8, 8])])
+    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    onnx.save(helper.make_model(graph, opset_imports=opsets), str(path))
+    return path
+
+
+def test_onnx_with_custom_operators_needs_trust(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    standard = _onnx_with_operator(tmp_path / "standard.onnx", "")
+    assert Segmenter.from_file(standard, device="cpu").model_id.startswith("onnx@")
+    custom = _onnx_with_operator(tmp_path / "custom.onnx", "com.example.ops")
+    with pytest.raises(WeightsError, match=r"custom ONNX operators.*com\.example\.ops.*--trust-model-code"):
+        Segmenter.from_file(custom, device="cpu")
+    with pytest.raises(WeightsError, match="cannot load ONNX model"):  # trusted, but nothing implements it here
+        Segmenter.from_file(custom, device="cpu", trust_model_code=True)
 
 
 def test_label_mapping_applied(seg, tmp_path):

@@ -69,3 +69,10 @@ def node_parameters(params_file: Path | None, node: str) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ValueError(f"parameter file {path} has no {node}: ros__parameters: section")
     return values
+
+
+def add_trust_model_code_argument(parser: argparse.ArgumentParser) -> None:
+    """``--trust-model-code``: allow model files that are programs (TorchScript, ONNX with custom operators)."""
+    parser.add_argument("--trust-model-code", action="store_true",
+                        help="allow segmenter files that are programs (TorchScript, ONNX with custom operators): "
+                        "their code runs with your rights; only for files you trust")

@@ -36,7 +36,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from semloc_ros.commands.common import DEFAULT_THREADS, add_parameter_arguments, add_views_argument, node_parameters
+from semloc_ros.commands.common import (
+    DEFAULT_THREADS,
+    add_parameter_arguments,
+    add_trust_model_code_argument,
+    add_views_argument,
+    node_parameters,
+)
 from semloc_ros.evaluation.metrics import (
     DEFAULT_NEGATIVE_MIN_ROUTE_M,
     DEFAULT_TARGET_PRECISION,
@@ -87,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="segmenter weights for the label methods instead of the shipped one, one row set each (day-only)",
     )
+    add_trust_model_code_argument(parser)
     parser.add_argument(
         "--confuser-datasets",
         nargs="+",
@@ -222,6 +229,7 @@ def evaluation_options(args: argparse.Namespace) -> EvaluationOptions:
         calibration_query=args.calibration_query, target_precision=args.target_precision,
         segmentation_stride=args.segmentation_stride, segmentation_drives=args.segmentation_drives,
         database_views=tuple(args.database_views), preset=args.preset, progress=not args.quiet,
+        trust_model_code=args.trust_model_code,
     )
 
 

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from semloc_ros.commands.common import add_trust_model_code_argument
+
 DEFAULT_MINUTES = {"segmenter": 20.0, "semantic": 12.0, "rgb": 12.0}
 DEFAULT_FILES = {"segmenter": "segmenter.pt", "semantic": "descriptor_semantic.pt", "rgb": "descriptor_rgb.pt"}
 
@@ -82,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="semantic: segmenter weights whose predictions are mixed into the input ('default' = shipped, "
         "'none' = ground truth + synthetic noise only)",
     )
+    add_trust_model_code_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars (periodic log lines instead)")
     return parser
 
@@ -130,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                 teacher_file = args.teacher or args.init
                 if teacher_file is None:
                     raise ValueError("--pseudo-drives needs --teacher or --init")
-                teacher = Segmenter.from_file(teacher_file, device=args.device)
+                teacher = Segmenter.from_file(teacher_file, device=args.device,
+                                              trust_model_code=args.trust_model_code)
                 unlabeled = load_train_drives(
                     args.dataset, args.pseudo_drives, cfg.input_size, None, labels=False, progress=progress
                 )
@@ -165,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                 segmenter = (
                     Segmenter.default(device=args.device)
                     if args.segmenter == "default"
-                    else Segmenter.from_file(args.segmenter, device=args.device)
+                    else Segmenter.from_file(args.segmenter, device=args.device,
+                                             trust_model_code=args.trust_model_code)
                 )
                 print(f"mixing in the predictions of segmenter {segmenter.model_id}", flush=True)
             if args.task == "semantic":

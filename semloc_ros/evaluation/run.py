@@ -87,6 +87,7 @@ class EvaluationOptions:
     database_views: Sequence[float] = SINGLE_VIEW
     preset: str | None = None
     progress: bool = True
+    trust_model_code: bool = False  # --segmenters may be programs (TorchScript): the user trusts them
 
 
 @dataclass
@@ -235,7 +236,8 @@ def variant_database(options: EvaluationOptions, variant: Variant, pipeline: Pip
 def variant_pipeline(options: EvaluationOptions, variant: Variant) -> Pipeline:
     try:
         return Pipeline.from_method(variant.method, device=options.device, untrained_ok=options.untrained_ok,
-                                    segmenter_file=variant.segmenter, mask_dynamic=variant.mask_dynamic)
+                                    segmenter_file=variant.segmenter, mask_dynamic=variant.mask_dynamic,
+                                    trust_model_code=options.trust_model_code)
     except (OSError, WeightsError) as error:
         raise EvaluationError(f"{variant.name}: {error}") from error
 

@@ -4,6 +4,8 @@ A model is named by one string:
 - ``default``: the weights shipped with the package (``semloc_ros/data/models``);
 - ``untrained:<arch>``: a randomly initialised network with a fixed seed (tests, smoke runs);
 - anything else: a path to a weights file (semloc checkpoint, TorchScript, ONNX, torchvision state dict).
+
+Files that are programs (TorchScript, ONNX with custom operators) load only with ``trust_model_code=True``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ UNTRAINED_PREFIX = "untrained:"
 
 
 def load_segmenter(spec: str, device: str = "auto", arch: str = "",
-                   label_mapping: str = "identity") -> Segmenter:
+                   label_mapping: str = "identity", trust_model_code: bool = False) -> Segmenter:
     """The segmenter named by ``spec`` (see module docstring)."""
     if spec == "default":
         return Segmenter.default(device=device)
@@ -25,7 +27,7 @@ def load_segmenter(spec: str, device: str = "auto", arch: str = "",
         return Segmenter.untrained(arch=spec.removeprefix(UNTRAINED_PREFIX), seed=0, device=device)
     mapping = None if label_mapping == "identity" else load_mapping(label_mapping)
     return Segmenter.from_file(Path(spec).expanduser(), device=device, arch=arch or None,
-                               label_mapping=mapping)
+                               label_mapping=mapping, trust_model_code=trust_model_code)
 
 
 def load_descriptor(spec: str, device: str = "auto", kind: str = "semantic") -> DescriptorExtractor:

@@ -103,12 +103,13 @@ class Pipeline:
         untrained_ok: bool = False,
         segmenter_file: str | os.PathLike | None = None,
         mask_dynamic: bool = False,
+        trust_model_code: bool = False,
     ) -> Pipeline:
         """The pipeline of a named method with the shipped weights ('semantic', 'rgb', 'hybrid', 'label-histogram').
 
         ``untrained_ok=True`` substitutes seeded untrained networks for missing weight files (with a warning).
         ``segmenter_file`` replaces the shipped segmenter; ``mask_dynamic`` makes the label descriptor ignore the
-        pixels of dynamic classes (vehicles, pedestrians).
+        pixels of dynamic classes (vehicles, pedestrians); ``trust_model_code`` lets it be a program (TorchScript).
         """
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
@@ -118,7 +119,7 @@ class Pipeline:
 
         def segmenter() -> Segmenter:
             if segmenter_file is not None:
-                return Segmenter.from_file(segmenter_file, device=device)
+                return Segmenter.from_file(segmenter_file, device=device, trust_model_code=trust_model_code)
             try:
                 return Segmenter.default(device=device, weights_dir=wdir)
             except WeightsError:

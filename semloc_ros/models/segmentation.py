@@ -5,6 +5,12 @@ Architectures (``SEGMENTATION_ARCHS``): torchvision's ``lraspp_mobilenet_v3_larg
 ``weights_backbone=None``), and ``deeplabv3plus_mobilenet``: a compact DeepLabV3+ (ASPP on the stride-16
 MobileNetV3 features, decoder fused with the stride-4 skip). ``Segmenter`` runs any of them, and also
 TorchScript and ONNX files, behind ``predict`` / ``predict_batch``.
+
+Model files that are programs load only with ``trust_model_code=True`` (the user said they trust the file): a
+TorchScript archive is code that runs in this process with its rights (``aten::from_file``, ``aten::save``, ...
+read and write any file), and an ONNX graph with operators outside the standard domains needs code from
+elsewhere to run. Weights (semloc checkpoints, state dicts read with ``weights_only``) and standard ONNX graphs
+are data and need no trust.
 """
 
 from __future__ import annotations
@@ -43,6 +49,10 @@ from semloc_ros.models.weights import (
 
 DEFAULT_SEGMENTER_FILE = "segmenter.pt"
 TORCHSCRIPT_META = "semloc_meta.json"
+# Operator domains onnxruntime implements itself; any other domain is a custom operator (code from elsewhere).
+STANDARD_ONNX_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training", "com.microsoft"})
+TRUST_HINT = ("load it only if you trust its author: pass --trust-model-code (command line) or set "
+              "trust_model_code:=true (segmentation_node)")
 
 
 class DeepLabV3PlusMobileNet(nn.Module):
@@ -191,15 +201,20 @@ class Segmenter:
         device: str | torch.device = "auto",
         arch: str | None = None,
         label_mapping: LabelMapping | None = None,
+        trust_model_code: bool = False,
     ) -> Segmenter:
         """Load a semloc checkpoint, a torchvision state dict (needs ``arch``), TorchScript or ONNX file.
 
-        ``label_mapping`` maps the model's output ids (e.g. Cityscapes-19) to ``SEMLOC_SIM`` ids.
+        ``label_mapping`` maps the model's output ids (e.g. Cityscapes-19) to ``SEMLOC_SIM`` ids. TorchScript
+        files and ONNX files with custom operators are programs: without ``trust_model_code`` they are refused
+        (``WeightsError``) before anything in them is read as code.
         """
         path = Path(path)
         if path.suffix.lower() == ".onnx":
-            return cls._from_onnx(path, device, label_mapping)
+            return cls._from_onnx(path, device, label_mapping, trust_model_code)
         if path.is_file() and is_torchscript_file(path):
+            if not trust_model_code:
+                raise WeightsError(f"{path} is a TorchScript program: loading it runs its code; {TRUST_HINT}")
             return cls._from_torchscript(path, device, label_mapping)
         blob = safe_load(path)
         if is_semloc_blob(blob):
@@ -266,7 +281,9 @@ class Segmenter:
         return cls(module, meta, device=device, label_mapping=mapping)
 
     @classmethod
-    def _from_onnx(cls, path: Path, device: str | torch.device, mapping: LabelMapping | None) -> Segmenter:
+    def _from_onnx(
+        cls, path: Path, device: str | torch.device, mapping: LabelMapping | None, trust_model_code: bool
+    ) -> Segmenter:
         try:
             import onnxruntime as ort  # optional dependency
         except ImportError as exc:
@@ -275,6 +292,10 @@ class Segmenter:
             ) from exc
         if not path.is_file():
             raise WeightsError(f"weights file not found: {path}")
+        custom = onnx_custom_domains(path)
+        if custom and not trust_model_code:
+            raise WeightsError(f"{path} uses custom ONNX operators (domains {', '.join(custom)}), which run code "
+                               f"from outside the file; {TRUST_HINT}")
         dev = resolve_device(device)
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if dev.type == "cuda" else None
         options = ort.SessionOptions()
@@ -388,6 +409,32 @@ class Segmenter:
 
     def __repr__(self) -> str:
         return f"Segmenter({self.model_id}, label_set={self.label_set}, device={self.device})"
+
+
+def onnx_custom_domains(path: Path) -> list[str]:
+    """Operator domains of an ONNX graph that are neither standard nor defined by the file's own functions.
+
+    Read with the ``onnx`` package (protobuf only, no external data, nothing executed); an unreadable file is
+    a ``WeightsError``.
+    """
+    try:
+        import onnx
+    except ImportError:  # without onnx the graph cannot be inspected: treat it as a program
+        return ["(unknown: the 'onnx' package is not installed)"]
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and friends
+        raise WeightsError(f"cannot load ONNX model {path}: {type(exc).__name__}: {exc}") from exc
+    local = {function.domain for function in model.functions}
+    graphs, domains = [model.graph], {entry.domain for entry in model.opset_import}
+    while graphs:  # nested graphs: If/Loop/Scan bodies
+        graph = graphs.pop()
+        for node in graph.node:
+            domains.add(node.domain)
+            for attribute in node.attribute:
+                graphs.extend([attribute.g] if attribute.HasField("g") else [])
+                graphs.extend(attribute.graphs)
+    return sorted(domains - STANDARD_ONNX_DOMAINS - local)
 
 
 def fold_batch_norms(module: nn.Module) -> nn.Module:

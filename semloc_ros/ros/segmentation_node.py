@@ -24,6 +24,8 @@ from semloc_ros.ros.stage_stats import SequenceMonitor, StageStats
 PARAMETERS = (
     ParameterSpec("model", "default", "segmenter: 'default' (shipped), 'untrained:<arch>' or a weights file",
                   read_only=True),
+    ParameterSpec("trust_model_code", False, "allow a model file that is a program (TorchScript, ONNX with custom "
+                  "operators): its code runs in this node; only for files you trust", read_only=True),
     ParameterSpec("model_arch", "", "architecture of a plain torchvision state-dict file", read_only=True),
     ParameterSpec("label_mapping", "identity",
                   "map the model's label ids to semloc's: identity, cityscapes19, camvid11 or a JSON file",
@@ -53,7 +55,8 @@ class SegmentationNode(Node):
         self.params = ValidatedParameters(self, PARAMETERS)
         set_torch_threads(self.params.get("threads"))
         self.segmenter = load_segmenter(self.params.get("model"), self.params.get("device"),
-                                        self.params.get("model_arch"), self.params.get("label_mapping"))
+                                        self.params.get("model_arch"), self.params.get("label_mapping"),
+                                        self.params.get("trust_model_code"))
         self.stats = StageStats()
         self.diagnostics = StageDiagnostics(self, self.stats)
         self.sequence = SequenceMonitor()
