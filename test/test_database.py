@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import itertools
 import json
 import math
+import tracemalloc
+import zipfile
 from pathlib import Path
 
 import faiss
@@ -463,6 +466,92 @@ def test_archive_without_header_or_with_bad_header(tmp_path):
         np.savez(stream, **arrays)
     with pytest.raises(DatabaseFormatError, match="JSON"):
         GeoDatabase.load(tmp_path / "b.semdb")
+
+
+# ------------------------------------------------------------------------------ declared before inflated
+def write_members(path: Path, members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> Path:
+    """A zip of raw ``.npy`` members, written as given (a crafted file)."""
+    with zipfile.ZipFile(path, "w", compression=compression) as archive:
+        for name, data in members.items():
+            archive.writestr(f"{name}.npy", data)
+    return path
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    stream = io.BytesIO()
+    np.save(stream, array, allow_pickle=False)
+    return stream.getvalue()
+
+
+def npy_header_only(shape: tuple[int, ...], dtype: str) -> bytes:
+    stream = io.BytesIO()
+    np.lib.format.write_array_header_1_0(stream, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return stream.getvalue()
+
+
+def valid_members(count: int = 3) -> dict[str, bytes]:
+    header, arrays = valid_contents(count)
+    arrays["header"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
+    return {name: npy_bytes(array) for name, array in arrays.items()}
+
+
+def test_a_compressed_bomb_is_refused_before_it_is_inflated(tmp_path):
+    members = valid_members()
+    header = json.loads(np.load(io.BytesIO(members["header"])).tobytes())
+    count = (64 << 20) // (4 * DIM)  # 64 MiB of descriptors that deflate to about 64 kB
+    header["count"] = count
+    members["header"] = npy_bytes(np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8))
+    members["descriptors"] = npy_bytes(np.zeros((count, DIM), dtype=np.float32))
+    for name in ("lat", "lon", "alt", "heading"):
+        members[name] = npy_bytes(np.zeros(count))
+    members["stamp_ns"] = npy_bytes(np.zeros(count, dtype=np.int64))
+    members["image_id"] = npy_bytes(np.full(count, "x"))
+    path = write_members(tmp_path / "bomb.semdb", members, zipfile.ZIP_DEFLATED)
+    assert path.stat().st_size < (2 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DatabaseFormatError, match=r"inflates \d+x .*a decompression bomb"):
+            GeoDatabase.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < (8 << 20)  # nothing was inflated (the descriptors alone are 64 MiB)
+
+
+@pytest.mark.parametrize(("member", "data", "message"), [
+    pytest.param("descriptors", npy_header_only((10**12, DIM), "<f4"), "declares shape", id="shape-1e12"),
+    pytest.param("image_id", npy_header_only((3,), "<U100000000"), "declares shape", id="huge-strings"),
+    pytest.param("lat", npy_header_only((3,), "<f8") + b"\0" * 8, "declares shape", id="short-member"),
+    pytest.param("header", np.frombuffer(b"[" * 100_000 + b"]" * 100_000, dtype=np.uint8), "nested too deeply",
+                 id="deep-json"),
+    pytest.param("heading", npy_header_only((3,), "|O") + b"\0" * 24, "pickled objects", id="object-dtype"),
+])
+def test_crafted_members_are_a_format_error_not_a_crash(tmp_path, member, data, message):
+    members = valid_members()
+    members[member] = npy_bytes(data) if isinstance(data, np.ndarray) else data
+    with pytest.raises(DatabaseFormatError, match=message):
+        GeoDatabase.load(write_members(tmp_path / "crafted.semdb", members))
+
+
+def test_a_huge_header_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(database_module, "MAX_HEADER_BYTES", 1000)
+    members = valid_members()
+    members["header"] = npy_bytes(np.frombuffer(json.dumps({"pad": "x" * 2000}).encode(), dtype=np.uint8))
+    with pytest.raises(DatabaseFormatError, match=r"the header has \d+ bytes, more than 1000"):
+        GeoDatabase.load(write_members(tmp_path / "big-header.semdb", members))
+
+
+def test_a_stored_index_larger_than_its_entries_allow_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(database_module, "_STORED_INDEX_BYTES", 0)
+    monkeypatch.setattr(database_module, "_STORED_INDEX_BYTES_PER_ENTRY", 0)
+    members = valid_members()
+    header = json.loads(np.load(io.BytesIO(members["header"])).tobytes())
+    header["index_type"] = "hnsw"
+    header["faiss_index"] = {"type": "hnsw", "count": 3, "trained_count": 0, "sha256": "0"}
+    members["header"] = npy_bytes(np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8))
+    members["faiss_index"] = npy_bytes(np.zeros(3 * 4 * DIM + 1, dtype=np.uint8))
+    with pytest.raises(DatabaseFormatError, match=r"stored index \(\(\d+,\) uint8\) is larger than any index of 3"):
+        GeoDatabase.load(write_members(tmp_path / "big-index.semdb", members))
 
 
 # ---------------------------------------------------------------------------------------------- index types

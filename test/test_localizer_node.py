@@ -47,6 +47,12 @@ def start_node():
     rclpy.try_shutdown()
 
 
+def reload_map(node) -> None:
+    """What the retry timer does (poll the map file), then wait for the background load and apply it."""
+    node._try_load_database()
+    node.wait_for_map_load(30.0)
+
+
 def _descriptor(values: np.ndarray, model_id: str = "test-model") -> Descriptor:
     message = Descriptor(model_id=model_id, dimension=int(values.shape[0]))
     message.header.frame_id = "cam"
@@ -63,7 +69,7 @@ def test_starts_without_database_then_loads_it_when_it_appears(start_node, tmp_p
     node.on_descriptor(_descriptor(np.ones(DIMENSION)))  # before a database: counted, no crash
     assert node.stats.errors["no_database"] == 1
     _database(path)
-    node._try_load_database()
+    reload_map(node)
     assert node.localizer is not None and len(node.database) == 20
     assert node.diagnostics.status().level != DiagnosticStatus.ERROR  # WARN: the rejected descriptor
 

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import pickle
+import threading
 import zipfile
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from semloc_ros.core.geodesy import LocalENU, geodesic_distance_m
 from semloc_ros.core.image_codec import compressed_image_size
 from semloc_ros.core.labels import SEMLOC_SIM
 from semloc_ros.models import DescriptorExtractor, Segmenter
+from semloc_ros.ros import localizer_node
 from semloc_ros.ros.conversions import array_to_compressed_imgmsg, array_to_imgmsg, ns_to_stamp
 from semloc_ros.ros.descriptor_node import DescriptorNode
 from semloc_ros.ros.localizer_node import LocalizerNode
@@ -84,6 +86,12 @@ def capture(publisher) -> list:
     published: list = []
     publisher.publish = published.append
     return published
+
+
+def reload_map(node) -> None:
+    """What the retry timer does (poll the map file), then wait for the background load and apply it."""
+    node._try_load_database()
+    node.wait_for_map_load(30.0)
 
 
 def level(node) -> int:
@@ -525,13 +533,13 @@ def test_localizer_waits_on_a_bad_database_file_then_loads_the_good_one(start, t
     assert level(node) == DiagnosticStatus.ERROR and reason in status_text(node), status_text(node)
     node.on_descriptor(descriptor_message(np.ones(DIMENSION)))
     assert node.stats.errors["no_database"] == 1 and not fixes
-    node._try_load_database()  # what the retry timer does
+    reload_map(node)  # what the retry timer does
     assert node.localizer is None and not marker.exists()
     if path.is_dir():
         path.rmdir()
     database = places_database()
     database.save(path)
-    node._try_load_database()
+    reload_map(node)
     assert node.localizer is not None and level(node) != DiagnosticStatus.ERROR
     node.on_descriptor(descriptor_message(database.descriptors[2], stamp_ns=9_000_000_000))
     assert len(fixes) == 1 and not marker.exists()
@@ -544,22 +552,103 @@ def test_localizer_keeps_its_database_when_the_file_is_replaced_by_a_bad_one(sta
     corrupt = tmp_path / "corrupt.tmp"
     corrupt.write_bytes(b"PK\x03\x04 half a zip")
     os.replace(corrupt, path)  # how a broken writer would replace it
-    node._try_load_database()
+    reload_map(node)
     assert len(node.database) == 20 and node.stats.errors["database_refused"] == 1
     assert level(node) == DiagnosticStatus.WARN and "still using" in status_text(node)
-    node._try_load_database()
+    reload_map(node)
     assert node.stats.errors["database_refused"] == 1  # the same bad file is not re-read every period
     node.on_descriptor(descriptor_message(database.descriptors[5]))
     assert fixes[-1].latitude == pytest.approx(database.lat[5], abs=1e-6)
     path.unlink()  # a removed file does not unload the database either
-    node._try_load_database()
+    reload_map(node)
     assert len(node.database) == 20
     bigger = places_database(n=30, seed=1)
     bigger.save(path)  # a rebuilt database at the same path is picked up
-    node._try_load_database()
+    reload_map(node)
     assert len(node.database) == 30
     assert node.set_parameters([Parameter("database_path", value=str(tmp_path / "nope.semdb"))])[0].successful
     assert len(node.database) == 30 and "still using" in status_text(node)
+
+
+def test_localizer_refuses_a_reloaded_map_of_another_pipeline_and_keeps_its_own(start, database_file, tmp_path):
+    path, database = database_file
+    node = start(LocalizerNode, database_path=str(path))
+    fixes = capture(node.fix_publisher)
+    node.on_descriptor(descriptor_message(database.descriptors[3]))  # the pipeline in use: MODEL_ID, 8-d
+    other = tmp_path / "other-model.semdb"
+    places_database(n=25, model_id="another-model", seed=3).save(other)
+    node.set_parameters([Parameter("database_path", value=str(other))])  # a valid map of another model
+    node.wait_for_map_load()
+    assert len(node.database) == 20 and node.database.model_id == MODEL_ID
+    assert node.stats.errors["database_refused"] == 1 and level(node) == DiagnosticStatus.WARN
+    assert "another-model" in status_text(node) and "does not match the descriptors in use" in status_text(node)
+    os.replace(other, path)  # the same map replacing the loaded file in place
+    reload_map(node)
+    assert node.database.model_id == MODEL_ID and node.stats.errors["database_refused"] == 2
+    node.on_descriptor(descriptor_message(database.descriptors[5], stamp_ns=8_000_000_000))
+    assert len(fixes) == 2 and fixes[-1].latitude == pytest.approx(database.lat[5], abs=1e-6)
+    assert node.stats.errors["model_mismatch"] == 0
+
+
+def test_localizer_answers_from_the_old_map_while_a_new_one_loads(start, database_file, tmp_path, monkeypatch):
+    path, database = database_file
+    node = start(LocalizerNode, database_path=str(path))
+    fixes = capture(node.fix_publisher)
+    gate, threads = threading.Event(), []
+    real_load = localizer_node.load_map
+
+    def slow_load(file: Path) -> GeoDatabase:
+        threads.append(threading.current_thread())
+        gate.wait(20.0)
+        return real_load(file)
+
+    monkeypatch.setattr(node.map_watcher, "_load_file", slow_load)
+    places_database(n=30, seed=1).save(path)  # a rebuilt map
+    node._try_load_database()  # returns at once: the load runs on another thread
+    assert threads and threads[0] is not threading.current_thread()
+    node.on_descriptor(descriptor_message(database.descriptors[4]))
+    assert len(fixes) == 1 and fixes[0].latitude == pytest.approx(database.lat[4], abs=1e-6)
+    assert len(node.database) == 20
+    gate.set()
+    node.wait_for_map_load()
+    assert len(node.database) == 30 and level(node) != DiagnosticStatus.ERROR
+
+
+def test_localizer_without_a_map_reads_a_bad_file_again_only_when_it_changes(start, tmp_path, monkeypatch):
+    path = tmp_path / "map.semdb"
+    path.write_bytes(b"PK\x03\x04 not a map")
+    reads = []
+    real_load = GeoDatabase.load
+    monkeypatch.setattr(GeoDatabase, "load", classmethod(lambda cls, *a, **k: reads.append(a) or real_load(*a, **k)))
+    node = start(LocalizerNode, database_path=str(path))
+    assert node.localizer is None and len(reads) == 1 and level(node) == DiagnosticStatus.ERROR
+    for _ in range(3):
+        reload_map(node)  # the retry timer
+    assert len(reads) == 1 and "not a readable" in status_text(node)
+    places_database().save(path)
+    reload_map(node)
+    assert len(reads) == 2 and node.localizer is not None
+
+
+def test_localizer_refuses_a_compressed_map_bomb_without_inflating_it(start, database_file, tmp_path):
+    path, _ = database_file
+    node = start(LocalizerNode, database_path=str(path))
+    with np.load(path) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    header = json.loads(arrays["header"].tobytes())
+    count = (256 << 20) // (4 * DIMENSION)  # 256 MiB of descriptors in about 250 kB
+    header["count"] = count
+    arrays |= {"header": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
+               "descriptors": np.zeros((count, DIMENSION), dtype=np.float32), "stamp_ns": np.zeros(count, np.int64),
+               "image_id": np.full(count, "x"), **{name: np.zeros(count) for name in ("lat", "lon", "alt", "heading")}}
+    bomb = tmp_path / "bomb.semdb"
+    with open(bomb, "wb") as stream:
+        np.savez_compressed(stream, **arrays)
+    assert bomb.stat().st_size < (4 << 20)
+    os.replace(bomb, path)
+    reload_map(node)
+    assert len(node.database) == 20 and node.stats.errors["database_refused"] == 1
+    assert "decompression bomb" in status_text(node)
 
 
 def test_localizer_reports_a_database_of_another_descriptor_dimension(start, tmp_path):

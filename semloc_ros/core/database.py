@@ -40,6 +40,7 @@ import numpy as np
 from semloc_ros import __version__ as SEMLOC_VERSION  # noqa: N812
 from semloc_ros.core.files import atomic_write
 from semloc_ros.core.geodesy import GeoError, LocalENU, validate_lat_lon
+from semloc_ros.core.npz_checks import ArchiveError, ArrayInfo, inspect_npz
 from semloc_ros.core.views import SINGLE_VIEW, check_views, views_from_ids
 
 FORMAT_NAME = "semloc-geodatabase"
@@ -66,6 +67,15 @@ _CHUNK_ROWS = 65_536  # row chunk of the whole-array checks (bounded temporary m
 _INITIAL_CAPACITY = 64
 _NORM_TOLERANCE_ON_LOAD = 1e-3
 _ARRAY_NAMES = ("descriptors", "lat", "lon", "alt", "heading", "stamp_ns", "image_id")
+# Refused before anything is inflated: saved files store their arrays uncompressed (ratio 1), so a member that
+# inflates more is not ours (a decompression bomb); the JSON header is small.
+MAX_COMPRESSION_RATIO = 10.0
+MAX_HEADER_BYTES = 16 << 20
+# A stored FAISS index is at most a copy of the descriptors plus this much per entry (HNSW links, IVF-PQ codes
+# and ids) plus fixed tables (centroids, PQ codebooks).
+_STORED_INDEX_BYTES_PER_ENTRY = 1024
+_STORED_INDEX_BYTES = 256 << 20
+DEFAULT_LOCK_TIMEOUT_S = 120.0
 
 
 class DatabaseError(RuntimeError):
@@ -694,31 +704,30 @@ class GeoDatabase:
         if source.stat().st_size == 0:
             raise DatabaseFormatError(f"{source}: the geo-database file is empty")
         try:
-            loaded = np.load(source, allow_pickle=False)
-            if not isinstance(loaded, np.lib.npyio.NpzFile):
-                raise DatabaseFormatError(f"{source}: not a semloc geo-database (a single .npy array)")
-            with loaded as archive:
+            declared = _declared_arrays(source)
+            with np.load(source, allow_pickle=False) as archive:
                 header = _parse_header(archive, source)
-                missing = [name for name in _ARRAY_NAMES if name not in archive.files]
-                if missing:
-                    raise DatabaseFormatError(f"{source}: missing arrays {', '.join(missing)}")
+                if expected_model_id is not None and header["model_id"] != expected_model_id:
+                    raise DescriptorMismatchError(
+                        f"{source}: database model_id {header['model_id']!r} does not match the expected "
+                        f"model_id {expected_model_id!r}"
+                    )
+                _check_arrays(declared, header, source)  # what the file declares, before inflating it
                 arrays = {name: archive[name] for name in _ARRAY_NAMES}
                 thumbnails = archive["thumbnails"] if "thumbnails" in archive.files else None
                 stored_blob = archive["faiss_index"] if "faiss_index" in archive.files else None
         except DatabaseError:
             raise
+        except (MemoryError, RecursionError) as error:  # what the checks above did not foresee, still refused
+            raise DatabaseFormatError(f"{source}: refused, loading it failed with {type(error).__name__}") from error
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, UnicodeDecodeError) as error:
             raise DatabaseFormatError(
                 f"{source}: not a readable semloc geo-database (truncated, corrupt, or holding pickled "
                 f"objects, which are never loaded): {error}"
             ) from error
 
-        if expected_model_id is not None and header["model_id"] != expected_model_id:
-            raise DescriptorMismatchError(
-                f"{source}: database model_id {header['model_id']!r} does not match the expected model_id "
-                f"{expected_model_id!r}"
-            )
         _check_arrays(arrays, header, source)
+        _check_normalised(arrays["descriptors"], source)
         search_params = _current_search_params(header.get("search_params", {}))
         try:
             database = cls(header["dimension"], header["model_id"], header["index_type"], **search_params)
@@ -803,13 +812,15 @@ def _parse_header(archive: np.lib.npyio.NpzFile, source: Path) -> dict[str, Any]
     """Decode and validate the JSON header of an opened database archive."""
     if "header" not in archive.files:
         raise DatabaseFormatError(f"{source}: not a semloc geo-database (no header)")
-    raw = archive["header"]
+    raw = archive["header"]  # at most MAX_HEADER_BYTES (_declared_arrays)
     if raw.dtype != np.uint8 or raw.ndim != 1:
         raise DatabaseFormatError(f"{source}: header must be 1-D uint8 bytes, got {raw.dtype} {raw.shape}")
     try:
         header = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise DatabaseFormatError(f"{source}: header is not valid UTF-8 JSON: {error}") from error
+    except RecursionError as error:
+        raise DatabaseFormatError(f"{source}: header JSON is nested too deeply") from error
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
         found = header.get("format") if isinstance(header, dict) else type(header).__name__
         raise DatabaseFormatError(f"{source}: format {found!r} is not {FORMAT_NAME!r}")
@@ -832,10 +843,29 @@ def _parse_header(archive: np.lib.npyio.NpzFile, source: Path) -> dict[str, Any]
     return header
 
 
-def _check_arrays(arrays: dict[str, np.ndarray], header: dict[str, Any], source: Path) -> None:
-    """Check dtypes, shapes and lengths of the stored arrays against each other and the header."""
+def _declared_arrays(source: Path) -> dict[str, ArrayInfo]:
+    """Dtype and shape of every array of the file, read without inflating any (``npz_checks``); the header
+    member must be small. Raises ``DatabaseFormatError`` with the reason."""
+    try:
+        declared = inspect_npz(source, MAX_COMPRESSION_RATIO)
+    except ArchiveError as error:
+        raise DatabaseFormatError(f"{source}: refused before loading: {error}") from error
+    header = declared.get("header")
+    if header is not None and header.inflated_bytes > MAX_HEADER_BYTES:
+        raise DatabaseFormatError(f"{source}: refused before loading: the header has {header.inflated_bytes} "
+                                  f"bytes, more than {MAX_HEADER_BYTES}")
+    return declared
+
+
+def _check_arrays(arrays: dict[str, np.ndarray] | dict[str, ArrayInfo], header: dict[str, Any],
+                  source: Path) -> None:
+    """Check dtypes, shapes and lengths of the stored arrays against each other and the header: on what the
+    file declares (``ArrayInfo``, before loading) and on the loaded arrays."""
+    missing = [name for name in _ARRAY_NAMES if name not in arrays]
+    if missing:
+        raise DatabaseFormatError(f"{source}: missing arrays {', '.join(missing)}")
     descriptors = arrays["descriptors"]
-    if descriptors.dtype != np.float32 or descriptors.ndim != 2:
+    if descriptors.dtype != np.float32 or len(descriptors.shape) != 2:
         raise DatabaseFormatError(
             f"{source}: descriptors must be a 2-D float32 array, got {descriptors.dtype} {descriptors.shape}"
         )
@@ -846,17 +876,26 @@ def _check_arrays(arrays: dict[str, np.ndarray], header: dict[str, Any], source:
         )
     expected_kinds = {"lat": "f", "lon": "f", "alt": "f", "heading": "f", "stamp_ns": "i", "image_id": "U"}
     for name, kind in expected_kinds.items():
-        if arrays[name].dtype.kind != kind or arrays[name].ndim != 1:
+        if arrays[name].dtype.kind != kind or len(arrays[name].shape) != 1:
             raise DatabaseFormatError(
-                f"{source}: {name} has dtype {arrays[name].dtype} and {arrays[name].ndim} dimensions, "
+                f"{source}: {name} has dtype {arrays[name].dtype} and {len(arrays[name].shape)} dimensions, "
                 f"expected a 1-D array of kind {kind!r}"
             )
-    lengths = {name: len(array) for name, array in arrays.items()}
-    if set(lengths.values()) != {header["count"]}:
+    lengths = {name: arrays[name].shape[0] for name in _ARRAY_NAMES}
+    optional = {name: arrays[name].shape[0] for name in ("thumbnails",) if name in arrays and arrays[name].shape}
+    if set(lengths.values()) != {header["count"]} or any(n != header["count"] for n in optional.values()):
         raise DatabaseFormatError(
-            f"{source}: inconsistent array lengths {lengths} (header count {header['count']})"
+            f"{source}: inconsistent array lengths {lengths | optional} (header count {header['count']})"
         )
-    for start in range(0, header["count"], _CHUNK_ROWS):
+    stored_index = arrays.get("faiss_index")
+    largest = header["count"] * (4 * header["dimension"] + _STORED_INDEX_BYTES_PER_ENTRY) + _STORED_INDEX_BYTES
+    if stored_index is not None and math.prod(stored_index.shape) * stored_index.dtype.itemsize > largest:
+        raise DatabaseFormatError(f"{source}: the stored index ({stored_index.shape} {stored_index.dtype}) is larger "
+                                  f"than any index of {header['count']} entries ({largest} bytes)")
+
+
+def _check_normalised(descriptors: np.ndarray, source: Path) -> None:
+    for start in range(0, len(descriptors), _CHUNK_ROWS):
         norms = np.linalg.norm(descriptors[start : start + _CHUNK_ROWS], axis=1)
         if not np.all(np.abs(norms - 1.0) <= _NORM_TOLERANCE_ON_LOAD):
             raise DatabaseFormatError(f"{source}: stored descriptors are not L2-normalised")

@@ -8,7 +8,6 @@ descriptor whose label image has not arrived is answered without re-ranking (cou
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from collections import deque
@@ -34,6 +33,7 @@ from semloc_ros.core.image_codec import ImageEncodingError
 from semloc_ros.core.localizer import Localizer, LocalizerConfig
 from semloc_ros.core.reranking import label_thumbnail
 from semloc_ros.core.settings import Bounds, flat_fields
+from semloc_ros.io.map_watcher import MapWatcher
 from semloc_ros.ros.conversions import imgmsg_to_labels, stamp_to_ns
 from semloc_ros.ros.node_common import (
     OneOf,
@@ -110,6 +110,15 @@ def yaw_quaternion(yaw: float) -> Quaternion:
     return Quaternion(z=math.sin(yaw / 2.0), w=math.cos(yaw / 2.0))
 
 
+def load_map(path: Path) -> GeoDatabase:
+    """A database with at least one entry, its ENU frame computed (runs on the map watcher's thread)."""
+    database = GeoDatabase.load(path)
+    if len(database) == 0:
+        raise DatabaseError(f"{path}: the database has no entries")
+    database.frame_and_enu()
+    return database
+
+
 class LocalizerNode(Node):
     """Matches descriptors against the geotagged database and publishes the position estimate."""
 
@@ -122,9 +131,9 @@ class LocalizerNode(Node):
         self.config = self._current_config()
         self.database: GeoDatabase | None = None
         self.localizer: Localizer | None = None
-        self._loaded_path = ""
-        self._loaded_file: tuple[int, int, int] | None = None  # (inode, size, mtime) of the loaded file
-        self._refused_file: tuple[str, tuple[int, int, int] | None] | None = None
+        self._map_ready = self.create_guard_condition(self._apply_map_load)
+        self.map_watcher: MapWatcher[GeoDatabase] = MapWatcher(load_map, lambda db: (db.model_id, db.dimension),
+                                                               notify=self._map_ready.trigger)
         self.sequence = SequenceMonitor()
 
         qos = QoSProfile(depth=10)
@@ -139,7 +148,9 @@ class LocalizerNode(Node):
         self._thumbnails: dict[int, np.ndarray] = {}  # label thumbnails by stamp (ns), oldest first
         self.create_subscription(Image, "semloc/labels", self.on_labels, QoSProfile(depth=10))
 
+        self._loaded_path = ""
         self._try_load_database()
+        self.wait_for_map_load()  # the first map before spinning: there is none to keep serving meanwhile
         self._retry_timer = self.create_timer(self.params.get("database_retry_period_s"),
                                               self._try_load_database)
 
@@ -147,49 +158,46 @@ class LocalizerNode(Node):
     def _current_config(self) -> LocalizerConfig:
         return LocalizerConfig.from_parameters({name: self.params.get(name) for name in CONFIG_PARAMETERS}).validate()
 
-    @staticmethod
-    def _file_signature(path: str) -> tuple[int, int, int] | None:
-        """(inode, size, mtime_ns) of ``path``, None if it cannot be read: changes when the file is replaced."""
-        try:
-            info = os.stat(Path(path).expanduser())
-        except OSError:
-            return None
-        return info.st_ino, info.st_size, info.st_mtime_ns
-
     @guarded
     def _try_load_database(self) -> None:
-        """Load ``database_path`` if it is not loaded yet, was changed or its file was replaced.
+        """Start loading ``database_path`` in the background if a new version of it is there (retry timer).
 
-        A missing or bad file is retried every ``database_retry_period_s``; while a database is loaded a bad
-        replacement is refused (once per file version) and the loaded database keeps being used.
+        The loaded map keeps serving while a new one loads; ``_apply_map_load`` hands the result over.
         """
         path = self.params.get("database_path")
-        signature = self._file_signature(path) if path else None
-        if self.database is not None and path == self._loaded_path and signature in (self._loaded_file, None):
-            return  # unchanged, or removed (keep serving what is loaded)
+        self.map_watcher.set_path(path)
         if not path:
             if self.database is None:
                 self.diagnostics.fatal = "no database_path set"
             self.get_logger().warning("no database_path set; waiting", throttle_duration_sec=30.0)
             return
-        if self.database is not None and self._refused_file == (path, signature):
-            return  # this version of the file was already refused
-        try:
-            database = GeoDatabase.load(Path(path).expanduser())
-            if len(database) == 0:
-                raise DatabaseError(f"{path}: the database has no entries")
-        except (OSError, RuntimeError, ValueError, MemoryError) as error:  # DatabaseError is a RuntimeError
-            message = f"database {path} not loaded ({error}); retrying"
+        self.map_watcher.poll()
+
+    def wait_for_map_load(self, timeout_s: float = 30.0) -> None:
+        """Finish a background load now (start-up, tests): wait for it and apply its outcome."""
+        self.map_watcher.wait(timeout_s)
+        self._apply_map_load()
+
+    @guarded
+    def _apply_map_load(self) -> None:
+        """Swap in a map loaded in the background, or report why it was refused (old map kept)."""
+        outcome = self.map_watcher.take()
+        if outcome is None:
+            return
+        path = outcome.version.path
+        if outcome.map is None:
+            message = f"database {path} not loaded ({outcome.error}); retrying when the file changes"
             if self.database is not None:
                 message += f"; still using {self._loaded_path}"
-                self._refused_file = (path, signature)
                 self.stats.record_error("database_refused", message)
             else:
                 self.diagnostics.fatal = message
             self.get_logger().warning(message, throttle_duration_sec=10.0)
             return
+        self._use_database(outcome.map, path)
+
+    def _use_database(self, database: GeoDatabase, path: str) -> None:
         self.database, self.localizer, self._loaded_path = database, Localizer(database, self.config), path
-        self._loaded_file, self._refused_file = signature, None
         try:
             self._utm = UTMProjection.from_points(database.lat, database.lon)
         except GeoError as error:  # e.g. a polar database: markers and path stay in ENU
@@ -250,6 +258,8 @@ class LocalizerNode(Node):
     def on_descriptor(self, message: Descriptor) -> None:
         self.stats.record_received()
         warn_on_stamp_order(self, self.sequence, self.stats, message.header.stamp, "answered anyway")
+        if 0 < len(message.data) == message.dimension:
+            self.map_watcher.expect(message.model_id, message.dimension)  # maps loaded from now on must match
         if self.localizer is None:
             self.stats.record_error("no_database", "descriptor received before a database was loaded")
             return
