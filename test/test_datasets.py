@@ -18,6 +18,7 @@ from semloc_ros.io.datasets import (
     DatasetError,
     Drive,
     Frame,
+    implausible_speed,
     interpolate_fixes,
     load_drive,
     load_image_folder,
@@ -200,7 +201,8 @@ IMAGE_STAMPS = [
 ]  # before span, interpolated, exact, in gap, interpolated, after
 
 
-def write_bag(path: Path, storage: StoragePlugin) -> list[np.ndarray]:
+def write_bag(path: Path, storage: StoragePlugin, fixes: list[tuple] | None = None,
+              image_stamps: list[float] | None = None) -> list[np.ndarray]:
     """Raw bgr8 images, PNG CompressedImages and NavSatFix; bag time = header stamp + 10 ms."""
     typestore = get_typestore(Stores.ROS2_KILTED)
     types = typestore.types
@@ -212,7 +214,7 @@ def write_bag(path: Path, storage: StoragePlugin) -> list[np.ndarray]:
 
     messages = []
     images = []
-    for i, t in enumerate(IMAGE_STAMPS):
+    for i, t in enumerate(IMAGE_STAMPS if image_stamps is None else image_stamps):
         rgb = pattern(100 + i)
         images.append(rgb)
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
@@ -228,7 +230,7 @@ def write_bag(path: Path, storage: StoragePlugin) -> list[np.ndarray]:
         png = np.frombuffer(cv2.imencode(".png", bgr)[1].tobytes(), np.uint8)
         compressed = types["sensor_msgs/msg/CompressedImage"](header=header(t), format="png", data=png)
         messages += [("/cam/image_raw", raw, t), ("/cam/compressed", compressed, t)]
-    for t, lat, lon, alt, status in FIXES:
+    for t, lat, lon, alt, status in FIXES if fixes is None else fixes:
         fix = types["sensor_msgs/msg/NavSatFix"](
             header=header(t),
             status=types["sensor_msgs/msg/NavSatStatus"](status=status, service=1),
@@ -293,6 +295,31 @@ def test_rosbag_wider_gap_and_topic_detection(tmp_path: Path) -> None:
     assert len(load_drive(str(bag), image_topic="/cam/compressed", gps_topic="/gps/fix")) == 3
     mcap_files = list(bag.glob("*.mcap"))
     assert len(load_drive(str(mcap_files[0]), image_topic="/cam/compressed")) == 3  # single file, GPS detected
+
+
+def test_a_gps_jump_in_a_bag_is_dropped_not_stored_off_the_route(tmp_path: Path) -> None:
+    fixes = [(0.1 * i, 48.0 + 9e-6 * i, 11.0, 500.0, 0) for i in range(30)]  # 1 m per 0.1 s: 10 m/s north
+    fixes[12] = (1.2, 48.0 + 0.09, 11.0, 500.0, 0)  # one fix 10 km off
+    write_bag(tmp_path / "bag", StoragePlugin.MCAP, fixes, image_stamps=[0.05 + 0.1 * i for i in range(28)])
+    drive = load_rosbag(tmp_path / "bag", image_topic="/cam/image_raw", max_gap_s=1.0, max_speed_mps=70.0)
+    assert drive.skipped["fix_implausible_speed"] == 1 and len(drive) == 28
+    assert max(abs(f.lat - 48.0) for f in drive) < 3e-4  # every frame on the 30 m route
+    unchecked = load_rosbag(tmp_path / "bag", image_topic="/cam/image_raw", max_gap_s=1.0)
+    assert max(abs(f.lat - 48.0) for f in unchecked) > 0.04  # what happened before: kilometres off
+
+
+def test_implausible_speed_finds_jumps_and_keeps_the_route() -> None:
+    seconds = np.arange(10, dtype=np.int64) * S
+    lat, lon = 48.0 + 1e-4 * np.arange(10), np.full(10, 11.0)  # 11 m/s
+    assert not implausible_speed(seconds, lat, lon, 70.0).any()
+    jumped = lat.copy()
+    jumped[[0, 5]] += 0.1  # the first fix and one in the middle 11 km off
+    assert implausible_speed(seconds, jumped, lon, 70.0).nonzero()[0].tolist() == [0, 5]
+    after_a_pause = implausible_speed(np.array([0, S, 1000 * S]), np.array([48.0, 48.0001, 48.3]),
+                                      np.full(3, 11.0), 70.0)
+    assert not after_a_pause.any()  # 33 km in 1000 s is 33 m/s
+    assert not implausible_speed(np.zeros(3, dtype=np.int64), np.array([48.0, 49.0, 50.0]), np.full(3, 11.0),
+                                 70.0).any()  # no time information: nothing to judge
 
 
 def test_interpolate_fixes_directly() -> None:

@@ -35,8 +35,10 @@ from rclpy.parameter import Parameter
 from semloc_msgs.msg import Descriptor
 from sensor_msgs.msg import CompressedImage, Image
 
+from semloc_ros import mapping
 from semloc_ros.commands import build_db
 from semloc_ros.core.database import GeoDatabase, PlaceRecord
+from semloc_ros.core.file_lock import exclusive_lock
 from semloc_ros.core.geodesy import LocalENU, geodesic_distance_m
 from semloc_ros.core.image_codec import compressed_image_size
 from semloc_ros.core.labels import SEMLOC_SIM
@@ -918,7 +920,7 @@ def test_failed_rename_leaves_the_previous_database_intact(tmp_path, monkeypatch
 
 def _demo_folder(tmp_path: Path, n: int = 6) -> Path:
     folder = tmp_path / "frames"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     lines = []
     for i in range(n):
         cv2.imwrite(str(folder / f"{i}.png"), rgb_image(32, 48, seed=i))
@@ -956,6 +958,59 @@ def test_build_db_refuses_to_append_to_a_corrupt_database_and_leaves_it(tmp_path
     assert build_db.main(arguments) == 1
     assert "cannot append" in capsys.readouterr().err
     assert out.read_bytes() == b"PK\x03\x04 broken"
+
+
+def test_two_concurrent_build_db_appends_to_one_file_both_land(tmp_path, monkeypatch):
+    first, second = _demo_folder(tmp_path / "a"), _demo_folder(tmp_path / "b", n=4)
+    out = tmp_path / "map.semdb"
+    common = ["--out", str(out), "--untrained-ok", "--threads", "1", "--quiet"]
+    assert build_db.main([str(_demo_folder(tmp_path / "base", n=3)), *common]) == 0
+    both_read = threading.Barrier(2, timeout=60)  # each run has read the file before either writes it
+    describe = mapping.describe_drive_frames
+
+    def describe_together(*args, **kwargs):
+        both_read.wait()
+        return describe(*args, **kwargs)
+
+    monkeypatch.setattr(mapping, "describe_drive_frames", describe_together)
+    codes = []
+    runs = [threading.Thread(target=lambda folder=folder: codes.append(
+        build_db.main([str(folder), *common, "--append"]))) for folder in (first, second)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(120)
+    assert codes == [0, 0]
+    assert len(GeoDatabase.load(out)) == 3 + 6 + 4  # no run's entries lost (was: the last writer's only)
+
+
+def test_build_db_waits_for_another_writer_then_gives_up_with_a_clear_message(tmp_path, capsys):
+    out = tmp_path / "map.semdb"
+    arguments = [str(_demo_folder(tmp_path)), "--out", str(out), "--untrained-ok", "--threads", "1", "--quiet"]
+    assert build_db.main(arguments) == 0
+    before = out.read_bytes()
+    with exclusive_lock(out, timeout_s=1.0):  # another writer holds the file
+        assert build_db.main([*arguments, "--append", "--lock-timeout-s", "0.3"]) == 1
+    captured = capsys.readouterr()
+    assert "waiting for another process writing" in captured.out
+    assert "cannot append" in captured.err and "being written by another process" in captured.err
+    assert out.read_bytes() == before
+
+
+def test_build_db_skips_and_reports_gps_jumps(tmp_path, capsys):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    rows = []
+    for i in range(8):
+        cv2.imwrite(str(folder / f"{i}.png"), rgb_image(32, 48, seed=i))
+        lat = 51.75 + 1e-5 * i + (0.09 if i == 4 else 0.0)  # 1.1 m per 0.1 s; frame 4 jumps 10 km
+        rows.append(f"{i}.png,{lat},-1.25,{i * 100_000_000}\n")
+    (folder / "gps.csv").write_text("filename,lat,lon,stamp_ns\n" + "".join(rows))
+    out = tmp_path / "map.semdb"
+    assert build_db.main([str(folder), "--out", str(out), "--untrained-ok", "--threads", "1", "--quiet"]) == 0
+    assert "implausible_speed=1" in capsys.readouterr().out
+    database = GeoDatabase.load(out)
+    assert len(database) == 7 and np.max(np.abs(database.lat - 51.75)) < 1e-3
 
 
 # ------------------------------------------------------------------------------ stats and diagnostics

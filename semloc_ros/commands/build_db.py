@@ -3,11 +3,14 @@
 SOURCE is anything :func:`semloc_ros.io.datasets.load_drive` reads: ``semloc-sim:ROOT:DRIVE``, a semloc-sim drive
 folder, a folder with a ``filename,lat,lon`` CSV, a folder of VPR ``@utm@`` images or a ROS 2 bag
 (``--image-topic`` / ``--gps-topic``). Frames with bad GPS are skipped and every skip is counted and printed
-(for bags: fixes with NO_FIX status or NaN position, images outside the fix span or in a fix gap).
+(for bags: fixes with NO_FIX status or NaN position, images outside the fix span or in a fix gap); GPS positions
+that imply a speed above ``--max-speed-mps`` (a GPS jump) are skipped and counted too.
 ``--min-distance-m`` keeps a frame only once the vehicle has moved that far from the last kept frame (a
 stopped vehicle does not fill the database with copies of one place). ``--append`` adds the frames to an
 existing database made with the same model (checked by model id) instead of writing a new one: run it once
-per bag or drive to build a multi-drive database.
+per bag or drive to build a multi-drive database. Writing the file (load, add, atomic replace for ``--append``)
+holds the file's exclusive lock: concurrent runs on one file wait for each other (``--lock-timeout-s``) and
+every run's entries land.
 """
 
 from __future__ import annotations
@@ -17,11 +20,15 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from semloc_ros.commands.common import DEFAULT_THREADS, add_views_argument
 from semloc_ros.core.views import format_views
-from semloc_ros.io.datasets import DatasetError, load_drive, subsample_by_distance
+from semloc_ros.io.datasets import DEFAULT_MAX_SPEED_MPS, DatasetError, load_drive, subsample_by_distance
 from semloc_ros.models.pipeline import METHODS
+
+if TYPE_CHECKING:
+    from semloc_ros.core.database import GeoDatabase
 
 
 # One torch thread per core, at most 4: more threads than cores made building 1.6x slower on 2 cores
@@ -65,6 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="bag: largest time from an image to each bracketing GPS fix",
     )
     parser.add_argument(
+        "--max-speed-mps",
+        type=float,
+        default=DEFAULT_MAX_SPEED_MPS,
+        help="skip GPS positions implying a faster speed (m/s) from the last good one: GPS jumps",
+    )
+    parser.add_argument(
+        "--lock-timeout-s",
+        type=float,
+        default=120.0,
+        help="wait this long for another build-db writing the same --out to finish",
+    )
+    parser.add_argument(
         "--min-distance-m",
         type=float,
         default=0.0,
@@ -87,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from semloc_ros.core.database import DatabaseError, GeoDatabase
+    from semloc_ros.core.database import GeoDatabase
     from semloc_ros.mapping import build_database
     from semloc_ros.models import set_torch_threads
     from semloc_ros.models.pipeline import Pipeline
@@ -98,12 +117,16 @@ def main(argv: list[str] | None = None) -> int:
     if not (math.isfinite(args.min_distance_m) and args.min_distance_m >= 0.0):
         print("semloc build-db: --min-distance-m must be finite and >= 0", file=sys.stderr)
         return 2
+    if not (math.isfinite(args.max_speed_mps) and args.max_speed_mps > 0.0) or not args.lock_timeout_s >= 0.0:
+        print("semloc build-db: --max-speed-mps must be finite and > 0, --lock-timeout-s >= 0", file=sys.stderr)
+        return 2
     try:
-        drive = load_drive(args.source, args.image_topic, args.gps_topic, max_gap_s=args.max_gap_s)
+        drive = load_drive(args.source, args.image_topic, args.gps_topic, max_gap_s=args.max_gap_s,
+                           max_speed_mps=args.max_speed_mps)
     except (DatasetError, OSError) as error:
         print(f"semloc build-db: {error}", file=sys.stderr)
         return 2
-    with_gps = drive.drop_invalid_gps()
+    with_gps = drive.drop_invalid_gps().drop_implausible_speed(args.max_speed_mps)
     valid = subsample_by_distance(with_gps, args.min_distance_m)
     print(
         f"source {drive.source}: {len(drive)} frames with a position, {len(with_gps)} with valid GPS, "
@@ -122,18 +145,41 @@ def main(argv: list[str] | None = None) -> int:
     pipeline = Pipeline.from_method(
         args.method, device=args.device, untrained_ok=args.untrained_ok, mask_dynamic=args.mask_dynamic
     )
+    existing = _existing_database(args, pipeline)
+    if isinstance(existing, int):
+        return existing
+    start = time.perf_counter()
+    # Appending: describe into a new container; the file is read again under its lock to add to it.
+    thumbnails = (existing.thumbnails is not None) if len(existing) else (False if args.no_thumbnails else None)
+    entries = build_database(pipeline, valid, batch_size=args.batch_size, progress=not args.quiet,
+                             database=GeoDatabase(pipeline.dimension, pipeline.model_id, args.index_type,
+                                                  views=existing.views),
+                             views=args.views, thumbnails=thumbnails)
+    database = _write(args, entries)
+    if isinstance(database, int):
+        return database
+    before = len(database) - len(entries)
+    elapsed = time.perf_counter() - start
+    print(
+        f"wrote {args.out}: {len(database)} entries (+{len(database) - before}), method {args.method}, "
+        f"model {pipeline.model_id}, {'with' if database.thumbnails is not None else 'no'} label thumbnails, "
+        f"{elapsed:.1f} s"
+    )
+    return 0
+
+
+def _existing_database(args: argparse.Namespace, pipeline) -> GeoDatabase | int:
+    """The database ``--append`` adds to (checked early: model id, dimension), an empty one otherwise; an exit
+    code when it cannot be appended to."""
+    from semloc_ros.core.database import DatabaseError, GeoDatabase
+
     database = GeoDatabase(pipeline.dimension, pipeline.model_id, args.index_type)
     if args.append and args.out.exists():
         try:
             database = GeoDatabase.load(args.out, expected_model_id=pipeline.model_id)
+            database.check_query(pipeline.dimension)
         except DatabaseError as error:
             print(f"semloc build-db: cannot append: {error}", file=sys.stderr)
-            return 1
-        if database.dimension != pipeline.dimension:
-            print(
-                f"semloc build-db: cannot append: database dimension {database.dimension} != {pipeline.dimension}",
-                file=sys.stderr,
-            )
             return 1
         if args.views is not None and tuple(args.views) != database.views:
             print(f"semloc build-db: cannot append: the map holds views {format_views(database.views)}, not "
@@ -142,21 +188,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"appending to {args.out} ({len(database)} entries, model {database.model_id})")
     elif args.out.exists():
         print(f"overwriting {args.out} (use --append to extend it)")
+    return database
 
-    start = time.perf_counter()
-    before = len(database) if database is not None else 0
-    thumbnails = None if len(database) or not args.no_thumbnails else False
-    database = build_database(pipeline, valid, batch_size=args.batch_size, progress=not args.quiet, database=database,
-                              views=args.views, thumbnails=thumbnails)
+
+def _write(args: argparse.Namespace, entries: GeoDatabase) -> GeoDatabase | int:
+    """Save (or append) ``entries`` to ``--out`` under the file's lock; the saved database or an exit code."""
+    from semloc_ros.core.database import DatabaseError, append_to_file, save_locked
+    from semloc_ros.core.file_lock import LockTimeoutError
+
+    def waiting() -> None:
+        print(f"waiting for another process writing {args.out} ...", flush=True)
+
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    database.save(args.out)
-    elapsed = time.perf_counter() - start
-    print(
-        f"wrote {args.out}: {len(database)} entries (+{len(database) - before}), method {args.method}, "
-        f"model {pipeline.model_id}, {'with' if database.thumbnails is not None else 'no'} label thumbnails, "
-        f"{elapsed:.1f} s"
-    )
-    return 0
+    try:
+        if args.append:
+            return append_to_file(args.out, entries, args.lock_timeout_s, on_wait=waiting)
+        save_locked(entries, args.out, args.lock_timeout_s, on_wait=waiting)
+        return entries
+    except (DatabaseError, ValueError, LockTimeoutError) as error:
+        print(f"semloc build-db: cannot {'append' if args.append else 'write'}: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

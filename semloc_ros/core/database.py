@@ -29,7 +29,7 @@ import os
 import threading
 import warnings
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ import faiss
 import numpy as np
 
 from semloc_ros import __version__ as SEMLOC_VERSION  # noqa: N812
+from semloc_ros.core.file_lock import exclusive_lock
 from semloc_ros.core.files import atomic_write
 from semloc_ros.core.geodesy import GeoError, LocalENU, validate_lat_lon
 from semloc_ros.core.npz_checks import ArchiveError, ArrayInfo, inspect_npz
@@ -754,6 +755,37 @@ class GeoDatabase:
         if stored_index is not None and database.active_index == "ivfpq":
             database._trained_count = int(header["faiss_index"]["trained_count"])
         return database
+
+
+def save_locked(database: GeoDatabase, path: str | os.PathLike[str], lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+                on_wait: Callable[[], None] | None = None) -> Path:
+    """``database.save(path)`` holding the file's exclusive lock (``file_lock``), so it never lands between
+    another writer's read and write of the same file."""
+    with exclusive_lock(path, lock_timeout_s, on_wait):
+        return database.save(path)
+
+
+def append_to_file(path: str | os.PathLike[str], entries: GeoDatabase,
+                   lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+                   on_wait: Callable[[], None] | None = None) -> GeoDatabase:
+    """Add the entries of ``entries`` to the database file at ``path`` and return what was saved.
+
+    The read-modify-write (load, add, atomic replace) holds the file's exclusive lock throughout, so concurrent
+    appends to one file all land; a second writer waits up to ``lock_timeout_s`` (``LockTimeoutError``). A
+    missing file is created. The file's model id must be ``entries.model_id`` (``DescriptorMismatchError``).
+    """
+    with exclusive_lock(path, lock_timeout_s, on_wait):
+        if not Path(path).exists():
+            entries.save(path)
+            return entries
+        database = GeoDatabase.load(path, expected_model_id=entries.model_id)
+        database.check_query(entries.dimension)
+        if entries.views != database.views:
+            raise ValueError(f"the map holds views {database.views}, the new entries {entries.views}")
+        records = [entries.record(i) for i in range(len(entries))]
+        database.add(entries.descriptors, records, entries.thumbnails)
+        database.save(path)
+    return database
 
 
 def _stored_index(header: dict[str, Any], blob: np.ndarray | None, source: Path) -> faiss.Index | None:
