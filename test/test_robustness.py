@@ -20,6 +20,7 @@ import math
 import os
 import pickle
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -1020,6 +1021,35 @@ def test_sequence_monitor_counts_gaps_and_orders_stamps():
     assert monitor.lost("b", 7) == 0 and monitor.lost("a", 1) == 0  # another publisher; a restarted one
     assert monitor.lost("a", None) == 0
     assert [monitor.stamp_order(s) for s in (5, 6, 6, 4, 7)] == [None, None, "duplicate", "out_of_order", None]
+
+
+def test_sequence_monitor_counts_an_implausible_stamp_once_and_re_anchors():
+    second = 1_000_000_000
+    monitor = SequenceMonitor()
+    one_bad = [100, 101, (2**31 - 1), 102, 103, 102.5]  # one frame stamped 2^31-1 s, then the clock goes on
+    assert [monitor.stamp_order(int(s * second)) for s in one_bad] == [None, None, "jump", None, None, "out_of_order"]
+    monitor = SequenceMonitor()
+    new_clock = [1_700_000_000, 1_700_000_001, 5, 6, 7, 6]  # the clock restarts (sim time): counted once
+    assert [monitor.stamp_order(int(s * second)) for s in new_clock] == [None, None, "jump", None, None,
+                                                                          "out_of_order"]
+
+
+@pytest.mark.parametrize("node_class", [DescriptorNode, LocalizerNode])
+def test_one_absurd_stamp_warns_once_and_diagnostics_recover(start, database_file, node_class):
+    path, database = database_file
+    node = start(node_class, database_path=str(path)) if node_class is LocalizerNode else start(node_class)
+    diagnostics = StageDiagnostics(node, node.stats, period_s=60.0, warn_window_s=0.3)
+    second = 1_000_000_000
+    stamps = [100 * second, (2**31 - 1) * second, *(int((100.1 + 0.1 * i) * second) for i in range(10))]
+    for stamp in stamps:
+        if node_class is LocalizerNode:
+            node.on_descriptor(descriptor_message(database.descriptors[2], stamp_ns=stamp))
+        else:
+            node.on_image(_labels(stamp_ns=stamp))
+    assert node.stats.warnings["stamp_jump"] == 1 and node.stats.warnings["out_of_order_stamp"] == 0
+    assert node.stats.processed == len(stamps)
+    time.sleep(0.4)
+    assert diagnostics.status().level == DiagnosticStatus.OK  # was: WARN out_of_order until a restart
 
 
 def test_diagnostics_level_follows_errors_warnings_and_fatal(start, database_file):

@@ -237,10 +237,18 @@ def init_with_stop_request() -> StopRequest:
 
 
 def warn_on_stamp_order(node: Node, monitor: SequenceMonitor, stats: StageStats, stamp: Time, outcome: str) -> None:
-    """Count and log an out-of-order or repeated stamp; the message is still processed (``outcome`` says how)."""
+    """Count and log an out-of-order, repeated or implausible stamp; the message is still processed (``outcome``
+    says how). An implausible jump is counted once (``warnings.stamp_jump``) and the reference re-anchors, so
+    the diagnostics recover by themselves."""
     stamp_ns = stamp_to_ns(stamp)
+    previous = monitor.newest_stamp_ns
     order = monitor.stamp_order(stamp_ns)
-    if order is not None:
+    if order == "jump":
+        text = (f"stamp {stamp_ns} ns is {abs(stamp_ns - previous) / 1e9:.0f} s away from the newest "
+                f"{previous} ns: implausible, stamps are now compared with it; {outcome}")
+        stats.record_warning("stamp_jump", text)
+        node.get_logger().warning(f"stamp jump: {text}", throttle_duration_sec=2.0)
+    elif order is not None:
         text = f"stamp {stamp_ns} ns is not newer than {monitor.newest_stamp_ns} ns; {outcome}"
         stats.record_warning(f"{order}_stamp", text)
         node.get_logger().warning(f"{order} stamp: {text}", throttle_duration_sec=2.0)

@@ -86,18 +86,29 @@ class StageStats:
         return values
 
 
+MAX_STAMP_JUMP_S = 60.0  # a stamp this far from the newest one is not a reordering but a clock jump or a bad stamp
+
+
 class SequenceMonitor:
-    """Detects inputs lost in transport and out-of-order or repeated stamps (ROS-free).
+    """Detects inputs lost in transport and out-of-order, repeated or implausible stamps (ROS-free).
 
     ``lost(publisher, sequence_number)`` returns how many messages of that publisher were skipped since its
     previous one (a depth-1 best-effort subscription drops old frames by design: this measures it).
-    ``stamp_order(stamp_ns)`` returns ``"duplicate"``, ``"out_of_order"`` or ``None`` against the newest
-    stamp seen; it never reorders or drops anything itself.
+    ``stamp_order(stamp_ns)`` returns ``"duplicate"``, ``"out_of_order"``, ``"jump"`` or ``None`` against the
+    newest stamp seen; it never reorders or drops anything itself:
+
+    1. a stamp within ``max_jump_s`` of the newest is compared with it (newer: it becomes the newest);
+    2. a stamp farther away (far future or far past, e.g. one frame stamped 2^31 s) is a ``"jump"``, counted once:
+       the reference re-anchors on it, remembering the one before;
+    3. if the next stamp is back near the remembered reference (the jump was one bad stamp), the reference
+       returns there without counting again; otherwise the new clock stands.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_jump_s: float = MAX_STAMP_JUMP_S) -> None:
         self._last_sequence: dict[object, int] = {}
         self.newest_stamp_ns: int | None = None
+        self._max_jump_ns = int(max_jump_s * 1e9)
+        self._before_jump_ns: int | None = None
 
     def lost(self, publisher: object, sequence_number: int | None) -> int:
         if sequence_number is None or sequence_number <= 0:
@@ -109,8 +120,19 @@ class SequenceMonitor:
         return sequence_number - previous - 1
 
     def stamp_order(self, stamp_ns: int) -> str | None:
-        newest = self.newest_stamp_ns
-        if newest is None or stamp_ns > newest:
+        newest, before_jump = self.newest_stamp_ns, self._before_jump_ns
+        self._before_jump_ns = None
+        if newest is None:
             self.newest_stamp_ns = stamp_ns
             return None
+        if abs(stamp_ns - newest) > self._max_jump_ns:
+            if before_jump is not None and abs(stamp_ns - before_jump) <= self._max_jump_ns:
+                newest = before_jump  # step 3: back from a single bad stamp
+            else:
+                self._before_jump_ns, self.newest_stamp_ns = newest, stamp_ns  # step 2
+                return "jump"
+        if stamp_ns > newest:  # step 1
+            self.newest_stamp_ns = stamp_ns
+            return None
+        self.newest_stamp_ns = newest
         return "duplicate" if stamp_ns == newest else "out_of_order"
