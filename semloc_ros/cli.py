@@ -1,8 +1,14 @@
-"""The ``semloc`` command line: ``semloc <command> [options]``; ``semloc <command> --help`` for each."""
+"""The ``semloc`` command line: ``semloc <command> [options]``; ``semloc <command> --help`` for each.
+
+Whatever a command does not handle itself (bad input it did not foresee: a truncated bag, a full disk, a file
+that exhausts memory) ends it with one line on stderr and exit status 1, never a traceback; ``--debug``
+(anywhere before ``--``) shows the traceback instead. Ctrl-C ends it with status 130.
+"""
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -21,13 +27,32 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def _usage() -> str:
     lines = ["usage: semloc <command> [options]", "", "commands:"]
     lines += [f"  {name:<10} {summary}" for name, (_, summary) in COMMANDS.items()]
-    lines += ["", "Run 'semloc <command> --help' for the options of a command."]
+    lines += ["", "Run 'semloc <command> --help' for the options of a command; --debug shows the traceback of "
+              "an error."]
     return "\n".join(lines)
+
+
+def error_line(error: BaseException) -> str:
+    """One line saying what went wrong, for a user rather than a developer."""
+    text = " ".join(str(error).split())
+    if isinstance(error, MemoryError):
+        return f"out of memory ({text or 'MemoryError'}): the input is too large or malformed"
+    if isinstance(error, RecursionError):
+        return f"input nested too deeply ({text})"
+    if isinstance(error, OSError) and error.errno is not None:
+        return text  # "[Errno 28] No space left on device: 'path'"
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _without_debug(argv: list[str]) -> tuple[list[str], bool]:
+    end = argv.index("--") if "--" in argv else len(argv)
+    debug = "--debug" in argv[:end] or os.environ.get("SEMLOC_DEBUG", "") not in ("", "0")
+    return [a for a in argv[:end] if a != "--debug"] + argv[end:], debug
 
 
 def main(argv: list[str] | None = None) -> int:
     """Dispatch to ``semloc_ros.commands.<module>.main``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv, debug = _without_debug(list(sys.argv[1:] if argv is None else argv))
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
@@ -35,8 +60,19 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"semloc: unknown command '{name}'\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(f"semloc_ros.commands.{COMMANDS[name][0]}")
-    return int(module.main(rest) or 0)
+    try:
+        module = importlib.import_module(f"semloc_ros.commands.{COMMANDS[name][0]}")
+        return int(module.main(rest) or 0)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"semloc {name}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # the last line of defence: one clear line, never a traceback
+        if debug:
+            raise
+        print(f"semloc {name}: {error_line(error)} (--debug shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

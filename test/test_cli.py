@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import subprocess
 import sys
+from pathlib import Path
 
+import cv2
 import pytest
 
 from semloc_ros import cli
@@ -52,3 +55,77 @@ def test_runner_command_line_uses_params_file_overlay_and_remaps(tmp_path):
     assert "image_raw:=/cam/image" in command
     assert runner.env["ROS_DOMAIN_ID"] == "151"
     assert runner.env["ROS_AUTOMATIC_DISCOVERY_RANGE"]
+
+
+# ------------------------------------------------------------------------------------ bad input: one line
+def _truncated_mcap(tmp_path: Path) -> Path:
+    from rosbags.rosbag2 import StoragePlugin
+    from test_datasets import write_bag
+
+    write_bag(tmp_path / "bag", StoragePlugin.MCAP)
+    data = next((tmp_path / "bag").glob("*.mcap")).read_bytes()
+    truncated = tmp_path / "truncated.mcap"
+    truncated.write_bytes(data[: 2 * len(data) // 3])
+    return truncated
+
+
+def _one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", [["build-db", "--out", "x.semdb", "--untrained-ok"], ["replay"]])
+def test_a_truncated_mcap_ends_a_command_with_one_line(tmp_path, capsys, command):
+    bag = _truncated_mcap(tmp_path)
+    code = cli.main([command[0], str(bag), *command[1:]])
+    assert code != 0
+    line = _one_line(capsys.readouterr().err)
+    assert f"semloc {command[0]}: {bag}: cannot read the bag (truncated or corrupt?)" in line
+
+
+def test_a_full_disk_during_build_db_is_one_line_and_keeps_the_old_file(tmp_path, capsys, monkeypatch):
+    import numpy as np
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 256, (32, 48, 3), dtype=np.uint8))
+    (folder / "gps.csv").write_text("filename,lat,lon\n" + "".join(f"{i}.png,51.75,-1.25\n" for i in range(3)))
+    out = tmp_path / "map.semdb"
+    arguments = ["build-db", str(folder), "--out", str(out), "--untrained-ok", "--threads", "1", "--quiet"]
+    assert cli.main(arguments) == 0
+    before = out.read_bytes()
+    capsys.readouterr()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", disk_full)
+    assert cli.main([*arguments, "--append"]) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert "No space left on device" in line and "the previous file is unchanged" in line
+    assert out.read_bytes() == before
+
+
+@pytest.mark.parametrize(("error", "expected"), [
+    (MemoryError(), "out of memory"),
+    (RecursionError("maximum recursion depth exceeded while decoding a JSON object"), "nested too deeply"),
+    (OSError(errno.ENOSPC, "No space left on device"), "No space left on device"),
+    (KeyError("surprise"), "KeyError: 'surprise'"),
+])
+def test_anything_a_command_does_not_handle_is_one_line_and_debug_shows_it(capsys, monkeypatch, error, expected):
+    from semloc_ros.commands import plot
+
+    def fail(argv):
+        raise error
+
+    monkeypatch.setattr(plot, "main", fail)
+    assert cli.main(["plot", "whatever"]) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("semloc plot: ") and expected in line and "--debug" in line
+    with pytest.raises(type(error)):
+        cli.main(["--debug", "plot", "whatever"])
+    with pytest.raises(type(error)):
+        cli.main(["plot", "whatever", "--debug"])

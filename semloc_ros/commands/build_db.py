@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from semloc_ros.commands.common import DEFAULT_THREADS, add_views_argument
 from semloc_ros.core.views import format_views
+from semloc_ros.io.bags import BagError
 from semloc_ros.io.datasets import DEFAULT_MAX_SPEED_MPS, DatasetError, load_drive, subsample_by_distance
 from semloc_ros.models.pipeline import METHODS
 
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         drive = load_drive(args.source, args.image_topic, args.gps_topic, max_gap_s=args.max_gap_s,
                            max_speed_mps=args.max_speed_mps)
-    except (DatasetError, OSError) as error:
+    except (DatasetError, BagError, OSError) as error:
         print(f"semloc build-db: {error}", file=sys.stderr)
         return 2
     with_gps = drive.drop_invalid_gps().drop_implausible_speed(args.max_speed_mps)
@@ -207,6 +208,10 @@ def _write(args: argparse.Namespace, entries: GeoDatabase) -> GeoDatabase | int:
         return entries
     except (DatabaseError, ValueError, LockTimeoutError) as error:
         print(f"semloc build-db: cannot {'append' if args.append else 'write'}: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # e.g. the disk is full: the atomic write left the previous file as it was
+        print(f"semloc build-db: cannot write {args.out}: {error.strerror or error}; "
+              f"{'the previous file is unchanged' if args.out.exists() else 'nothing was written'}", file=sys.stderr)
         return 1
 
 

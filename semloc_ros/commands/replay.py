@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from semloc_ros.io.bag_playback import BagSource, PlaybackError, Scheduled, parse_remap, play, schedule
+from semloc_ros.io.bags import BagError
 from semloc_ros.io.datasets import IMAGE_MSGTYPES
 from semloc_ros.ros.conversions import message_class
 
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         items = schedule(source, rate=args.rate, start_offset_s=args.start_offset, loop=args.loop)
         if args.clock is not None and not args.clock > 0.0:
             raise PlaybackError(f"--clock rate must be > 0 Hz, got {args.clock}")
-    except (PlaybackError, OSError) as error:
+    except (PlaybackError, BagError, OSError) as error:
         print(f"semloc replay: {error}", file=sys.stderr)
         return 2
 

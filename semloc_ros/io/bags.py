@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,8 @@ _BUILTIN_TYPES = {"bool", "byte", "char", "float32", "float64", "int8", "uint8",
 
 
 class BagError(ValueError):
-    """A bag that cannot be written as asked, or a message type whose definition cannot be found."""
+    """A bag that cannot be read (truncated, corrupt) or written as asked, or a message type whose definition
+    cannot be found."""
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -36,11 +37,18 @@ def default_typestore():
     return get_typestore(Stores.ROS2_KILTED)
 
 
-def open_bag(bag_path: str | Path):
-    """An ``AnyReader`` over one bag (use as a context manager)."""
-    from rosbags.highlevel import AnyReader
+@contextlib.contextmanager
+def open_bag(bag_path: str | Path) -> Iterator[Any]:
+    """An open ``AnyReader`` over one bag (a context manager); a truncated or corrupt bag, found while opening
+    or while reading, is a ``BagError`` naming the file."""
+    from rosbags.highlevel import AnyReader, AnyReaderError
+    from rosbags.rosbag2 import ReaderError
 
-    return AnyReader([Path(bag_path)], default_typestore=default_typestore())
+    try:
+        with AnyReader([Path(bag_path)], default_typestore=default_typestore()) as reader:
+            yield reader
+    except (AnyReaderError, ReaderError) as error:
+        raise BagError(f"{bag_path}: cannot read the bag (truncated or corrupt?): {error}") from error
 
 
 def bag_topics(bag_path: str | Path) -> dict[str, str]:
