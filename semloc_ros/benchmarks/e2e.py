@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from semloc_ros.benchmarks.common import (
-    FRAME_SHAPE,
     cpu_seconds,
     load_frames,
     machine_line,
@@ -79,6 +78,10 @@ def run_e2e(args: argparse.Namespace) -> int:
 
     count = max(1, round(args.rate * args.duration))
     frames = load_frames(args.dataset, args.drive, min(count, args.max_frames))
+    if args.frame_size is not None:  # e.g. 1920x1080: upscaled copies of the drive's frames
+        import cv2
+
+        frames = [cv2.resize(rgb, args.frame_size, interpolation=cv2.INTER_LINEAR) for rgb in frames]
     messages = [array_to_imgmsg(rgb, "rgb8") for rgb in frames]
     for message in messages:
         message.header.frame_id = "camera"
@@ -89,7 +92,8 @@ def run_e2e(args: argparse.Namespace) -> int:
         name, _, assignments = spec.partition(":")
         variants.append((name, merge_overrides(base, parse_assignments(assignments))))
     print(f"semloc benchmark e2e: {machine_line()}")
-    print(f"{count} frames of {args.drive} ({FRAME_SHAPE[0]}x{FRAME_SHAPE[1]} rgb8 Image) at {args.rate:g} Hz for "
+    height, width = messages[0].height, messages[0].width
+    print(f"{count} frames of {args.drive} ({height}x{width} rgb8 Image) at {args.rate:g} Hz for "
           f"{args.duration:g} s per run; database {database.name}; ROS_DOMAIN_ID={args.domain_id}; "
           f"{args.repeats} round(s) of {len(variants)} variant(s)")
     rclpy.init()
@@ -189,6 +193,11 @@ def stream_once(client, executor, runner, messages, count: int, args: argparse.N
         executor.spin_once(timeout_sec=0.05)
     executor.remove_node(client)
     latencies = [client.fix_times[stamp] - sent for stamp, sent in published.items() if stamp in client.fix_times]
+    arrivals = sorted(t for stamp, t in client.fix_times.items() if stamp in published)
+    gaps = np.diff([start, *arrivals, start + stream_s]) if arrivals else [stream_s]
+    # the same, by the publish times of the answered frames: not distorted when this client is slow to spin
+    answered_sent = sorted(sent for stamp, sent in published.items() if stamp in client.fix_times)
+    frame_gaps = np.diff([start, *answered_sent, start + stream_s]) if answered_sent else [stream_s]
     answered = len(latencies)
     late = np.asarray(latencies) * 1e3
     hops = {}
@@ -211,6 +220,8 @@ def stream_once(client, executor, runner, messages, count: int, args: argparse.N
         "p95_ms": float(np.percentile(late, 95)) if answered else math.nan,
         "p99_ms": float(np.percentile(late, 99)) if answered else math.nan,
         "max_ms": float(late.max()) if answered else math.nan,
+        "max_gap_s": float(np.max(gaps)),  # longest time without a fix while streaming
+        "max_answered_frame_gap_s": float(np.max(frame_gaps)),  # longest run of published frames never answered
         "cpu_percent": {node: 100.0 * (cpu_after[node] - cpu_before[node]) / stream_s for node in pids},
         "diagnostics": {node: client.diagnostic_values(node) for node in pids},
     }
@@ -223,5 +234,7 @@ def e2e_line(run: dict[str, Any]) -> str:
     hops = "".join(f"; {name} p50 {stats['median']:.1f} p95 {stats['p95']:.1f} ms"
                    for name, stats in run.get("hops", {}).items())
     return (f"{run['answered']}/{run['published']} fixes, {run['fix_rate_hz']:.2f} Hz, latency p50 "
-            f"{run['p50_ms']:.1f} p95 {run['p95_ms']:.1f} p99 {run['p99_ms']:.1f} max {run['max_ms']:.1f} ms; "
+            f"{run['p50_ms']:.1f} p95 {run['p95_ms']:.1f} p99 {run['p99_ms']:.1f} max {run['max_ms']:.1f} ms; longest "
+            f"gap without a fix {run['max_gap_s']:.2f} s (between answered frames "
+            f"{run['max_answered_frame_gap_s']:.2f} s); "
             f"CPU {cpu}{hops}")

@@ -39,6 +39,14 @@ DEFAULT_CACHE = Path(tempfile.gettempdir()) / "semloc-bench"
 DEFAULT_DOMAIN_ID = 230
 
 
+def frame_size(text: str) -> tuple[int, int]:
+    """argparse type ``WxH`` -> (width, height)."""
+    width, sep, height = text.lower().partition("x")
+    if not (sep and width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
+        raise argparse.ArgumentTypeError(f"{text}: expected WIDTHxHEIGHT, e.g. 1920x1080")
+    return int(width), int(height)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="semloc benchmark", description=__doc__.split("\n\n")[0])
     common = argparse.ArgumentParser(add_help=False)
@@ -68,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     e2e.add_argument("--drive", default="eval_night_l0", help="query drive streamed as the camera")
     e2e.add_argument("--database", type=Path, default=None, help="map (default: the database drive, cached)")
     e2e.add_argument("--rate", type=float, default=20.0, help="camera rate (Hz)")
+    e2e.add_argument("--frame-size", type=frame_size, default=None, metavar="WxH",
+                     help="resize the camera frames to this size (e.g. 1920x1080) instead of 320x240")
     e2e.add_argument("--duration", type=float, default=30.0, help="seconds streamed per run")
     e2e.add_argument("--max-frames", type=int, default=400, help="distinct frames held in memory (cycled)")
     e2e.add_argument("--drain-s", type=float, default=3.0, help="wait for late fixes after the stream")
