@@ -59,8 +59,12 @@ class DescriptorNode(Node):
         self.diagnostics = StageDiagnostics(self, self.stats)
         self.sequence = SequenceMonitor()
         self.publisher = self.create_publisher(Descriptor, "semloc/descriptor", QoSProfile(depth=10))
-        input_qos = QoSProfile(depth=self.params.get("queue_depth"), reliability=ReliabilityPolicy.BEST_EFFORT)
         topic = "semloc/labels" if self.extractor.input_kind == "labels" else "image_raw"
+        # Frames are dropped at the entrance only: label images from the segmentation node arrive reliably when it
+        # publishes them reliably (best available: still connects to a best-effort publisher); the camera (RGB
+        # descriptors) is taken best effort, newest first, like the segmentation node's.
+        reliability = ReliabilityPolicy.BEST_AVAILABLE if topic == "semloc/labels" else ReliabilityPolicy.BEST_EFFORT
+        input_qos = QoSProfile(depth=self.params.get("queue_depth"), reliability=reliability)
         self.create_subscription(Image, topic, self._on_image_with_info, input_qos)
         self.get_logger().info(f"descriptor {self.extractor.model_id} (dimension {self.extractor.dimension}) "
                                f"on {topic}")
