@@ -601,7 +601,8 @@ def load_rosbag(
     fix_stamps = np.array([f[0] for f in fixes], dtype=np.int64)
     if max_speed_mps is not None:
         jumps = implausible_speed(fix_stamps, fix_arr[:, 0], fix_arr[:, 1], max_speed_mps)
-        skipped["fix_implausible_speed"] = int(jumps.sum())
+        if jumps.any():
+            skipped["fix_implausible_speed"] = int(jumps.sum())
         fix_arr, fix_stamps = fix_arr[~jumps], fix_stamps[~jumps]
     image_stamps = np.array([s for s, _ in images], dtype=np.int64)
     lat, lon, alt, reason = interpolate_fixes(
