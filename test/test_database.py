@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from semloc_ros.core import database as database_module
+from semloc_ros.core import map_checks
 from semloc_ros.core.database import (
     FORMAT_VERSION,
     DatabaseError,
@@ -534,7 +535,7 @@ def test_crafted_members_are_a_format_error_not_a_crash(tmp_path, member, data, 
 
 
 def test_a_huge_header_is_refused_before_it_is_read(tmp_path, monkeypatch):
-    monkeypatch.setattr(database_module, "MAX_HEADER_BYTES", 1000)
+    monkeypatch.setattr(map_checks, "MAX_HEADER_BYTES", 1000)
     members = valid_members()
     members["header"] = npy_bytes(np.frombuffer(json.dumps({"pad": "x" * 2000}).encode(), dtype=np.uint8))
     with pytest.raises(DatabaseFormatError, match=r"the header has \d+ bytes, more than 1000"):
@@ -542,8 +543,8 @@ def test_a_huge_header_is_refused_before_it_is_read(tmp_path, monkeypatch):
 
 
 def test_a_stored_index_larger_than_its_entries_allow_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(database_module, "_STORED_INDEX_BYTES", 0)
-    monkeypatch.setattr(database_module, "_STORED_INDEX_BYTES_PER_ENTRY", 0)
+    monkeypatch.setattr(map_checks, "_STORED_INDEX_BYTES", 0)
+    monkeypatch.setattr(map_checks, "_STORED_INDEX_BYTES_PER_ENTRY", 0)
     members = valid_members()
     header = json.loads(np.load(io.BytesIO(members["header"])).tobytes())
     header["index_type"] = "hnsw"

@@ -18,7 +18,6 @@ from semloc_ros.io.datasets import (
     DatasetError,
     Drive,
     Frame,
-    implausible_speed,
     interpolate_fixes,
     load_drive,
     load_image_folder,
@@ -29,6 +28,7 @@ from semloc_ros.io.datasets import (
     load_vpr_filenames,
     parse_vpr_filename,
 )
+from semloc_ros.io.gps_jumps import drop_implausible_speed, implausible_speed
 
 DEMO = Path(__file__).resolve().parent.parent / "semloc_ros" / "data" / "demo"
 
@@ -301,11 +301,11 @@ def test_a_gps_jump_in_a_bag_is_dropped_not_stored_off_the_route(tmp_path: Path)
     fixes = [(0.1 * i, 48.0 + 9e-6 * i, 11.0, 500.0, 0) for i in range(30)]  # 1 m per 0.1 s: 10 m/s north
     fixes[12] = (1.2, 48.0 + 0.09, 11.0, 500.0, 0)  # one fix 10 km off
     write_bag(tmp_path / "bag", StoragePlugin.MCAP, fixes, image_stamps=[0.05 + 0.1 * i for i in range(28)])
-    drive = load_rosbag(tmp_path / "bag", image_topic="/cam/image_raw", max_gap_s=1.0, max_speed_mps=70.0)
-    assert drive.skipped["fix_implausible_speed"] == 1 and len(drive) == 28
-    assert max(abs(f.lat - 48.0) for f in drive) < 3e-4  # every frame on the 30 m route
-    unchecked = load_rosbag(tmp_path / "bag", image_topic="/cam/image_raw", max_gap_s=1.0)
-    assert max(abs(f.lat - 48.0) for f in unchecked) > 0.04  # what happened before: kilometres off
+    drive = load_rosbag(tmp_path / "bag", image_topic="/cam/image_raw", max_gap_s=1.0)
+    assert max(abs(f.lat - 48.0) for f in drive) > 0.04  # interpolated towards the jump: kilometres off
+    checked = drop_implausible_speed(drive, 70.0)
+    assert checked.skipped["implausible_speed"] == 2 and len(checked) == 26  # the two frames beside the jump
+    assert max(abs(f.lat - 48.0) for f in checked) < 3e-4  # every frame kept is on the 30 m route
 
 
 def test_implausible_speed_finds_jumps_and_keeps_the_route() -> None:

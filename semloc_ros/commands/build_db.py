@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 from semloc_ros.commands.common import DEFAULT_THREADS, add_views_argument
 from semloc_ros.core.views import format_views
 from semloc_ros.io.bags import BagError
-from semloc_ros.io.datasets import DEFAULT_MAX_SPEED_MPS, DatasetError, load_drive, subsample_by_distance
+from semloc_ros.io.datasets import DatasetError, load_drive, subsample_by_distance
+from semloc_ros.io.gps_jumps import DEFAULT_MAX_SPEED_MPS, drop_implausible_speed
 from semloc_ros.models.pipeline import METHODS
 
 if TYPE_CHECKING:
@@ -122,12 +123,11 @@ def main(argv: list[str] | None = None) -> int:
         print("semloc build-db: --max-speed-mps must be finite and > 0, --lock-timeout-s >= 0", file=sys.stderr)
         return 2
     try:
-        drive = load_drive(args.source, args.image_topic, args.gps_topic, max_gap_s=args.max_gap_s,
-                           max_speed_mps=args.max_speed_mps)
+        drive = load_drive(args.source, args.image_topic, args.gps_topic, max_gap_s=args.max_gap_s)
     except (DatasetError, BagError, OSError) as error:
         print(f"semloc build-db: {error}", file=sys.stderr)
         return 2
-    with_gps = drive.drop_invalid_gps().drop_implausible_speed(args.max_speed_mps)
+    with_gps = drop_implausible_speed(drive.drop_invalid_gps(), args.max_speed_mps)
     valid = subsample_by_distance(with_gps, args.min_distance_m)
     print(
         f"source {drive.source}: {len(drive)} frames with a position, {len(with_gps)} with valid GPS, "
@@ -194,8 +194,9 @@ def _existing_database(args: argparse.Namespace, pipeline) -> GeoDatabase | int:
 
 def _write(args: argparse.Namespace, entries: GeoDatabase) -> GeoDatabase | int:
     """Save (or append) ``entries`` to ``--out`` under the file's lock; the saved database or an exit code."""
-    from semloc_ros.core.database import DatabaseError, append_to_file, save_locked
+    from semloc_ros.core.database import DatabaseError
     from semloc_ros.core.file_lock import LockTimeoutError
+    from semloc_ros.core.map_updates import append_to_file, save_locked
 
     def waiting() -> None:
         print(f"waiting for another process writing {args.out} ...", flush=True)

@@ -133,8 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                 teacher_file = args.teacher or args.init
                 if teacher_file is None:
                     raise ValueError("--pseudo-drives needs --teacher or --init")
-                teacher = Segmenter.from_file(teacher_file, device=args.device,
-                                              trust_model_code=args.trust_model_code)
+                teacher = Segmenter.from_file(teacher_file, device=args.device, trust_model_code=args.trust_model_code)
                 unlabeled = load_train_drives(
                     args.dataset, args.pseudo_drives, cfg.input_size, None, labels=False, progress=progress
                 )
@@ -169,8 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                 segmenter = (
                     Segmenter.default(device=args.device)
                     if args.segmenter == "default"
-                    else Segmenter.from_file(args.segmenter, device=args.device,
-                                             trust_model_code=args.trust_model_code)
+                    else Segmenter.from_file(args.segmenter, device=args.device, trust_model_code=args.trust_model_code)
                 )
                 print(f"mixing in the predictions of segmenter {segmenter.model_id}", flush=True)
             if args.task == "semantic":

@@ -29,7 +29,7 @@ import os
 import threading
 import warnings
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,10 +38,10 @@ import faiss
 import numpy as np
 
 from semloc_ros import __version__ as SEMLOC_VERSION  # noqa: N812
-from semloc_ros.core.file_lock import exclusive_lock
 from semloc_ros.core.files import atomic_write
 from semloc_ros.core.geodesy import GeoError, LocalENU, validate_lat_lon
-from semloc_ros.core.npz_checks import ArchiveError, ArrayInfo, inspect_npz
+from semloc_ros.core.map_checks import ARRAY_NAMES, check_arrays, check_normalised, declared_arrays
+from semloc_ros.core.npz_checks import ArchiveError
 from semloc_ros.core.views import SINGLE_VIEW, check_views, views_from_ids
 
 FORMAT_NAME = "semloc-geodatabase"
@@ -64,20 +64,8 @@ _IVFPQ_TRAIN_PER_CENTROID = 40  # training sample: this many rows per centroid (
 _IVFPQ_EXACT_CANDIDATES = 256  # candidates re-scored exactly per query: max(this, _IVFPQ_EXACT_FACTOR x k)
 _IVFPQ_EXACT_FACTOR = 4
 _IVFPQ_RETRAIN_GROWTH = 4  # retrain when the database outgrows its training size by this factor
-_CHUNK_ROWS = 65_536  # row chunk of the whole-array checks (bounded temporary memory at a million entries)
 _INITIAL_CAPACITY = 64
-_NORM_TOLERANCE_ON_LOAD = 1e-3
-_ARRAY_NAMES = ("descriptors", "lat", "lon", "alt", "heading", "stamp_ns", "image_id")
-# Refused before anything is inflated: saved files store their arrays uncompressed (ratio 1), so a member that
-# inflates more is not ours (a decompression bomb); the JSON header is small.
-MAX_COMPRESSION_RATIO = 10.0
-MAX_HEADER_BYTES = 16 << 20
-# A stored FAISS index is at most a copy of the descriptors plus this much per entry (HNSW links, IVF-PQ codes
-# and ids) plus fixed tables (centroids, PQ codebooks).
-_STORED_INDEX_BYTES_PER_ENTRY = 1024
-_STORED_INDEX_BYTES = 256 << 20
-DEFAULT_LOCK_TIMEOUT_S = 120.0
-
+_CHUNK_ROWS = 65_536  # row chunk of the whole-array checks (bounded temporary memory at a million entries)
 
 class DatabaseError(RuntimeError):
     """Any failure of the geo-database."""
@@ -705,7 +693,7 @@ class GeoDatabase:
         if source.stat().st_size == 0:
             raise DatabaseFormatError(f"{source}: the geo-database file is empty")
         try:
-            declared = _declared_arrays(source)
+            declared = declared_arrays(source)  # what each member declares: nothing is inflated yet
             with np.load(source, allow_pickle=False) as archive:
                 header = _parse_header(archive, source)
                 if expected_model_id is not None and header["model_id"] != expected_model_id:
@@ -713,22 +701,23 @@ class GeoDatabase:
                         f"{source}: database model_id {header['model_id']!r} does not match the expected "
                         f"model_id {expected_model_id!r}"
                     )
-                _check_arrays(declared, header, source)  # what the file declares, before inflating it
-                arrays = {name: archive[name] for name in _ARRAY_NAMES}
+                check_arrays(declared, header)  # before inflating anything
+                arrays = {name: archive[name] for name in ARRAY_NAMES}
                 thumbnails = archive["thumbnails"] if "thumbnails" in archive.files else None
                 stored_blob = archive["faiss_index"] if "faiss_index" in archive.files else None
+            check_arrays(arrays, header)
+            check_normalised(arrays["descriptors"])
         except DatabaseError:
             raise
-        except (MemoryError, RecursionError) as error:  # what the checks above did not foresee, still refused
+        except ArchiveError as error:
+            raise DatabaseFormatError(f"{source}: {error}") from error
+        except (MemoryError, RecursionError) as error:  # what the checks did not foresee, still refused
             raise DatabaseFormatError(f"{source}: refused, loading it failed with {type(error).__name__}") from error
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, UnicodeDecodeError) as error:
             raise DatabaseFormatError(
                 f"{source}: not a readable semloc geo-database (truncated, corrupt, or holding pickled "
                 f"objects, which are never loaded): {error}"
             ) from error
-
-        _check_arrays(arrays, header, source)
-        _check_normalised(arrays["descriptors"], source)
         search_params = _current_search_params(header.get("search_params", {}))
         try:
             database = cls(header["dimension"], header["model_id"], header["index_type"], **search_params)
@@ -755,37 +744,6 @@ class GeoDatabase:
         if stored_index is not None and database.active_index == "ivfpq":
             database._trained_count = int(header["faiss_index"]["trained_count"])
         return database
-
-
-def save_locked(database: GeoDatabase, path: str | os.PathLike[str], lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
-                on_wait: Callable[[], None] | None = None) -> Path:
-    """``database.save(path)`` holding the file's exclusive lock (``file_lock``), so it never lands between
-    another writer's read and write of the same file."""
-    with exclusive_lock(path, lock_timeout_s, on_wait):
-        return database.save(path)
-
-
-def append_to_file(path: str | os.PathLike[str], entries: GeoDatabase,
-                   lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
-                   on_wait: Callable[[], None] | None = None) -> GeoDatabase:
-    """Add the entries of ``entries`` to the database file at ``path`` and return what was saved.
-
-    The read-modify-write (load, add, atomic replace) holds the file's exclusive lock throughout, so concurrent
-    appends to one file all land; a second writer waits up to ``lock_timeout_s`` (``LockTimeoutError``). A
-    missing file is created. The file's model id must be ``entries.model_id`` (``DescriptorMismatchError``).
-    """
-    with exclusive_lock(path, lock_timeout_s, on_wait):
-        if not Path(path).exists():
-            entries.save(path)
-            return entries
-        database = GeoDatabase.load(path, expected_model_id=entries.model_id)
-        database.check_query(entries.dimension)
-        if entries.views != database.views:
-            raise ValueError(f"the map holds views {database.views}, the new entries {entries.views}")
-        records = [entries.record(i) for i in range(len(entries))]
-        database.add(entries.descriptors, records, entries.thumbnails)
-        database.save(path)
-    return database
 
 
 def _stored_index(header: dict[str, Any], blob: np.ndarray | None, source: Path) -> faiss.Index | None:
@@ -844,7 +802,7 @@ def _parse_header(archive: np.lib.npyio.NpzFile, source: Path) -> dict[str, Any]
     """Decode and validate the JSON header of an opened database archive."""
     if "header" not in archive.files:
         raise DatabaseFormatError(f"{source}: not a semloc geo-database (no header)")
-    raw = archive["header"]  # at most MAX_HEADER_BYTES (_declared_arrays)
+    raw = archive["header"]  # at most MAX_HEADER_BYTES (map_checks.declared_arrays)
     if raw.dtype != np.uint8 or raw.ndim != 1:
         raise DatabaseFormatError(f"{source}: header must be 1-D uint8 bytes, got {raw.dtype} {raw.shape}")
     try:
@@ -875,59 +833,3 @@ def _parse_header(archive: np.lib.npyio.NpzFile, source: Path) -> dict[str, Any]
     return header
 
 
-def _declared_arrays(source: Path) -> dict[str, ArrayInfo]:
-    """Dtype and shape of every array of the file, read without inflating any (``npz_checks``); the header
-    member must be small. Raises ``DatabaseFormatError`` with the reason."""
-    try:
-        declared = inspect_npz(source, MAX_COMPRESSION_RATIO)
-    except ArchiveError as error:
-        raise DatabaseFormatError(f"{source}: refused before loading: {error}") from error
-    header = declared.get("header")
-    if header is not None and header.inflated_bytes > MAX_HEADER_BYTES:
-        raise DatabaseFormatError(f"{source}: refused before loading: the header has {header.inflated_bytes} "
-                                  f"bytes, more than {MAX_HEADER_BYTES}")
-    return declared
-
-
-def _check_arrays(arrays: dict[str, np.ndarray] | dict[str, ArrayInfo], header: dict[str, Any],
-                  source: Path) -> None:
-    """Check dtypes, shapes and lengths of the stored arrays against each other and the header: on what the
-    file declares (``ArrayInfo``, before loading) and on the loaded arrays."""
-    missing = [name for name in _ARRAY_NAMES if name not in arrays]
-    if missing:
-        raise DatabaseFormatError(f"{source}: missing arrays {', '.join(missing)}")
-    descriptors = arrays["descriptors"]
-    if descriptors.dtype != np.float32 or len(descriptors.shape) != 2:
-        raise DatabaseFormatError(
-            f"{source}: descriptors must be a 2-D float32 array, got {descriptors.dtype} {descriptors.shape}"
-        )
-    if descriptors.shape[1] != header["dimension"]:
-        raise DatabaseFormatError(
-            f"{source}: descriptor dimension {descriptors.shape[1]} does not match the header dimension "
-            f"{header['dimension']}"
-        )
-    expected_kinds = {"lat": "f", "lon": "f", "alt": "f", "heading": "f", "stamp_ns": "i", "image_id": "U"}
-    for name, kind in expected_kinds.items():
-        if arrays[name].dtype.kind != kind or len(arrays[name].shape) != 1:
-            raise DatabaseFormatError(
-                f"{source}: {name} has dtype {arrays[name].dtype} and {len(arrays[name].shape)} dimensions, "
-                f"expected a 1-D array of kind {kind!r}"
-            )
-    lengths = {name: arrays[name].shape[0] for name in _ARRAY_NAMES}
-    optional = {name: arrays[name].shape[0] for name in ("thumbnails",) if name in arrays and arrays[name].shape}
-    if set(lengths.values()) != {header["count"]} or any(n != header["count"] for n in optional.values()):
-        raise DatabaseFormatError(
-            f"{source}: inconsistent array lengths {lengths | optional} (header count {header['count']})"
-        )
-    stored_index = arrays.get("faiss_index")
-    largest = header["count"] * (4 * header["dimension"] + _STORED_INDEX_BYTES_PER_ENTRY) + _STORED_INDEX_BYTES
-    if stored_index is not None and math.prod(stored_index.shape) * stored_index.dtype.itemsize > largest:
-        raise DatabaseFormatError(f"{source}: the stored index ({stored_index.shape} {stored_index.dtype}) is larger "
-                                  f"than any index of {header['count']} entries ({largest} bytes)")
-
-
-def _check_normalised(descriptors: np.ndarray, source: Path) -> None:
-    for start in range(0, len(descriptors), _CHUNK_ROWS):
-        norms = np.linalg.norm(descriptors[start : start + _CHUNK_ROWS], axis=1)
-        if not np.all(np.abs(norms - 1.0) <= _NORM_TOLERANCE_ON_LOAD):
-            raise DatabaseFormatError(f"{source}: stored descriptors are not L2-normalised")

@@ -29,8 +29,6 @@ BAG_SUFFIXES = (".mcap", ".db3")
 IMAGE_MSGTYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 NAVSATFIX_MSGTYPE = "sensor_msgs/msg/NavSatFix"
 NAVSAT_STATUS_NO_FIX = -1
-DEFAULT_MAX_SPEED_MPS = 70.0  # 252 km/h: faster than any road vehicle a map is built from
-GPS_JUMP_ALLOWANCE_M = 5.0  # GPS noise allowed on top of the distance the speed limit allows
 
 
 class DatasetError(ValueError):
@@ -226,56 +224,6 @@ class Drive:
         if n_bad:
             skipped["invalid_gps"] = skipped.get("invalid_gps", 0) + n_bad
         return replace(self, frames=good, skipped=skipped)
-
-    def drop_implausible_speed(self, max_speed_mps: float) -> Drive:
-        """A drive without the frames whose position implies a speed above ``max_speed_mps`` (GPS jumps,
-        :func:`implausible_speed`), counted in ``skipped["implausible_speed"]``. Needs valid GPS."""
-        jumps = implausible_speed(self.stamps_ns, self.lat, self.lon, max_speed_mps)
-        skipped = dict(self.skipped)
-        if jumps.any():
-            skipped["implausible_speed"] = skipped.get("implausible_speed", 0) + int(jumps.sum())
-        return replace(self, frames=[f for f, jump in zip(self.frames, jumps, strict=True) if not jump],
-                       skipped=skipped)
-
-
-def _great_circle_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Haversine distance on a sphere of the mean Earth radius (0.5 % is plenty for a plausibility check)."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
-    return 2 * 6_371_008.8 * math.asin(min(1.0, math.sqrt(a)))
-
-
-def implausible_speed(stamps_ns: np.ndarray, lat: np.ndarray, lon: np.ndarray, max_speed_mps: float) -> np.ndarray:
-    """Boolean mask of the positions that imply moving faster than ``max_speed_mps`` (GPS jumps).
-
-    1. Positions are taken in stamp order; with fewer than two distinct stamps nothing can be judged.
-    2. The walk starts at the first position consistent with the next one (a first position that is itself a
-       jump is dropped).
-    3. Each later position farther from the last kept one than ``max_speed_mps`` x elapsed time +
-       :data:`GPS_JUMP_ALLOWANCE_M` is a jump; the last kept position stays the reference, so a one-fix jump
-       drops that fix only, and after a long gap (or a stop) the route is picked up again.
-    """
-    if not (math.isfinite(max_speed_mps) and max_speed_mps > 0):
-        raise ValueError(f"max_speed_mps must be finite and > 0, got {max_speed_mps}")
-    stamps = np.asarray(stamps_ns, dtype=np.int64)
-    jumps = np.zeros(len(stamps), dtype=bool)
-    if len(np.unique(stamps)) < 2:  # step 1
-        return jumps
-    order = np.argsort(stamps, kind="stable").tolist()
-
-    def consistent(i: int, j: int) -> bool:
-        allowed = max_speed_mps * abs(int(stamps[j]) - int(stamps[i])) / 1e9 + GPS_JUMP_ALLOWANCE_M
-        return _great_circle_m(lat[i], lon[i], lat[j], lon[j]) <= allowed
-
-    start = next((k for k in range(len(order) - 1) if consistent(order[k], order[k + 1])), len(order) - 1)  # 2
-    jumps[order[:start]] = True
-    kept = order[start]
-    for j in order[start + 1 :]:  # step 3
-        if consistent(kept, j):
-            kept = j
-        else:
-            jumps[j] = True
-    return jumps
 
 
 def subsample_by_distance(drive: Drive, min_distance_m: float) -> Drive:
@@ -552,14 +500,12 @@ def load_rosbag(
     image_topic: str | None = None,
     gps_topic: str | None = None,
     max_gap_s: float = 1.0,
-    max_speed_mps: float | None = None,
 ) -> Drive:
     """Images of a ROS 2 bag (directory, .mcap or .db3) geotagged from a NavSatFix topic.
 
     Image (``sensor_msgs/Image`` or ``CompressedImage``) and fix times are the header stamps (the bag time
     when a header stamp is zero). Each image gets the position interpolated between the bracketing fixes
-    (:func:`interpolate_fixes`); fixes with status NO_FIX (-1) or NaN lat/lon, and (when ``max_speed_mps`` is
-    given) fixes that imply a faster speed (:func:`implausible_speed`), are discarded first. Dropped
+    (:func:`interpolate_fixes`); fixes with status NO_FIX (-1) or NaN lat/lon are discarded first. Dropped
     messages are counted in ``Drive.skipped``. Topics may be omitted when the bag has exactly one of the kind.
 
     Pixels stay in the bag: each frame keeps a :class:`BagImageRef` and is decoded on ``load_rgb()`` (or in
@@ -599,11 +545,6 @@ def load_rosbag(
     fixes.sort(key=lambda x: x[0])
     fix_arr = np.array([f[1:] for f in fixes], dtype=np.float64).reshape(-1, 3)
     fix_stamps = np.array([f[0] for f in fixes], dtype=np.int64)
-    if max_speed_mps is not None:
-        jumps = implausible_speed(fix_stamps, fix_arr[:, 0], fix_arr[:, 1], max_speed_mps)
-        if jumps.any():
-            skipped["fix_implausible_speed"] = int(jumps.sum())
-        fix_arr, fix_stamps = fix_arr[~jumps], fix_stamps[~jumps]
     image_stamps = np.array([s for s, _ in images], dtype=np.int64)
     lat, lon, alt, reason = interpolate_fixes(
         image_stamps, fix_stamps, fix_arr[:, 0], fix_arr[:, 1], fix_arr[:, 2], max_gap_s
@@ -627,8 +568,7 @@ def load_rosbag(
         frames=frames,
         source=str(bag_path),
         skipped=skipped,
-        metadata={"image_topic": image_topic, "gps_topic": gps_topic, "max_gap_s": max_gap_s,
-                  "max_speed_mps": max_speed_mps},
+        metadata={"image_topic": image_topic, "gps_topic": gps_topic, "max_gap_s": max_gap_s},
     )
 
 
@@ -647,9 +587,8 @@ def load_drive(
     image_topic: str | None = None,
     gps_topic: str | None = None,
     max_gap_s: float = 1.0,
-    max_speed_mps: float | None = None,
 ) -> Drive:
-    """Load a drive from a CLI source string (``max_speed_mps``: bags drop fixes implying a faster speed).
+    """Load a drive from a CLI source string.
 
     - ``semloc-sim:ROOT:DRIVE``: a semloc-sim drive (also: a drive folder holding poses.csv + drive.json);
     - a ROS 2 bag (directory with metadata.yaml, .mcap or .db3) with ``image_topic``/``gps_topic``;
@@ -664,7 +603,7 @@ def load_drive(
     if not path.exists():
         raise DatasetError(f"{spec}: no such file or folder")
     if is_bag(path):
-        return load_rosbag(path, image_topic, gps_topic, max_gap_s=max_gap_s, max_speed_mps=max_speed_mps)
+        return load_rosbag(path, image_topic, gps_topic, max_gap_s=max_gap_s)
     if path.is_dir():
         if (path / "poses.csv").is_file() and (path / "drive.json").is_file():
             return load_semloc_sim_drive(path.parent, path.name)
