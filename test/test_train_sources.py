@@ -117,7 +117,7 @@ def test_fine_tune_shipped_descriptor_and_self_train_segmenter_from_two_drives(t
     shipped = load_checkpoint(Path(train_cmd.__file__).parents[1] / "data" / "models" / "descriptor_semantic.pt")[1]
     assert meta["training"]["init"] == shipped["model_id"] and meta["conf"]["dim"] == shipped["conf"]["dim"]
     seg = tmp_path / "seg.pt"
-    assert train_cmd.main(["segmenter", *common, "--teacher", UNTRAINED, "--pseudo-threshold", "0.0",
+    assert train_cmd.main(["segmenter", *common, "--init", "default", "--teacher", UNTRAINED, "--pseudo-threshold", "0",
                            "--input-size", "48", "64", "--out", str(seg)]) == 0, capsys.readouterr().err
     assert "pseudo-labeled 60 frames" in capsys.readouterr().out
     assert load_checkpoint(seg)[1]["training"]["pseudo_labeled_frames"] == 0  # they were the training set

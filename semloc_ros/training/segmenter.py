@@ -20,6 +20,7 @@ import torch.nn.functional as F  # noqa: N812
 from tqdm import tqdm
 
 from semloc_ros.core.labels import IGNORED_ID, SEMLOC_SIM
+from semloc_ros.models.loading import load_segmenter
 from semloc_ros.models.segmentation import SegmentationNet, Segmenter
 from semloc_ros.models.utils import normalize_rgb, resolve_device, rgb_to_tensor
 from semloc_ros.training.augment import photometric, random_hflip, random_resized_crop
@@ -118,7 +119,7 @@ def _initial_net(cfg: SegmenterTrainConfig) -> SegmentationNet:
     }
     net = SegmentationNet(conf)
     if cfg.init is not None:
-        start = Segmenter.from_file(cfg.init, device="cpu")
+        start = load_segmenter(cfg.init, device="cpu")  # a file, or 'default' (the shipped segmenter)
         if not isinstance(start.model, SegmentationNet) or start.model.conf["arch"] != cfg.arch \
                 or start.model.conf["input_norm"] != cfg.input_norm:
             raise ValueError(f"--init {cfg.init} is not a semloc {cfg.arch} segmenter with input_norm {cfg.input_norm}")
