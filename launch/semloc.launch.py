@@ -1,8 +1,12 @@
 """Start the semloc pipeline: segmentation_node -> descriptor_node -> localizer_node.
 
     ros2 launch semloc_ros semloc.launch.py database:=/path/to/route.semdb image_topic:=/camera/image_raw
+    ros2 launch semloc_ros semloc.launch.py database:=route.semdb image_topic:=/cam/image_raw use_compressed:=true \
+        model:=my_segmenter.onnx label_mapping:=cityscapes19 fix_frame_id:=gps map_frame:=semloc_map
 
-Parameters come from config/semloc.yaml (or params_file:=...); `database` and `image_topic` override it.
+Parameters come from config/semloc.yaml (or params_file:=...); the arguments below override it only when given
+(empty = the parameter file's value). With use_compressed the segmentation node subscribes to
+`<image_topic>/compressed` (image_transport's name) unless compressed_topic is given.
 Without ros2 launch (e.g. a pip-only install), `semloc run` starts the same nodes with the same YAML.
 """
 
@@ -16,48 +20,76 @@ from launch_ros.actions import Node
 
 from launch import LaunchDescription
 
+# launch argument -> (node, parameter, type) it overrides when not empty
+OVERRIDES = {
+    "use_compressed": ("segmentation_node", "use_compressed", bool),
+    "model": ("segmentation_node", "model", str),
+    "label_mapping": ("segmentation_node", "label_mapping", str),
+    "database": ("localizer_node", "database_path", str),
+    "fix_frame_id": ("localizer_node", "fix_frame_id", str),
+    "map_frame": ("localizer_node", "map_frame", str),
+}
 
-def _localizer(context, params_file, sim_time, namespace):
-    """The localizer; `database:=` overrides database_path only when given, so a params file can set it."""
-    overrides = dict(sim_time)
-    database = LaunchConfiguration("database").perform(context)
-    if database:
-        overrides["database_path"] = database
-    return [Node(package="semloc_ros", executable="localizer_node", name="localizer_node",
-                 namespace=namespace, output="screen", emulate_tty=True,
-                 parameters=[params_file, overrides],
-                 condition=IfCondition(LaunchConfiguration("localizer")))]
+
+def _as_type(argument: str, value: str, kind: type):
+    if kind is not bool:
+        return value
+    if value.lower() not in ("true", "false"):
+        raise ValueError(f"launch argument {argument} must be true or false, got '{value}'")
+    return value.lower() == "true"
+
+
+def _nodes(context):
+    """The three nodes, with the given launch arguments as parameter overrides and the camera remappings."""
+    value = {name: LaunchConfiguration(name).perform(context) for name in (*OVERRIDES, "image_topic",
+                                                                           "compressed_topic", "namespace",
+                                                                           "use_sim_time", "params_file")}
+    sim_time = value["use_sim_time"].lower() == "true"
+    overrides = {node: {"use_sim_time": sim_time}
+                 for node in ("segmentation_node", "descriptor_node", "localizer_node")}
+    for argument, (node, parameter, kind) in OVERRIDES.items():
+        if value[argument]:
+            overrides[node][parameter] = _as_type(argument, value[argument], kind)
+    image_topic = value["image_topic"]
+    compressed_topic = value["compressed_topic"] or image_topic.rstrip("/") + "/compressed"
+    camera_remaps = [("image_raw", image_topic), ("image_raw/compressed", compressed_topic)]
+    common = {"package": "semloc_ros", "namespace": value["namespace"], "output": "screen", "emulate_tty": True}
+    return [
+        Node(executable="segmentation_node", name="segmentation_node", remappings=camera_remaps,
+             parameters=[value["params_file"], overrides["segmentation_node"]], **common),
+        Node(executable="descriptor_node", name="descriptor_node", remappings=camera_remaps,  # RGB descriptors
+             parameters=[value["params_file"], overrides["descriptor_node"]], **common),
+        Node(executable="localizer_node", name="localizer_node",
+             parameters=[value["params_file"], overrides["localizer_node"]],
+             condition=IfCondition(LaunchConfiguration("localizer")), **common),
+    ]
 
 
 def generate_launch_description() -> LaunchDescription:
     default_params = os.path.join(get_package_share_directory("semloc_ros"), "config", "semloc.yaml")
-    params_file = LaunchConfiguration("params_file")
-    image_topic = LaunchConfiguration("image_topic")
-    namespace = LaunchConfiguration("namespace")
     arguments = [
         DeclareLaunchArgument("params_file", default_value=default_params,
                               description="ROS 2 parameter file of the three nodes"),
         DeclareLaunchArgument("database", default_value="",
-                              description="GeoDatabase file built with `semloc build-db`"),
+                              description="GeoDatabase file built with `semloc build-db` (localizer database_path)"),
         DeclareLaunchArgument("image_topic", default_value="/camera/image_raw",
                               description="camera topic (sensor_msgs/Image)"),
-        DeclareLaunchArgument("compressed_topic", default_value="/camera/image_raw/compressed",
-                              description="camera topic when use_compressed is true"),
+        DeclareLaunchArgument("use_compressed", default_value="",
+                              description="true: subscribe to sensor_msgs/CompressedImage on compressed_topic"),
+        DeclareLaunchArgument("compressed_topic", default_value="",
+                              description="CompressedImage topic; empty = <image_topic>/compressed"),
+        DeclareLaunchArgument("model", default_value="",
+                              description="segmenter: default, untrained:<arch> or a weights file"),
+        DeclareLaunchArgument("label_mapping", default_value="",
+                              description="the segmenter's label ids -> semloc's: identity, cityscapes19, camvid11, "
+                                          "camvid32 or a JSON file"),
+        DeclareLaunchArgument("fix_frame_id", default_value="",
+                              description="frame_id of /semloc/fix (e.g. the GPS antenna frame of the map's fixes)"),
+        DeclareLaunchArgument("map_frame", default_value="",
+                              description="frame of the markers and the path (not the navigation stack's map)"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the nodes"),
         DeclareLaunchArgument("use_sim_time", default_value="false",
                               description="use /clock (rosbag replay with --clock)"),
         DeclareLaunchArgument("localizer", default_value="true", description="start the localizer"),
     ]
-    sim_time = {"use_sim_time": LaunchConfiguration("use_sim_time")}
-    camera_remaps = [("image_raw", image_topic),
-                     ("image_raw/compressed", LaunchConfiguration("compressed_topic"))]
-    nodes = [
-        Node(package="semloc_ros", executable="segmentation_node", name="segmentation_node",
-             namespace=namespace, parameters=[params_file, sim_time], remappings=camera_remaps,
-             output="screen", emulate_tty=True),
-        Node(package="semloc_ros", executable="descriptor_node", name="descriptor_node",
-             namespace=namespace, parameters=[params_file, sim_time], remappings=camera_remaps,
-             output="screen", emulate_tty=True),
-        OpaqueFunction(function=_localizer, args=[params_file, sim_time, namespace]),
-    ]
-    return LaunchDescription([*arguments, *nodes])
+    return LaunchDescription([*arguments, OpaqueFunction(function=_nodes)])

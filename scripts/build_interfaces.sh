@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Generate and install the ROS 2 message packages kept in interfaces/ (geographic_msgs subset, semloc_msgs)
-# into a virtualenv that holds the ROS 2 Kilted PyPI wheels, with plain cmake (no colcon needed).
+# Generate and install the ROS 2 message packages kept in interfaces/ (subsets of geographic_msgs and tf2_msgs,
+# and semloc_msgs) into a virtualenv that holds the ROS 2 Kilted PyPI wheels, with plain cmake (no colcon needed).
 # Usage: scripts/build_interfaces.sh VENV
 # Idempotent: a package is rebuilt only when its definition files changed (hash stamp in VENV).
 set -euo pipefail
@@ -19,7 +19,7 @@ done
 
 export AMENT_PREFIX_PATH="$venv" CMAKE_PREFIX_PATH="$venv"
 jobs=$(nproc)
-for pkg in geographic_msgs semloc_msgs; do
+for pkg in geographic_msgs tf2_msgs semloc_msgs; do
   src="$root/interfaces/$pkg"
   stamp="$venv/share/$pkg/.semloc_build_stamp"
   hash=$(cat "$src/CMakeLists.txt" "$src/package.xml" "$src"/msg/*.msg | sha256sum | cut -d' ' -f1)

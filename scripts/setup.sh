@@ -6,8 +6,8 @@
 #   scripts/setup.sh --test     set up, then run ruff and the test suite (README, command 2; CI runs this)
 #
 # What it installs: ROS 2 Kilted wheels (rclpy over Fast DDS and the message packages) from PyPI,
-# torch/torchvision, faiss-cpu, pyproj, rosbags, ...  (requirements.txt), the geographic_msgs and
-# semloc_msgs message packages generated from interfaces/, and semloc_ros itself (editable).
+# torch/torchvision, faiss-cpu, pyproj, rosbags, ...  (requirements.txt), the geographic_msgs, tf2_msgs
+# and semloc_msgs message packages generated from interfaces/, and semloc_ros itself (editable).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=${SEMLOC_VENV:-$root/.venv}

@@ -479,7 +479,7 @@ def test_plot_compares_recorded_fixes_with_the_ground_truth(tmp_path: Path, driv
 def test_rviz_config_is_an_rviz2_config_showing_the_semloc_topics() -> None:
     config = yaml.safe_load((ROOT / "rviz" / "semloc.rviz").read_text())
     manager = config["Visualization Manager"]
-    assert manager["Global Options"]["Fixed Frame"] == "map"
+    assert manager["Global Options"]["Fixed Frame"] == "semloc_map"  # the localizer's map_frame
     assert any(panel["Class"] == "rviz_common/Displays" for panel in config["Panels"])
     displays = {d["Class"]: d for d in manager["Displays"]}
     assert displays["rviz_default_plugins/Image"]["Topic"]["Value"] == "/semloc/labels_overlay"

@@ -95,9 +95,11 @@ def test_launch_file_is_valid_python_starting_all_nodes():
     assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
     for node in NODE_PARAMETERS:
         assert f'executable="{node}"' in source
-    declared = {spec.name for spec in localizer_node.PARAMETERS}
-    launch_sets = re.findall(r'overrides\["(\w+)"\]', source)  # parameters the launch file sets itself
-    assert launch_sets and set(launch_sets) <= declared, launch_sets
+    # parameters the launch file's arguments set (its OVERRIDES table: argument -> (node, parameter, type))
+    launch_sets = re.findall(r'\("(\w+_node)", "(\w+)", \w+\)', source)
+    assert launch_sets, "no parameter overrides found in the launch file"
+    for node, parameter in launch_sets:
+        assert parameter in {spec.name for spec in NODE_PARAMETERS[node]}, (node, parameter)
 
 
 def test_package_xml_declares_the_runtime_dependencies():

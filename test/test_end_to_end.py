@@ -87,7 +87,7 @@ def test_every_frame_gets_a_fix_near_the_truth(running_pipeline):
     assert math.isfinite(last.pose.pose.position.latitude)
     assert np.asarray(last.pose.covariance).reshape(6, 6)[0, 0] > 0
     assert markers and any(m.ns == "retrieved" for m in markers[-1].markers)
-    assert all(m.header.frame_id == "map" for m in markers[-1].markers if m.ns)
+    assert all(m.header.frame_id == "semloc_map" for m in markers[-1].markers if m.ns)
 
 
 def test_bad_frame_is_dropped_and_pipeline_keeps_running(running_pipeline):

@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="label methods: ignore dynamic classes (set mask_dynamic on the descriptor node too)",
     )
+    parser.add_argument(
+        "--descriptor",
+        default=None,
+        help="descriptor weights (e.g. from `semloc train --source`) instead of the shipped one of the method's kind; "
+        "give the descriptor node the same file (model parameter)",
+    )
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch CPU threads")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--batch-size", type=int, default=16, help="images per network batch")
@@ -110,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from semloc_ros.core.database import GeoDatabase
     from semloc_ros.mapping import build_database
-    from semloc_ros.models import set_torch_threads
+    from semloc_ros.models import WeightsError, set_torch_threads
     from semloc_ros.models.pipeline import Pipeline
 
     if args.threads < 1 or args.batch_size < 1:
@@ -143,9 +149,12 @@ def main(argv: list[str] | None = None) -> int:
         print("semloc build-db: --mask-dynamic needs a label method; 'rgb' sees no classes", file=sys.stderr)
         return 2
     set_torch_threads(args.threads)
-    pipeline = Pipeline.from_method(
-        args.method, device=args.device, untrained_ok=args.untrained_ok, mask_dynamic=args.mask_dynamic
-    )
+    try:
+        pipeline = Pipeline.from_method(args.method, device=args.device, untrained_ok=args.untrained_ok,
+                                        mask_dynamic=args.mask_dynamic, descriptor_file=args.descriptor)
+    except (WeightsError, ValueError) as error:
+        print(f"semloc build-db: {error}", file=sys.stderr)
+        return 2
     existing = _existing_database(args, pipeline)
     if isinstance(existing, int):
         return existing

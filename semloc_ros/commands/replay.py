@@ -2,8 +2,9 @@
 
 The raw CDR bytes from the bag are published as they are (no deserialisation); the publisher's message class
 comes from the type name in the bag (``pkg/msg/Name`` -> ``pkg.msg.Name``), topics whose type is not
-installed are skipped with a warning. Images use the sensor-data QoS (best effort), everything else reliable
-with a deep queue. Examples::
+installed are skipped with a warning. Images use the sensor-data QoS (best effort), ``/tf_static`` is reliable
+and transient-local like tf2's static broadcaster (a listener that starts later still gets the transforms,
+while the replay runs), everything else reliable with a deep queue. Examples::
 
     semloc replay drive.mcap --remap /cam/image_raw:=/camera/image_raw
     semloc replay drive.mcap --topics /cam/image_raw --rate 0.5 --loop --start-offset 30 --clock
@@ -44,18 +45,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+TF_STATIC_TOPIC = "/tf_static"
+
+
+def topic_qos(topic: str, msgtype: str) -> Any:
+    """The QoS a bag topic is published with: sensor data for images, transient local for /tf_static."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
+
+    if msgtype in IMAGE_MSGTYPES:
+        return qos_profile_sensor_data
+    if topic == TF_STATIC_TOPIC:
+        return QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    return QoSProfile(depth=100)
+
+
 class BagReplayer:
     """Publishers for a bag's topics on one rclpy node; publishes :class:`Scheduled` messages raw."""
 
     def __init__(self, node: Any, topics: dict[str, tuple[str, type]], remaps: dict[str, str],
                  clock: bool) -> None:
-        from rclpy.qos import QoSProfile, qos_profile_sensor_data
+        from rclpy.qos import QoSProfile
 
         self.node = node
         self.publishers: dict[str, Any] = {}
         for topic, (msgtype, cls) in topics.items():
-            qos = qos_profile_sensor_data if msgtype in IMAGE_MSGTYPES else QoSProfile(depth=100)
-            self.publishers[topic] = node.create_publisher(cls, remaps.get(topic, topic), qos)
+            target = remaps.get(topic, topic)
+            self.publishers[topic] = node.create_publisher(cls, target, topic_qos(target, msgtype))
         self.clock_publisher = None
         if clock:
             from rosgraph_msgs.msg import Clock

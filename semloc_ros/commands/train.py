@@ -1,4 +1,7 @@
-"""``semloc train segmenter|semantic|rgb --dataset ROOT --out FILE``: train a model on the semloc-sim train drives.
+"""``semloc train segmenter|semantic|rgb --dataset ROOT | --source SRC [--source SRC ...] --out FILE``.
+
+Trains on the semloc-sim train drives (``--dataset``), or on any source ``semloc build-db`` reads (``--source``:
+a bag, a CSV image folder, an ``@utm@`` folder, ``semloc-sim:ROOT:DRIVE``), e.g. the user's own drives:
 
 - ``segmenter``: segmentation network from scratch (class-balanced cross-entropy, lighting augmentation), or
   fine-tuned from ``--init``; ``--pseudo-drives`` adds self-training on those drives' RGB only (their labels are
@@ -6,6 +9,11 @@
 - ``semantic``: the semantic descriptor (label input) with cross-condition triplets and hard negatives; its input
   mixes noisy ground-truth labels and the predictions of ``--segmenter`` (default: the shipped segmenter).
 - ``rgb``: the RGB NetVLAD baseline, same triplets.
+
+With ``--source``: label images come from ``--segmenter`` (semantic) or the teacher (segmenter
+self-training), cached in ``--cache-dir``; descriptor positives are other drives and revisits within a drive
+(``--revisit-s``) within 5 m, plus synthetic views of the anchor (``--synthetic``), negatives beyond 25 m; the
+last ``--holdout`` of the first source is held out and reported as Recall@N before and after training.
 
 Only the ``train`` drives of the dataset's splits.json are read. Training stops after ``--minutes`` of wall
 clock (cosine learning rate over that budget) or after ``--steps`` steps when given (reproducible length).
@@ -29,7 +37,28 @@ def build_parser() -> argparse.ArgumentParser:
         prog="semloc train", description="Train the segmenter, the semantic descriptor or the RGB baseline."
     )
     parser.add_argument("task", choices=sorted(DEFAULT_FILES), help="what to train")
-    parser.add_argument("--dataset", required=True, type=Path, help="semloc-sim dataset root (with splits.json)")
+    parser.add_argument("--dataset", type=Path, default=None, help="semloc-sim dataset root (with splits.json)")
+    parser.add_argument("--source", action="append", default=[], metavar="SRC",
+                        help="a drive as build-db reads it (bag, CSV or @utm@ folder, semloc-sim:ROOT:DRIVE); "
+                             "repeatable")
+    parser.add_argument("--image-topic", default=None, help="--source bags: image topic (Image or CompressedImage)")
+    parser.add_argument("--gps-topic", default=None, help="--source bags: NavSatFix topic")
+    parser.add_argument("--max-gap-s", type=float, default=1.0, help="--source bags: largest image-to-fix time gap")
+    parser.add_argument("--min-distance-m", type=float, default=1.0,
+                        help="--source: keep a frame only this far (m) from the last kept one (0: all)")
+    parser.add_argument("--label-mapping", default="identity",
+                        help="label mapping of a user --segmenter / --teacher (identity, cityscapes19, camvid11, "
+                             "camvid32 or a JSON file)")
+    parser.add_argument("--segmenter-arch", default="", help="architecture of a plain state-dict --segmenter/--teacher")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="--source: where predicted labels are cached (default ~/.cache/semloc/train-labels)")
+    parser.add_argument("--revisit-s", type=float, default=30.0,
+                        help="--source: frames of one drive this many seconds apart within 5 m are positives")
+    parser.add_argument("--synthetic", type=float, default=0.5,
+                        help="--source: share of positives that are synthetic views of the anchor (shift, crop, "
+                             "lighting); anchors without a GPS positive always get one")
+    parser.add_argument("--holdout", type=float, default=0.2,
+                        help="--source: share of the first source held out and reported as Recall@N (0: none)")
     parser.add_argument("--out", type=Path, default=None, help="weights file (default: the shipped file name)")
     parser.add_argument("--minutes", type=float, default=None, help="wall-clock budget (segmenter 20, else 12)")
     parser.add_argument("--steps", type=int, default=None, help="fixed number of steps instead of --minutes")
@@ -63,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--augment", choices=("photometric", "none"), default="photometric", help="segmenter: lighting augmentation"
     )
-    parser.add_argument("--init", default=None, help="segmenter: weights to start from (fine-tuning)")
+    parser.add_argument("--init", default=None,
+                        help="weights to fine-tune: a segmenter, or a descriptor ('default' = the shipped one)")
     parser.add_argument(
         "--pseudo-drives",
         nargs="+",
@@ -89,102 +119,166 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _check_arguments(args: argparse.Namespace) -> str | None:
+    if args.threads < 1:
+        return "--threads must be >= 1"
+    if args.dataset is None and not args.source:
+        return "give --dataset ROOT (semloc-sim) or --source SRC (bag, folder, ...)"
+    if args.dataset is not None and args.source and args.task != "segmenter":
+        return "descriptors train on --dataset or on --source, not both"
+    if args.source and args.task == "semantic" and args.segmenter == "none":
+        return "--source has no ground-truth labels: --segmenter must name a segmenter"
+    if not 0.0 <= args.synthetic <= 1.0 or not 0.0 <= args.holdout < 0.9:
+        return "--synthetic must be in [0, 1] and --holdout in [0, 0.9)"
+    return None
+
+
+def _labeling_segmenter(args: argparse.Namespace, spec: str | None):
+    """The segmenter ``spec`` (default: shipped) with the user's label mapping, or None."""
+    from semloc_ros.models.loading import load_segmenter
+
+    if spec is None or spec == "none":
+        return None
+    return load_segmenter(spec, args.device, args.segmenter_arch, args.label_mapping,
+                          trust_model_code=args.trust_model_code)
+
+
+def _sources(args: argparse.Namespace, rgb_size, label_size, labeler, labeler_id: str, progress: bool):
+    from semloc_ros.training.sources import default_cache_dir, load_sources, train_drives_from_sources
+
+    drives = load_sources(args.source, args.image_topic, args.gps_topic, args.max_gap_s, args.min_distance_m)
+    for drive in drives:
+        print(f"source {drive.source}: {len(drive)} frames ("
+              + (", ".join(f"{k}={v}" for k, v in drive.skipped.items() if v) or "none skipped") + ")", flush=True)
+    return train_drives_from_sources(drives, rgb_size, label_size, labeler, labeler_id,
+                                     args.cache_dir or default_cache_dir(), progress)
+
+
+def _train_segmenter(args: argparse.Namespace, out: Path, minutes: float, input_size, trained_on: str, progress: bool):
     import numpy as np
 
     from semloc_ros.core.labels import IGNORED_ID
-    from semloc_ros.models import Segmenter, WeightsError, set_torch_threads
-    from semloc_ros.models.weights import WEIGHTS_DIR
     from semloc_ros.training.data import load_train_drives
+    from semloc_ros.training.segmenter import SegmenterTrainConfig, pseudo_label, train_segmenter
+    from semloc_ros.training.sources import resized
 
-    if args.threads < 1:
-        print("semloc train: --threads must be >= 1", file=sys.stderr)
+    cfg = SegmenterTrainConfig(arch=args.arch, minutes=minutes, steps=args.steps, seed=args.seed, device=args.device,
+                               augment=args.augment, input_norm=args.input_norm, init=args.init,
+                               pseudo_threshold=args.pseudo_threshold)
+    cfg.input_size = input_size or cfg.input_size
+    cfg.batch_size = args.batch_size or cfg.batch_size
+    cfg.lr = args.lr or cfg.lr
+    drives = []
+    if args.dataset is not None:
+        drives = load_train_drives(args.dataset, args.drives, cfg.input_size, cfg.input_size, progress=progress)
+    pseudo = None
+    if args.pseudo_drives or args.source:
+        teacher = _labeling_segmenter(args, args.teacher or args.init or ("default" if args.source else None))
+        if teacher is None:
+            raise ValueError("--pseudo-drives needs --teacher or --init")
+        if args.source:
+            def labeler(rgbs):
+                return pseudo_label(teacher, resized(rgbs, tuple(cfg.input_size)), cfg.pseudo_threshold)
+
+            what = f"pseudo:{teacher.model_id}:{cfg.pseudo_threshold:g}"
+            unlabeled = _sources(args, cfg.input_size, cfg.input_size, labeler, what, progress)
+            pseudo_rgbs = np.concatenate([d.rgb for d in unlabeled])
+            pseudo_ids = np.concatenate([d.labels for d in unlabeled])
+        else:
+            unlabeled = load_train_drives(args.dataset, args.pseudo_drives, cfg.input_size, None, labels=False,
+                                          progress=progress)
+            pseudo_rgbs = np.concatenate([d.rgb for d in unlabeled])
+            pseudo_ids = pseudo_label(teacher, pseudo_rgbs, cfg.pseudo_threshold)
+        kept = float(np.mean(pseudo_ids != IGNORED_ID))
+        print(f"pseudo-labeled {len(pseudo_rgbs)} frames with {teacher.model_id}: {100 * kept:.1f} % of "
+              f"pixels above confidence {cfg.pseudo_threshold:g}", flush=True)
+        if drives:
+            pseudo = (pseudo_rgbs, pseudo_ids)
+        else:  # no labeled drive: the pseudo-labeled frames are the training set
+            drives = unlabeled
+    # time to load the data is not part of the training budget
+    return train_segmenter(drives, out, cfg, dataset=trained_on, progress=progress, pseudo=pseudo)
+
+
+def _train_descriptor(args: argparse.Namespace, out: Path, minutes: float, input_size, trained_on: str,
+                      progress: bool):
+    from semloc_ros.training.data import load_train_drives
+    from semloc_ros.training.descriptor import DescriptorTrainConfig, train_descriptor
+    from semloc_ros.training.sources import segmenter_labeler
+
+    net_conf: dict = {"dim": args.dim}
+    if args.task == "semantic":
+        net_conf |= {"pooling": args.pooling, "mask_dynamic": args.mask_dynamic}
+    else:
+        net_conf |= {"backbone": args.backbone, "input_norm": args.input_norm}
+    if input_size:
+        net_conf["input_size"] = input_size
+    cfg = DescriptorTrainConfig(kind=args.task, net_conf=net_conf, minutes=minutes, steps=args.steps, seed=args.seed,
+                                device=args.device, init=args.init)
+    cfg.anchors = args.batch_size or cfg.anchors
+    cfg.pca_init = args.pca_init
+    cfg.p_vehicles, cfg.p_swap, cfg.max_shift = args.vehicles, args.swap_classes, args.max_shift
+    cfg.lr = args.lr or cfg.lr
+    size = input_size or _init_input_size(args) or (120, 160)
+    segmenter = _labeling_segmenter(args, args.segmenter if args.task == "semantic" else None)
+    if args.source:
+        cfg.revisit_s, cfg.p_synthetic, cfg.holdout = args.revisit_s, args.synthetic, args.holdout
+        if args.task == "semantic":
+            print(f"labels from segmenter {segmenter.model_id}", flush=True)
+            drives = _sources(args, None, size, segmenter_labeler(segmenter), f"labels:{segmenter.model_id}",
+                              progress)
+            segmenter = None  # the labels already are its predictions
+        else:
+            drives = _sources(args, size, None, None, "", progress)
+    elif args.task == "semantic":
+        if segmenter is not None:
+            print(f"mixing in the predictions of segmenter {segmenter.model_id}", flush=True)
+        drives = load_train_drives(args.dataset, args.drives, None, size, rgb=segmenter is not None,
+                                   progress=progress)
+    else:
+        drives = load_train_drives(args.dataset, args.drives, size, None, labels=False, progress=progress)
+    return train_descriptor(drives, out, cfg, segmenter=segmenter, dataset=trained_on, progress=progress)
+
+
+def _init_input_size(args: argparse.Namespace):
+    """The input size of the descriptor given to --init (its images must be loaded at that size)."""
+    from semloc_ros.models.loading import load_descriptor
+
+    if args.init is None:
+        return None
+    return load_descriptor(args.init, "cpu", kind=args.task).input_size
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from semloc_ros.io.datasets import DatasetError
+    from semloc_ros.models import WeightsError, set_torch_threads
+    from semloc_ros.models.weights import WEIGHTS_DIR
+
+    if (problem := _check_arguments(args)) is not None:
+        print(f"semloc train: {problem}", file=sys.stderr)
         return 2
     set_torch_threads(args.threads)
     start = time.monotonic()
     out = args.out or WEIGHTS_DIR / DEFAULT_FILES[args.task]
     minutes = args.minutes if args.minutes is not None else DEFAULT_MINUTES[args.task]
     progress = not args.quiet and sys.stderr.isatty()
-    dataset = str(args.dataset.resolve())
-    trained_on = f"semloc-sim-v1 train split ({args.dataset.resolve().name})"
+    data = [str(args.dataset.resolve())] if args.dataset is not None else []
+    data += args.source
+    trained_on = ", ".join(([f"semloc-sim-v1 train split ({args.dataset.resolve().name})"] if args.dataset else [])
+                           + [f"source {spec}" for spec in args.source])
     input_size = tuple(args.input_size) if args.input_size else None
+    train = _train_segmenter if args.task == "segmenter" else _train_descriptor
     try:
-        if args.task == "segmenter":
-            from semloc_ros.training.segmenter import SegmenterTrainConfig, pseudo_label, train_segmenter
-
-            cfg = SegmenterTrainConfig(
-                arch=args.arch,
-                minutes=minutes,
-                steps=args.steps,
-                seed=args.seed,
-                device=args.device,
-                augment=args.augment,
-                input_norm=args.input_norm,
-                init=args.init,
-                pseudo_threshold=args.pseudo_threshold,
-            )
-            cfg.input_size = input_size or cfg.input_size
-            cfg.batch_size = args.batch_size or cfg.batch_size
-            cfg.lr = args.lr or cfg.lr
-            drives = load_train_drives(args.dataset, args.drives, cfg.input_size, cfg.input_size, progress=progress)
-            pseudo = None
-            if args.pseudo_drives:
-                teacher_file = args.teacher or args.init
-                if teacher_file is None:
-                    raise ValueError("--pseudo-drives needs --teacher or --init")
-                teacher = Segmenter.from_file(teacher_file, device=args.device, trust_model_code=args.trust_model_code)
-                unlabeled = load_train_drives(
-                    args.dataset, args.pseudo_drives, cfg.input_size, None, labels=False, progress=progress
-                )
-                pseudo_rgbs = np.concatenate([d.rgb for d in unlabeled])
-                pseudo_ids = pseudo_label(teacher, pseudo_rgbs, cfg.pseudo_threshold)
-                kept = float(np.mean(pseudo_ids != IGNORED_ID))
-                print(f"pseudo-labeled {len(pseudo_rgbs)} frames with {teacher.model_id}: {100 * kept:.1f} % of "
-                      f"pixels above confidence {cfg.pseudo_threshold:g}", flush=True)
-                pseudo = (pseudo_rgbs, pseudo_ids)
-            # time to load the data is not part of the training budget
-            result = train_segmenter(drives, out, cfg, dataset=trained_on, progress=progress, pseudo=pseudo)
-        else:
-            from semloc_ros.training.descriptor import DescriptorTrainConfig, train_descriptor
-
-            net_conf: dict = {"dim": args.dim}
-            if args.task == "semantic":
-                net_conf |= {"pooling": args.pooling, "mask_dynamic": args.mask_dynamic}
-            else:
-                net_conf |= {"backbone": args.backbone, "input_norm": args.input_norm}
-            if input_size:
-                net_conf["input_size"] = input_size
-            cfg = DescriptorTrainConfig(
-                kind=args.task, net_conf=net_conf, minutes=minutes, steps=args.steps, seed=args.seed, device=args.device
-            )
-            cfg.anchors = args.batch_size or cfg.anchors
-            cfg.pca_init = args.pca_init
-            cfg.p_vehicles, cfg.p_swap, cfg.max_shift = args.vehicles, args.swap_classes, args.max_shift
-            cfg.lr = args.lr or cfg.lr
-            size = input_size or (120, 160)
-            segmenter = None
-            if args.task == "semantic" and args.segmenter != "none":
-                segmenter = (
-                    Segmenter.default(device=args.device)
-                    if args.segmenter == "default"
-                    else Segmenter.from_file(args.segmenter, device=args.device, trust_model_code=args.trust_model_code)
-                )
-                print(f"mixing in the predictions of segmenter {segmenter.model_id}", flush=True)
-            if args.task == "semantic":
-                drives = load_train_drives(
-                    args.dataset, args.drives, None, size, rgb=segmenter is not None, progress=progress
-                )
-            else:
-                drives = load_train_drives(args.dataset, args.drives, size, None, labels=False, progress=progress)
-            result = train_descriptor(drives, out, cfg, segmenter=segmenter, dataset=trained_on, progress=progress)
-    except (OSError, ValueError, WeightsError) as error:
+        result = train(args, out, minutes, input_size, trained_on, progress)
+    except (OSError, ValueError, WeightsError, DatasetError) as error:
         print(f"semloc train: {error}", file=sys.stderr)
         return 1
     elapsed = time.monotonic() - start
     print(
         f"wrote {out} ({args.task}, {result['steps']} steps, seed {args.seed}, {args.threads} threads, "
-        f"dataset {dataset}); took {elapsed / 60:.1f} min ({elapsed:.0f} s, training {result['train_seconds']:.0f} s)"
+        f"data {'; '.join(data)}); took {elapsed / 60:.1f} min ({elapsed:.0f} s, "
+        f"training {result['train_seconds']:.0f} s)"
     )
     return 0
 

@@ -299,6 +299,29 @@ def mapping_from_json(path: str | Path) -> LabelMapping:
     return LabelMapping(path.stem, source_names, table)
 
 
+def model_classes_problem(num_classes: int, mapping: LabelMapping | None) -> str | None:
+    """Why a segmenter with ``num_classes`` outputs does not fit ``mapping`` (None = identity), or None if it does.
+
+    Every id the model emits must be in the mapping (else it would silently become UNLABELED, or with the identity
+    an id semloc has no class for), and the model must emit every id the mapping maps to a class (else the mapping
+    was made for another label set: a 7-class model read as Cityscapes-19). The text names the ROS parameter.
+    """
+    mapping = mapping or IDENTITY
+    named = np.flatnonzero(mapping.table != UNLABELED_ID)
+    needed = int(named[-1]) + 1 if named.size else 1
+    covered = mapping.table.size
+    if needed <= num_classes <= covered:
+        return None
+    what = (f"label_mapping '{mapping.name}' ({SEMLOC_SIM.name}'s own {covered} classes)" if mapping is IDENTITY
+            else f"label_mapping '{mapping.name}' (source ids 0..{covered - 1})")
+    if num_classes > covered:
+        return (f"the segmenter has {num_classes} output classes, but {what} has no class for ids "
+                f"{covered}..{num_classes - 1}: set label_mapping to the model's label set (built-in: "
+                f"{', '.join(MAPPINGS)}, or a JSON file)")
+    return (f"the segmenter has {num_classes} output classes, but {what} expects at least {needed}: "
+            f"it was made for another label set; set label_mapping to the model's")
+
+
 def load_mapping(name_or_json_path: str | Path) -> LabelMapping:
     """A built-in mapping by name (see :data:`MAPPINGS`) or a user JSON mapping file."""
     key = str(name_or_json_path)

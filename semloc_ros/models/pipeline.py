@@ -104,12 +104,15 @@ class Pipeline:
         segmenter_file: str | os.PathLike | None = None,
         mask_dynamic: bool = False,
         trust_model_code: bool = False,
+        descriptor_file: str | os.PathLike | None = None,
     ) -> Pipeline:
         """The pipeline of a named method with the shipped weights ('semantic', 'rgb', 'hybrid', 'label-histogram').
 
         ``untrained_ok=True`` substitutes seeded untrained networks for missing weight files (with a warning).
         ``segmenter_file`` replaces the shipped segmenter; ``mask_dynamic`` makes the label descriptor ignore the
         pixels of dynamic classes (vehicles, pedestrians); ``trust_model_code`` lets it be a program (TorchScript).
+        ``descriptor_file`` (e.g. from ``semloc train``) replaces the shipped descriptor of its kind (semantic or
+        RGB).
         """
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
@@ -129,6 +132,12 @@ class Pipeline:
                 return Segmenter.untrained(seed=0, device=device)
 
         def descriptor(kind: str) -> DescriptorExtractor:
+            if descriptor_file is not None:
+                given = DescriptorExtractor.from_file(descriptor_file, device=device)
+                if given.input_kind == ("labels" if kind == "semantic" else "rgb"):
+                    return given
+                if method != "hybrid":
+                    raise ValueError(f"{descriptor_file} is a {given.arch} descriptor, not one for method {method}")
             try:
                 return DescriptorExtractor.default(kind=kind, device=device, weights_dir=wdir)
             except WeightsError:

@@ -11,6 +11,14 @@ TorchScript archive is code that runs in this process with its rights (``aten::f
 read and write any file), and an ONNX graph with operators outside the standard domains needs code from
 elsewhere to run. Weights (semloc checkpoints, state dicts read with ``weights_only``) and standard ONNX graphs
 are data and need no trust.
+
+What a user model gets and must give (every format): input ``Nx3xHxW`` float32 RGB (not BGR), scaled to [0, 1],
+resized bilinearly to the model's input size (a semloc checkpoint's ``input_size``, an ONNX file's fixed input
+size, else the camera image's own size), then normalised with the ImageNet mean (0.485, 0.456, 0.406) and
+standard deviation (0.229, 0.224, 0.225) per channel; output: logits ``NxCxhxw`` (or torchvision's
+``{"out": logits}``), any ``h x w`` (the class ids are resized to the image, nearest). ``C`` must fit the label
+mapping (:func:`~semloc_ros.core.labels.model_classes_problem`), checked when the model is loaded when ``C`` is
+known from the file, else on its first output.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
-from semloc_ros.core.labels import SEMLOC_SIM, LabelMapping
+from semloc_ros.core.labels import SEMLOC_SIM, LabelMapping, model_classes_problem
 from semloc_ros.models.base import BaseModel
 from semloc_ros.models.utils import as_size, check_rgb_batch, resolve_device, rgb_to_tensor
 from semloc_ros.models.weights import (
@@ -172,6 +180,16 @@ class Segmenter:
         base_id = str(meta["model_id"])
         self.model_id = base_id if label_mapping is None else f"{base_id}+map:{_mapping_name(label_mapping)}"
         self.label_set = SEMLOC_SIM.name if label_mapping is not None else str(meta.get("label_set"))
+        self.num_classes: int | None = None  # known from the file, else from the first output
+        if meta.get("num_classes") is not None:
+            self._check_classes(int(meta["num_classes"]))
+
+    def _check_classes(self, num_classes: int) -> None:
+        """Refuse a model whose class count does not fit the label mapping (:func:`model_classes_problem`)."""
+        problem = model_classes_problem(num_classes, self.label_mapping)
+        if problem is not None:
+            raise WeightsError(f"segmenter {self.model_id}: {problem}")
+        self.num_classes = num_classes
 
     # ---- construction -------------------------------------------------------------------------------
     @classmethod
@@ -248,13 +266,14 @@ class Segmenter:
         if not isinstance(blob, dict) or not blob or not all(isinstance(v, torch.Tensor) for v in blob.values()):
             raise WeightsError(f"{path} is neither a semloc weights file nor a state dict of tensors")
         if arch is None:
-            raise WeightsError(f"{path} is a plain state dict: pass arch= (one of {sorted(SEGMENTATION_ARCHS)})")
+            raise WeightsError(f"{path} is a plain state dict: name its architecture with the model_arch parameter "
+                               f"(one of {sorted(SEGMENTATION_ARCHS)})")
         state = {k.removeprefix("module."): v for k, v in blob.items() if not k.startswith("aux_classifier.")}
         net = SegmentationNet({"arch": arch, "num_classes": _infer_num_classes(state)})
         try:
             net.net.load_state_dict(state)
         except RuntimeError as exc:
-            raise WeightsError(f"{path} does not fit arch {arch!r}: {exc}") from exc
+            raise WeightsError(f"{path} does not fit model_arch {arch!r}: {exc}") from exc
         meta = segmenter_meta(net, trained_on=str(path))
         if net.conf["num_classes"] != SEMLOC_SIM.num_classes:
             meta["label_set"] = f"unknown-{net.conf['num_classes']}"
@@ -310,6 +329,7 @@ class Segmenter:
         shape = session.get_inputs()[0].shape
         fixed = shape[2:4] if all(isinstance(s, int) for s in shape[2:4]) else None
         input_name = session.get_inputs()[0].name
+        output_shape = session.get_outputs()[0].shape
 
         def run(x: torch.Tensor) -> torch.Tensor:
             out = session.run(None, {input_name: x.detach().cpu().numpy().astype(np.float32)})[0]
@@ -321,6 +341,8 @@ class Segmenter:
             "input_size": fixed,
             "model_id": f"onnx@{_file_digest(path)[:12]}",
         }
+        if len(output_shape) == 4 and isinstance(output_shape[1], int):
+            meta["num_classes"] = output_shape[1]
         seg = cls(run, meta, device="cpu", label_mapping=mapping)
         return seg
 
@@ -383,10 +405,17 @@ class Segmenter:
         return self._folded[1]
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised ``Nx3xHxW`` -> logits ``NxCxHxW``."""
+        """Normalised ``Nx3xHxW`` -> logits ``NxCxhxw``; ``WeightsError`` when the model gives anything else."""
         out = self._inference_model()(x)
         if isinstance(out, dict):
-            out = out["out"]
+            out = out.get("out")
+        if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[0] != x.shape[0]:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise WeightsError(f"segmenter {self.model_id} returned {shape} for a batch of {tuple(x.shape)}; "
+                               "expected logits N x classes x H x W (see the input/output contract in "
+                               "semloc_ros/models/segmentation.py)")
+        if self.num_classes != out.shape[1]:
+            self._check_classes(int(out.shape[1]))
         return out
 
     def predict_batch(self, rgbs: np.ndarray) -> np.ndarray:

@@ -126,7 +126,7 @@ def checkpoint_from_blob(blob: Any, path: str | os.PathLike) -> tuple[dict[str, 
     if not is_semloc_blob(blob):
         raise WeightsError(
             f"{path} is not a semloc weights file (no format={FORMAT!r}); plain state dicts load with "
-            "Segmenter.from_file(path, arch=...)"
+            "their architecture named (the segmentation node's model_arch parameter)"
         )
     version = blob.get("format_version")
     if not isinstance(version, int):

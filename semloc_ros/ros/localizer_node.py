@@ -56,7 +56,7 @@ PARAMETERS = (
                   Bounds(0.0, 86400.0, low_open=True), read_only=True),
     *config_parameters(LocalizerConfig),
     ParameterSpec("fix_frame_id", "", "frame_id of the outputs; empty = the camera frame of the source image"),
-    ParameterSpec("map_frame", "map", "frame_id of the markers and the path of fixes"),
+    ParameterSpec("map_frame", "semloc_map", "frame_id of the markers and the path of fixes"),
     ParameterSpec("map_coordinates", "enu",
                   "marker/path coordinates: enu (database-centred ENU, origin logged at load) or utm (zone of "
                   "the database)", OneOf("enu", "utm")),

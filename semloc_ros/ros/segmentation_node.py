@@ -1,15 +1,23 @@
-"""segmentation_node: camera image -> semantic label image (mono8, same header) + colour overlay (rgb8)."""
+"""segmentation_node: camera image -> semantic label image (mono8, same header) + colour overlay (rgb8).
+
+The node logs the resolved (remapped) topic names it uses. While nothing arrives, it checks the ROS graph every
+``INPUT_CHECK_PERIOD_S``: publishers of another message type on the camera topic (e.g. CompressedImage while
+it subscribes Image), or none there but a ``/compressed`` (or base) topic of the other kind, give a warning in
+the log and on /diagnostics that says which parameter to change.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import cv2
 import numpy as np
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.subscription import Subscription
 from sensor_msgs.msg import CompressedImage, Image
 
 from semloc_ros.core.image_codec import MAX_IMAGE_PIXELS, ImageEncodingError, to_rgb8
@@ -47,6 +55,31 @@ PARAMETERS = (
 )
 
 
+INPUT_CHECK_PERIOD_S = 2.0
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
+
+
+def input_type_problem(topic: str, subscribed_type: str, publisher_types: Callable[[str], list[str]]) -> str | None:
+    """Why a subscription to ``topic`` of ``subscribed_type`` gets nothing, from the message types of the
+    publishers of a topic (``publisher_types``); None when nothing explains it."""
+    published = publisher_types(topic)
+    others = sorted(set(published) - {subscribed_type})
+    compressed = subscribed_type == COMPRESSED_TYPE
+    if others:
+        hint = "use_compressed false" if compressed else "use_compressed true and image_topic set to its base name"
+        return (f"{topic} has publishers of {', '.join(others)} but this node subscribes {subscribed_type}: "
+                f"set {hint}")
+    if published:
+        return None
+    sibling = topic.removesuffix("/compressed") if compressed else topic.rstrip("/") + "/compressed"
+    wanted = IMAGE_TYPE if compressed else COMPRESSED_TYPE
+    if sibling != topic and wanted in publisher_types(sibling):
+        hint = "use_compressed false" if compressed else "use_compressed true"
+        return f"no publisher on {topic}, but {sibling} has {wanted} publishers: set {hint}"
+    return None
+
+
 class SegmentationNode(Node):
     """Segments each camera frame with the configured model."""
 
@@ -71,13 +104,31 @@ class SegmentationNode(Node):
                                 reliability=qos_profile_sensor_data.reliability,
                                 durability=qos_profile_sensor_data.durability)
         if self.params.get("use_compressed"):
-            self.create_subscription(CompressedImage, "image_raw/compressed", self._on_compressed_with_info,
-                                     camera_qos)
+            self.camera: Subscription = self.create_subscription(
+                CompressedImage, "image_raw/compressed", self._on_compressed_with_info, camera_qos)
         else:
-            self.create_subscription(Image, "image_raw", self._on_image_with_info, camera_qos)
+            self.camera = self.create_subscription(Image, "image_raw", self._on_image_with_info, camera_qos)
+        self._received_at_check = 0
+        self.create_timer(INPUT_CHECK_PERIOD_S, self.check_input)
         self.get_logger().info(
-            f"segmenter {self.segmenter.model_id} on {self.segmenter.device}; "
-            f"listening on {'image_raw/compressed' if self.params.get('use_compressed') else 'image_raw'}")
+            f"segmenter {self.segmenter.model_id} on {self.segmenter.device}; listening on {self.camera.topic_name} "
+            f"({self.camera_type}); publishing {self.labels_publisher.topic_name}, "
+            f"{self.overlay_publisher.topic_name}")
+
+    @property
+    def camera_type(self) -> str:
+        return COMPRESSED_TYPE if self.params.get("use_compressed") else IMAGE_TYPE
+
+    def check_input(self) -> None:
+        """Warn (log and /diagnostics) while nothing arrives and the graph shows why (module docstring)."""
+        if self.stats.received != self._received_at_check:
+            self._received_at_check = self.stats.received
+            return
+        problem = input_type_problem(self.camera.topic_name, self.camera_type, lambda topic: [
+            info.topic_type for info in self.get_publishers_info_by_topic(topic)])
+        if problem is not None:
+            self.stats.record_warning("input_type", problem)
+            self.get_logger().warning(f"nothing received: {problem}", throttle_duration_sec=10.0)
 
     def _count_lost(self, info: dict[str, Any]) -> None:
         """Count the frames the depth-limited camera subscription dropped (newer frames replaced them)."""

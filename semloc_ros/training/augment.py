@@ -197,3 +197,23 @@ def swap_classes(labels: torch.Tensor, gen: torch.Generator, p: float = 0.3) -> 
     pick = pairs[torch.randint(0, len(pairs), (n,), generator=gen).to(labels.device)]  # n x 2
     source, target = pick[:, 0, None, None], pick[:, 1, None, None]
     return torch.where(active[:, None, None] & (labels == source), target.expand_as(labels), labels)
+
+
+def synthetic_view(
+    x: torch.Tensor, gen: torch.Generator, max_shift: float = 0.15, max_zoom: float = 1.3
+) -> torch.Tensor:
+    """The same places as seen by another camera: per image a horizontal shift by up to ``max_shift`` of the
+    width (another lane or yaw; border columns repeated) and a centred crop scaled back up by up to ``max_zoom``
+    (a narrower field of view). ``x``: ``NxCxHxW`` floats (RGB, bilinear) or ``NxHxW`` int64 labels (nearest)."""
+    labels = x.dim() == 3
+    n, dev = x.shape[0], x.device
+    zoom = 1.0 + (max_zoom - 1.0) * torch.rand(n, generator=gen)
+    shift = (torch.rand(n, generator=gen) * 2 - 1) * 2 * max_shift  # normalised coordinates span 2
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0 / zoom
+    theta[:, 0, 2] = shift
+    src = x[:, None].float() if labels else x
+    grid = F.affine_grid(theta.to(dev), list(src.shape), align_corners=False)
+    out = F.grid_sample(src, grid, mode="nearest" if labels else "bilinear", padding_mode="border",
+                        align_corners=False)
+    return out[:, 0].long() if labels else out

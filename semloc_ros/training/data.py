@@ -31,6 +31,7 @@ class TrainDrive:
     labels: np.ndarray | None  # N x H x W uint8
     xy: np.ndarray  # N x 2 float64 metres (x east, y north)
     heading: np.ndarray  # N float64 radians (ENU yaw)
+    stamp_s: np.ndarray | None = None  # N float64 seconds (None: frame i at i seconds)
 
     def __len__(self) -> int:
         return len(self.xy)
@@ -57,12 +58,13 @@ def _check_train_only(root: str | Path, names: Sequence[str]) -> None:
         raise ValueError(f"refusing to train on drives outside the train split: {bad}")
 
 
-def _read_poses(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_poses(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
     xy = np.array([[float(r["x_m"]), float(r["y_m"])] for r in rows], dtype=np.float64)
     heading = np.array([float(r["heading_rad"]) for r in rows], dtype=np.float64)
-    return xy, heading
+    stamp_s = np.array([int(r["stamp_ns"]) * 1e-9 for r in rows], dtype=np.float64)
+    return xy, heading, stamp_s
 
 
 def _read_rgb(path: Path, size: tuple[int, int] | None) -> np.ndarray:
@@ -103,7 +105,7 @@ def load_train_drives(
         for name in names:
             ddir = root / "drives" / name
             info = json.loads((ddir / "drive.json").read_text())
-            xy, heading = _read_poses(ddir / "poses.csv")
+            xy, heading, stamp_s = _read_poses(ddir / "poses.csv")
             rgb_files = sorted((ddir / "rgb").glob("*.jpg"))
             label_files = sorted((ddir / "label").glob("*.png"))
             if len(rgb_files) != len(xy) or len(label_files) != len(xy):
@@ -114,7 +116,8 @@ def load_train_drives(
                 rgbs = np.stack(list(tqdm(it, total=len(rgb_files), desc=f"rgb {name}", disable=not progress)))
             if labels:
                 labs = np.stack(list(pool.map(lambda p: _read_label(p, label_size), label_files)))
-            drives.append(TrainDrive(name, int(info["seed"]), str(info["condition"]), rgbs, labs, xy, heading))
+            drives.append(TrainDrive(name, int(info["seed"]), str(info["condition"]), rgbs, labs, xy, heading,
+                                     stamp_s))
     return drives
 
 
@@ -127,6 +130,7 @@ class FrameIndex:
     xy: np.ndarray
     heading: np.ndarray
     offsets: np.ndarray  # first global index of each drive
+    stamp_s: np.ndarray  # seconds (frame number where a drive has no stamps)
 
     @classmethod
     def of(cls, drives: Sequence[TrainDrive]) -> FrameIndex:
@@ -137,6 +141,8 @@ class FrameIndex:
             xy=np.concatenate([d.xy for d in drives]),
             heading=np.concatenate([d.heading for d in drives]),
             offsets=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
+            stamp_s=np.concatenate([d.stamp_s if d.stamp_s is not None else np.arange(len(d), dtype=np.float64)
+                                    for d in drives]),
         )
 
     def __len__(self) -> int:

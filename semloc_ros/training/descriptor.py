@@ -1,11 +1,17 @@
 """Descriptor training with a triplet loss on cosine similarity and hard negatives.
 
-Triplets are cross-condition: the anchor is a frame of one drive, positives are frames of OTHER drives of the
-same map within ``pos_m`` metres (and similar heading), negatives are frames of the same map farther than
-``neg_m``. Negatives are mined among the most similar ones in a descriptor cache of every training frame,
-refreshed every ``refresh_s`` seconds. The semantic descriptor sees ground-truth labels corrupted with
-segmentation-like noise and/or labels predicted by the trained segmenter on lighting-augmented RGB, so it learns
-to tolerate segmenter errors; the RGB baseline sees lighting-augmented RGB.
+1. Pairs from GPS (:mod:`~semloc_ros.training.mining`): positives are frames of OTHER drives of the same map
+   within ``pos_m`` metres (and similar heading), and with ``revisit_s`` also revisits within a drive; negatives
+   are frames of the same map farther than ``neg_m``. A held-out stretch (``holdout``) is left out.
+2. Synthetic positives (``p_synthetic``): the anchor's own frame as another camera would see it (horizontal
+   shift, crop and scale, and the usual lighting or label noise); an anchor without a GPS positive always gets
+   one, so a single drive is enough.
+3. Negatives are mined among the most similar ones in a descriptor cache of every training frame, refreshed
+   every ``refresh_s`` seconds. The semantic descriptor sees ground-truth labels corrupted with
+   segmentation-like noise and/or labels predicted by the trained segmenter on lighting-augmented RGB, so it
+   learns to tolerate segmenter errors; the RGB baseline sees lighting-augmented RGB.
+4. The network starts from ``init`` (fine-tuning; ``default`` = the shipped descriptor) or from scratch;
+   Recall@N on the held-out stretch is reported before and after training.
 """
 
 from __future__ import annotations
@@ -30,9 +36,26 @@ from semloc_ros.models.descriptor import (
 )
 from semloc_ros.models.segmentation import Segmenter
 from semloc_ros.models.utils import normalize_rgb, resolve_device
-from semloc_ros.training.augment import corrupt_labels, paste_vehicles, photometric, random_shift, swap_classes
+from semloc_ros.training.augment import (
+    corrupt_labels,
+    paste_vehicles,
+    photometric,
+    random_shift,
+    swap_classes,
+    synthetic_view,
+)
 from semloc_ros.training.common import Budget, cosine_lr, plain, save_size_aware, seed_everything, set_lr
 from semloc_ros.training.data import FrameIndex, TrainDrive
+from semloc_ros.training.mining import (
+    HeldOut,
+    NoTrainingDataError,
+    build_pairs,
+    cross_drive_recall,
+    hold_out,
+    recall_at_n,
+)
+
+__all__ = ["DescriptorTrainConfig", "build_pairs", "cross_drive_recall", "train_descriptor"]
 
 
 @dataclass
@@ -68,42 +91,20 @@ class DescriptorTrainConfig:
     p_vehicles: float = 0.0
     p_swap: float = 0.0
     max_shift: float = 0.0
+    # Step 1: revisits within a drive at least this many seconds apart are positives too (None: other drives only).
+    revisit_s: float | None = None
+    # Step 2: share of anchors whose positive is a synthetic view of themselves, and the views' geometry.
+    p_synthetic: float = 0.0
+    synthetic_shift: float = 0.15
+    synthetic_zoom: float = 1.3
+    holdout: float = 0.0  # share of the first drive held out for Recall@N (0: none)
+    init: str | None = None  # step 4: weights to fine-tune ('default' = the shipped descriptor of this kind)
 
 
 def arch_of(kind: str) -> str:
     if kind not in ("semantic", "rgb"):
         raise ValueError(f"descriptor kind must be 'semantic' or 'rgb', got {kind!r}")
     return "semantic_alexnet" if kind == "semantic" else "rgb_netvlad"
-
-
-def build_pairs(
-    index: FrameIndex, pos_m: float, neg_m: float, max_heading_deg: float
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """Positives per frame (other drives, same map, close, similar heading) and a same-map-far mask (N x N)."""
-    n = len(index)
-    same_map = index.map_seed[:, None] == index.map_seed[None, :]
-    dist = np.linalg.norm(index.xy[:, None, :] - index.xy[None, :, :], axis=-1)
-    dh = np.abs(np.angle(np.exp(1j * (index.heading[:, None] - index.heading[None, :]))))
-    other_drive = index.drive[:, None] != index.drive[None, :]
-    pos = same_map & other_drive & (dist <= pos_m) & (dh <= np.deg2rad(max_heading_deg))
-    negatives = same_map & (dist > neg_m)
-    positives = [np.flatnonzero(pos[i]) for i in range(n)]
-    return positives, negatives
-
-
-def cross_drive_recall(
-    desc: np.ndarray, index: FrameIndex, threshold_m: float, queries: np.ndarray | None = None
-) -> float:
-    """Share of frames whose nearest descriptor among OTHER drives of the same map lies within ``threshold_m``.
-
-    ``queries`` (default ``desc``) are the query-side descriptors of the same frames (e.g. of noisy labels).
-    """
-    sim = (desc if queries is None else queries) @ desc.T
-    invalid = (index.map_seed[:, None] != index.map_seed[None, :]) | (index.drive[:, None] == index.drive[None, :])
-    sim[invalid] = -np.inf
-    nn = sim.argmax(axis=1)
-    err = np.linalg.norm(index.xy - index.xy[nn], axis=1)
-    return float((err <= threshold_m).mean())
 
 
 @torch.no_grad()
@@ -183,6 +184,17 @@ class _Inputs:
         gen = torch.Generator().manual_seed(1234 + int(idx[0]))
         return corrupt_labels(self.images[idx].to(self.device).long(), gen, strength=self.cfg.noise_strength)
 
+    def synthetic(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Step 2: training inputs ``x`` as another camera would see them."""
+        return synthetic_view(x, gen, self.cfg.synthetic_shift, self.cfg.synthetic_zoom)
+
+    def view(self, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Fixed synthetic queries of the held-out frames: another camera, lighting (RGB) or label noise."""
+        if self.kind == "rgb":
+            x = self.images[idx].to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+            return normalize_rgb(self.synthetic(photometric(x, gen, strength=self.cfg.rgb_aug_strength), gen))
+        return self.synthetic(corrupt_labels(self.clean(idx), gen, strength=0.5), gen)
+
     def train(self, idx: torch.Tensor) -> torch.Tensor:
         cfg, gen = self.cfg, self.gen
         if self.kind == "rgb":
@@ -222,6 +234,72 @@ def predict_labels(
     return np.concatenate(out)
 
 
+def _initial_net(cfg: DescriptorTrainConfig, device: torch.device) -> tuple[DescriptorNet, str | None]:
+    """Step 4: a fresh network of ``cfg.kind``, or a copy of ``cfg.init`` (and its model id)."""
+    arch = arch_of(cfg.kind)
+    if cfg.init is None:
+        return build_descriptor_net(arch, cfg.net_conf or {}).to(device), None
+    start = (DescriptorExtractor.default(cfg.kind, device="cpu") if cfg.init == "default"
+             else DescriptorExtractor.from_file(cfg.init, device="cpu"))
+    if start.arch != arch:
+        raise ValueError(f"--init {cfg.init} is a {start.arch} descriptor, not {arch} ({cfg.kind})")
+    net = build_descriptor_net(arch, start.meta["conf"])
+    net.load_state_dict(start.net.state_dict())
+    return net.to(device).train(), start.model_id
+
+
+def _training_frames(index: FrameIndex, cfg: DescriptorTrainConfig) -> tuple[list, np.ndarray, np.ndarray,
+                                                                            HeldOut | None]:
+    """Step 1: positives and negatives among the training frames, the anchors, and the held-out stretch."""
+    positives, negatives = build_pairs(index, cfg.pos_m, cfg.neg_m, cfg.max_heading_deg, cfg.revisit_s)
+    held = hold_out(index, cfg.holdout, cfg.pos_m, cfg.max_heading_deg, cfg.revisit_s)
+    train = ~held.mask if held is not None else np.ones(len(index), dtype=bool)
+    negatives &= train[None, :]
+    positives = [p[train[p]] for p in positives]
+    with_positive = np.array([len(p) > 0 for p in positives]) & train
+    usable = train & negatives.any(axis=1) & (with_positive | (cfg.p_synthetic > 0))
+    anchors = np.flatnonzero(usable)
+    print(f"{len(index)} frames, {int(train.sum())} for training: {int((with_positive & usable).sum())} anchors "
+          f"with GPS positives ({'other drives or revisits' if cfg.revisit_s else 'other drives'}), "
+          f"{len(anchors)} with synthetic views" + (f"; {held.describe()}" if held else ""), flush=True)
+    if not len(anchors):
+        raise NoTrainingDataError(
+            f"no training triplets: of {int(train.sum())} training frames, {int(with_positive.sum())} have a "
+            f"positive (another pass within {cfg.pos_m:g} m) and {int(negatives.any(axis=1).sum())} a negative "
+            f"(a frame beyond {cfg.neg_m:g} m); record a longer route, add a second drive (--source) or allow "
+            "synthetic views")
+    return positives, negatives, anchors, held
+
+
+def _sample_step(rng: np.random.Generator, anchors: np.ndarray, positives: list, negatives: np.ndarray,
+                 desc: np.ndarray, cfg: DescriptorTrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Anchors, positives (the anchor itself where ``synthetic``), synthetic mask and negatives of one step."""
+    a = rng.choice(anchors, cfg.anchors, replace=len(anchors) < cfg.anchors)
+    synthetic = np.array([not len(positives[i]) or rng.random() < cfg.p_synthetic for i in a])
+    p = np.array([i if syn else rng.choice(positives[i]) for i, syn in zip(a, synthetic, strict=True)])
+    sim = desc[a] @ desc.T
+    sim[~negatives[a]] = -np.inf
+    hard = np.argsort(-sim, axis=1)[:, : cfg.hard_pool]
+    n_hard = round(cfg.negatives * cfg.hard_share)
+    n = np.stack([np.concatenate([rng.choice(h[np.isfinite(sim[k, h])], n_hard),
+                                  rng.choice(np.flatnonzero(negatives[a[k]]), cfg.negatives - n_hard)])
+                  for k, h in enumerate(hard)])
+    return a, p, synthetic, n
+
+
+def _heldout_recall(held: HeldOut | None, desc: np.ndarray, describe, inputs: _Inputs, index: FrameIndex,
+                    cfg: DescriptorTrainConfig) -> dict[str, float] | None:
+    """Step 4: Recall@N of the held-out stretch's queries (synthetic views with a fixed seed) among all frames."""
+    if held is None:
+        return None
+    if held.synthetic:
+        gen = torch.Generator().manual_seed(cfg.seed + 99)
+        queries = describe(lambda idx: inputs.view(torch.from_numpy(held.queries)[idx], gen), len(held.queries))
+    else:
+        queries = desc[held.queries]
+    return recall_at_n(desc, queries, held, index, cfg.recall_m, cfg.revisit_s)
+
+
 def train_descriptor(
     drives: list[TrainDrive],
     out: Path,
@@ -235,40 +313,41 @@ def train_descriptor(
     gen = seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     arch = arch_of(cfg.kind)
-    net = build_descriptor_net(arch, cfg.net_conf or {}).to(device)
+    net, init_id = _initial_net(cfg, device)
     size = net.conf["input_size"]
     index = FrameIndex.of(drives)
-    positives, negatives = build_pairs(index, cfg.pos_m, cfg.neg_m, cfg.max_heading_deg)
-    anchors = np.array([i for i, p in enumerate(positives) if len(p)])
-    print(f"{len(index)} frames, {len(anchors)} anchors with cross-drive positives", flush=True)
+    positives, negatives, anchors, held = _training_frames(index, cfg)
     predicted = None
     if cfg.kind == "semantic" and segmenter is not None and cfg.p_predicted > 0:
         predicted = predict_labels(segmenter, drives, size, gen, progress)
     inputs = _Inputs(cfg.kind, drives, predicted, cfg, device, gen)
-    init_netvlad(net, inputs.clean(torch.randperm(len(index), generator=gen)[:64]), net.conf.get("clusters", 16), gen)
-    if cfg.pca_init:
+    if init_id is None:
+        init_netvlad(net, inputs.clean(torch.randperm(len(index), generator=gen)[:64]),
+                     net.conf.get("clusters", 16), gen)
+    if cfg.pca_init and init_id is None:
         sample = torch.randperm(len(index), generator=gen)[:1024]
         net.eval()
         init_projection_pca(net, torch.cat([inputs.clean(sample[i : i + 64]) for i in range(0, len(sample), 64)]))
         net.train()
 
-    def describe_all(make_input) -> np.ndarray:
+    def describe(make_input, count: int = len(index)) -> np.ndarray:
         net.eval()
         with torch.inference_mode():
-            chunks = [torch.arange(i, min(i + 64, len(index))) for i in range(0, len(index), 64)]
+            chunks = [torch.arange(i, min(i + 64, count)) for i in range(0, count, 64)]
             desc = [net(make_input(c)).cpu() for c in chunks]
         net.train()
         return torch.cat(desc).numpy()
 
     def cache() -> tuple[np.ndarray, dict[str, float]]:
         """Descriptors of every frame, and cross-drive Recall@1 (semantic: also noisy-label queries)."""
-        desc = describe_all(inputs.clean)
+        desc = describe(inputs.clean)
         recall = {"recall": cross_drive_recall(desc, index, cfg.recall_m)}
         if cfg.kind == "semantic":
-            recall["noisy_recall"] = cross_drive_recall(desc, index, cfg.recall_m, describe_all(inputs.noisy_gt))
+            recall["noisy_recall"] = cross_drive_recall(desc, index, cfg.recall_m, describe(inputs.noisy_gt))
         return desc, recall
 
     desc, recall_start = cache()
+    heldout_start = _heldout_recall(held, desc, describe, inputs, index, cfg)
     print(f"cross-drive recall@1 ({cfg.recall_m:g} m) before training: {recall_start}", flush=True)
     history = [{"step": 0, **recall_start}]
     key = "noisy_recall" if cfg.kind == "semantic" else "recall"  # model selection metric (keep_best)
@@ -280,25 +359,12 @@ def train_descriptor(
     losses: list[float] = []
     bar = tqdm(desc=f"{cfg.kind} descriptor", unit="step", disable=not progress, total=cfg.steps)
     while not budget.done():
-        a = rng.choice(anchors, cfg.anchors, replace=False)
-        p = np.array([rng.choice(positives[i]) for i in a])
-        sim = desc[a] @ desc.T
-        sim[~negatives[a]] = -np.inf
-        hard = np.argsort(-sim, axis=1)[:, : cfg.hard_pool]
-        n_hard = round(cfg.negatives * cfg.hard_share)
-        n = np.stack(
-            [
-                np.concatenate(
-                    [
-                        rng.choice(h[np.isfinite(sim[k, h])], n_hard),
-                        rng.choice(np.flatnonzero(negatives[a[k]]), cfg.negatives - n_hard),
-                    ]
-                )
-                for k, h in enumerate(hard)
-            ]
-        )
-        idx = torch.from_numpy(np.concatenate([a, p, n.reshape(-1)]))
-        emb = net(inputs.train(idx))
+        a, p, synthetic, n = _sample_step(rng, anchors, positives, negatives, desc, cfg)
+        x = inputs.train(torch.from_numpy(np.concatenate([a, p, n.reshape(-1)])))
+        if synthetic.any():  # step 2: the positives that are the anchor seen by another camera
+            rows = torch.from_numpy(cfg.anchors + np.flatnonzero(synthetic)).to(x.device)
+            x[rows] = inputs.synthetic(x[rows], gen)
+        emb = net(x)
         ea, ep = emb[: cfg.anchors], emb[cfg.anchors : 2 * cfg.anchors]
         en = emb[2 * cfg.anchors :].view(cfg.anchors, cfg.negatives, -1)
         s_ap = (ea * ep).sum(-1, keepdim=True)
@@ -332,20 +398,32 @@ def train_descriptor(
         net.load_state_dict(best[2])
         best_step = best[1]
         print(f"keeping the weights of step {best_step} ({key} {best[0]:.3f} > {recall_end[key]:.3f})", flush=True)
+        desc = describe(inputs.clean)
+    heldout_end = _heldout_recall(held, desc, describe, inputs, index, cfg)
+    if held is not None:
+        print(f"{held.describe()}; Recall@N ({cfg.recall_m:g} m) before {_fmt(heldout_start)}, "
+              f"after {_fmt(heldout_end)}", flush=True)
     net.eval()
     extractor = DescriptorExtractor.from_net(net, arch, device=device, trained_on=dataset)
     training = {
         "task": f"descriptor-{cfg.kind}",
         "config": asdict(cfg),
         "drives": [d.name for d in drives],
+        "init": init_id,
         "segmenter": segmenter.model_id if predicted is not None and segmenter is not None else None,
         "steps": budget.step,
         "kept_step": best_step,
         "train_seconds": train_s,
         "final_loss": float(np.mean(losses[-50:])) if losses else None,
         "cross_drive_recall_at_1": {"before": recall_start, "after": recall_end, "threshold_m": cfg.recall_m},
+        "heldout_recall": None if held is None else {"before": heldout_start, "after": heldout_end,
+                                                     "queries": held.describe()},
         "history": history,
         "total_seconds": time.monotonic() - t0,
     }
     save_size_aware(extractor.save, out, training=plain(training))
     return training
+
+
+def _fmt(recall: dict[str, float] | None) -> str:
+    return "n/a" if recall is None else " ".join(f"{k} {100 * v:.1f} %" for k, v in recall.items())

@@ -1,8 +1,10 @@
 """Segmenter training: class-balanced cross-entropy, lighting augmentation, flips, scale crops, self-training.
 
 Self-training (no labels of the target conditions used): a teacher segmenter labels unlabeled frames (e.g. the
-night drives' RGB); pixels where its flip-averaged softmax is below a confidence threshold are ignored; the
-student then trains on batches that mix labeled frames and these pseudo-labeled frames, both augmented.
+night drives' RGB, or the frames of the user's bags); pixels where its flip-averaged softmax is below a
+confidence threshold are ignored; the student then trains on batches that mix labeled frames and these
+pseudo-labeled frames, both augmented, or on pseudo-labeled frames alone (passed as ``drives`` whose labels hold
+``IGNORED_ID``; the reported metrics are then the agreement with the teacher's confident pixels).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch.nn.functional as F  # noqa: N812
 from tqdm import tqdm
 
 from semloc_ros.core.labels import IGNORED_ID, SEMLOC_SIM
+from semloc_ros.models.loading import load_segmenter
 from semloc_ros.models.segmentation import SegmentationNet, Segmenter
 from semloc_ros.models.utils import normalize_rgb, resolve_device, rgb_to_tensor
 from semloc_ros.training.augment import photometric, random_hflip, random_resized_crop
@@ -73,8 +76,11 @@ def class_weights(freq: np.ndarray) -> torch.Tensor:
 
 
 def confusion_iou(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> tuple[np.ndarray, float]:
-    """Per-class IoU (NaN for classes absent from both) and pixel accuracy."""
-    cm = np.bincount(gt.reshape(-1).astype(np.int64) * num_classes + pred.reshape(-1), minlength=num_classes**2)
+    """Per-class IoU (NaN for classes absent from both) and pixel accuracy; ground-truth ids outside the
+    classes (``IGNORED_ID`` of pseudo-labels) are left out."""
+    known = gt.reshape(-1) < num_classes
+    gt, pred = gt.reshape(-1)[known], np.minimum(pred.reshape(-1)[known], num_classes - 1)
+    cm = np.bincount(gt.astype(np.int64) * num_classes + pred, minlength=num_classes**2)
     cm = cm.reshape(num_classes, num_classes).astype(np.float64)
     inter = np.diag(cm)
     union = cm.sum(0) + cm.sum(1) - inter
@@ -113,7 +119,7 @@ def _initial_net(cfg: SegmenterTrainConfig) -> SegmentationNet:
     }
     net = SegmentationNet(conf)
     if cfg.init is not None:
-        start = Segmenter.from_file(cfg.init, device="cpu")
+        start = load_segmenter(cfg.init, device="cpu")  # a file, or 'default' (the shipped segmenter)
         if not isinstance(start.model, SegmentationNet) or start.model.conf["arch"] != cfg.arch \
                 or start.model.conf["input_norm"] != cfg.input_norm:
             raise ValueError(f"--init {cfg.init} is not a semloc {cfg.arch} segmenter with input_norm {cfg.input_norm}")
