@@ -272,3 +272,18 @@ def test_a_malformed_manifest_is_refused_with_the_field(tiled) -> None:
     (tiled.folder / MANIFEST).write_text("{}")
     with pytest.raises(DatabaseFormatError, match="not a semloc-tiled-map"):
         TiledMap.open(tiled.folder)
+
+
+def test_a_localizer_replacing_another_starts_with_its_tiles(road, tiled, localizer) -> None:
+    localizer.set_prior(float(road.lat[100]), float(road.lon[100]))
+    assert localizer.cache.wait_idle()
+    assert localizer.localize(query(road, 100)).status is FixStatus.FIX
+    assert localizer.cache.wait_idle()
+    successor = TiledLocalizer(TiledMap.open(tiled.folder), LocalizerConfig(min_similarity=0.8),
+                               localizer.cache.config, centres=localizer.centres)
+    try:
+        assert successor.cache.wait_idle()
+        assert successor.cache.current.view.keys == localizer.cache.current.view.keys
+        assert successor.localize(query(road, 101)).status is FixStatus.FIX and successor.cache.stats.searches == 0
+    finally:
+        successor.close()

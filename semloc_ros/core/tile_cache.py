@@ -200,12 +200,17 @@ class TiledLocalizer:
     """A :class:`Localizer` over the tiles around the vehicle (steps 1-2), same ``localize`` call."""
 
     def __init__(self, tiled_map: TiledMap, config: LocalizerConfig | None = None,
-                 cache_config: TileCacheConfig | None = None) -> None:
+                 cache_config: TileCacheConfig | None = None, centres: list[tuple[float, float]] | None = None) -> None:
+        """``centres``: positions whose tiles to load at once (e.g. :attr:`centres` of the localizer this one
+        replaces after the map was updated), instead of waiting for a prior or searching the whole map."""
         self.map = tiled_map
         self._config = (config if config is not None else LocalizerConfig()).validate()
         self.cache = TileCache(tiled_map, cache_config or TileCacheConfig(), self._localizer_for)
         self._misses = 0
         self._prior: tuple[float, float] | None = None
+        self.centres: list[tuple[float, float]] = list(centres or [])  # the positions whose tiles were asked for last
+        if self.centres:
+            self.cache.want(self.centres)
 
     def _localizer_for(self, view: TileView) -> Localizer:
         return Localizer(view, self._config)
@@ -262,6 +267,7 @@ class TiledLocalizer:
         if self._prior is not None:
             centres.append(self._prior)
         if centres:
+            self.centres = centres
             self.cache.want(centres)
         elif snapshot.localizer is None or self._misses >= self.cache.config.lost_after:
             self.cache.search_all(descriptor)
