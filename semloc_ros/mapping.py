@@ -169,6 +169,39 @@ def describe_drive_frames(
     return descriptors[0]
 
 
+def map_views(database: GeoDatabase, views: Sequence[float] | None) -> tuple[float, ...]:
+    """The views to add to ``database`` (None: its own); an empty database takes them, one that holds entries
+    keeps its views (ValueError for others)."""
+    views = database.views if views is None else check_views(views)
+    if views != database.views:
+        if len(database):
+            raise ValueError(f"the map holds views {format_views(database.views)}; cannot add views "
+                             f"{format_views(views)} (build a new map for other views)")
+        database.views = views
+    return views
+
+
+def wants_thumbnails(pipeline, database: GeoDatabase, thumbnails: bool | None) -> bool:
+    """Whether entries added to ``database`` carry label thumbnails (None: as the database, or for label methods);
+    ValueError when thumbnails are asked of a method without labels."""
+    labels_method = bool(getattr(pipeline, "needs_labels", False))
+    if thumbnails is None:
+        thumbnails = database.thumbnails is not None if len(database) else labels_method
+    if thumbnails and not labels_method:
+        raise ValueError("label thumbnails need a label method (semantic, hybrid, label-histogram)")
+    return thumbnails
+
+
+def add_views(database: GeoDatabase, frames: Sequence[Frame], views: Sequence[float], descriptors: np.ndarray,
+              thumbnails: np.ndarray | None) -> None:
+    """Add ``(V, N, D)`` descriptors (and ``(V, N, h, w)`` thumbnails) of ``frames`` seen at ``views``: one ``add``
+    per view, views in order, a shifted view's entries with the image id ``<id>#view<shift>``."""
+    records = place_records(frames)
+    for v, shift in enumerate(views):
+        shifted = [dataclasses.replace(r, image_id=view_image_id(r.image_id, shift)) for r in records]
+        database.add(descriptors[v], shifted, None if thumbnails is None else thumbnails[v])
+
+
 def build_database(
     pipeline,
     drive: Drive,
@@ -189,23 +222,11 @@ def build_database(
     """
     if database is None:
         database = GeoDatabase(pipeline.dimension, pipeline.model_id)
-    views = database.views if views is None else check_views(views)
-    if views != database.views:
-        if len(database):
-            raise ValueError(f"the map holds views {format_views(database.views)}; cannot add views "
-                             f"{format_views(views)} (build a new map for other views)")
-        database.views = views
-    labels_method = bool(getattr(pipeline, "needs_labels", False))
-    if thumbnails is None:
-        thumbnails = database.thumbnails is not None if len(database) else labels_method
-    if thumbnails and not labels_method:
-        raise ValueError("label thumbnails need a label method (semantic, hybrid, label-histogram)")
+    views = map_views(database, views)
+    thumbnails = wants_thumbnails(pipeline, database, thumbnails)
     descriptors, small = describe_drive_views(
         pipeline, drive.frames, views, oracle=oracle, batch_size=batch_size, progress=progress,
         desc=f"db {drive.name}" + (f" ({len(views)} views)" if len(views) > 1 else ""), thumbnails=thumbnails,
     )
-    records = place_records(drive.frames)
-    for v, shift in enumerate(views):
-        shifted = [dataclasses.replace(r, image_id=view_image_id(r.image_id, shift)) for r in records]
-        database.add(descriptors[v], shifted, None if small is None else small[v])
+    add_views(database, drive.frames, views, descriptors, small)
     return database

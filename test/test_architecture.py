@@ -17,14 +17,15 @@ ALLOWED = {
     "models": {"core"},
     "io": {"core"},
     "mapping": {"core", "models", "io"},
+    "distributed": {"core", "models", "io", "mapping"},
     "evaluation": {"core", "models", "io", "mapping"},
     "training": {"core", "models", "io", "mapping"},
     "ros": {"core", "models", "io"},
-    "benchmarks": {"core", "models", "io", "mapping", "evaluation", "ros"},
-    "commands": {"core", "models", "io", "mapping", "evaluation", "training", "ros", "benchmarks"},
+    "benchmarks": {"core", "models", "io", "mapping", "distributed", "evaluation", "ros"},
+    "commands": {"core", "models", "io", "mapping", "distributed", "evaluation", "training", "ros", "benchmarks"},
     "cli": {"commands"},
 }
-ROS_FREE = ("core", "models", "io", "mapping", "evaluation", "training")
+ROS_FREE = ("core", "models", "io", "mapping", "distributed", "evaluation", "training")
 ROS_MODULES = ("rclpy", "sensor_msgs", "geographic_msgs", "semloc_msgs", "diagnostic_msgs", "visualization_msgs",
                "nav_msgs", "std_msgs", "builtin_interfaces", "geometry_msgs", "tf2_msgs", "rosidl_runtime_py")
 

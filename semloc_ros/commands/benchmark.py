@@ -14,6 +14,9 @@ the measurements live in semloc_ros.benchmarks).
   exact top-5 on held-out real queries, build and load time, resident memory; optionally the localizer node's
   memory with the 1M database.
 - ``build``: database building from a rosbag written from the benchmark frames, images/s by batch size.
+- ``ray``: the same bag described on a loopback Ray cluster with 1 and 2 worker processes (ratio, same run).
+- ``tiles``: a tiled map of a million synthetic places: the localizer's memory with the tiles around the vehicle,
+  query and tile-switch time, a cold-start search of every tile.
 
 Every figure is a median over repeats; ratios compare measurements of the same run. Every process started here
 that uses ROS 2 gets ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and the ``--domain-id`` given.
@@ -31,6 +34,7 @@ from pathlib import Path
 from semloc_ros.benchmarks.build import run_build
 from semloc_ros.benchmarks.e2e import run_e2e
 from semloc_ros.benchmarks.index import run_index
+from semloc_ros.benchmarks.scale import run_ray, run_tiles
 from semloc_ros.benchmarks.stages import run_stages
 from semloc_ros.benchmarks.threads import run_threads
 
@@ -116,11 +120,27 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--compressed", action="store_true", help="JPEG CompressedImage instead of raw Image")
     build.add_argument("--cli", action="store_true", help="also time one whole `semloc build-db` command")
 
+    ray = modes.add_parser("ray", parents=[common], help="describing on a loopback Ray cluster, 1 vs 2 workers")
+    ray.add_argument("--drive", default="eval_day_l0")
+    ray.add_argument("--frames", type=int, default=256)
+    ray.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker processes to compare")
+    ray.add_argument("--chunk-frames", type=int, default=32, help="frames per task")
+    ray.add_argument("--batch-size", type=int, default=16)
+    ray.add_argument("--repeats", type=int, default=2)
+
+    tiles = modes.add_parser("tiles", parents=[common], help="a 1M-entry tiled map: memory, query, tile switch")
+    tiles.add_argument("--entries", type=int, default=1_000_000)
+    tiles.add_argument("--spacing-m", type=float, default=2.0, help="distance between places along a road")
+    tiles.add_argument("--tile-size-m", type=float, default=1000.0)
+    tiles.add_argument("--radius-m", type=float, default=600.0, help="tiles within this of the vehicle are loaded")
+    tiles.add_argument("--route-m", type=float, default=3000.0, help="length of the drive across tile borders")
+
     return parser
 
 
 MODES: dict[str, Callable[[argparse.Namespace], int]] = {
     "stages": run_stages, "threads": run_threads, "e2e": run_e2e, "index": run_index, "build": run_build,
+    "ray": run_ray, "tiles": run_tiles,
 }
 
 

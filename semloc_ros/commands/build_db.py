@@ -1,7 +1,8 @@
-"""``semloc build-db SOURCE --out DB.semdb --method M``: a geotagged descriptor database from one source.
+"""``semloc build-db SRC [SRC ...] --out DB.semdb --method M``: a geotagged descriptor database from sources.
 
-SOURCE is anything :func:`semloc_ros.io.datasets.load_drive` reads: ``semloc-sim:ROOT:DRIVE``, a semloc-sim drive
-folder, a folder with a ``filename,lat,lon`` CSV, a folder of VPR ``@utm@`` images or a ROS 2 bag
+Each SRC (or each line of ``--manifest FILE``) is anything :func:`semloc_ros.io.datasets.load_drive` reads:
+``semloc-sim:ROOT:DRIVE``, a semloc-sim drive folder, a folder with a ``filename,lat,lon`` CSV, a folder of VPR
+``@utm@`` images or a ROS 2 bag
 (``--image-topic`` / ``--gps-topic``). Frames with bad GPS are skipped and every skip is counted and printed
 (for bags: fixes with NO_FIX status or NaN position, images outside the fix span or in a fix gap); GPS positions
 that imply a speed above ``--max-speed-mps`` (a GPS jump) are skipped and counted too.
@@ -10,7 +11,10 @@ stopped vehicle does not fill the database with copies of one place). ``--append
 existing database made with the same model (checked by model id) instead of writing a new one: run it once
 per bag or drive to build a multi-drive database. Writing the file (load, add, atomic replace for ``--append``)
 holds the file's exclusive lock: concurrent runs on one file wait for each other (``--lock-timeout-s``) and
-every run's entries land.
+every run's entries land. Several sources go into one map in the order given. ``--ray auto`` (a loopback Ray
+cluster for the run) or ``--ray ADDRESS`` (an existing cluster) describes the frames on Ray workers
+(:mod:`semloc_ros.distributed`, docs/scale.md); the map is the same as without it. ``--tile-size-m`` writes a
+tiled map folder (:mod:`semloc_ros.core.tiles`) that the localizer loads around the vehicle.
 """
 
 from __future__ import annotations
@@ -20,17 +24,26 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from semloc_ros.commands.common import DEFAULT_THREADS, add_views_argument
+from semloc_ros.core.database import DatabaseError, GeoDatabase
+from semloc_ros.core.tiles import DEFAULT_TILE_SIZE_M, MANIFEST, TiledMap, is_tiled_map
 from semloc_ros.core.views import format_views
+from semloc_ros.distributed import (
+    DEFAULT_CHUNK_FRAMES,
+    DEFAULT_MAX_RETRIES,
+    DESCRIBE_CHUNK,
+    DistributedError,
+    PipelineSpec,
+    build_on_ray,
+    chunk_problem,
+    connect,
+    read_source_list,
+)
 from semloc_ros.io.bags import BagError
-from semloc_ros.io.datasets import DatasetError, load_drive, subsample_by_distance
+from semloc_ros.io.datasets import DatasetError, Drive, load_drive, subsample_by_distance
 from semloc_ros.io.gps_jumps import DEFAULT_MAX_SPEED_MPS, drop_implausible_speed
 from semloc_ros.models.pipeline import METHODS
-
-if TYPE_CHECKING:
-    from semloc_ros.core.database import GeoDatabase
 
 
 # One torch thread per core, at most 4: more threads than cores made building 1.6x slower on 2 cores
@@ -40,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="semloc build-db",
         description="Build (or extend) a geotagged descriptor database from a drive, image folder or rosbag.",
     )
-    parser.add_argument("source", help="semloc-sim:ROOT:DRIVE, a drive/image folder, or a ROS 2 bag")
+    parser.add_argument("sources", nargs="*", metavar="SRC",
+                        help="semloc-sim:ROOT:DRIVE, a drive/image folder, or a ROS 2 bag (several: one map)")
+    parser.add_argument("--manifest", type=Path, default=None,
+                        help="file listing the sources, one per line (# comments; paths relative to the file)")
     parser.add_argument("--out", required=True, type=Path, help="database file to write (e.g. map.semdb)")
     parser.add_argument("--method", default="semantic", choices=METHODS, help="descriptor method")
     parser.add_argument("--append", action="store_true", help="add to the existing --out database")
@@ -70,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         choices=("auto", "flat", "hnsw", "ivfpq"),
         help="search index of a new database (auto: exact below 50k entries, IVF-PQ above; docs/benchmarks.md)",
+    )
+    parser.add_argument(
+        "--tile-size-m", type=float, default=None,
+        help=f"write a tiled map: --out is a folder of square tiles this wide (e.g. {DEFAULT_TILE_SIZE_M:g}) that the "
+        "localizer loads around the vehicle (docs/scale.md); an existing tiled --out keeps its own size",
     )
     parser.add_argument("--image-topic", default=None, help="bag image topic (Image or CompressedImage)")
     parser.add_argument("--gps-topic", default=None, help="bag NavSatFix topic")
@@ -109,27 +130,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="use randomly initialised networks when trained weights are missing (smoke tests)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    cluster = parser.add_argument_group("Ray cluster (docs/scale.md)")
+    cluster.add_argument("--ray", default=None, metavar="ADDRESS",
+                         help="describe on Ray: 'auto' starts a loopback cluster for the run, else a cluster address")
+    cluster.add_argument("--workers", type=int, default=None,
+                         help="--ray auto: worker processes (default: all cores)")
+    cluster.add_argument("--chunk-frames", type=int, default=DEFAULT_CHUNK_FRAMES,
+                         help=f"frames per Ray task (a multiple of {DESCRIBE_CHUNK}, or of --batch-size if it divides "
+                         f"{DESCRIBE_CHUNK})")
+    cluster.add_argument("--max-retries", type=int, default=DEFAULT_MAX_RETRIES,
+                         help="runs of a task whose worker died before the build fails")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from semloc_ros.core.database import GeoDatabase
-    from semloc_ros.mapping import build_database
-    from semloc_ros.models import WeightsError, set_torch_threads
-    from semloc_ros.models.pipeline import Pipeline
+def _source_specs(args: argparse.Namespace) -> list[str]:
+    """The sources to build from: the SRC arguments, then the manifest's lines."""
+    return [*args.sources, *(read_source_list(args.manifest) if args.manifest is not None else [])]
 
-    if args.threads < 1 or args.batch_size < 1:
-        print("semloc build-db: --threads and --batch-size must be >= 1", file=sys.stderr)
-        return 2
-    if not (math.isfinite(args.min_distance_m) and args.min_distance_m >= 0.0):
-        print("semloc build-db: --min-distance-m must be finite and >= 0", file=sys.stderr)
-        return 2
-    if not (math.isfinite(args.max_speed_mps) and args.max_speed_mps > 0.0) or not args.lock_timeout_s >= 0.0:
-        print("semloc build-db: --max-speed-mps must be finite and > 0, --lock-timeout-s >= 0", file=sys.stderr)
-        return 2
+
+def _load_source(args: argparse.Namespace, spec: str) -> Drive | int:
+    """One source's frames with valid GPS (and ``--min-distance-m`` apart), or the exit code of a failure."""
     try:
-        drive = load_drive(args.source, args.image_topic, args.gps_topic, max_gap_s=args.max_gap_s)
+        drive = load_drive(spec, args.image_topic, args.gps_topic, max_gap_s=args.max_gap_s)
     except (DatasetError, BagError, OSError) as error:
         print(f"semloc build-db: {error}", file=sys.stderr)
         return 2
@@ -141,37 +163,87 @@ def main(argv: list[str] | None = None) -> int:
         + (f" (>= {args.min_distance_m:g} m apart)" if args.min_distance_m > 0 else "")
     )
     print("skipped: " + (", ".join(f"{reason}={count}" for reason, count in valid.skipped.items()) or "none"))
-    if not len(valid):
+    return valid
+
+
+def _bad_options(args: argparse.Namespace) -> str:
+    """The first invalid option or combination, or ''."""
+    if args.threads < 1 or args.batch_size < 1:
+        return "--threads and --batch-size must be >= 1"
+    if not (math.isfinite(args.min_distance_m) and args.min_distance_m >= 0.0):
+        return "--min-distance-m must be finite and >= 0"
+    if not (math.isfinite(args.max_speed_mps) and args.max_speed_mps > 0.0) or not args.lock_timeout_s >= 0.0:
+        return "--max-speed-mps must be finite and > 0, --lock-timeout-s >= 0"
+    if not args.sources and args.manifest is None:
+        return "give at least one SRC or --manifest FILE"
+    if args.workers is not None and (args.workers < 1 or args.ray != "auto"):
+        return "--workers must be >= 1 and goes with --ray auto"
+    if args.max_retries < 0:
+        return "--max-retries must be >= 0"
+    if chunk_problem(args.chunk_frames, args.batch_size):
+        return f"--chunk-frames: {chunk_problem(args.chunk_frames, args.batch_size)}"
+    if args.tile_size_m is not None and not (math.isfinite(args.tile_size_m) and args.tile_size_m > 0):
+        return "--tile-size-m must be a positive number of metres"
+    if args.mask_dynamic and args.method == "rgb":
+        return "--mask-dynamic needs a label method; 'rgb' sees no classes"
+    return ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from semloc_ros.models import WeightsError, set_torch_threads
+    from semloc_ros.models.pipeline import Pipeline
+
+    problem = _bad_options(args)
+    if problem:
+        print(f"semloc build-db: {problem}", file=sys.stderr)
+        return 2
+    try:
+        specs = _source_specs(args)
+    except (OSError, UnicodeDecodeError) as error:
+        print(f"semloc build-db: cannot read the manifest: {error}", file=sys.stderr)
+        return 2
+    drives = []
+    for spec in specs:
+        loaded = _load_source(args, spec)
+        if isinstance(loaded, int):
+            return loaded
+        drives.append(loaded)
+    if not sum(map(len, drives)):
         print("semloc build-db: no frame with valid GPS, nothing to add", file=sys.stderr)
         return 1
-
-    if args.mask_dynamic and args.method == "rgb":
-        print("semloc build-db: --mask-dynamic needs a label method; 'rgb' sees no classes", file=sys.stderr)
-        return 2
     set_torch_threads(args.threads)
     try:
-        pipeline = Pipeline.from_method(args.method, device=args.device, untrained_ok=args.untrained_ok,
-                                        mask_dynamic=args.mask_dynamic, descriptor_file=args.descriptor)
+        pipeline = Pipeline.from_method(args.method, device="cpu" if args.ray else args.device,
+                                        untrained_ok=args.untrained_ok, mask_dynamic=args.mask_dynamic,
+                                        descriptor_file=args.descriptor)
     except (WeightsError, ValueError) as error:
         print(f"semloc build-db: {error}", file=sys.stderr)
         return 2
-    existing = _existing_database(args, pipeline)
+    tiled = args.tile_size_m is not None or is_tiled_map(args.out)
+    existing = _existing_tiled(args, pipeline) if tiled else _existing_database(args, pipeline)
     if isinstance(existing, int):
         return existing
     start = time.perf_counter()
     # Appending: describe into a new container; the file is read again under its lock to add to it.
     thumbnails = (existing.thumbnails is not None) if len(existing) else (False if args.no_thumbnails else None)
-    entries = build_database(pipeline, valid, batch_size=args.batch_size, progress=not args.quiet,
-                             database=GeoDatabase(pipeline.dimension, pipeline.model_id, args.index_type,
-                                                  views=existing.views),
-                             views=args.views, thumbnails=thumbnails)
-    database = _write(args, entries)
-    if isinstance(database, int):
-        return database
+    entries = GeoDatabase(pipeline.dimension, pipeline.model_id, "flat" if tiled else args.index_type,
+                          views=existing.views)
+    try:
+        _describe(args, pipeline, drives, entries, thumbnails)
+    except DistributedError as error:
+        print(f"semloc build-db: {error}", file=sys.stderr)
+        return 1
+    if tiled:
+        database, what = entries, _write_tiled(args, entries)
+    else:
+        database, what = _write(args, entries), ""
+    if isinstance(database, int) or isinstance(what, int):
+        return 1
     before = len(database) - len(entries)
     elapsed = time.perf_counter() - start
     print(
-        f"wrote {args.out}: {len(database)} entries (+{len(database) - before}), method {args.method}, "
+        f"wrote {args.out}: {len(database)} entries (+{len(database) - before}){what}, method {args.method}, "
         f"model {pipeline.model_id}, {'with' if database.thumbnails is not None else 'no'} label thumbnails, "
         f"{elapsed:.1f} s"
     )
@@ -223,6 +295,70 @@ def _write(args: argparse.Namespace, entries: GeoDatabase) -> GeoDatabase | int:
         print(f"semloc build-db: cannot write {args.out}: {error.strerror or error}; "
               f"{'the previous file is unchanged' if args.out.exists() else 'nothing was written'}", file=sys.stderr)
         return 1
+
+
+def _existing_tiled(args: argparse.Namespace, pipeline) -> GeoDatabase | int:
+    """For a tiled --out: an empty stand-in carrying the map's views and thumbnail choice (checked against the
+    pipeline with --append); an exit code when it cannot be written to."""
+    stand_in = GeoDatabase(pipeline.dimension, pipeline.model_id, "flat")
+    try:
+        if args.out.exists() and not is_tiled_map(args.out):
+            raise DatabaseError(f"{args.out} exists and is not a tiled map folder (give a new --out)")
+        if args.append and is_tiled_map(args.out):
+            existing = TiledMap.open(args.out, expected_model_id=pipeline.model_id)
+            stand_in.check_query(existing.dimension)
+            if args.views is not None and tuple(args.views) != existing.views:
+                raise DatabaseError(f"the map holds views {format_views(existing.views)}, not --views "
+                                    f"{format_views(args.views)} (leave --views out to use the map's)")
+            stand_in.views = existing.views
+            args.no_thumbnails = not existing.manifest["thumbnails"]
+            print(f"appending to the tiled map {args.out} ({existing.count} entries in {len(existing.keys)} tiles)")
+        elif is_tiled_map(args.out):
+            print(f"overwriting {args.out} (use --append to extend it)")
+    except DatabaseError as error:
+        print(f"semloc build-db: cannot {'append' if args.append else 'write'}: {error}", file=sys.stderr)
+        return 1
+    return stand_in
+
+
+def _describe(args: argparse.Namespace, pipeline, drives: list[Drive], entries: GeoDatabase,
+              thumbnails: bool | None) -> None:
+    """Describe every source into ``entries``: here, or on the Ray cluster of ``--ray``."""
+    from semloc_ros.mapping import build_database
+
+    if not args.ray:
+        for drive in drives:
+            build_database(pipeline, drive, batch_size=args.batch_size, progress=not args.quiet, database=entries,
+                           views=args.views, thumbnails=thumbnails)
+        return
+    spec = PipelineSpec(args.method, args.untrained_ok, args.mask_dynamic, args.batch_size, args.descriptor)
+    with connect(args.ray, args.workers) as ray:
+        report = build_on_ray(ray, spec, pipeline, drives, entries, args.views, thumbnails, args.chunk_frames,
+                              args.max_retries, progress=not args.quiet)
+    print(f"ray: {report.frames} frames in {report.chunks} tasks on {len(report.workers)} worker processes "
+          f"(torch threads {sorted(report.torch_threads)})")
+
+
+def _write_tiled(args: argparse.Namespace, entries: GeoDatabase) -> str | int:
+    """Write ``entries`` into the tiled map at --out, holding its manifest's lock; what to add to the summary, or an
+    exit code."""
+    from semloc_ros.core.file_lock import LockTimeoutError, exclusive_lock
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        with exclusive_lock(args.out / MANIFEST, args.lock_timeout_s,
+                            lambda: print(f"waiting for another process writing {args.out} ...", flush=True)):
+            if args.append and is_tiled_map(args.out):
+                tiled = TiledMap.open(args.out)
+                written = tiled.append(entries)
+            else:
+                tiled = TiledMap.create(args.out, entries, args.tile_size_m or DEFAULT_TILE_SIZE_M)
+                written = tiled.keys
+    except (DatabaseError, ValueError, LockTimeoutError, OSError) as error:
+        print(f"semloc build-db: cannot write the tiled map {args.out}: {error}", file=sys.stderr)
+        return 1
+    return (f" in {len(written)} of {len(tiled.keys)} tiles written ({tiled.grid.size_m:g} m, "
+            f"{tiled.manifest['index']['type']}; map {tiled.count} entries)")
 
 
 if __name__ == "__main__":

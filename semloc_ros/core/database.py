@@ -40,6 +40,14 @@ import numpy as np
 from semloc_ros import __version__ as SEMLOC_VERSION  # noqa: N812
 from semloc_ros.core.files import atomic_write
 from semloc_ros.core.geodesy import GeoError, LocalENU, validate_lat_lon
+from semloc_ros.core.ivfpq import (
+    IVFPQ_NPROBE,
+    ivfpq_parameters,  # noqa: F401  (part of this module's interface)
+    ivfpq_training_rows,
+    untrained_ivfpq,
+    uses_precomputed_table,
+    without_precomputed_table,
+)
 from semloc_ros.core.map_checks import ARRAY_NAMES, check_arrays, check_normalised, declared_arrays
 from semloc_ros.core.npz_checks import ArchiveError
 from semloc_ros.core.views import SINGLE_VIEW, check_views, views_from_ids
@@ -57,13 +65,9 @@ IVFPQ_MIN_ENTRIES = 1_000
 _HNSW_NEIGHBOURS = 32
 _HNSW_EF_CONSTRUCTION = 80
 _HNSW_EF_SEARCH = 64
-_IVFPQ_NPROBE = 16  # inverted lists visited per query
-_IVFPQ_DIMS_PER_SUBQUANTIZER = 8  # 256-d descriptors -> 32 bytes per code
-_IVFPQ_MIN_POINTS_PER_CENTROID = 39  # FAISS's own minimum of training rows per k-means centroid
-_IVFPQ_TRAIN_PER_CENTROID = 40  # training sample: this many rows per centroid (lists, and PQ codewords)
 _IVFPQ_EXACT_CANDIDATES = 256  # candidates re-scored exactly per query: max(this, _IVFPQ_EXACT_FACTOR x k)
 _IVFPQ_EXACT_FACTOR = 4
-_IVFPQ_RETRAIN_GROWTH = 4  # retrain when the database outgrows its training size by this factor
+IVFPQ_RETRAIN_GROWTH = 4  # retrain when the database outgrows its training size by this factor
 _INITIAL_CAPACITY = 64
 _CHUNK_ROWS = 65_536  # row chunk of the whole-array checks (bounded temporary memory at a million entries)
 
@@ -132,31 +136,9 @@ class _GrowableColumn:
         return filled
 
 
-def ivfpq_parameters(dimension: int, count: int) -> tuple[int, int, int]:
-    """(inverted lists, subquantizers, bits per code) of an IVF-PQ index trained on ``count`` rows.
-
-    Lists: the power of two nearest 4 sqrt(count) (4096 at a million), at most count / 39; subquantizers: one
-    per 8 dimensions (a divisor of ``dimension``); 8 bits per subquantizer, fewer when there are too few rows
-    to train 256 centroids.
-    """
-    if count < 1:
-        raise ValueError("an IVF-PQ index needs at least one training row")
-    lists = 2 ** max(0, round(math.log2(4.0 * math.sqrt(count))))
-    while lists > 1 and lists * _IVFPQ_MIN_POINTS_PER_CENTROID > count:
-        lists //= 2
-    wanted = max(1, dimension // _IVFPQ_DIMS_PER_SUBQUANTIZER)
-    subquantizers = max(m for m in range(1, wanted + 1) if dimension % m == 0)
-    bits = int(max(1, min(8, math.floor(math.log2(max(2.0, count / _IVFPQ_MIN_POINTS_PER_CENTROID))))))
-    return int(lists), subquantizers, bits
-
-
 def _make_index(index_type: str, dimension: int, count: int = 0) -> faiss.Index:
-    """An empty FAISS index of the given type; ``count`` (rows it will be trained on) sizes an IVF-PQ index.
-
-    "flat" and "hnsw" compare by inner product. "ivfpq" (untrained: call ``train`` first) uses the L2 metric,
-    which ranks L2-normalised rows like the inner product (|q - x|^2 = 2 - 2 q.x); its candidates are
-    re-ranked by their exact inner product in :meth:`GeoDatabase.search`.
-    """
+    """An empty FAISS index of the given type ("flat" and "hnsw": inner product; "ivfpq": untrained, sized for
+    ``count`` rows, its candidates re-scored by their exact inner product in :meth:`GeoDatabase.search`)."""
     if index_type == "flat":
         return faiss.IndexFlatIP(dimension)
     if index_type == "hnsw":
@@ -165,10 +147,7 @@ def _make_index(index_type: str, dimension: int, count: int = 0) -> faiss.Index:
         index.hnsw.efSearch = _HNSW_EF_SEARCH
         return index
     if index_type == "ivfpq":
-        lists, subquantizers, bits = ivfpq_parameters(dimension, count)
-        index = faiss.IndexIVFPQ(faiss.IndexFlatL2(dimension), dimension, lists, subquantizers, bits)
-        index.nprobe = _IVFPQ_NPROBE
-        return index
+        return untrained_ivfpq(dimension, count)
     raise ValueError(f"unknown index_type {index_type!r}; expected one of {', '.join(INDEX_TYPES)}")
 
 
@@ -231,7 +210,7 @@ class GeoDatabase:
     place is stored at (:mod:`semloc_ros.core.views`), saved in the header.
     """
 
-    def __init__(self, dimension: int, model_id: str, index_type: str = "flat", *, nprobe: int = _IVFPQ_NPROBE,
+    def __init__(self, dimension: int, model_id: str, index_type: str = "flat", *, nprobe: int = IVFPQ_NPROBE,
                  exact_candidates: int = _IVFPQ_EXACT_CANDIDATES, ef_search: int = _HNSW_EF_SEARCH,
                  views: Sequence[float] = SINGLE_VIEW) -> None:
         if isinstance(dimension, bool) or not isinstance(dimension, int | np.integer) or dimension <= 0:
@@ -553,7 +532,7 @@ class GeoDatabase:
 
         IVF-PQ is trained on all rows when the database reaches its training size (``IVFPQ_MIN_ENTRIES``,
         or ``AUTO_IVFPQ_MIN_ENTRIES`` for "auto") and retrained when it outgrows the size it was trained at by
-        ``_IVFPQ_RETRAIN_GROWTH``; in between new rows are encoded with the trained quantizers. A new index
+        ``IVFPQ_RETRAIN_GROWTH``; in between new rows are encoded with the trained quantizers. A new index
         replaces the old one only once complete, so a failure leaves the database unchanged.
         """
         if self._index_type in ("flat", "hnsw"):
@@ -561,15 +540,14 @@ class GeoDatabase:
             return
         existing = self._descriptors.view()
         total = len(existing) + len(matrix)
+        if self._index is not None and total <= IVFPQ_RETRAIN_GROWTH * self._trained_count:
+            self._index.add(matrix)
+            return
         minimum = AUTO_IVFPQ_MIN_ENTRIES if self._index_type == "auto" else IVFPQ_MIN_ENTRIES
         if total < minimum:
             return
-        if self._index is not None and total <= _IVFPQ_RETRAIN_GROWTH * self._trained_count:
-            self._index.add(matrix)
-            return
-        index = _make_index("ivfpq", self._dimension, total)
-        lists, _, bits = ivfpq_parameters(self._dimension, total)
-        sample_size = min(total, max(lists, 2**bits) * _IVFPQ_TRAIN_PER_CENTROID)
+        index = untrained_ivfpq(self._dimension, total)
+        sample_size = ivfpq_training_rows(self._dimension, total)
         rows = np.sort(np.random.default_rng(0).choice(total, size=sample_size, replace=False))
         old, new = rows[rows < len(existing)], rows[rows >= len(existing)] - len(existing)
         index.train(np.concatenate([existing[old], matrix[new]]))
@@ -577,6 +555,22 @@ class GeoDatabase:
             index.add(existing[start : start + 8 * _CHUNK_ROWS])
         index.add(matrix)
         self._index, self._trained_count = index, total
+
+    def use_trained_index(self, template: faiss.Index, trained_count: int) -> None:
+        """Index an "ivfpq" database with a copy of ``template``, an empty IVF-PQ index trained on ``trained_count``
+        rows elsewhere (a tiled map's tiles share one, :mod:`semloc_ros.core.tiles`); retrained only past 4x that.
+        The copy keeps no FAISS precomputed table (32 MB per tile at a 1M training), also once saved and loaded."""
+        if self._index_type != "ivfpq":
+            raise ValueError(f"a trained IVF-PQ index needs index_type 'ivfpq', not {self._index_type!r}")
+        if not isinstance(template, faiss.IndexIVFPQ) or not template.is_trained or template.ntotal \
+                or template.d != self._dimension:
+            raise ValueError(f"the template must be an empty trained {self._dimension}-d IndexIVFPQ")
+        index = without_precomputed_table(faiss.clone_index(template))
+        with self._lock:
+            rows = self._descriptors.view()
+            for start in range(0, len(rows), 8 * _CHUNK_ROWS):
+                index.add(rows[start : start + 8 * _CHUNK_ROWS])
+            self._index, self._trained_count = index, _positive_int(trained_count, "trained_count")
 
     # ------------------------------------------------------------------ searching
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -661,6 +655,7 @@ class GeoDatabase:
                     "trained_count": self._trained_count,
                     "sha256": hashlib.sha256(stored_index.data).hexdigest(),
                     "faiss_version": faiss.__version__,
+                    "precomputed_table": uses_precomputed_table(self._index),
                 }
             header_bytes = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
             arrays = {
@@ -764,13 +759,16 @@ def _stored_index(header: dict[str, Any], blob: np.ndarray | None, source: Path)
     elif info.get("type") != expected_type or header["index_type"] not in ("hnsw", "ivfpq", "auto"):
         problem = f"a stored {info.get('type')!r} index does not fit index_type {header['index_type']!r}"
     elif info.get("count") != header["count"] or not isinstance(info.get("trained_count"), int) \
-            or not 0 <= info["trained_count"] <= header["count"]:
+            or info["trained_count"] < 0:  # may exceed count: a tile's index is trained on the whole map
         problem = "the stored index's entry counts do not match the descriptors"
     elif hashlib.sha256(blob.data).hexdigest() != info.get("sha256"):
         problem = "the stored index does not match its SHA-256"
     if not problem:
         try:
-            index = faiss.deserialize_index(blob)
+            skip = info.get("precomputed_table") is False
+            index = faiss.deserialize_index(blob, faiss.IO_FLAG_SKIP_PRECOMPUTE_TABLE if skip else 0)
+            if skip:
+                without_precomputed_table(index)
         except (RuntimeError, MemoryError, ValueError) as error:
             problem = f"FAISS cannot read the stored index ({error})"
         else:

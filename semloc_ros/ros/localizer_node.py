@@ -3,6 +3,11 @@
 With ``rerank_top_k`` > 0 and a database that stores label thumbnails, the label image of the same stamp
 (semloc/labels, kept for ``label_buffer`` frames) re-ranks the retrieval (:mod:`semloc_ros.core.reranking`); a
 descriptor whose label image has not arrived is answered without re-ranking (counted as ``no_labels``).
+
+``database_path`` may also name a tiled map folder (``semloc build-db --tile-size-m``): then only the tiles around
+the estimate (and around the fixes of ``gnss_prior_topic``, when set) are loaded, by a background thread
+(:mod:`semloc_ros.core.tile_cache`, parameters ``tile_*``); markers and path use a fixed ENU frame centred on the
+map's tiles.
 """
 
 from __future__ import annotations
@@ -28,11 +33,13 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from semloc_ros.core.database import DatabaseError, DescriptorMismatchError, GeoDatabase
 from semloc_ros.core.estimate import FixStatus, PositionEstimate
-from semloc_ros.core.geodesy import GeoError, UTMProjection
+from semloc_ros.core.geodesy import GeoError, LocalENU, UTMProjection
 from semloc_ros.core.image_codec import ImageEncodingError
 from semloc_ros.core.localizer import Localizer, LocalizerConfig
 from semloc_ros.core.reranking import label_thumbnail
 from semloc_ros.core.settings import Bounds, flat_fields
+from semloc_ros.core.tile_cache import TileCacheConfig, TiledLocalizer
+from semloc_ros.core.tiles import TiledMap, is_tiled_map
 from semloc_ros.io.map_watcher import MapWatcher
 from semloc_ros.ros.conversions import imgmsg_to_labels, stamp_to_ns
 from semloc_ros.ros.node_common import (
@@ -48,10 +55,11 @@ from semloc_ros.ros.node_common import (
 from semloc_ros.ros.stage_stats import SequenceMonitor, StageStats
 
 CONFIG_PARAMETERS = tuple(field.name for field in flat_fields(LocalizerConfig))  # the localizer configuration
+TILE_PARAMETERS = tuple(field.name for field in flat_fields(TileCacheConfig))  # tile_<name>: tiled maps
 
 PARAMETERS = (
-    ParameterSpec("database_path", "", "GeoDatabase file (semloc build-db); reloaded when the parameter or the "
-                  "file changes (a bad new file is refused and the loaded database kept)"),
+    ParameterSpec("database_path", "", "GeoDatabase file or tiled map folder (semloc build-db); reloaded when the "
+                  "parameter or the file changes (a bad new file is refused and the loaded database kept)"),
     ParameterSpec("database_retry_period_s", 2.0, "retry period while the database file is missing or bad",
                   Bounds(0.0, 86400.0, low_open=True), read_only=True),
     *config_parameters(LocalizerConfig),
@@ -70,6 +78,10 @@ PARAMETERS = (
                   "robot_localization drops fixes with NaN altitude", Bounds(-1e4, 1e5)),
     ParameterSpec("unknown_heading_variance", 1e6, "orientation variance published when heading is unknown",
                   Bounds(0.0, 1e12)),
+    *(ParameterSpec(f"tile_{f.name}", f.default, f"tiled maps: {f.help}", f.bounds, read_only=True)
+      for f in flat_fields(TileCacheConfig)),
+    ParameterSpec("gnss_prior_topic", "", "tiled maps: NavSatFix topic whose fixes also choose the tiles to load "
+                  "(empty: none)", read_only=True),
     ParameterSpec("label_buffer", 30, "label images (semloc/labels) kept for re-ranking, waiting for their "
                   "descriptor", Bounds(1, 1000), read_only=True),
 )
@@ -110,8 +122,14 @@ def yaw_quaternion(yaw: float) -> Quaternion:
     return Quaternion(z=math.sin(yaw / 2.0), w=math.cos(yaw / 2.0))
 
 
-def load_map(path: Path) -> GeoDatabase:
-    """A database with at least one entry, its ENU frame computed (runs on the map watcher's thread)."""
+def load_map(path: Path) -> GeoDatabase | TiledMap:
+    """A database with at least one entry, its ENU frame computed, or a tiled map's manifest (runs on the map
+    watcher's thread)."""
+    if is_tiled_map(path):
+        tiled = TiledMap.open(path)
+        if tiled.count == 0:
+            raise DatabaseError(f"{path}: the tiled map has no entries")
+        return tiled
     database = GeoDatabase.load(path)
     if len(database) == 0:
         raise DatabaseError(f"{path}: the database has no entries")
@@ -129,11 +147,12 @@ class LocalizerNode(Node):
         self.stats = StageStats()
         self.diagnostics = StageDiagnostics(self, self.stats)
         self.config = self._current_config()
-        self.database: GeoDatabase | None = None
-        self.localizer: Localizer | None = None
+        self.database: GeoDatabase | TiledMap | None = None
+        self.localizer: Localizer | TiledLocalizer | None = None
+        self._map_enu: LocalENU | None = None  # tiled maps: the fixed frame of markers and path
         self._map_ready = self.create_guard_condition(self._apply_map_load)
-        self.map_watcher: MapWatcher[GeoDatabase] = MapWatcher(load_map, lambda db: (db.model_id, db.dimension),
-                                                               notify=self._map_ready.trigger)
+        self.map_watcher: MapWatcher[GeoDatabase | TiledMap] = MapWatcher(
+            load_map, lambda db: (db.model_id, db.dimension), notify=self._map_ready.trigger)
         self.sequence = SequenceMonitor()
 
         qos = QoSProfile(depth=10)
@@ -147,6 +166,8 @@ class LocalizerNode(Node):
         self.create_subscription(Descriptor, "semloc/descriptor", self.on_descriptor, QoSProfile(depth=10))
         self._thumbnails: dict[int, np.ndarray] = {}  # label thumbnails by stamp (ns), oldest first
         self.create_subscription(Image, "semloc/labels", self.on_labels, QoSProfile(depth=10))
+        if self.params.get("gnss_prior_topic"):
+            self.create_subscription(NavSatFix, self.params.get("gnss_prior_topic"), self.on_prior, qos)
 
         self._loaded_path = ""
         self._try_load_database()
@@ -196,8 +217,16 @@ class LocalizerNode(Node):
             return
         self._use_database(outcome.map, path)
 
-    def _use_database(self, database: GeoDatabase, path: str) -> None:
+    def _use_database(self, database: GeoDatabase | TiledMap, path: str) -> None:
+        centres = []
+        if isinstance(self.localizer, TiledLocalizer):
+            centres = self.localizer.centres  # an updated tiled map starts with the tiles around the vehicle
+            self.localizer.close()  # its tile loader thread
+        if isinstance(database, TiledMap):
+            self._use_tiled(database, path, centres)
+            return
         self.database, self.localizer, self._loaded_path = database, Localizer(database, self.config), path
+        self._map_enu = None
         try:
             self._utm = UTMProjection.from_points(database.lat, database.lon)
         except GeoError as error:  # e.g. a polar database: markers and path stay in ENU
@@ -212,10 +241,37 @@ class LocalizerNode(Node):
             f"{database.dimension}; '{self.params.get('map_frame')}' frame origin at lat {origin.lat0:.7f} "
             f"lon {origin.lon0:.7f}")
 
+    def _use_tiled(self, tiled: TiledMap, path: str, centres: list[tuple[float, float]]) -> None:
+        """A tiled map: its tiles load around the estimate (at once around ``centres``); UTM zone and a fixed ENU
+        frame of the map."""
+        tiles = TileCacheConfig(**{name: self.params.get(f"tile_{name}") for name in TILE_PARAMETERS})
+        self.database, self.localizer = tiled, TiledLocalizer(tiled, self.config, tiles, centres)
+        self._loaded_path, self._utm, self._map_enu = path, tiled.grid.projection, LocalENU(*tiled.centre())
+        self._path_poses.clear()
+        self.diagnostics.fatal = ""
+        self.get_logger().info(
+            f"tiled map {path}: {tiled.count} places in {len(tiled.keys)} tiles of {tiled.grid.size_m:g} m, model "
+            f"{tiled.model_id}; tiles load around the estimate; '{self.params.get('map_frame')}' frame origin at "
+            f"lat {self._map_enu.lat0:.7f} lon {self._map_enu.lon0:.7f}")
+
+    def destroy_node(self) -> None:
+        if isinstance(self.localizer, TiledLocalizer):
+            self.localizer.close()  # the tile loader thread
+        super().destroy_node()
+
+    @guarded
+    def on_prior(self, message: NavSatFix) -> None:
+        """A GNSS fix: with a tiled map, its tiles are loaded too."""
+        if isinstance(self.localizer, TiledLocalizer) and message.status.status >= NavSatStatus.STATUS_FIX \
+                and math.isfinite(message.latitude) and math.isfinite(message.longitude):
+            self.localizer.set_prior(message.latitude, message.longitude)
+
     def on_parameters_changed(self, changed: dict[str, Any]) -> None:
         if any(name in CONFIG_PARAMETERS for name in changed):
             self.config = self._current_config()
-            if self.database is not None:
+            if isinstance(self.localizer, TiledLocalizer):
+                self.localizer.set_config(self.config)
+            elif self.database is not None:
                 self.localizer = Localizer(self.database, self.config)
             self.get_logger().info(f"localizer configuration updated: {self.config}")
         if "database_path" in changed:
@@ -232,7 +288,7 @@ class LocalizerNode(Node):
         if self.localizer is None or not self.localizer.reranks:
             return
         try:
-            thumbnail = label_thumbnail(imgmsg_to_labels(message), self.database.thumbnails.shape[1:])
+            thumbnail = label_thumbnail(imgmsg_to_labels(message), self.localizer.database.thumbnails.shape[1:])
         except (ImageEncodingError, ValueError) as error:
             self.stats.record_error("bad_labels", str(error))
             self.get_logger().warning(f"label image not used for re-ranking: {error}", throttle_duration_sec=2.0)
@@ -330,10 +386,12 @@ class LocalizerNode(Node):
         return message
 
     def map_xy(self, lat: float, lon: float, east: float, north: float) -> tuple[float, float]:
-        """Marker coordinates of a place: database ENU (east, north) or UTM (easting, northing)."""
+        """Marker coordinates of a place: database ENU (east, north; a tiled map's fixed frame) or UTM."""
         if self.params.get("map_coordinates") == "utm" and self._utm is not None:
             easting, northing = self._utm.forward(lat, lon)
             return float(easting), float(northing)
+        if self._map_enu is not None:  # the estimate's east/north are in the frame of the tiles loaded now
+            east, north, _ = self._map_enu.to_enu(lat, lon)
         return float(east), float(north)
 
     def extend_path(self, estimate: PositionEstimate, stamp) -> PathMessage:
