@@ -272,7 +272,7 @@ def write_tiny_dataset(root) -> None:
             writer = csv.writer(f)
             writer.writerow(["frame", "stamp_ns", "lat", "lon", "alt_m", "heading_rad"])
             for i, p in enumerate(places):
-                writer.writerow([i, i, lat[i], lon[i], 60.0, 0.0])
+                writer.writerow([i, i * 1_000_000_000, lat[i], lon[i], 60.0, 0.0])  # 1 s apart: 10 m/s
                 labels = np.zeros((48, 64), np.uint8)
                 labels[: 8 * (p + 1)] = 12  # sky share encodes the place
                 labels[8 * (p + 1) :] = 10
