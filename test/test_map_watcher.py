@@ -114,3 +114,15 @@ def test_a_missing_file_is_tried_once_then_when_it_appears(tmp_path):
     assert watcher.poll() and finish(watcher).map == ("model-a", 8)
     watcher.set_path(str(tmp_path / "other"))  # a new path is read even though its file is missing
     assert watcher.poll() and finish(watcher).map is None and watcher.current.path == str(path)
+
+
+def test_no_notify_after_close(tmp_path):
+    maps = FakeMaps()
+    path = tmp_path / "map"
+    write(path, "model-a 8")
+    watcher = maps.watcher(path)
+    maps.gate.clear()
+    assert watcher.poll()
+    watcher.close()  # the node is being destroyed while its map loads
+    maps.gate.set()
+    assert watcher.wait(10.0) and not maps.notified.is_set()

@@ -72,6 +72,7 @@ class MapWatcher(Generic[M]):
         self._refused: MapVersion | None = None
         self._running: threading.Thread | None = None
         self._finished: LoadOutcome[M] | None = None
+        self._closed = False
 
     @property
     def path(self) -> str:
@@ -119,9 +120,15 @@ class MapWatcher(Generic[M]):
             outcome = LoadOutcome(version, loaded)
         except Exception as error:  # anything a bad file raises (MemoryError, RecursionError too) is a refusal
             outcome = LoadOutcome(version, None, _reason(error))
-        with self._lock:
+        with self._lock:  # notify under the lock: close() returns only once no notify can follow
             self._finished = outcome
-        self._notify()
+            if not self._closed:
+                self._notify()
+
+    def close(self) -> None:
+        """No ``notify`` after this returns (the adapter is going away; a running load is abandoned)."""
+        with self._lock:
+            self._closed = True
 
     def _load(self, path: Path) -> M:
         return self._load_file(path)

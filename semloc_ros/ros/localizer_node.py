@@ -255,6 +255,7 @@ class LocalizerNode(Node):
             f"lat {self._map_enu.lat0:.7f} lon {self._map_enu.lon0:.7f}")
 
     def destroy_node(self) -> None:
+        self.map_watcher.close()  # its load thread must not trigger the guard condition of a destroyed node
         if isinstance(self.localizer, TiledLocalizer):
             self.localizer.close()  # the tile loader thread
         super().destroy_node()
