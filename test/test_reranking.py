@@ -14,6 +14,7 @@ from semloc_ros.core.localizer import Localizer, LocalizerConfig
 from semloc_ros.core.reranking import (
     RerankConfig,
     alignment_scores,
+    alignment_scores_reference,
     label_thumbnail,
     rerank,
 )
@@ -72,6 +73,42 @@ def test_alignment_finds_the_turn_and_ignores_traffic() -> None:
     assert alignment_scores(turned, place[None], narrow)[0][0] < scores[0]
     with pytest.raises(ValueError, match="do not match"):
         alignment_scores(turned, place[None, :, :40], config)
+
+
+def random_thumbnails(rng: np.random.Generator, count: int, shape: tuple[int, int], classes: int,
+                      dtype: type = np.uint8) -> tuple[np.ndarray, np.ndarray]:
+    """A query and ``count`` candidates of random class ids below ``classes``, a tenth of the query ignored."""
+    query = rng.integers(0, classes, shape).astype(dtype)
+    query[rng.random(shape) < 0.1] = IGNORED_ID
+    return query, rng.integers(0, classes, (count, *shape)).astype(dtype)
+
+
+def test_bit_packed_alignment_equals_the_reference_exactly() -> None:
+    rng = np.random.default_rng(7)
+    cases = [((60, 80), 50, 18, RerankConfig()), ((60, 80), 3, 2, RerankConfig()), ((1, 1), 4, 3, RerankConfig())]
+    for _ in range(40):  # odd sizes (rows beyond one 64-bit word), few or many classes, other shift grids
+        shape = (int(rng.integers(1, 140)), int(rng.integers(1, 100)))
+        config = RerankConfig(max_shift=float(rng.uniform(0, 0.9)), shift_step=float(rng.uniform(0.005, 0.3)))
+        cases.append((shape, int(rng.integers(1, 70)), int(rng.integers(1, 257)), config))
+    for shape, count, classes, config in cases:
+        query, candidates = random_thumbnails(rng, count, shape, classes)
+        expected = alignment_scores_reference(query, candidates, config)
+        scores, shifts = alignment_scores(query, candidates, config)
+        np.testing.assert_array_equal(scores, expected[0])  # bit for bit, ties resolved to the same shift
+        np.testing.assert_array_equal(shifts, expected[1])
+
+
+def test_bit_packed_alignment_handles_other_integers_and_ignored_sets() -> None:
+    rng = np.random.default_rng(8)
+    config = RerankConfig()
+    query, candidates = random_thumbnails(rng, 20, (30, 40), 600, np.int32)
+    candidates -= 300  # negative and large ids are classes like any other
+    ignored = np.array([-5, 7, 255, 400])
+    for args in ((query, candidates, config, ignored), (query, candidates, config)):
+        np.testing.assert_array_equal(alignment_scores(*args)[0], alignment_scores_reference(*args)[0])
+    nothing = np.full((20, 24), IGNORED_ID, np.uint8)
+    assert alignment_scores(nothing, np.stack([nothing, scene(3, (20, 24))]), config)[0].tolist() == [0.0, 0.0]
+    assert alignment_scores(nothing, np.zeros((0, 20, 24), np.uint8), config)[0].shape == (0,)
 
 
 def test_rerank_reorders_the_head_and_keeps_the_tail() -> None:
