@@ -489,3 +489,45 @@ def test_masking_dynamic_classes_at_run_time():
     assert not np.any(histogram.describe_batch(whole_car))  # nothing left to describe
     with pytest.raises(ValueError, match="RGB"):
         DescriptorExtractor.untrained("rgb_netvlad", device="cpu").masking_dynamic_classes()
+
+
+def test_channel_argmax_equals_torch_argmax_with_ties():
+    from semloc_ros.models.segmentation import channel_argmax
+
+    logits = torch.round(torch.randn(2, 19, 24, 32) * 2) / 2  # coarse values: many ties
+    np.testing.assert_array_equal(channel_argmax(logits).numpy(), logits.argmax(dim=1).numpy())
+    many = torch.randn(1, 300, 4, 5)
+    assert channel_argmax(many).dtype == torch.int64
+    np.testing.assert_array_equal(channel_argmax(many).numpy(), many.argmax(dim=1).numpy())
+
+
+def test_precision_selection():
+    from semloc_ros.models.segmentation import CPU_DEFAULT_PRECISION, resolve_precision
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")  # a device object: no GPU needed
+    assert resolve_precision("auto", cpu) == CPU_DEFAULT_PRECISION
+    assert resolve_precision("auto", cuda) == "fp16"
+    assert resolve_precision("fp32", cuda) == "fp32" and resolve_precision("int8", cpu) == "int8"
+    for precision, device, message in (("fp16", cpu, "CUDA"), ("int8", cuda, "CPU"), ("bf16", cpu, "unknown")):
+        with pytest.raises(ValueError, match=message):
+            resolve_precision(precision, device)
+    with pytest.raises(ValueError, match="CUDA"):
+        Segmenter.default(device="cpu", precision="fp16")
+
+
+def test_shipped_int8_segmenter_upsamples_its_logits_and_agrees_with_fp32(shared_dataset):
+    pytest.importorskip("onnxruntime")
+    from semloc_ros.io.datasets import load_rgbs, load_semloc_sim_drive
+    from semloc_ros.models.loading import load_segmenter
+
+    torch.set_num_threads(1)
+    int8, fp32 = load_segmenter("default-int8", device="cpu"), load_segmenter("default-fp32", device="cpu")
+    assert int8.precision == "int8" and fp32.precision == "fp32"
+    assert int8.meta["provenance"]["source_model_id"] == fp32.model_id  # quantized from the shipped weights
+    x = torch.zeros(1, 3, *int8.input_size)
+    assert int8.logits(x).shape == (1, SEMLOC_SIM.num_classes, *int8.input_size)  # the graph ends at 1/8
+    drive = load_semloc_sim_drive(shared_dataset, "trainA_dusk_l0")
+    rgbs = np.stack(load_rgbs([drive[5], drive[50]]))
+    assert np.mean(int8.predict_batch(rgbs) == fp32.predict_batch(rgbs)) > 0.97
+    pipeline = Pipeline.from_method("semantic", device="cpu", segmenter_file="default-int8")
+    assert pipeline.segmenter.precision == "int8"

@@ -1,7 +1,9 @@
 """Model selection strings shared by nodes and the command line (ROS-free).
 
 A model is named by one string:
-- ``default``: the weights shipped with the package (``semloc_ros/data/models``);
+- ``default``: the weights shipped with the package (``semloc_ros/data/models``); for the segmenter also
+  ``default-fp32``, ``default-int8`` and ``default-fp16`` (CUDA), ``default`` being ``auto``
+  (:mod:`semloc_ros.models.segmentation`);
 - ``untrained:<arch>``: a randomly initialised network with a fixed seed (tests, smoke runs);
 - anything else: a path to a weights file (semloc checkpoint, TorchScript, ONNX, torchvision state dict).
 
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from semloc_ros.core.labels import load_mapping
 from semloc_ros.models import DescriptorExtractor, Segmenter
+from semloc_ros.models.segmentation import DEFAULT_SEGMENTERS
 
 UNTRAINED_PREFIX = "untrained:"
 
@@ -21,8 +24,8 @@ UNTRAINED_PREFIX = "untrained:"
 def load_segmenter(spec: str, device: str = "auto", arch: str = "",
                    label_mapping: str = "identity", trust_model_code: bool = False) -> Segmenter:
     """The segmenter named by ``spec`` (see module docstring)."""
-    if spec == "default":
-        return Segmenter.default(device=device)
+    if spec in DEFAULT_SEGMENTERS:
+        return Segmenter.default(device=device, precision=DEFAULT_SEGMENTERS[spec])
     if spec.startswith(UNTRAINED_PREFIX):
         return Segmenter.untrained(arch=spec.removeprefix(UNTRAINED_PREFIX), seed=0, device=device)
     mapping = None if label_mapping == "identity" else load_mapping(label_mapping)

@@ -11,6 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from semloc_ros.models import DescriptorExtractor, HybridDescriptor, Segmenter, WeightsError
+from semloc_ros.models.segmentation import DEFAULT_SEGMENTERS
 from semloc_ros.models.weights import WEIGHTS_DIR
 
 METHODS = ("semantic", "rgb", "hybrid", "label-histogram")
@@ -109,8 +110,9 @@ class Pipeline:
         """The pipeline of a named method with the shipped weights ('semantic', 'rgb', 'hybrid', 'label-histogram').
 
         ``untrained_ok=True`` substitutes seeded untrained networks for missing weight files (with a warning).
-        ``segmenter_file`` replaces the shipped segmenter; ``mask_dynamic`` makes the label descriptor ignore the
-        pixels of dynamic classes (vehicles, pedestrians); ``trust_model_code`` lets it be a program (TorchScript).
+        ``segmenter_file`` replaces the shipped segmenter (or names one of its precisions, e.g. ``default-int8``);
+        ``mask_dynamic`` makes the label descriptor ignore the pixels of dynamic classes (vehicles, pedestrians);
+        ``trust_model_code`` lets the segmenter file be a program (TorchScript).
         ``descriptor_file`` (e.g. from ``semloc train``) replaces the shipped descriptor of its kind (semantic or
         RGB).
         """
@@ -121,10 +123,11 @@ class Pipeline:
         wdir = Path(weights_dir or WEIGHTS_DIR)
 
         def segmenter() -> Segmenter:
-            if segmenter_file is not None:
+            shipped = DEFAULT_SEGMENTERS.get(str(segmenter_file or "default"))
+            if shipped is None:
                 return Segmenter.from_file(segmenter_file, device=device, trust_model_code=trust_model_code)
             try:
-                return Segmenter.default(device=device, weights_dir=wdir)
+                return Segmenter.default(device=device, weights_dir=wdir, precision=shipped)
             except WeightsError:
                 if not untrained_ok:
                     raise

@@ -19,6 +19,11 @@ standard deviation (0.229, 0.224, 0.225) per channel; output: logits ``NxCxhxw``
 ``{"out": logits}``), any ``h x w`` (the class ids are resized to the image, nearest). ``C`` must fit the label
 mapping (:func:`~semloc_ros.core.labels.model_classes_problem`), checked when the model is loaded when ``C`` is
 known from the file, else on its first output.
+
+The shipped segmenter comes in three precisions (``PRECISIONS``): ``fp32`` (segmenter.pt), ``int8`` (its
+statically quantized ONNX Runtime copy, segmenter_int8.onnx, remade by scripts/quantize_segmenter.py) and
+``fp16`` (segmenter.pt in half precision, CUDA only); ``auto`` picks fp16 on a CUDA device and
+``CPU_DEFAULT_PRECISION`` on the CPU.
 """
 
 from __future__ import annotations
@@ -56,11 +61,33 @@ from semloc_ros.models.weights import (
 )
 
 DEFAULT_SEGMENTER_FILE = "segmenter.pt"
+INT8_SEGMENTER_FILE = "segmenter_int8.onnx"
 TORCHSCRIPT_META = "semloc_meta.json"
 # Operator domains onnxruntime implements itself; any other domain is a custom operator (code from elsewhere).
 STANDARD_ONNX_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training", "com.microsoft"})
 TRUST_HINT = ("load it only if you trust its author: pass --trust-model-code (command line) or set "
               "trust_model_code:=true (segmentation_node)")
+ONNX_META_KEY = "semloc_meta"
+"""Key of the ONNX metadata entry holding a JSON provenance record (kept in ``Segmenter.meta['provenance']``);
+``"logits": "upsample_bilinear"`` in it: the network ends before its final upsampling, which runs in torch."""
+PRECISIONS = ("auto", "fp32", "int8", "fp16")
+CPU_DEFAULT_PRECISION = "fp32"
+"""What ``auto`` means on the CPU (docs/benchmarks.md: int8 is faster; the accuracy decides)."""
+DEFAULT_SEGMENTERS = {"default": "auto", **{f"default-{p}": p for p in PRECISIONS if p != "auto"}}
+"""Model names of the shipped segmenter (nodes' ``model``, ``evaluate --segmenters``) -> precision."""
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``fp32``, ``int8`` or ``fp16`` for ``precision`` on ``device`` (ValueError when they do not fit)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; use one of {PRECISIONS}")
+    if precision == "auto":
+        return "fp16" if device.type == "cuda" else CPU_DEFAULT_PRECISION
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"precision fp16 needs a CUDA device, not {device}")
+    if precision == "int8" and device.type != "cpu":
+        raise ValueError(f"precision int8 runs on the CPU (ONNX Runtime), not on {device}")
+    return precision
 
 
 class DeepLabV3PlusMobileNet(nn.Module):
@@ -148,6 +175,15 @@ def _infer_num_classes(state: dict[str, torch.Tensor]) -> int:
     return int(convs[-1].shape[0])
 
 
+def _onnx_provenance(text: str | None) -> dict[str, Any]:
+    """The JSON record stored under ``ONNX_META_KEY`` in an ONNX file's metadata ({} when absent or not JSON)."""
+    try:
+        record = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def _file_digest(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -176,6 +212,8 @@ class Segmenter:
             model = model.to(self.device).eval()
         self.model = model
         self.fold_norms = True  # run a batch-norm-folded copy (see _inference_model); False: self.model
+        self.input_dtype = torch.float32  # float16 for a half-precision network (``default(precision='fp16')``)
+        self.precision = "onnx" if meta.get("arch") == "onnx" else "fp32"  # what runs; set by default()
         self._folded: tuple[tuple[tuple[int, int], ...], nn.Module] | None = None
         base_id = str(meta["model_id"])
         self.model_id = base_id if label_mapping is None else f"{base_id}+map:{_mapping_name(label_mapping)}"
@@ -245,15 +283,28 @@ class Segmenter:
         return cls._from_state_dict(blob, path, device, arch, label_mapping)
 
     @classmethod
-    def default(cls, device: str | torch.device = "auto", weights_dir: str | os.PathLike | None = None) -> Segmenter:
-        """The segmenter shipped with the package (``semloc_ros/data/models/segmenter.pt``)."""
-        path = Path(weights_dir or WEIGHTS_DIR) / DEFAULT_SEGMENTER_FILE
+    def default(
+        cls,
+        device: str | torch.device = "auto",
+        weights_dir: str | os.PathLike | None = None,
+        precision: str = "auto",
+    ) -> Segmenter:
+        """The segmenter shipped with the package (``semloc_ros/data/models``) in ``precision`` (see module
+        docstring: ``auto`` is fp16 on CUDA, ``CPU_DEFAULT_PRECISION`` on the CPU)."""
+        dev = resolve_device(device)
+        chosen = resolve_precision(precision, dev)
+        name = INT8_SEGMENTER_FILE if chosen == "int8" else DEFAULT_SEGMENTER_FILE
+        path = Path(weights_dir or WEIGHTS_DIR) / name
         if not path.is_file():
-            raise WeightsError(
-                f"shipped segmenter weights not found at {path}; train them with scripts/train_models.sh "
-                "or pass a weights file"
-            )
-        return cls.from_file(path, device=device)
+            remake = "scripts/quantize_segmenter.py" if chosen == "int8" else "scripts/train_models.sh"
+            raise WeightsError(f"shipped segmenter weights not found at {path}; make them with {remake} "
+                               "or pass a weights file")
+        segmenter = cls.from_file(path, device=dev)
+        if chosen == "fp16":
+            segmenter.model = segmenter.model.half()
+            segmenter.input_dtype = torch.float16
+        segmenter.precision = chosen
+        return segmenter
 
     @classmethod
     def _from_state_dict(
@@ -330,16 +381,21 @@ class Segmenter:
         fixed = shape[2:4] if all(isinstance(s, int) for s in shape[2:4]) else None
         input_name = session.get_inputs()[0].name
         output_shape = session.get_outputs()[0].shape
+        provenance = _onnx_provenance(session.get_modelmeta().custom_metadata_map.get(ONNX_META_KEY))
+        upsample = provenance.get("logits") == "upsample_bilinear"  # the int8 file: its final resize runs here
 
         def run(x: torch.Tensor) -> torch.Tensor:
-            out = session.run(None, {input_name: x.detach().cpu().numpy().astype(np.float32)})[0]
-            return torch.from_numpy(out)
+            out = torch.from_numpy(session.run(None, {input_name: x.detach().cpu().numpy().astype(np.float32)})[0])
+            if upsample and out.shape[-2:] != x.shape[-2:]:
+                out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            return out
 
         meta = {
             "arch": "onnx",
             "label_set": SEMLOC_SIM.name,
             "input_size": fixed,
             "model_id": f"onnx@{_file_digest(path)[:12]}",
+            "provenance": provenance,
         }
         if len(output_shape) == 4 and isinstance(output_shape[1], int):
             meta["num_classes"] = output_shape[1]
@@ -423,8 +479,8 @@ class Segmenter:
         rgbs = check_rgb_batch(rgbs)
         h, w = rgbs.shape[1:3]
         with torch.inference_mode():
-            x = rgb_to_tensor(rgbs, self.input_size, self.device)
-            ids = self.logits(x).argmax(dim=1).to(torch.uint8)
+            x = rgb_to_tensor(rgbs, self.input_size, self.device).to(self.input_dtype)
+            ids = channel_argmax(self.logits(x)).to(torch.uint8)
             if tuple(ids.shape[-2:]) != (h, w):
                 ids = F.interpolate(ids[:, None].float(), size=(h, w), mode="nearest-exact")[:, 0].to(torch.uint8)
             out = ids.cpu().numpy()
@@ -464,6 +520,19 @@ def onnx_custom_domains(path: Path) -> list[str]:
                 graphs.extend([attribute.g] if attribute.HasField("g") else [])
                 graphs.extend(attribute.graphs)
     return sorted(domains - STANDARD_ONNX_DOMAINS - local)
+
+
+def channel_argmax(logits: torch.Tensor) -> torch.Tensor:
+    """``NxCxHxW`` logits -> ``NxHxW`` index of the largest channel (the first on ties), as a running maximum over
+    the channels: the ids of ``logits.argmax(dim=1)`` for finite logits, several times faster on the CPU, where
+    torch reduces over the strided channel dimension slowly (docs/benchmarks.md)."""
+    best = logits[:, 0].clone()
+    ids = torch.zeros(best.shape, dtype=torch.uint8 if logits.shape[1] <= 256 else torch.int64, device=logits.device)
+    for channel in range(1, logits.shape[1]):
+        values = logits[:, channel]
+        ids.masked_fill_(values > best, channel)
+        torch.maximum(best, values, out=best)
+    return ids
 
 
 def fold_batch_norms(module: nn.Module) -> nn.Module:
