@@ -71,6 +71,18 @@ def test_parser_modes_and_defaults():
     assert e2e_args.rate == 20.0 and e2e_args.domain_id == benchmark.DEFAULT_DOMAIN_ID and e2e_args.device == "auto"
     index_args = parser.parse_args(["index"])
     assert index_args.sizes == [100_000, 1_000_000] and set(index_args.index_types) == {"flat", "hnsw", "ivfpq"}
+    rerank_args = parser.parse_args(["rerank"])
+    assert rerank_args.top_k == 50 and rerank_args.queries == 30
+
+
+def test_rerank_benchmark_compares_both_alignments_on_real_thumbnails(shared_dataset, tmp_path):
+    import json
+
+    out = tmp_path / "rerank.json"
+    assert benchmark.main(["rerank", "--dataset", str(shared_dataset), "--queries", "2", "--repeats", "1",
+                           "--top-k", "5", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert results["identical"] is True and results["bit-packed"]["n"] == 2 and results["reference"]["n"] == 2
 
 
 # ------------------------------------------------------------------------------------------- device choice

@@ -5,7 +5,6 @@ dropped frames; ``--variant`` compares node parameter sets in one run."""
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 import os
 import time
@@ -22,6 +21,7 @@ from semloc_ros.benchmarks.common import (
     semantic_pipeline,
     splits,
     stats_ms,
+    thumbnail_database,
     write_json,
 )
 
@@ -49,20 +49,12 @@ def merge_overrides(*layers: dict[str, dict[str, Any]]) -> dict[str, dict[str, A
 
 
 def e2e_database(args: argparse.Namespace) -> Path:
-    """The map the e2e nodes load: the benchmark's database drive, shipped semantic models, label thumbnails
-    (so the localizer re-ranks as configured)."""
-    from semloc_ros.io.datasets import load_semloc_sim_drive
-    from semloc_ros.mapping import build_database
-
+    """The map the e2e nodes load: ``--database``, else the benchmark's database drive mapped with the shipped
+    models (with label thumbnails, so the localizer re-ranks as configured)."""
     if args.database is not None:
         return args.database
-    pipeline = semantic_pipeline(args.device)
-    drive = splits(args.dataset)["database"]
-    digest = hashlib.sha1(pipeline.model_id.encode("utf-8")).hexdigest()[:12]
-    path = args.cache / f"e2e_{drive}_{digest}_thumbnails.semdb"
-    if not path.is_file():
-        build_database(pipeline, load_semloc_sim_drive(args.dataset, drive)).save(path)
-    return path
+    return thumbnail_database(args.dataset, splits(args.dataset)["database"], semantic_pipeline(args.device),
+                              args.cache)
 
 
 def run_e2e(args: argparse.Namespace) -> int:

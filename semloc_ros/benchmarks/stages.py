@@ -1,9 +1,11 @@
 """``stages``: per-stage latency of one frame through the shipped semantic pipeline (image conversion, DDS
-serialisation, segmentation, descriptor, search, fix message), and an RGB NetVLAD-VGG16 pipeline timed on the same
-frames in the same run; prints the speed ratio.
+serialisation, segmentation, descriptor, search with label re-ranking, fix message), and an RGB NetVLAD-VGG16
+pipeline timed on the same frames in the same run; prints the speed ratio.
 
-1. Load the shipped semantic pipeline, a map of the database drive, an untrained NetVLAD-VGG16 (timing only) and
-   the "before" variants of the two networks (batch norms not folded, contiguous weights).
+1. Load the shipped semantic pipeline, its map of the database drive (with label thumbnails), a localizer that
+   re-ranks the top ``RERANK_TOP_K`` as config/semloc.yaml does, an untrained NetVLAD-VGG16 (timing only) and the
+   variants compared: the float32 segmenter with and without batch norms folded, the int8 segmenter (CPU), the
+   descriptor with contiguous weights.
 2. Per torch thread count: warm up, then run every frame through the whole chain of the three nodes with each
    stage timed, plus the before/after variants and the RGB baseline on the same frames.
 3. Print medians, the speed ratio RGB / semantic, and the speed-ups of the optimisations.
@@ -21,17 +23,18 @@ import numpy as np
 
 from semloc_ros.benchmarks.common import (
     FRAME_SHAPE,
-    drive_database,
     fmt_ms,
     load_frames,
     machine_line,
     semantic_pipeline,
     splits,
     stats_ms,
+    thumbnail_database,
     write_json,
 )
 
 VGG_CONF: dict[str, Any] = {"backbone": "vgg16", "clusters": 64, "dim": 4096}  # NetVLAD paper: K=64, 4096-d
+RERANK_TOP_K = 50  # localizer_node.rerank_top_k of config/semloc.yaml
 SEGMENTATION = "segmentation (LR-ASPP 240x320)"
 DESCRIPTOR = "descriptor (AlexNet-NetVLAD 120x160)"
 
@@ -47,6 +50,8 @@ class StageModels:
     vgg: Any
     vgg_half: Any
     unfolded: Any
+    fp32: Any
+    int8: Any | None
     contiguous: Any
 
 
@@ -65,20 +70,25 @@ def load_models(args: argparse.Namespace) -> StageModels:
     """Step 1."""
     import torch
 
-    from semloc_ros.core.localizer import Localizer
-    from semloc_ros.models import DescriptorExtractor
+    from semloc_ros.core.database import GeoDatabase
+    from semloc_ros.core.localizer import Localizer, LocalizerConfig
+    from semloc_ros.models import DescriptorExtractor, Segmenter
 
     pipeline = semantic_pipeline(args.device)
     segmenter, semantic = pipeline.segmenter, pipeline.descriptor
-    database = drive_database(args.dataset, splits(args.dataset)["database"], pipeline, args.cache)
+    database = GeoDatabase.load(thumbnail_database(args.dataset, splits(args.dataset)["database"], pipeline,
+                                                   args.cache))
     vgg = DescriptorExtractor.untrained("rgb_netvlad", device=args.device, input_size=FRAME_SHAPE, **VGG_CONF)
     vgg_half = copy.copy(vgg)  # same network, run at the semantic descriptor's input size
     vgg_half.input_size = semantic.input_size
-    unfolded = copy.copy(segmenter)  # "before": the network as trained, batch norms not folded
+    fp32 = Segmenter.default(device=args.device, precision="fp32")
+    int8 = Segmenter.default(device="cpu", precision="int8") if fp32.device.type == "cpu" else None
+    unfolded = copy.copy(fp32)  # "before": the network as trained, batch norms not folded
     unfolded.fold_norms = False
     contiguous = copy.copy(semantic)  # "before": weights in the default (contiguous) memory format
     contiguous.net = copy.deepcopy(semantic.net).to(memory_format=torch.contiguous_format)
-    return StageModels(segmenter, semantic, database, Localizer(database), vgg, vgg_half, unfolded, contiguous)
+    localizer = Localizer(database, LocalizerConfig(rerank_top_k=RERANK_TOP_K))
+    return StageModels(segmenter, semantic, database, localizer, vgg, vgg_half, unfolded, fp32, int8, contiguous)
 
 
 def chain(models: StageModels, rgb: np.ndarray, header, times: dict[str, list[float]]) -> np.ndarray:
@@ -88,6 +98,7 @@ def chain(models: StageModels, rgb: np.ndarray, header, times: dict[str, list[fl
     from sensor_msgs.msg import Image
 
     from semloc_ros.core.image_codec import to_rgb8
+    from semloc_ros.core.reranking import label_thumbnail
     from semloc_ros.ros.conversions import array_to_imgmsg, imgmsg_to_array
     from semloc_ros.ros.localizer_node import LocalizerNode
 
@@ -123,8 +134,10 @@ def chain(models: StageModels, rgb: np.ndarray, header, times: dict[str, list[fl
     top_k = models.localizer.config.top_k
     models.database.search(query, top_k)
     mark(f"search ({len(models.database)} entries, flat, top-{top_k})")
-    estimate = models.localizer.localize(query)
-    mark("localize (search + consensus)")
+    thumbnail = label_thumbnail(labels)
+    mark("labels -> thumbnail")
+    estimate = models.localizer.localize(query, thumbnail=thumbnail)
+    mark(f"localize (search + re-ranking top {RERANK_TOP_K} + consensus)")
     serialize_message(LocalizerNode.navsatfix(estimate, header))
     mark("fix: NavSatFix build + CDR")
     return segmented
@@ -136,25 +149,42 @@ def timed(samples: list[float], function, argument) -> None:
     samples.append(time.perf_counter() - start)
 
 
+def per_frame_compute(models: StageModels, rgb: np.ndarray) -> None:
+    """What the three nodes compute for one frame: segmentation, descriptor, search with re-ranking, consensus."""
+    from semloc_ros.core.reranking import label_thumbnail
+
+    labels = models.segmenter.predict(rgb)
+    models.localizer.localize(models.semantic.describe(labels), thumbnail=label_thumbnail(labels))
+
+
+def compared(models: StageModels, rgb: np.ndarray, labels: np.ndarray) -> list[tuple[str, Any, np.ndarray]]:
+    """The variants timed in pairs (step 2): name, function, argument."""
+    m = models
+    pairs = [("segmentation fp32, batch norms not folded", m.unfolded.predict, rgb),
+             ("segmentation fp32, folded", m.fp32.predict, rgb),
+             ("descriptor before (contiguous weights)", m.contiguous.describe, labels),
+             ("descriptor after (channels_last)", m.semantic.describe, labels)]
+    if m.int8 is not None:
+        pairs.append(("segmentation int8 (ONNX Runtime)", m.int8.predict, rgb))
+    return pairs
+
+
 def measure(models: StageModels, frames: list[np.ndarray], header, args: argparse.Namespace) -> Samples:
     """Step 2 at the current torch thread count."""
     m = models
     samples = Samples()
     for rgb in frames[:2]:  # warm-up (first-call allocations, oneDNN kernel selection)
-        chain(m, rgb, header, {})
+        labels = chain(m, rgb, header, {})
         m.vgg.describe(rgb)
         m.vgg_half.describe(rgb)
-        m.contiguous.describe(m.unfolded.predict(rgb))
+        for _, function, argument in compared(m, rgb, labels):
+            function(argument)
     for _ in range(args.repeats):
         for i, rgb in enumerate(frames):
             labels = chain(m, rgb, header, samples.stages)
-            for name, function, argument in (
-                    ("segmentation before (batch norms not folded)", m.unfolded.predict, rgb),
-                    ("segmentation after (folded)", m.segmenter.predict, rgb),
-                    ("descriptor before (contiguous weights)", m.contiguous.describe, labels),
-                    ("descriptor after (channels_last)", m.semantic.describe, labels)):
+            for name, function, argument in compared(m, rgb, labels):
                 timed(samples.before_after.setdefault(name, []), function, argument)
-            timed(samples.semantic, lambda image: m.semantic.describe(m.segmenter.predict(image)), rgb)
+            timed(samples.semantic, lambda image: per_frame_compute(m, image), rgb)
             if i < args.rgb_frames:
                 timed(samples.rgb, m.vgg.describe, rgb)
                 timed(samples.rgb_half, m.vgg_half.describe, rgb)
@@ -172,7 +202,7 @@ def report(threads: int, samples: Samples) -> dict[str, Any]:
     rgb_half_stats = stats_ms(samples.rgb_half)
     shared = chain_total - stage_stats[SEGMENTATION]["median"] - stage_stats[DESCRIPTOR]["median"]
     print(f"  {'sum of stage medians (whole chain)':<42} {chain_total:8.2f} ms")
-    print(f"  {'semantic: segmentation + descriptor':<42} {fmt_ms(semantic_stats)}")
+    print(f"  {'semantic: segment + describe + search + re-rank':<42} {fmt_ms(semantic_stats)}")
     print(f"  {'RGB NetVLAD-VGG16 at 240x320':<42} {fmt_ms(rgb_stats)}")
     print(f"  {'RGB NetVLAD-VGG16 at 120x160':<42} {fmt_ms(rgb_half_stats)}")
     ratio = rgb_stats["median"] / semantic_stats["median"]
@@ -183,9 +213,10 @@ def report(threads: int, samples: Samples) -> dict[str, Any]:
     optimisation = {name: stats_ms(values) for name, values in samples.before_after.items()}
     for name, stats in optimisation.items():
         print(f"  {name:<42} {fmt_ms(stats)}")
-    names = list(optimisation)
-    print(f"  speed-up: segmentation {optimisation[names[0]]['median'] / optimisation[names[1]]['median']:.2f}x, "
-          f"descriptor {optimisation[names[2]]['median'] / optimisation[names[3]]['median']:.2f}x")
+    medians = [stats["median"] for stats in optimisation.values()]
+    int8 = f", segmentation int8 over fp32 {medians[1] / medians[4]:.2f}x" if len(medians) > 4 else ""
+    print(f"  speed-up: segmentation folding {medians[0] / medians[1]:.2f}x, "
+          f"descriptor {medians[2] / medians[3]:.2f}x{int8}")
     return {"optimisation": optimisation, "stages": stage_stats, "semantic": semantic_stats, "rgb_vgg16": rgb_stats,
             "rgb_vgg16_120x160": rgb_half_stats, "ratio": ratio, "ratio_chain": ratio_chain,
             "ratio_120x160": ratio_half}
@@ -204,7 +235,8 @@ def run_stages(args: argparse.Namespace) -> int:
     header = Header(stamp=ns_to_stamp(1_700_000_000_000_000_000), frame_id="camera")
     print(f"semloc benchmark stages: {machine_line()}")
     print(f"frames: {len(frames)} of {args.drive} ({FRAME_SHAPE[0]}x{FRAME_SHAPE[1]}), {args.repeats} rounds; "
-          f"database {len(models.database)} entries; device {models.segmenter.device}")
+          f"database {len(models.database)} entries; device {models.segmenter.device}, segmenter "
+          f"{models.segmenter.precision}")
     print(f"RGB baseline: rgb_netvlad {VGG_CONF} (untrained weights: timing only), "
           f"{min(args.rgb_frames, len(frames))} frames per round")
     results: dict[str, Any] = {}

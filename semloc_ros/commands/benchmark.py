@@ -17,6 +17,8 @@ the measurements live in semloc_ros.benchmarks).
 - ``ray``: the same bag described on a loopback Ray cluster with 1 and 2 worker processes (ratio, same run).
 - ``tiles``: a tiled map of a million synthetic places: the localizer's memory with the tiles around the vehicle,
   query and tile-switch time, a cold-start search of every tile.
+- ``rerank``: label re-ranking of one query's top 50 on one thread, the bit-packed alignment against the
+  per-shift reference on the same thumbnails (ratio, and a check that both give the same scores).
 
 Every figure is a median over repeats; ratios compare measurements of the same run. Every process started here
 that uses ROS 2 gets ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and the ``--domain-id`` given.
@@ -34,6 +36,7 @@ from pathlib import Path
 from semloc_ros.benchmarks.build import run_build
 from semloc_ros.benchmarks.e2e import run_e2e
 from semloc_ros.benchmarks.index import run_index
+from semloc_ros.benchmarks.rerank import run_rerank
 from semloc_ros.benchmarks.scale import run_ray, run_tiles
 from semloc_ros.benchmarks.stages import run_stages
 from semloc_ros.benchmarks.threads import run_threads
@@ -135,12 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
     tiles.add_argument("--radius-m", type=float, default=600.0, help="tiles within this of the vehicle are loaded")
     tiles.add_argument("--route-m", type=float, default=3000.0, help="length of the drive across tile borders")
 
+    rerank = modes.add_parser("rerank", parents=[common], help="label re-ranking: bit-packed vs per-shift loop")
+    rerank.add_argument("--drive", default="eval_night_l0", help="query drive")
+    rerank.add_argument("--queries", type=int, default=30, help="query frames, evenly spaced")
+    rerank.add_argument("--top-k", type=int, default=50, help="candidates re-ranked per query")
+    rerank.add_argument("--repeats", type=int, default=3, help="rounds")
+
     return parser
 
 
 MODES: dict[str, Callable[[argparse.Namespace], int]] = {
     "stages": run_stages, "threads": run_threads, "e2e": run_e2e, "index": run_index, "build": run_build,
-    "ray": run_ray, "tiles": run_tiles,
+    "ray": run_ray, "tiles": run_tiles, "rerank": run_rerank,
 }
 
 
