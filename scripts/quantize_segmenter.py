@@ -45,8 +45,10 @@ class Frames(CalibrationDataReader):
         return None if x is None else {"image": x}
 
 
-def training_frames(dataset: Path, per_drive: int, offset: int) -> tuple[list[np.ndarray], list[str]]:
-    """``per_drive`` evenly spaced RGB frames (starting ``offset`` into each spacing) of every training drive."""
+def training_frames(dataset: Path, per_drive: int, offset: int,
+                    exclude: frozenset[str] = frozenset()) -> tuple[list[np.ndarray], list[str]]:
+    """``per_drive`` evenly spaced RGB frames (starting ``offset`` into each spacing) of every training drive,
+    none of ``exclude`` (image ids)."""
     names = json.loads((dataset / "splits.json").read_text())["train"]
     if any(not name.startswith("train") for name in names):
         raise SystemExit(f"splits.json lists non-training drives under 'train': {names}")
@@ -54,7 +56,8 @@ def training_frames(dataset: Path, per_drive: int, offset: int) -> tuple[list[np
     for name in names:
         drive: Drive = load_semloc_sim_drive(dataset, name)
         step = max(1, len(drive) // per_drive)
-        frames = [drive[i] for i in range(offset % step, len(drive), step)][:per_drive]
+        frames = [drive[i] for i in range(offset % step, len(drive), step) if drive[i].image_id not in exclude]
+        frames = frames[:per_drive]
         rgbs.extend(load_rgbs(frames))
         ids.extend(frame.image_id for frame in frames)
     return rgbs, ids
@@ -106,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     onnx.helper.set_model_props(model, {ONNX_META_KEY: json.dumps(provenance)})
     onnx.save(model, str(args.out))
     int8 = Segmenter.from_file(args.out, device="cpu")
-    held_out, _ = training_frames(args.dataset, args.check_per_drive, offset=7)  # step 5
+    held_out, _ = training_frames(args.dataset, args.check_per_drive, offset=7, exclude=frozenset(ids))  # step 5
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB), {len(ids)} calibration frames; "
           f"labels equal to float32 on {len(held_out)} other training frames: {agreement(fp32, int8, held_out):.4f}")
     return 0

@@ -515,6 +515,28 @@ def test_precision_selection():
         Segmenter.default(device="cpu", precision="fp16")
 
 
+def test_auto_precision_takes_the_int8_file_only_when_made_from_the_folders_segmenter(tmp_path):
+    pytest.importorskip("onnxruntime")
+    import shutil
+    import warnings
+
+    from semloc_ros.models.segmentation import INT8_SEGMENTER_FILE
+    from semloc_ros.models.weights import WEIGHTS_DIR
+
+    torch.set_num_threads(1)
+    assert Segmenter.default(device="cpu").precision == "int8"  # the shipped pair
+    Segmenter.untrained(seed=0, device="cpu", input_size=SMALL).save(tmp_path / "segmenter.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Segmenter.default(device="cpu", weights_dir=tmp_path).precision == "fp32"  # no int8 copy
+    with pytest.raises(WeightsError, match="quantize_segmenter"):
+        Segmenter.default(device="cpu", weights_dir=tmp_path, precision="int8")
+    shutil.copy(WEIGHTS_DIR / INT8_SEGMENTER_FILE, tmp_path / INT8_SEGMENTER_FILE)  # stale: another network's
+    with pytest.warns(UserWarning, match="quantized from"):
+        assert Segmenter.default(device="cpu", weights_dir=tmp_path).precision == "fp32"
+    assert Segmenter.default(device="cpu", weights_dir=tmp_path, precision="int8").precision == "int8"
+
+
 def test_shipped_int8_segmenter_upsamples_its_logits_and_agrees_with_fp32(shared_dataset):
     pytest.importorskip("onnxruntime")
     from semloc_ros.io.datasets import load_rgbs, load_semloc_sim_drive

@@ -139,6 +139,7 @@ def _labeling_segmenter(args: argparse.Namespace, spec: str | None):
 
     if spec is None or spec == "none":
         return None
+    spec = "default-fp32" if spec == "default" else spec  # training sees the float32 network's labels
     return load_segmenter(spec, args.device, args.segmenter_arch, args.label_mapping,
                           trust_model_code=args.trust_model_code)
 

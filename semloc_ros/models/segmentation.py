@@ -55,6 +55,7 @@ from semloc_ros.models.weights import (
     checkpoint_from_blob,
     is_semloc_blob,
     is_torchscript_file,
+    load_checkpoint,
     make_model_id,
     safe_load,
     save_checkpoint,
@@ -71,8 +72,9 @@ ONNX_META_KEY = "semloc_meta"
 """Key of the ONNX metadata entry holding a JSON provenance record (kept in ``Segmenter.meta['provenance']``);
 ``"logits": "upsample_bilinear"`` in it: the network ends before its final upsampling, which runs in torch."""
 PRECISIONS = ("auto", "fp32", "int8", "fp16")
-CPU_DEFAULT_PRECISION = "fp32"
-"""What ``auto`` means on the CPU (docs/benchmarks.md: int8 is faster; the accuracy decides)."""
+CPU_DEFAULT_PRECISION = "int8"
+"""What ``auto`` means on the CPU: int8, faster per frame with Recall@1 within 0.5 points of fp32 on every query
+drive of semloc-sim-v1 (docs/benchmarks.md)."""
 DEFAULT_SEGMENTERS = {"default": "auto", **{f"default-{p}": p for p in PRECISIONS if p != "auto"}}
 """Model names of the shipped segmenter (nodes' ``model``, ``evaluate --segmenters``) -> precision."""
 
@@ -289,22 +291,47 @@ class Segmenter:
         weights_dir: str | os.PathLike | None = None,
         precision: str = "auto",
     ) -> Segmenter:
-        """The segmenter shipped with the package (``semloc_ros/data/models``) in ``precision`` (see module
-        docstring: ``auto`` is fp16 on CUDA, ``CPU_DEFAULT_PRECISION`` on the CPU)."""
+        """The segmenter shipped with the package (``semloc_ros/data/models``) in ``precision`` (module docstring).
+
+        ``auto`` on the CPU takes the int8 file only when it was quantized from the folder's segmenter.pt (else
+        fp32: a retrained segmenter whose int8 copy was not remade); ``int8`` asked for explicitly is loaded as is.
+        """
         dev = resolve_device(device)
+        wdir = Path(weights_dir or WEIGHTS_DIR)
         chosen = resolve_precision(precision, dev)
-        name = INT8_SEGMENTER_FILE if chosen == "int8" else DEFAULT_SEGMENTER_FILE
-        path = Path(weights_dir or WEIGHTS_DIR) / name
+        if chosen == "int8":
+            int8 = cls._shipped_int8(wdir, required=precision == "int8")
+            if int8 is not None:
+                return int8
+            chosen = "fp32"
+        path = wdir / DEFAULT_SEGMENTER_FILE
         if not path.is_file():
-            remake = "scripts/quantize_segmenter.py" if chosen == "int8" else "scripts/train_models.sh"
-            raise WeightsError(f"shipped segmenter weights not found at {path}; make them with {remake} "
-                               "or pass a weights file")
+            raise WeightsError(f"shipped segmenter weights not found at {path}; train them with "
+                               "scripts/train_models.sh or pass a weights file")
         segmenter = cls.from_file(path, device=dev)
         if chosen == "fp16":
             segmenter.model = segmenter.model.half()
             segmenter.input_dtype = torch.float16
         segmenter.precision = chosen
         return segmenter
+
+    @classmethod
+    def _shipped_int8(cls, weights_dir: Path, required: bool) -> Segmenter | None:
+        """The int8 segmenter of ``weights_dir``; None (not ``required``) when it is absent or was quantized from
+        another network than the folder's segmenter.pt."""
+        path, source = weights_dir / INT8_SEGMENTER_FILE, weights_dir / DEFAULT_SEGMENTER_FILE
+        if not path.is_file():
+            if required:
+                raise WeightsError(f"int8 segmenter not found at {path}; make it with scripts/quantize_segmenter.py")
+            return None
+        segmenter = cls.from_file(path, device="cpu")
+        segmenter.precision = "int8"
+        quantized_from = segmenter.meta["provenance"].get("source_model_id")
+        if required or not source.is_file() or load_checkpoint(source)[1]["model_id"] == quantized_from:
+            return segmenter
+        warnings.warn(f"{path} was quantized from {quantized_from}, not from {source}: using float32 "
+                      "(remake it with scripts/quantize_segmenter.py)", stacklevel=3)
+        return None
 
     @classmethod
     def _from_state_dict(

@@ -30,7 +30,7 @@ from semloc_ros.ros.node_common import OneOf, ParameterSpec, StageDiagnostics, V
 from semloc_ros.ros.stage_stats import SequenceMonitor, StageStats
 
 PARAMETERS = (
-    ParameterSpec("model", "default", "segmenter: 'default' (shipped; int8 or fp32 on the CPU, fp16 on CUDA), "
+    ParameterSpec("model", "default", "segmenter: 'default' (shipped; int8 on the CPU, fp16 on CUDA), "
                   "'default-fp32', 'default-int8', 'default-fp16', 'untrained:<arch>' or a weights file",
                   read_only=True),
     ParameterSpec("trust_model_code", False, "allow a model file that is a program (TorchScript, ONNX with custom "

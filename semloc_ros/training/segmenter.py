@@ -119,7 +119,8 @@ def _initial_net(cfg: SegmenterTrainConfig) -> SegmentationNet:
     }
     net = SegmentationNet(conf)
     if cfg.init is not None:
-        start = load_segmenter(cfg.init, device="cpu")  # a file, or 'default' (the shipped segmenter)
+        # a file, or 'default' (the shipped segmenter: its float32 network, the one that can be trained)
+        start = load_segmenter("default-fp32" if cfg.init == "default" else cfg.init, device="cpu")
         if not isinstance(start.model, SegmentationNet) or start.model.conf["arch"] != cfg.arch \
                 or start.model.conf["input_norm"] != cfg.input_norm:
             raise ValueError(f"--init {cfg.init} is not a semloc {cfg.arch} segmenter with input_norm {cfg.input_norm}")
