@@ -112,7 +112,8 @@ class SegmentationNode(Node):
         self._received_at_check = 0
         self.create_timer(INPUT_CHECK_PERIOD_S, self.check_input)
         self.get_logger().info(
-            f"segmenter {self.segmenter.model_id} on {self.segmenter.device}; listening on {self.camera.topic_name} "
+            f"segmenter {self.segmenter.model_id} ({self.segmenter.precision}) on {self.segmenter.device}; "
+            f"listening on {self.camera.topic_name} "
             f"({self.camera_type}); publishing {self.labels_publisher.topic_name}, "
             f"{self.overlay_publisher.topic_name}")
 
