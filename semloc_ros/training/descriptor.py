@@ -300,6 +300,106 @@ def _heldout_recall(held: HeldOut | None, desc: np.ndarray, describe, inputs: _I
     return recall_at_n(desc, queries, held, index, cfg.recall_m, cfg.revisit_s)
 
 
+class _Recall:
+    """Descriptors of every training frame and cross-drive Recall@1 (semantic: also noisy-label queries)."""
+
+    def __init__(self, net, inputs, index: FrameIndex, cfg: DescriptorTrainConfig) -> None:
+        self.net, self.inputs, self.index, self.cfg = net, inputs, index, cfg
+
+    def describe(self, make_input, count: int | None = None) -> np.ndarray:
+        count = len(self.index) if count is None else count
+        self.net.eval()
+        with torch.inference_mode():
+            chunks = [torch.arange(i, min(i + 64, count)) for i in range(0, count, 64)]
+            desc = [self.net(make_input(c)).cpu() for c in chunks]
+        self.net.train()
+        return torch.cat(desc).numpy()
+
+    def __call__(self) -> tuple[np.ndarray, dict[str, float]]:
+        desc = self.describe(self.inputs.clean)
+        recall = {"recall": cross_drive_recall(desc, self.index, self.cfg.recall_m)}
+        if self.cfg.kind == "semantic":
+            recall["noisy_recall"] = cross_drive_recall(desc, self.index, self.cfg.recall_m,
+                                                        self.describe(self.inputs.noisy_gt))
+        return desc, recall
+
+
+def _initialise(net, inputs, index: FrameIndex, cfg: DescriptorTrainConfig, init_id: str | None, gen) -> None:
+    """NetVLAD clusters and the PCA projection from the data, unless the weights came from ``--init``."""
+    if init_id is not None:
+        return
+    init_netvlad(net, inputs.clean(torch.randperm(len(index), generator=gen)[:64]), net.conf.get("clusters", 16), gen)
+    if cfg.pca_init:
+        sample = torch.randperm(len(index), generator=gen)[:1024]
+        net.eval()
+        init_projection_pca(net, torch.cat([inputs.clean(sample[i : i + 64]) for i in range(0, len(sample), 64)]))
+        net.train()
+
+
+def _triplet_loss(net, x: torch.Tensor, cfg: DescriptorTrainConfig) -> torch.Tensor:
+    """Margin triplet loss on cosine similarities of one batch laid out as anchors, positives, negatives."""
+    emb = net(x)
+    ea, ep = emb[: cfg.anchors], emb[cfg.anchors : 2 * cfg.anchors]
+    en = emb[2 * cfg.anchors :].view(cfg.anchors, cfg.negatives, -1)
+    s_ap = (ea * ep).sum(-1, keepdim=True)
+    s_an = torch.einsum("bd,bkd->bk", ea, en)
+    return F.relu(cfg.margin - s_ap + s_an).mean()
+
+
+def _train_loop(net, inputs, recall: _Recall, start: tuple[np.ndarray, dict[str, float]], mined,
+                cfg: DescriptorTrainConfig, budget: Budget, gen, progress: bool) -> dict[str, Any]:
+    """Triplet steps until the budget is spent, descriptors refreshed every ``refresh_s`` for hard negatives."""
+    positives, negatives, anchors = mined
+    desc, start = start
+    history = [{"step": 0, **start}]
+    key = "noisy_recall" if cfg.kind == "semantic" else "recall"  # model selection metric (keep_best)
+    best: tuple[float, int, dict[str, torch.Tensor]] = (-1.0, 0, {})
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    last_refresh, rng, losses = time.monotonic(), np.random.default_rng(cfg.seed), []
+    print(f"cross-drive recall@1 ({cfg.recall_m:g} m) before training: {start}", flush=True)
+    bar = tqdm(desc=f"{cfg.kind} descriptor", unit="step", disable=not progress, total=cfg.steps)
+    while not budget.done():
+        a, p, synthetic, n = _sample_step(rng, anchors, positives, negatives, desc, cfg)
+        x = inputs.train(torch.from_numpy(np.concatenate([a, p, n.reshape(-1)])))
+        if synthetic.any():  # step 2: the positives that are the anchor seen by another camera
+            rows = torch.from_numpy(cfg.anchors + np.flatnonzero(synthetic)).to(x.device)
+            x[rows] = inputs.synthetic(x[rows], gen)
+        loss = _triplet_loss(net, x, cfg)
+        set_lr(opt, cosine_lr(budget.fraction(), cfg.lr))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad)
+        opt.step()
+        budget.step += 1
+        losses.append(float(loss.detach()))
+        bar.update(1)
+        if time.monotonic() - last_refresh > cfg.refresh_s:
+            desc, now = recall()
+            last_refresh = time.monotonic()
+            if cfg.keep_best and now[key] > best[0]:
+                best = (now[key], budget.step, {k: v.detach().clone() for k, v in net.state_dict().items()})
+            history.append({"step": budget.step, **now, "loss": float(np.mean(losses[-50:]))})
+            print(f"step {budget.step} t={budget.elapsed():.0f}s loss {np.mean(losses[-50:]):.4f} "
+                  f"cross-drive recall@1 {now}", flush=True)
+    bar.close()
+    return {"start": start, "history": history, "key": key, "best": best, "losses": losses,
+            "train_seconds": budget.elapsed()}
+
+
+def _keep_best(net, recall: _Recall, run: dict[str, Any], budget: Budget, cfg: DescriptorTrainConfig):
+    """The final descriptors and recall; the weights of the best refresh when ``keep_best`` and it was better."""
+    desc, end = recall()
+    print(f"cross-drive recall@1 ({cfg.recall_m:g} m) after training: {end}", flush=True)
+    key, best = run["key"], run["best"]
+    kept = budget.step
+    if cfg.keep_best and best[0] > end[key]:
+        net.load_state_dict(best[2])
+        kept = best[1]
+        print(f"keeping the weights of step {kept} ({key} {best[0]:.3f} > {end[key]:.3f})", flush=True)
+        desc = recall.describe(recall.inputs.clean)
+    return desc, end, kept
+
+
 def train_descriptor(
     drives: list[TrainDrive],
     out: Path,
@@ -312,99 +412,27 @@ def train_descriptor(
     t0 = time.monotonic()
     gen = seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    arch = arch_of(cfg.kind)
     net, init_id = _initial_net(cfg, device)
-    size = net.conf["input_size"]
     index = FrameIndex.of(drives)
     positives, negatives, anchors, held = _training_frames(index, cfg)
     predicted = None
     if cfg.kind == "semantic" and segmenter is not None and cfg.p_predicted > 0:
-        predicted = predict_labels(segmenter, drives, size, gen, progress)
+        predicted = predict_labels(segmenter, drives, net.conf["input_size"], gen, progress)
     inputs = _Inputs(cfg.kind, drives, predicted, cfg, device, gen)
-    if init_id is None:
-        init_netvlad(net, inputs.clean(torch.randperm(len(index), generator=gen)[:64]),
-                     net.conf.get("clusters", 16), gen)
-    if cfg.pca_init and init_id is None:
-        sample = torch.randperm(len(index), generator=gen)[:1024]
-        net.eval()
-        init_projection_pca(net, torch.cat([inputs.clean(sample[i : i + 64]) for i in range(0, len(sample), 64)]))
-        net.train()
-
-    def describe(make_input, count: int = len(index)) -> np.ndarray:
-        net.eval()
-        with torch.inference_mode():
-            chunks = [torch.arange(i, min(i + 64, count)) for i in range(0, count, 64)]
-            desc = [net(make_input(c)).cpu() for c in chunks]
-        net.train()
-        return torch.cat(desc).numpy()
-
-    def cache() -> tuple[np.ndarray, dict[str, float]]:
-        """Descriptors of every frame, and cross-drive Recall@1 (semantic: also noisy-label queries)."""
-        desc = describe(inputs.clean)
-        recall = {"recall": cross_drive_recall(desc, index, cfg.recall_m)}
-        if cfg.kind == "semantic":
-            recall["noisy_recall"] = cross_drive_recall(desc, index, cfg.recall_m, describe(inputs.noisy_gt))
-        return desc, recall
-
-    desc, recall_start = cache()
-    heldout_start = _heldout_recall(held, desc, describe, inputs, index, cfg)
-    print(f"cross-drive recall@1 ({cfg.recall_m:g} m) before training: {recall_start}", flush=True)
-    history = [{"step": 0, **recall_start}]
-    key = "noisy_recall" if cfg.kind == "semantic" else "recall"  # model selection metric (keep_best)
-    best: tuple[float, int, dict[str, torch.Tensor]] = (-1.0, 0, {})
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    _initialise(net, inputs, index, cfg, init_id, gen)
+    recall = _Recall(net, inputs, index, cfg)
+    start = recall()
+    heldout_start = _heldout_recall(held, start[0], recall.describe, inputs, index, cfg)
     budget = Budget(cfg.minutes - (time.monotonic() - t0) / 60.0, cfg.steps)
-    last_refresh = time.monotonic()
-    rng = np.random.default_rng(cfg.seed)
-    losses: list[float] = []
-    bar = tqdm(desc=f"{cfg.kind} descriptor", unit="step", disable=not progress, total=cfg.steps)
-    while not budget.done():
-        a, p, synthetic, n = _sample_step(rng, anchors, positives, negatives, desc, cfg)
-        x = inputs.train(torch.from_numpy(np.concatenate([a, p, n.reshape(-1)])))
-        if synthetic.any():  # step 2: the positives that are the anchor seen by another camera
-            rows = torch.from_numpy(cfg.anchors + np.flatnonzero(synthetic)).to(x.device)
-            x[rows] = inputs.synthetic(x[rows], gen)
-        emb = net(x)
-        ea, ep = emb[: cfg.anchors], emb[cfg.anchors : 2 * cfg.anchors]
-        en = emb[2 * cfg.anchors :].view(cfg.anchors, cfg.negatives, -1)
-        s_ap = (ea * ep).sum(-1, keepdim=True)
-        s_an = torch.einsum("bd,bkd->bk", ea, en)
-        loss = F.relu(cfg.margin - s_ap + s_an).mean()
-        set_lr(opt, cosine_lr(budget.fraction(), cfg.lr))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad)
-        opt.step()
-        budget.step += 1
-        losses.append(float(loss.detach()))
-        bar.update(1)
-        if time.monotonic() - last_refresh > cfg.refresh_s:
-            desc, recall = cache()
-            last_refresh = time.monotonic()
-            if cfg.keep_best and recall[key] > best[0]:
-                best = (recall[key], budget.step, {k: v.detach().clone() for k, v in net.state_dict().items()})
-            history.append({"step": budget.step, **recall, "loss": float(np.mean(losses[-50:]))})
-            print(
-                f"step {budget.step} t={budget.elapsed():.0f}s loss {np.mean(losses[-50:]):.4f} "
-                f"cross-drive recall@1 {recall}",
-                flush=True,
-            )
-    bar.close()
-    train_s = budget.elapsed()
-    desc, recall_end = cache()
-    print(f"cross-drive recall@1 ({cfg.recall_m:g} m) after training: {recall_end}", flush=True)
-    best_step = budget.step
-    if cfg.keep_best and best[0] > recall_end[key]:
-        net.load_state_dict(best[2])
-        best_step = best[1]
-        print(f"keeping the weights of step {best_step} ({key} {best[0]:.3f} > {recall_end[key]:.3f})", flush=True)
-        desc = describe(inputs.clean)
-    heldout_end = _heldout_recall(held, desc, describe, inputs, index, cfg)
+    run = _train_loop(net, inputs, recall, start, (positives, negatives, anchors), cfg, budget, gen, progress)
+    desc, recall_end, kept = _keep_best(net, recall, run, budget, cfg)
+    heldout_end = _heldout_recall(held, desc, recall.describe, inputs, index, cfg)
     if held is not None:
         print(f"{held.describe()}; Recall@N ({cfg.recall_m:g} m) before {_fmt(heldout_start)}, "
               f"after {_fmt(heldout_end)}", flush=True)
     net.eval()
-    extractor = DescriptorExtractor.from_net(net, arch, device=device, trained_on=dataset)
+    extractor = DescriptorExtractor.from_net(net, arch_of(cfg.kind), device=device, trained_on=dataset)
+    losses = run["losses"]
     training = {
         "task": f"descriptor-{cfg.kind}",
         "config": asdict(cfg),
@@ -412,13 +440,13 @@ def train_descriptor(
         "init": init_id,
         "segmenter": segmenter.model_id if predicted is not None and segmenter is not None else None,
         "steps": budget.step,
-        "kept_step": best_step,
-        "train_seconds": train_s,
+        "kept_step": kept,
+        "train_seconds": run["train_seconds"],
         "final_loss": float(np.mean(losses[-50:])) if losses else None,
-        "cross_drive_recall_at_1": {"before": recall_start, "after": recall_end, "threshold_m": cfg.recall_m},
+        "cross_drive_recall_at_1": {"before": run["start"], "after": recall_end, "threshold_m": cfg.recall_m},
         "heldout_recall": None if held is None else {"before": heldout_start, "after": heldout_end,
                                                      "queries": held.describe()},
-        "history": history,
+        "history": run["history"],
         "total_seconds": time.monotonic() - t0,
     }
     save_size_aware(extractor.save, out, training=plain(training))
