@@ -27,6 +27,7 @@ from semloc_ros.core.database import (
     _GrowableColumn,
 )
 from semloc_ros.core.geodesy import geodesic_distance_m
+from semloc_ros.core.pipeline_id import accepts, pipeline_id, split_pipeline_id
 
 faiss.omp_set_num_threads(1)
 
@@ -708,3 +709,48 @@ def test_bad_search_params_in_a_file_are_refused(tmp_path):
     header["search_params"] = {"bogus": 1}
     with pytest.raises(DatabaseFormatError, match="search_params"):
         GeoDatabase.load(write_archive(tmp_path / "bad2.semdb", header, arrays))
+
+
+# ------------------------------------------------------------------------------------------------ pipeline ids
+def test_a_map_records_its_gps_frame_and_older_maps_load_without_one(tmp_path):
+    database = make_database(count=5)
+    database.gps_frame_id = "gnss_antenna"
+    header, arrays = read_archive(database.save(tmp_path / "new.semdb"))
+    assert header["gps_frame_id"] == "gnss_antenna"
+    assert GeoDatabase.load(tmp_path / "new.semdb").gps_frame_id == "gnss_antenna"
+    del header["gps_frame_id"]
+    assert GeoDatabase.load(write_archive(tmp_path / "old.semdb", header, arrays)).gps_frame_id == ""
+    header["gps_frame_id"] = 7
+    with pytest.raises(DatabaseFormatError, match="gps_frame_id"):
+        GeoDatabase.load(write_archive(tmp_path / "bad.semdb", header, arrays))
+
+
+def test_pipeline_ids_name_the_segmenter_and_its_label_mapping():
+    assert pipeline_id("desc@1") == "desc@1"
+    assert pipeline_id("desc@1", "seg@2+map:cityscapes19") == "desc@1|segmenter:seg@2+map:cityscapes19"
+    assert split_pipeline_id("desc@1|segmenter:seg@2") == ("desc@1", "seg@2")
+    assert split_pipeline_id("desc@1") == ("desc@1", None)
+
+
+def test_a_map_refuses_queries_of_another_segmenter_and_says_which_part_differs():
+    database = GeoDatabase(DIM, pipeline_id("desc@1", "seg@2+map:cityscapes19"))
+    database.check_query(DIM, "desc@1|segmenter:seg@2+map:cityscapes19")
+    with pytest.raises(DescriptorMismatchError, match="segmenter or label mapping differs"):
+        database.check_query(DIM, "desc@1|segmenter:seg@2+map:camvid11")
+    with pytest.raises(DescriptorMismatchError, match="names none"):
+        database.check_query(DIM, "desc@1")
+    with pytest.raises(DescriptorMismatchError, match="descriptor differs"):
+        database.check_query(DIM, "desc@9|segmenter:seg@2+map:cityscapes19")
+
+
+def test_a_map_with_a_descriptor_only_id_accepts_the_shipped_segmenter_once_told_which_it_is():
+    legacy = GeoDatabase(DIM, "desc@1")
+    legacy.check_query(DIM, "desc@1")  # RGB descriptors, or a descriptor node that heard of no segmenter
+    with pytest.raises(DescriptorMismatchError):
+        legacy.check_query(DIM, "desc@1|segmenter:shipped@3")  # strict until the shipped segmenter is named
+    legacy.legacy_segmenter_id = "shipped@3"
+    legacy.check_query(DIM, "desc@1|segmenter:shipped@3")
+    for other in ("desc@1|segmenter:user@4", "desc@2|segmenter:shipped@3"):
+        with pytest.raises(DescriptorMismatchError):
+            legacy.check_query(DIM, other)
+    assert not accepts("desc@1|segmenter:user@4", "desc@1|segmenter:shipped@3", "shipped@3")  # not a legacy map

@@ -50,6 +50,7 @@ from semloc_ros.core.ivfpq import (
 )
 from semloc_ros.core.map_checks import ARRAY_NAMES, check_arrays, check_normalised, declared_arrays
 from semloc_ros.core.npz_checks import ArchiveError
+from semloc_ros.core.pipeline_id import accepts, mismatch_hint
 from semloc_ros.core.views import SINGLE_VIEW, check_views, views_from_ids
 
 FORMAT_NAME = "semloc-geodatabase"
@@ -207,12 +208,15 @@ class GeoDatabase:
     per query), ``exact_candidates`` (IVF-PQ candidates re-scored with their exact similarity per query; not
     the label re-ranking of :mod:`semloc_ros.core.reranking`) and ``ef_search`` (HNSW candidate list) trade speed
     for recall, are settable at any time and are saved with the database. ``views``: the sideways shifts each
-    place is stored at (:mod:`semloc_ros.core.views`), saved in the header.
+    place is stored at (:mod:`semloc_ros.core.views`), saved in the header. ``model_id`` is the pipeline id
+    (:mod:`semloc_ros.core.pipeline_id`); ``gps_frame_id`` the frame_id of the GPS fixes the map was built from
+    (saved; "" for maps written before it was stored). ``legacy_segmenter_id`` (not saved): the segmenter a map
+    with a descriptor-only model id is taken to have been built with (:func:`semloc_ros.core.pipeline_id.accepts`).
     """
 
     def __init__(self, dimension: int, model_id: str, index_type: str = "flat", *, nprobe: int = IVFPQ_NPROBE,
                  exact_candidates: int = _IVFPQ_EXACT_CANDIDATES, ef_search: int = _HNSW_EF_SEARCH,
-                 views: Sequence[float] = SINGLE_VIEW) -> None:
+                 views: Sequence[float] = SINGLE_VIEW, gps_frame_id: str = "") -> None:
         if isinstance(dimension, bool) or not isinstance(dimension, int | np.integer) or dimension <= 0:
             raise ValueError(f"dimension must be a positive integer, got {dimension!r}")
         if not isinstance(model_id, str) or not model_id:
@@ -226,6 +230,8 @@ class GeoDatabase:
         self._exact_candidates = _positive_int(exact_candidates, "exact_candidates")
         self._ef_search = _positive_int(ef_search, "ef_search")
         self._views = check_views(views)
+        self.gps_frame_id = gps_frame_id
+        self.legacy_segmenter_id: str | None = None
         # IVF-PQ ("ivfpq", "auto") starts without an index (exact search) and is trained once large enough.
         self._index: faiss.Index | None = (
             _make_index(index_type, self._dimension) if index_type in ("flat", "hnsw") else None
@@ -394,11 +400,16 @@ class GeoDatabase:
         )
 
     # ------------------------------------------------------------------ adding
+    def accepts(self, model_id: str) -> bool:
+        """Whether descriptors of pipeline ``model_id`` can query this map (:mod:`semloc_ros.core.pipeline_id`)."""
+        return accepts(self._model_id, model_id, self.legacy_segmenter_id)
+
     def check_query(self, dimension: int, model_id: str | None = None) -> None:
         """Raise DescriptorMismatchError unless a query of this dimension (and model) fits the database."""
-        if model_id is not None and model_id != self._model_id:
+        if model_id is not None and not self.accepts(model_id):
             raise DescriptorMismatchError(
-                f"descriptor model_id {model_id!r} does not match the database model_id {self._model_id!r}"
+                f"descriptor model_id {model_id!r} does not match the database model_id {self._model_id!r}: "
+                f"{mismatch_hint(self._model_id, model_id)}"
             )
         if dimension != self._dimension:
             raise DescriptorMismatchError(
@@ -634,6 +645,7 @@ class GeoDatabase:
             "search_params": {"nprobe": self._nprobe, "exact_candidates": self._exact_candidates,
                               "ef_search": self._ef_search},
             "views": list(self._views),
+            "gps_frame_id": self.gps_frame_id,
             "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "semloc_version": SEMLOC_VERSION,
         }
@@ -720,6 +732,7 @@ class GeoDatabase:
             raise DatabaseFormatError(f"{source}: invalid search_params {search_params!r}: {error}") from error
         stored_index = _stored_index(header, stored_blob, source)
         database._views = _stored_views(header, arrays["image_id"], source)
+        database.gps_frame_id = _stored_gps_frame_id(header, source)
         try:
             database._append(
                 arrays.pop("descriptors"),
@@ -781,6 +794,14 @@ def _stored_index(header: dict[str, Any], blob: np.ndarray | None, source: Path)
                 return index
     warnings.warn(f"{source}: {problem}; rebuilding the index from the descriptors", stacklevel=3)
     return None
+
+
+def _stored_gps_frame_id(header: dict[str, Any], source: Path) -> str:
+    """The GPS frame_id in the header; "" for files written before maps stored it."""
+    frame_id = header.get("gps_frame_id", "")
+    if not isinstance(frame_id, str):
+        raise DatabaseFormatError(f"{source}: invalid gps_frame_id {frame_id!r} in the header")
+    return frame_id
 
 
 def _stored_views(header: dict[str, Any], image_ids: np.ndarray, source: Path) -> tuple[float, ...]:
