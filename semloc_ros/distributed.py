@@ -52,12 +52,18 @@ class PipelineSpec:
     mask_dynamic: bool = False
     batch_size: int = 16
     descriptor_file: str | None = None  # a trained descriptor instead of the shipped one (same path on workers)
+    segmenter_file: str | None = None  # the user's segmenter (same path on workers)
+    label_mapping: str = "identity"
+    segmenter_arch: str = ""
+    trust_model_code: bool = False
 
     def build(self, device: str = "cpu"):
         from semloc_ros.models.pipeline import Pipeline
 
         return Pipeline.from_method(self.method, device=device, untrained_ok=self.untrained_ok,
-                                    mask_dynamic=self.mask_dynamic, descriptor_file=self.descriptor_file)
+                                    mask_dynamic=self.mask_dynamic, descriptor_file=self.descriptor_file,
+                                    segmenter_file=self.segmenter_file, label_mapping=self.label_mapping,
+                                    segmenter_arch=self.segmenter_arch, trust_model_code=self.trust_model_code)
 
 
 @dataclass

@@ -114,7 +114,7 @@ def drive_descriptors(dataset: Path, drive: str, pipeline, cache: Path, batch_si
     from semloc_ros.io.datasets import load_semloc_sim_drive
     from semloc_ros.mapping import describe_drive_frames
 
-    digest = hashlib.sha1(cache_key(pipeline, oracle=False).encode("utf-8")).hexdigest()[:12]
+    digest = hashlib.sha1(cache_key(pipeline).encode("utf-8")).hexdigest()[:12]
     path = cache / f"descriptors_{drive}_{digest}.npy"
     if path.is_file():
         return np.load(path, allow_pickle=False)

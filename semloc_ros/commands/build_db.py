@@ -15,6 +15,11 @@ every run's entries land. Several sources go into one map in the order given. ``
 cluster for the run) or ``--ray ADDRESS`` (an existing cluster) describes the frames on Ray workers
 (:mod:`semloc_ros.distributed`, docs/scale.md); the map is the same as without it. ``--tile-size-m`` writes a
 tiled map folder (:mod:`semloc_ros.core.tiles`) that the localizer loads around the vehicle.
+
+The map records its pipeline: the descriptor, and for label methods the segmenter (``--segmenter``, default the
+shipped one) with its ``--label-mapping`` (:mod:`semloc_ros.core.pipeline_id`); the localizer refuses descriptors
+of another pipeline. A map file also records the frame_id of the GPS antenna its positions come from
+(``--gps-frame-id``, default the bags' NavSatFix frame_id, else ``gps``): the localizer's fixes are stamped with it.
 """
 
 from __future__ import annotations
@@ -25,7 +30,12 @@ import sys
 import time
 from pathlib import Path
 
-from semloc_ros.commands.common import DEFAULT_THREADS, add_views_argument
+from semloc_ros.commands.common import (
+    DEFAULT_THREADS,
+    add_label_mapping_arguments,
+    add_trust_model_code_argument,
+    add_views_argument,
+)
 from semloc_ros.core.database import DatabaseError, GeoDatabase
 from semloc_ros.core.tiles import DEFAULT_TILE_SIZE_M, MANIFEST, TiledMap, is_tiled_map
 from semloc_ros.core.views import format_views
@@ -44,6 +54,8 @@ from semloc_ros.io.bags import BagError
 from semloc_ros.io.datasets import DatasetError, Drive, load_drive, subsample_by_distance
 from semloc_ros.io.gps_jumps import DEFAULT_MAX_SPEED_MPS, drop_implausible_speed
 from semloc_ros.models.pipeline import METHODS
+
+DEFAULT_GPS_FRAME_ID = "gps"
 
 
 # One torch thread per core, at most 4: more threads than cores made building 1.6x slower on 2 cores
@@ -77,6 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="descriptor weights (e.g. from `semloc train --source`) instead of the shipped one of the method's kind; "
         "give the descriptor node the same file (model parameter)",
+    )
+    parser.add_argument(
+        "--segmenter",
+        default=None,
+        help="label methods: segmenter weights (TorchScript, ONNX, checkpoint) instead of the shipped one; give the "
+        "segmentation node the same file (model parameter). The map records it: queries from another segmenter "
+        "are refused",
+    )
+    add_label_mapping_arguments(parser, "--segmenter")
+    add_trust_model_code_argument(parser)
+    parser.add_argument(
+        "--gps-frame-id",
+        default=None,
+        help="frame_id of the GPS antenna the positions come from, stored in the map (the localizer's fixes default "
+        "to it); default: the NavSatFix frame_id of the bags, else 'gps'",
     )
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch CPU threads")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
@@ -192,7 +219,6 @@ def _bad_options(args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from semloc_ros.models import WeightsError, set_torch_threads
-    from semloc_ros.models.pipeline import Pipeline
 
     problem = _bad_options(args)
     if problem:
@@ -214,21 +240,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     set_torch_threads(args.threads)
     try:
-        pipeline = Pipeline.from_method(args.method, device="cpu" if args.ray else args.device,
-                                        untrained_ok=args.untrained_ok, mask_dynamic=args.mask_dynamic,
-                                        descriptor_file=args.descriptor)
-    except (WeightsError, ValueError) as error:
+        pipeline = _pipeline_spec(args).build("cpu" if args.ray else args.device)
+        gps_frame_id = _gps_frame_id(args, drives)
+    except (WeightsError, ValueError, OSError) as error:
         print(f"semloc build-db: {error}", file=sys.stderr)
         return 2
     tiled = args.tile_size_m is not None or is_tiled_map(args.out)
-    existing = _existing_tiled(args, pipeline) if tiled else _existing_database(args, pipeline)
+    existing = _existing_tiled(args, pipeline) if tiled else _existing_database(args, pipeline, gps_frame_id)
     if isinstance(existing, int):
         return existing
     start = time.perf_counter()
     # Appending: describe into a new container; the file is read again under its lock to add to it.
     thumbnails = (existing.thumbnails is not None) if len(existing) else (False if args.no_thumbnails else None)
     entries = GeoDatabase(pipeline.dimension, pipeline.model_id, "flat" if tiled else args.index_type,
-                          views=existing.views)
+                          views=existing.views, gps_frame_id=gps_frame_id)
     try:
         _describe(args, pipeline, drives, entries, thumbnails)
     except DistributedError as error:
@@ -244,18 +269,19 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - start
     print(
         f"wrote {args.out}: {len(database)} entries (+{len(database) - before}){what}, method {args.method}, "
-        f"model {pipeline.model_id}, {'with' if database.thumbnails is not None else 'no'} label thumbnails, "
+        f"pipeline {pipeline.model_id}, GPS frame '{gps_frame_id}', "
+        f"{'with' if database.thumbnails is not None else 'no'} label thumbnails, "
         f"{elapsed:.1f} s"
     )
     return 0
 
 
-def _existing_database(args: argparse.Namespace, pipeline) -> GeoDatabase | int:
-    """The database ``--append`` adds to (checked early: model id, dimension), an empty one otherwise; an exit
-    code when it cannot be appended to."""
+def _existing_database(args: argparse.Namespace, pipeline, gps_frame_id: str) -> GeoDatabase | int:
+    """The database ``--append`` adds to (checked early: pipeline id, dimension, views, GPS frame), an empty one
+    otherwise; an exit code when it cannot be appended to."""
     from semloc_ros.core.database import DatabaseError, GeoDatabase
 
-    database = GeoDatabase(pipeline.dimension, pipeline.model_id, args.index_type)
+    database = GeoDatabase(pipeline.dimension, pipeline.model_id, args.index_type, gps_frame_id=gps_frame_id)
     if args.append and args.out.exists():
         try:
             database = GeoDatabase.load(args.out, expected_model_id=pipeline.model_id)
@@ -267,10 +293,33 @@ def _existing_database(args: argparse.Namespace, pipeline) -> GeoDatabase | int:
             print(f"semloc build-db: cannot append: the map holds views {format_views(database.views)}, not "
                   f"--views {format_views(args.views)} (leave --views out to use the map's)", file=sys.stderr)
             return 1
+        if gps_frame_id != database.gps_frame_id:
+            print(f"semloc build-db: cannot append: the map's GPS positions are in frame "
+                  f"'{database.gps_frame_id}', these in '{gps_frame_id}' (another antenna: build another map)",
+                  file=sys.stderr)
+            return 1
         print(f"appending to {args.out} ({len(database)} entries, model {database.model_id})")
     elif args.out.exists():
         print(f"overwriting {args.out} (use --append to extend it)")
     return database
+
+
+def _pipeline_spec(args: argparse.Namespace) -> PipelineSpec:
+    """The pipeline the options name (built here, and on every Ray worker)."""
+    return PipelineSpec(args.method, args.untrained_ok, args.mask_dynamic, args.batch_size, args.descriptor,
+                        args.segmenter, args.label_mapping, args.segmenter_arch, args.trust_model_code)
+
+
+def _gps_frame_id(args: argparse.Namespace, drives: list[Drive]) -> str:
+    """The frame_id the map's positions are in: ``--gps-frame-id``, else the bags' NavSatFix frame_id, else gps.
+    ValueError when bags of one map name different frames."""
+    if args.gps_frame_id:
+        return args.gps_frame_id
+    found = sorted({d.metadata.get("gps_frame_id", "") for d in drives} - {""})
+    if len(found) > 1:
+        raise ValueError(f"the sources' GPS fixes are in different frames {found}: one map holds one antenna's "
+                         "positions (give --gps-frame-id if they are the same antenna)")
+    return found[0] if found else DEFAULT_GPS_FRAME_ID
 
 
 def _write(args: argparse.Namespace, entries: GeoDatabase) -> GeoDatabase | int:
@@ -331,7 +380,7 @@ def _describe(args: argparse.Namespace, pipeline, drives: list[Drive], entries: 
             build_database(pipeline, drive, batch_size=args.batch_size, progress=not args.quiet, database=entries,
                            views=args.views, thumbnails=thumbnails)
         return
-    spec = PipelineSpec(args.method, args.untrained_ok, args.mask_dynamic, args.batch_size, args.descriptor)
+    spec = _pipeline_spec(args)
     with connect(args.ray, args.workers) as ray:
         report = build_on_ray(ray, spec, pipeline, drives, entries, args.views, thumbnails, args.chunk_frames,
                               args.max_retries, progress=not args.quiet)

@@ -76,3 +76,13 @@ def add_trust_model_code_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-model-code", action="store_true",
                         help="allow segmenter files that are programs (TorchScript, ONNX with custom operators): "
                         "their code runs with your rights; only for files you trust")
+
+
+def add_label_mapping_arguments(parser: argparse.ArgumentParser, segmenters: str) -> None:
+    """``--label-mapping`` and ``--segmenter-arch``: how to read the user's segmenter(s) named by ``segmenters``."""
+    parser.add_argument("--label-mapping", default="identity",
+                        help=f"label mapping of {segmenters}: its output ids to semloc classes (identity, "
+                        "cityscapes19, camvid11, camvid32 or a JSON file); the segmentation node's label_mapping")
+    parser.add_argument("--segmenter-arch", default="",
+                        help=f"architecture of {segmenters} when it is a plain state dict (the segmentation node's "
+                        "model_arch)")

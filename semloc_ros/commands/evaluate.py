@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 
 from semloc_ros.commands.common import (
     DEFAULT_THREADS,
+    add_label_mapping_arguments,
     add_parameter_arguments,
     add_trust_model_code_argument,
     add_views_argument,
@@ -87,12 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods to score")
     parser.add_argument(
         "--segmenters",
+        "--segmenter",
         nargs="+",
         type=Path,
         default=None,
         metavar="FILE",
         help="segmenter weights for the label methods instead of the shipped one, one row set each (day-only)",
     )
+    add_label_mapping_arguments(parser, "the --segmenters")
+    parser.add_argument("--descriptor", type=Path, default=None,
+                        help="descriptor weights (e.g. from `semloc train --source`) instead of the shipped one of "
+                        "their kind (semantic or RGB; hybrid replaces its part of that kind)")
     add_trust_model_code_argument(parser)
     parser.add_argument(
         "--confuser-datasets",
@@ -229,16 +235,19 @@ def evaluation_options(args: argparse.Namespace) -> EvaluationOptions:
         calibration_query=args.calibration_query, target_precision=args.target_precision,
         segmentation_stride=args.segmentation_stride, segmentation_drives=args.segmentation_drives,
         database_views=tuple(args.database_views), preset=args.preset, progress=not args.quiet,
-        trust_model_code=args.trust_model_code,
+        trust_model_code=args.trust_model_code, label_mapping=args.label_mapping,
+        segmenter_arch=args.segmenter_arch, descriptor_file=args.descriptor,
     )
 
 
 def option_problem(args: argparse.Namespace) -> str | None:
-    """Why the numeric options cannot be used, or None."""
+    """Why the options cannot be used together, or None."""
     if args.query_stride < 1 or args.threads < 1 or args.batch_size < 1 or args.threshold_m <= 0:
         return "--query-stride, --threads, --batch-size and --threshold-m must be positive"
     if not 0 < args.target_precision <= 1 or not args.negative_min_route_m >= 0:
         return "--target-precision must be in (0, 1], --negative-min-route-m >= 0"
+    if args.label_mapping != "identity" and not args.segmenters:
+        return "--label-mapping maps the output of --segmenters FILE (the shipped segmenter needs none)"
     return None
 
 

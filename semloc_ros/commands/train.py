@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from semloc_ros.commands.common import add_trust_model_code_argument
+from semloc_ros.commands.common import add_label_mapping_arguments, add_trust_model_code_argument
 
 DEFAULT_MINUTES = {"segmenter": 20.0, "semantic": 12.0, "rgb": 12.0}
 DEFAULT_FILES = {"segmenter": "segmenter.pt", "semantic": "descriptor_semantic.pt", "rgb": "descriptor_rgb.pt"}
@@ -46,10 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-gap-s", type=float, default=1.0, help="--source bags: largest image-to-fix time gap")
     parser.add_argument("--min-distance-m", type=float, default=1.0,
                         help="--source: keep a frame only this far (m) from the last kept one (0: all)")
-    parser.add_argument("--label-mapping", default="identity",
-                        help="label mapping of a user --segmenter / --teacher (identity, cityscapes19, camvid11, "
-                             "camvid32 or a JSON file)")
-    parser.add_argument("--segmenter-arch", default="", help="architecture of a plain state-dict --segmenter/--teacher")
+    add_label_mapping_arguments(parser, "a user --segmenter / --teacher")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="--source: where predicted labels are cached (default ~/.cache/semloc/train-labels)")
     parser.add_argument("--revisit-s", type=float, default=30.0,

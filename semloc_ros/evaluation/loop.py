@@ -59,22 +59,16 @@ def distinct_places(similarities: np.ndarray, retrieved: np.ndarray, image_ids: 
     return out_sim, out_idx
 
 
-def cache_key(pipeline, oracle: bool) -> str:
-    """What a database's descriptors depend on: the descriptor model id, plus the segmenter's unless oracle.
-
-    ``pipeline.model_id`` names the descriptor only, so a retrained segmenter must change the key too.
-    """
-    key = pipeline.model_id
-    segmenter = getattr(pipeline, "segmenter", None)
-    if getattr(pipeline, "needs_labels", False) and segmenter is not None and not oracle:
-        key += f"|segmenter:{segmenter.model_id}"
-    return key
+def cache_key(pipeline) -> str:
+    """What a database's descriptors depend on: the pipeline id (descriptor, and the segmenter of label methods,
+    :mod:`semloc_ros.core.pipeline_id`; ground-truth labels are told apart by the cache file's name)."""
+    return pipeline.model_id
 
 
 def cache_name(method: str, oracle: bool, drive: Drive, pipeline, views: Sequence[float] = SINGLE_VIEW) -> str:
     """File name of a cached database: method, oracle flag, drive, size, a digest of :func:`cache_key` and the
     database views (:func:`build_database`) when there is more than the frame itself."""
-    digest = hashlib.sha1(cache_key(pipeline, oracle).encode("utf-8")).hexdigest()[:12]
+    digest = hashlib.sha1(cache_key(pipeline).encode("utf-8")).hexdigest()[:12]
     views_tag = "" if tuple(views) == SINGLE_VIEW else "_views" + "_".join(f"{v:+g}" for v in views)
     return f"{method_label(method, oracle)}_{drive.name}_{len(drive)}_{digest}{views_tag}.semdb"
 

@@ -88,6 +88,9 @@ class EvaluationOptions:
     preset: str | None = None
     progress: bool = True
     trust_model_code: bool = False  # --segmenters may be programs (TorchScript): the user trusts them
+    label_mapping: str = "identity"  # output ids of the --segmenters -> semloc classes
+    segmenter_arch: str = ""  # architecture of --segmenters that are plain state dicts
+    descriptor_file: Path | None = None  # descriptor weights instead of the shipped one of their kind
 
 
 @dataclass
@@ -237,8 +240,10 @@ def variant_pipeline(options: EvaluationOptions, variant: Variant) -> Pipeline:
     try:
         return Pipeline.from_method(variant.method, device=options.device, untrained_ok=options.untrained_ok,
                                     segmenter_file=variant.segmenter, mask_dynamic=variant.mask_dynamic,
-                                    trust_model_code=options.trust_model_code)
-    except (OSError, WeightsError) as error:
+                                    label_mapping=options.label_mapping if variant.segmenter else None,
+                                    segmenter_arch=options.segmenter_arch, trust_model_code=options.trust_model_code,
+                                    descriptor_file=options.descriptor_file)
+    except (OSError, WeightsError, ValueError) as error:
         raise EvaluationError(f"{variant.name}: {error}") from error
 
 

@@ -507,6 +507,7 @@ def load_rosbag(
     when a header stamp is zero). Each image gets the position interpolated between the bracketing fixes
     (:func:`interpolate_fixes`); fixes with status NO_FIX (-1) or NaN lat/lon are discarded first. Dropped
     messages are counted in ``Drive.skipped``. Topics may be omitted when the bag has exactly one of the kind.
+    ``Drive.metadata["gps_frame_id"]``: the header frame_id of the first valid fix (the GPS antenna's frame).
 
     Pixels stay in the bag: each frame keeps a :class:`BagImageRef` and is decoded on ``load_rgb()`` (or in
     one pass by :func:`load_rgbs`). This keeps memory flat for long bags at the cost of reopening the bag per
@@ -523,6 +524,7 @@ def load_rosbag(
     skipped = {"fix_no_fix": 0, "fix_nan": 0, "image_outside_fix_span": 0, "image_fix_gap": 0}
     fixes: list[tuple[int, float, float, float]] = []
     images: list[tuple[int, BagImageRef]] = []
+    gps_frame_ids: dict[str, int] = {}  # frame_id of the valid fixes, first seen first
     with open_bag(bag_path) as reader:
         connections = [c for c in reader.connections if c.topic in (image_topic, gps_topic)]
         seen: dict[int, int] = {}
@@ -535,6 +537,7 @@ def load_rosbag(
                     skipped["fix_nan"] += 1
                 else:
                     fixes.append((header_stamp_ns(msg, log_time), msg.latitude, msg.longitude, msg.altitude))
+                    gps_frame_ids.setdefault(msg.header.frame_id, len(fixes))
             else:
                 msg = reader.deserialize(raw, connection.msgtype)
                 occurrence = seen.get(log_time, 0)
@@ -551,24 +554,15 @@ def load_rosbag(
     )
     skipped["image_outside_fix_span"] = int(np.sum(reason == 1))
     skipped["image_fix_gap"] = int(np.sum(reason == 2))
-    frames = [
-        Frame(
-            image_id=f"{image_topic}@{stamp}",
-            stamp_ns=int(stamp),
-            lat=float(lat[i]),
-            lon=float(lon[i]),
-            alt=float(alt[i]),
-            bag_ref=ref,
-        )
-        for i, (stamp, ref) in enumerate(images)
-        if reason[i] == 0
-    ]
+    frames = [Frame(image_id=f"{image_topic}@{stamp}", stamp_ns=int(stamp), lat=float(lat[i]), lon=float(lon[i]),
+                    alt=float(alt[i]), bag_ref=ref) for i, (stamp, ref) in enumerate(images) if reason[i] == 0]
     return Drive(
         name=bag_path.stem if bag_path.is_file() else bag_path.name,
         frames=frames,
         source=str(bag_path),
         skipped=skipped,
-        metadata={"image_topic": image_topic, "gps_topic": gps_topic, "max_gap_s": max_gap_s},
+        metadata={"image_topic": image_topic, "gps_topic": gps_topic, "max_gap_s": max_gap_s,
+                  "gps_frame_id": next(iter(gps_frame_ids), "")},
     )
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from semloc_ros.core.labels import load_mapping
-from semloc_ros.models import DescriptorExtractor, Segmenter
-from semloc_ros.models.segmentation import DEFAULT_SEGMENTERS
+from semloc_ros.models import WEIGHTS_DIR, DescriptorExtractor, Segmenter, WeightsError, load_checkpoint
+from semloc_ros.models.segmentation import DEFAULT_SEGMENTER_FILE, DEFAULT_SEGMENTERS
 
 UNTRAINED_PREFIX = "untrained:"
 
@@ -40,3 +40,12 @@ def load_descriptor(spec: str, device: str = "auto", kind: str = "semantic") -> 
     if spec.startswith(UNTRAINED_PREFIX):
         return DescriptorExtractor.untrained(spec.removeprefix(UNTRAINED_PREFIX), seed=0, device=device)
     return DescriptorExtractor.from_file(Path(spec).expanduser(), device=device)
+
+
+def shipped_segmenter_id(weights_dir: str | Path | None = None) -> str | None:
+    """The model id of the shipped segmenter (the one maps made before pipeline ids were built with, as
+    :func:`semloc_ros.core.pipeline_id.accepts` takes it); None when its weights are missing or unreadable."""
+    try:
+        return str(load_checkpoint(Path(weights_dir or WEIGHTS_DIR) / DEFAULT_SEGMENTER_FILE)[1]["model_id"])
+    except (WeightsError, OSError):
+        return None

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from semloc_ros.core.pipeline_id import pipeline_id
 from semloc_ros.models import DescriptorExtractor, HybridDescriptor, Segmenter, WeightsError
+from semloc_ros.models.loading import load_segmenter
 from semloc_ros.models.segmentation import DEFAULT_SEGMENTERS
 from semloc_ros.models.weights import WEIGHTS_DIR
 
@@ -40,7 +42,9 @@ class Pipeline:
         self.needs_labels = needs_labels
         self.needs_rgb = isinstance(descriptor, HybridDescriptor) or descriptor.input_kind == "rgb"
         self.method = method
-        self.model_id: str = descriptor.model_id
+        # The map's and the queries' identity: descriptor + segmenter (with its label mapping) for label methods.
+        segmenter_id = segmenter.model_id if needs_labels and segmenter is not None else None
+        self.model_id: str = pipeline_id(descriptor.model_id, segmenter_id)
         self.dimension: int = int(descriptor.dimension)
 
     def segment(self, rgb: np.ndarray) -> np.ndarray:
@@ -103,6 +107,8 @@ class Pipeline:
         weights_dir: str | os.PathLike | None = None,
         untrained_ok: bool = False,
         segmenter_file: str | os.PathLike | None = None,
+        label_mapping: str | None = None,
+        segmenter_arch: str = "",
         mask_dynamic: bool = False,
         trust_model_code: bool = False,
         descriptor_file: str | os.PathLike | None = None,
@@ -110,9 +116,12 @@ class Pipeline:
         """The pipeline of a named method with the shipped weights ('semantic', 'rgb', 'hybrid', 'label-histogram').
 
         ``untrained_ok=True`` substitutes seeded untrained networks for missing weight files (with a warning).
-        ``segmenter_file`` replaces the shipped segmenter (or names one of its precisions, e.g. ``default-int8``);
-        ``mask_dynamic`` makes the label descriptor ignore the pixels of dynamic classes (vehicles, pedestrians);
-        ``trust_model_code`` lets the segmenter file be a program (TorchScript).
+        ``segmenter_file`` replaces the shipped segmenter (a file or ``untrained:<arch>``, as
+        :func:`semloc_ros.models.loading.load_segmenter`, with ``segmenter_arch`` for torchvision state dicts; or
+        one of the shipped one's precisions, e.g. ``default-int8``), its output mapped to semloc classes by
+        ``label_mapping`` (a name or a JSON file; None: identity). ``mask_dynamic`` makes the label descriptor ignore
+        the pixels of dynamic classes (vehicles, pedestrians); ``trust_model_code`` lets the segmenter file be a
+        program (TorchScript).
         ``descriptor_file`` (e.g. from ``semloc train``) replaces the shipped descriptor of its kind (semantic or
         RGB).
         """
@@ -122,10 +131,14 @@ class Pipeline:
             raise ValueError("mask_dynamic needs a label-based method; 'rgb' sees no classes")
         wdir = Path(weights_dir or WEIGHTS_DIR)
 
+        if label_mapping not in (None, "identity") and str(segmenter_file or "default") in DEFAULT_SEGMENTERS:
+            raise ValueError("a label mapping needs a segmenter file (the shipped segmenter outputs semloc classes)")
+
         def segmenter() -> Segmenter:
             shipped = DEFAULT_SEGMENTERS.get(str(segmenter_file or "default"))
             if shipped is None:
-                return Segmenter.from_file(segmenter_file, device=device, trust_model_code=trust_model_code)
+                return load_segmenter(str(segmenter_file), device, segmenter_arch,
+                                      label_mapping or "identity", trust_model_code)
             try:
                 return Segmenter.default(device=device, weights_dir=wdir, precision=shipped)
             except WeightsError:
