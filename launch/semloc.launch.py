@@ -2,7 +2,7 @@
 
     ros2 launch semloc_ros semloc.launch.py database:=/path/to/route.semdb image_topic:=/camera/image_raw
     ros2 launch semloc_ros semloc.launch.py database:=route.semdb image_topic:=/cam/image_raw use_compressed:=true \
-        model:=my_segmenter.onnx label_mapping:=cityscapes19 fix_frame_id:=gps map_frame:=semloc_map
+        model:=my_segmenter.onnx label_mapping:=cityscapes19 map_frame:=semloc_map
 
 Parameters come from config/semloc.yaml (or params_file:=...); the arguments below override it only when given
 (empty = the parameter file's value). With use_compressed the segmentation node subscribes to
@@ -84,7 +84,7 @@ def generate_launch_description() -> LaunchDescription:
                               description="the segmenter's label ids -> semloc's: identity, cityscapes19, camvid11, "
                                           "camvid32 or a JSON file"),
         DeclareLaunchArgument("fix_frame_id", default_value="",
-                              description="frame_id of /semloc/fix (e.g. the GPS antenna frame of the map's fixes)"),
+                              description="frame_id of /semloc/fix; not given: the GPS antenna frame the map stores"),
         DeclareLaunchArgument("map_frame", default_value="",
                               description="frame of the markers and the path (not the navigation stack's map)"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the nodes"),

@@ -14,6 +14,7 @@ from sensor_msgs.msg import NavSatFix
 
 from semloc_ros.core.database import GeoDatabase, PlaceRecord
 from semloc_ros.core.localizer import LocalizerConfig
+from semloc_ros.ros import localizer_node
 from semloc_ros.ros.localizer_node import LocalizerNode
 
 DIMENSION = 8
@@ -254,3 +255,86 @@ def test_declared_defaults_are_the_shipped_configuration_in_a_running_node(start
     assert (node.config.rerank.top_k, node.config.covariance_scale) == (50, 0.112)
     assert (node.config.filter.temperature, node.config.filter.kidnap_probability) == (0.01, 0.01)
     assert node.get_parameter("rerank_shift_step").value == 0.025
+
+
+# ------------------------------------------------------------------------------------------------ pipeline ids
+MAP_PIPELINE = "desc@1|segmenter:seg@2+map:cityscapes19"
+
+
+def _warnings(node) -> list[str]:
+    """Capture the node's warning lines."""
+    lines: list[str] = []
+    node.get_logger().warning = lambda text, **_: lines.append(text)
+    return lines
+
+
+def test_descriptors_of_another_segmenter_are_refused_with_the_reason_in_the_log_and_diagnostics(start_node, tmp_path):
+    path = tmp_path / "db.semdb"
+    database = _database(path, model_id=MAP_PIPELINE)
+    node = start_node(path)
+    fixes, warnings = [], _warnings(node)
+    node.fix_publisher.publish = fixes.append
+    node.on_descriptor(_descriptor(database.descriptors[3], model_id="desc@1|segmenter:seg@2+map:camvid11"))
+    assert not fixes and node.stats.errors["model_mismatch"] == 1
+    assert "segmenter or label mapping differs" in warnings[-1]
+    status = node.diagnostics.status()
+    assert status.level == DiagnosticStatus.WARN
+    assert "segmenter or label mapping differs" in status.message
+    node.on_descriptor(_descriptor(database.descriptors[3], model_id=MAP_PIPELINE))
+    assert len(fixes) == 1
+
+
+def test_a_map_written_before_pipeline_ids_answers_the_shipped_segmenter_only(start_node, tmp_path, monkeypatch):
+    monkeypatch.setattr(localizer_node, "shipped_segmenter", lambda: "shipped@3")
+    path = tmp_path / "old.semdb"
+    database = _database(path, model_id="desc@1")
+    node = start_node(path)
+    fixes, warnings = [], _warnings(node)
+    node.fix_publisher.publish = fixes.append
+    for _ in range(2):
+        node.on_descriptor(_descriptor(database.descriptors[3], model_id="desc@1|segmenter:shipped@3"))
+    assert len(fixes) == 2
+    assert [line for line in warnings if "predates pipeline ids" in line] == [warnings[0]]  # warned once
+    assert "shipped@3" in warnings[0]
+    node.on_descriptor(_descriptor(database.descriptors[3], model_id="desc@1|segmenter:user@4"))
+    node.on_descriptor(_descriptor(database.descriptors[3], model_id="desc@2|segmenter:shipped@3"))
+    assert len(fixes) == 2 and node.stats.errors["model_mismatch"] == 2
+    node.on_descriptor(_descriptor(database.descriptors[3], model_id="desc@1"))  # RGB-style: descriptor id only
+    assert len(fixes) == 3
+
+
+def test_a_reloaded_map_must_fit_the_pipeline_in_flight(start_node, tmp_path, monkeypatch):
+    monkeypatch.setattr(localizer_node, "shipped_segmenter", lambda: "shipped@3")
+    path = tmp_path / "db.semdb"
+    database = _database(path, model_id="desc@1|segmenter:shipped@3")
+    node = start_node(path)
+    node.on_descriptor(_descriptor(database.descriptors[3], model_id="desc@1|segmenter:shipped@3"))
+    _database(tmp_path / "other.semdb", model_id="desc@1|segmenter:user@4")
+    assert node.set_parameters([Parameter("database_path", value=str(tmp_path / "other.semdb"))])[0].successful
+    node.wait_for_map_load(30.0)
+    assert node.database.model_id == "desc@1|segmenter:shipped@3"  # refused, the loaded map kept
+    _database(tmp_path / "old.semdb", model_id="desc@1")  # before pipeline ids: the shipped segmenter's
+    assert node.set_parameters([Parameter("database_path", value=str(tmp_path / "old.semdb"))])[0].successful
+    node.wait_for_map_load(30.0)
+    assert node.database.model_id == "desc@1" and node.database.legacy_segmenter_id == "shipped@3"
+
+
+def test_the_shipped_segmenter_is_the_one_maps_before_pipeline_ids_were_built_with():
+    from semloc_ros.models import Segmenter
+
+    assert localizer_node.shipped_segmenter() == Segmenter.default(device="cpu").model_id
+
+
+def test_fixes_are_in_the_maps_gps_frame_unless_fix_frame_id_is_set(start_node, tmp_path):
+    path = tmp_path / "db.semdb"
+    database = _database(path)
+    database.gps_frame_id = "gnss"
+    database.save(path)
+    node = start_node(path)
+    fixes = []
+    node.fix_publisher.publish = fixes.append
+    node.on_descriptor(_descriptor(database.descriptors[5]))
+    assert fixes[-1].header.frame_id == "gnss"  # not the camera's "cam": the map's positions are the antenna's
+    assert node.set_parameters([Parameter("fix_frame_id", value="antenna_link")])[0].successful
+    node.on_descriptor(_descriptor(database.descriptors[5]))
+    assert fixes[-1].header.frame_id == "antenna_link"

@@ -160,6 +160,12 @@ class TiledMap:
         """The sideways shifts every place is stored at (:mod:`semloc_ros.core.views`)."""
         return check_views(self.manifest.get("views", list(SINGLE_VIEW)))
 
+    @property
+    def gps_frame_id(self) -> str:
+        """The frame_id of the GPS fixes the map was built from ("" when not stored)."""
+        frame_id = self.manifest.get("gps_frame_id", "")
+        return frame_id if isinstance(frame_id, str) else ""
+
     def centre(self) -> tuple[float, float]:
         """(lat, lon) of the middle of the map's tiles: a fixed origin for map coordinates."""
         keys = np.array(self.keys, dtype=np.float64)
@@ -213,7 +219,7 @@ class TiledMap:
             "dimension": entries.dimension, "tile_size_m": float(tile_size_m),
             "utm": {"zone": projection.zone, "north": projection.north},
             "thumbnails": entries.thumbnails is not None, "views": list(entries.views),
-            "ivfpq_min_entries": int(ivfpq_min_entries),
+            "gps_frame_id": entries.gps_frame_id, "ivfpq_min_entries": int(ivfpq_min_entries),
             "count": 0, "index": {"type": "flat"}, "tiles": {}, "version": (old.manifest["version"] + 1) if old else 1,
         }
         tiled = cls(target, manifest)

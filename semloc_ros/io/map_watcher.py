@@ -10,8 +10,9 @@ A node adapter (``ros/localizer_node.py``) owns one :class:`MapWatcher` and driv
    unchanged bad file is not read again, a replaced file or a new expectation is. A removed file never
    unloads a map. At most one load runs at a time.
 3. The background thread loads the file (``load(path)``: any exception is a refusal with its message, as are
-   ``MemoryError`` and ``RecursionError``), then refuses a map whose ``identify(map)`` (model id, dimension)
-   differs from the expected pipeline, and calls ``notify()`` (e.g. trigger a guard condition).
+   ``MemoryError`` and ``RecursionError``), then refuses a map that does not ``accept`` the expected pipeline
+   (default: its ``identify(map)``, model id and dimension, equals it), and calls ``notify()`` (e.g. trigger a
+   guard condition).
 4. ``take()`` (on the adapter's own thread, after ``notify``) returns the finished :class:`LoadOutcome` once: the
    adapter swaps in ``outcome.map`` in one assignment, or keeps the old map and reports ``outcome.error``.
 
@@ -63,8 +64,10 @@ class MapWatcher(Generic[M]):
     """Loads the map at a path in the background whenever a new version of it appears (module docstring)."""
 
     def __init__(self, load: Callable[[Path], M], identify: Callable[[M], Pipeline],
-                 notify: Callable[[], None] = lambda: None) -> None:
+                 notify: Callable[[], None] = lambda: None,
+                 accept: Callable[[M, Pipeline], bool] | None = None) -> None:
         self._load_file, self._identify, self._notify = load, identify, notify
+        self._accept = accept or (lambda loaded, expected: identify(loaded) == expected)
         self._lock = threading.Lock()
         self._path = ""
         self._expected: Pipeline | None = None
@@ -113,7 +116,7 @@ class MapWatcher(Generic[M]):
         try:
             loaded = self._load(Path(version.path).expanduser())
             pipeline = self._identify(loaded)
-            if version.expected is not None and pipeline != version.expected:
+            if version.expected is not None and not self._accept(loaded, version.expected):
                 raise ValueError(f"its pipeline (model {pipeline[0]}, dimension {pipeline[1]}) does not match the "
                                  f"descriptors in use (model {version.expected[0]}, dimension "
                                  f"{version.expected[1]})")

@@ -1,4 +1,11 @@
-"""descriptor_node: label image (or RGB image, for RGB descriptors) -> semloc_msgs/Descriptor."""
+"""descriptor_node: label image (or RGB image, for RGB descriptors) -> semloc_msgs/Descriptor.
+
+Each descriptor's ``model_id`` is its pipeline id (:mod:`semloc_ros.core.pipeline_id`): the descriptor model id
+and, for label descriptors, the id of the segmenter that made the labels, as the segmentation node announces it on
+``semloc/segmenter_id`` (std_msgs/String, transient local). The nodes stay decoupled: no segmenter parameters
+here, and another labeller only has to publish its id there. Until an id arrives the descriptor id stands alone
+(the localizer then answers only maps written before pipeline ids).
+"""
 
 from __future__ import annotations
 
@@ -11,13 +18,17 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from semloc_msgs.msg import Descriptor
 from sensor_msgs.msg import Image
+from std_msgs.msg import String
 
 from semloc_ros.core.image_codec import ImageEncodingError, to_rgb8
+from semloc_ros.core.pipeline_id import pipeline_id
 from semloc_ros.core.settings import POSITIVE, Bounds
 from semloc_ros.models import set_torch_threads
 from semloc_ros.models.loading import load_descriptor
 from semloc_ros.ros.conversions import imgmsg_to_array, imgmsg_to_labels
 from semloc_ros.ros.node_common import (
+    SEGMENTER_ID_QOS,
+    SEGMENTER_ID_TOPIC,
     OneOf,
     ParameterSpec,
     StageDiagnostics,
@@ -66,8 +77,19 @@ class DescriptorNode(Node):
         reliability = ReliabilityPolicy.BEST_AVAILABLE if topic == "semloc/labels" else ReliabilityPolicy.BEST_EFFORT
         input_qos = QoSProfile(depth=self.params.get("queue_depth"), reliability=reliability)
         self.create_subscription(Image, topic, self._on_image_with_info, input_qos)
+        self.pipeline_id = self.extractor.model_id  # + the segmenter's, once announced (module docstring)
+        if self.extractor.input_kind == "labels":
+            self.create_subscription(String, SEGMENTER_ID_TOPIC, self.on_segmenter_id, SEGMENTER_ID_QOS)
         self.get_logger().info(f"descriptor {self.extractor.model_id} (dimension {self.extractor.dimension}) "
                                f"on {topic}")
+
+    @guarded
+    def on_segmenter_id(self, message: String) -> None:
+        """The labels' segmenter (with its label mapping) joins the pipeline id of the descriptors."""
+        identity = pipeline_id(self.extractor.model_id, message.data or None)
+        if identity != self.pipeline_id:
+            self.pipeline_id = identity
+            self.get_logger().info(f"segmenter {message.data}: descriptors of pipeline {identity}")
 
     def _input_array(self, message: Image) -> np.ndarray:
         if self.extractor.input_kind == "rgb":
@@ -95,7 +117,7 @@ class DescriptorNode(Node):
             self.stats.record_error("describe_failed", f"{type(error).__name__}: {error}")
             self.get_logger().warning(f"dropped frame: {type(error).__name__}: {error}", throttle_duration_sec=2.0)
             return
-        out = Descriptor(header=message.header, model_id=self.extractor.model_id,
+        out = Descriptor(header=message.header, model_id=self.pipeline_id,
                          dimension=int(descriptor.shape[0]))
         out.data = descriptor.astype(np.float32).tolist()
         self.publisher.publish(out)

@@ -12,6 +12,7 @@ map's tiles.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
@@ -36,6 +37,7 @@ from semloc_ros.core.estimate import FixStatus, PositionEstimate
 from semloc_ros.core.geodesy import GeoError, LocalENU, UTMProjection
 from semloc_ros.core.image_codec import ImageEncodingError
 from semloc_ros.core.localizer import Localizer, LocalizerConfig
+from semloc_ros.core.pipeline_id import split_pipeline_id
 from semloc_ros.core.reranking import label_thumbnail
 from semloc_ros.core.settings import Bounds, flat_fields
 from semloc_ros.core.tile_cache import TileCacheConfig, TiledLocalizer
@@ -63,7 +65,8 @@ PARAMETERS = (
     ParameterSpec("database_retry_period_s", 2.0, "retry period while the database file is missing or bad",
                   Bounds(0.0, 86400.0, low_open=True), read_only=True),
     *config_parameters(LocalizerConfig),
-    ParameterSpec("fix_frame_id", "", "frame_id of the outputs; empty = the camera frame of the source image"),
+    ParameterSpec("fix_frame_id", "", "frame_id of the outputs; empty = the map's GPS frame (the mapping "
+                  "vehicle's antenna, stored by semloc build-db), or the camera frame for maps without one"),
     ParameterSpec("map_frame", "semloc_map", "frame_id of the markers and the path of fixes"),
     ParameterSpec("map_coordinates", "enu",
                   "marker/path coordinates: enu (database-centred ENU, origin logged at load) or utm (zone of "
@@ -137,6 +140,33 @@ def load_map(path: Path) -> GeoDatabase | TiledMap:
     return database
 
 
+@functools.cache
+def shipped_segmenter() -> str | None:
+    """The shipped segmenter's id, read once (imports torch: only for maps written before pipeline ids)."""
+    from semloc_ros.models.loading import shipped_segmenter_id
+
+    return shipped_segmenter_id()
+
+
+def take_as_legacy(database: GeoDatabase | TiledMap, query_id: str) -> bool:
+    """Let a map file written before pipeline ids (descriptor id only) answer label descriptors of the shipped
+    segmenter (:func:`semloc_ros.core.pipeline_id.accepts`); True when this call made it do so. Tiled maps
+    postdate pipeline ids: they match exactly."""
+    if not isinstance(database, GeoDatabase) or database.legacy_segmenter_id is not None \
+            or split_pipeline_id(database.model_id)[1] is not None or split_pipeline_id(query_id)[1] is None:
+        return False
+    database.legacy_segmenter_id = shipped_segmenter()
+    return database.legacy_segmenter_id is not None
+
+
+def accepts_pipeline(database: GeoDatabase | TiledMap, expected: tuple[str, int]) -> bool:
+    """Whether the map answers the descriptors in flight (pipeline id, dimension)."""
+    if not isinstance(database, GeoDatabase):
+        return (database.model_id, database.dimension) == expected
+    take_as_legacy(database, expected[0])
+    return database.accepts(expected[0]) and database.dimension == expected[1]
+
+
 class LocalizerNode(Node):
     """Matches descriptors against the geotagged database and publishes the position estimate."""
 
@@ -152,7 +182,7 @@ class LocalizerNode(Node):
         self._map_enu: LocalENU | None = None  # tiled maps: the fixed frame of markers and path
         self._map_ready = self.create_guard_condition(self._apply_map_load)
         self.map_watcher: MapWatcher[GeoDatabase | TiledMap] = MapWatcher(
-            load_map, lambda db: (db.model_id, db.dimension), notify=self._map_ready.trigger)
+            load_map, lambda db: (db.model_id, db.dimension), notify=self._map_ready.trigger, accept=accepts_pipeline)
         self.sequence = SequenceMonitor()
 
         qos = QoSProfile(depth=10)
@@ -237,9 +267,11 @@ class LocalizerNode(Node):
         self.diagnostics.fatal = ""
         origin = database.frame
         self.get_logger().info(
-            f"database {path}: {len(database)} places, model {database.model_id}, dimension "
-            f"{database.dimension}; '{self.params.get('map_frame')}' frame origin at lat {origin.lat0:.7f} "
-            f"lon {origin.lon0:.7f}")
+            f"database {path}: {len(database)} places, pipeline {database.model_id}, dimension "
+            f"{database.dimension}, GPS frame '{database.gps_frame_id or 'none stored'}'; "
+            f"'{self.params.get('map_frame')}' frame origin at lat {origin.lat0:.7f} lon {origin.lon0:.7f}")
+        if database.legacy_segmenter_id is not None:  # accepted by the map watcher for the descriptors in flight
+            self._warn_legacy()
 
     def _use_tiled(self, tiled: TiledMap, path: str, centres: list[tuple[float, float]]) -> None:
         """A tiled map: its tiles load around the estimate (at once around ``centres``); UTM zone and a fixed ENU
@@ -326,6 +358,8 @@ class LocalizerNode(Node):
             self._reject("bad_descriptor", f"dimension field {message.dimension} != {descriptor.shape[0]} values")
             return
         stamp_ns = stamp_to_ns(message.header.stamp)
+        if take_as_legacy(self.database, message.model_id):
+            self._warn_legacy()
         try:
             estimate = self.localizer.localize(descriptor, model_id=message.model_id, stamp_ns=stamp_ns,
                                                thumbnail=self._thumbnail_for(stamp_ns))
@@ -335,8 +369,7 @@ class LocalizerNode(Node):
         except ValueError as error:
             self._reject("bad_descriptor", str(error))
             return
-        header = Header(stamp=message.header.stamp,
-                        frame_id=self.params.get("fix_frame_id") or message.header.frame_id)
+        header = Header(stamp=message.header.stamp, frame_id=self.fix_frame_id(message.header.frame_id))
         self.fix_publisher.publish(self.navsatfix(estimate, header, self.params.get("unknown_altitude_m")))
         self.geopose_publisher.publish(self.geopose(estimate, header))
         if self.params.get("publish_markers"):
@@ -344,6 +377,16 @@ class LocalizerNode(Node):
         if estimate.status is FixStatus.FIX and self.params.get("path_length") > 0:
             self.path_publisher.publish(self.extend_path(estimate, message.header.stamp))
         self.stats.record_processed(time.perf_counter() - start)
+
+    def _warn_legacy(self) -> None:
+        self.get_logger().warning(
+            f"database {self._loaded_path} predates pipeline ids (model {self.database.model_id}): taken as built "
+            f"with the shipped segmenter {self.database.legacy_segmenter_id}; descriptors of any other segmenter are "
+            "refused. Rebuild it with semloc build-db to record its pipeline")
+
+    def fix_frame_id(self, camera_frame: str) -> str:
+        """The outputs' frame_id: the parameter, else the map's GPS frame, else the camera's."""
+        return self.params.get("fix_frame_id") or self.database.gps_frame_id or camera_frame
 
     def _reject(self, kind: str, text: str) -> None:
         self.stats.record_error(kind, text)

@@ -1,4 +1,4 @@
-"""Pieces shared by the semloc nodes: validated parameters and diagnostics publishing.
+"""Pieces shared by the semloc nodes: validated parameters, diagnostics publishing and the segmenter id topic.
 
 Parameters are declared once, as :class:`ParameterSpec` tuples (``PARAMETERS`` of each node module); those of a
 configuration dataclass of the core come from its field metadata (:func:`config_parameters`), so the declared
@@ -25,6 +25,7 @@ from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from semloc_ros.core.settings import Bounds, flat_fields
 from semloc_ros.ros.conversions import stamp_to_ns
@@ -32,6 +33,12 @@ from semloc_ros.ros.stage_stats import SequenceMonitor, StageStats
 
 Check = Callable[[Any], str | None]
 FINITE = Bounds()
+
+# The segmentation node publishes its segmenter's id (with the label mapping) here once, latched: the descriptor
+# node puts it in the pipeline id of its descriptors (semloc_ros.core.pipeline_id) without knowing the node.
+SEGMENTER_ID_TOPIC = "semloc/segmenter_id"
+SEGMENTER_ID_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 @dataclass(frozen=True)
