@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
@@ -56,9 +57,9 @@ def image_msg(t: float, seed: int):
                                       step=24, data=rgb.reshape(-1))
 
 
-def fix_msg(t: float, lat: float, lon: float, status: int = 0, alt: float = 500.0):
+def fix_msg(t: float, lat: float, lon: float, status: int = 0, alt: float = 500.0, frame_id: str = "gps"):
     return T["sensor_msgs/msg/NavSatFix"](
-        header=header(t, "gps"), status=T["sensor_msgs/msg/NavSatStatus"](status=status, service=1),
+        header=header(t, frame_id), status=T["sensor_msgs/msg/NavSatStatus"](status=status, service=1),
         latitude=lat, longitude=lon, altitude=alt, position_covariance=np.eye(3).reshape(9) * 4.0,
         position_covariance_type=2)
 
@@ -75,11 +76,11 @@ def write_bag(path: Path, messages: list[tuple[str, object, float]],
                          TYPESTORE.serialize_cdr(msg, msg.__msgtype__))
 
 
-def drive_messages(lon: float = LON0, seed: int = 0) -> list[tuple[str, object, float]]:
+def drive_messages(lon: float = LON0, seed: int = 0, fix_frame: str = "gps") -> list[tuple[str, object, float]]:
     messages = [("/cam/image_raw", image_msg(t, seed + i), t) for i, t in enumerate(IMAGE_STAMPS)]
     for t, status, nan in FIXES:
         lat, lon_t = (math.nan, math.nan) if nan else (lat_at(t), lon)
-        messages.append(("/gps/fix", fix_msg(t, lat, lon_t, status), t))
+        messages.append(("/gps/fix", fix_msg(t, lat, lon_t, status, frame_id=fix_frame), t))
     return messages
 
 
@@ -166,6 +167,46 @@ def test_build_db_from_bags_subsampled_and_appended(tmp_path: Path, drive_bag: P
     assert build_db.main([str(drive_bag), "--out", str(other), "--append", *common]) == 1
     assert "cannot append" in capsys.readouterr().err
     assert other.read_bytes() == before
+
+
+ARCH = "lraspp_mobilenet_v3_large"
+
+
+def test_build_db_records_the_segmenter_its_label_mapping_and_the_gps_frame(tmp_path: Path, capsys) -> None:
+    from semloc_ros.commands import build_db
+    from semloc_ros.core.database import GeoDatabase
+    from semloc_ros.core.labels import CITYSCAPES_19
+    from semloc_ros.core.pipeline_id import split_pipeline_id
+    from semloc_ros.models import SegmentationNet, Segmenter
+
+    bag = tmp_path / "antenna"
+    write_bag(bag, drive_messages(fix_frame="gnss_antenna"))
+    user = tmp_path / "city.pth"  # a Cityscapes-19 model of the user, a plain state dict
+    torch.save(SegmentationNet({"arch": ARCH, "num_classes": 19}).net.state_dict(), user)
+    common = ["--method", "label-histogram", "--threads", "1", "--device", "cpu", "--quiet", "--max-gap-s", "1.5",
+              "--segmenter-arch", ARCH]
+    db = tmp_path / "map.semdb"
+    assert build_db.main([str(bag), "--out", str(db), "--segmenter", str(user), "--label-mapping", "cityscapes19",
+                          *common]) == 0
+    built = GeoDatabase.load(db)
+    segmenter = Segmenter.from_file(user, device="cpu", arch=ARCH, label_mapping=CITYSCAPES_19).model_id
+    assert "+map:cityscapes19" in segmenter and split_pipeline_id(built.model_id)[1] == segmenter
+    assert built.gps_frame_id == "gnss_antenna"  # the bag's NavSatFix frame_id
+    assert "GPS frame 'gnss_antenna'" in capsys.readouterr().out
+
+    # the shipped segmenter's descriptors do not extend this map; other fixes' frame neither
+    assert build_db.main([str(bag), "--out", str(db), "--append", *common]) == 1
+    assert "does not match" in capsys.readouterr().err
+    assert build_db.main([str(bag), "--out", str(db), "--append", "--segmenter", str(user), "--label-mapping",
+                          "cityscapes19", "--gps-frame-id", "gps", *common]) == 1
+    assert "frame 'gnss_antenna'" in capsys.readouterr().err
+    assert len(GeoDatabase.load(db)) == len(built)
+    # a 19-class model read with the mapping of another label set: one line, no traceback
+    assert build_db.main([str(bag), "--out", str(tmp_path / "x.semdb"), "--segmenter", str(user),
+                          "--label-mapping", "camvid11", *common]) == 2
+    assert "label_mapping" in capsys.readouterr().err
+    assert build_db.main([str(bag), "--out", str(tmp_path / "x.semdb"), "--label-mapping", "camvid11", *common]) == 2
+    assert "needs a segmenter file" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------- playback core

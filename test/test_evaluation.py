@@ -459,3 +459,22 @@ def test_the_evaluation_runs_as_a_library_call(tmp_path, monkeypatch) -> None:
     drive = evaluation.drives.database
     assert cached_database(cached, histogram, drive, (0.0,), needs_thumbnails=False) is not None
     assert cached_database(cached, histogram, drive, (0.0, 0.1), needs_thumbnails=False) is None  # other views
+
+
+def test_evaluate_reads_the_users_segmenter_with_its_label_mapping(tmp_path, capsys) -> None:
+    from semloc_ros.commands import evaluate
+    from semloc_ros.evaluation.protocols import Variant
+    from semloc_ros.evaluation.run import variant_pipeline
+    from semloc_ros.models import SegmentationNet
+
+    arch = "lraspp_mobilenet_v3_large"
+    user = tmp_path / "city.pth"  # a Cityscapes-19 model, a plain state dict
+    torch.save(SegmentationNet({"arch": arch, "num_classes": 19}).net.state_dict(), user)
+    base = ["--dataset", str(tmp_path), "--out", str(tmp_path / "ev"), "--methods", "label-histogram"]
+    args = evaluate.parse_arguments([*base, "--segmenter", str(user), "--label-mapping", "cityscapes19",
+                                     "--segmenter-arch", arch])
+    options = evaluate.evaluation_options(args)
+    pipeline = variant_pipeline(options, Variant("label-histogram", user))
+    assert pipeline.segmenter.model_id.startswith(f"{arch}-19@") and "+map:cityscapes19" in pipeline.model_id
+    assert evaluate.main([*base, "--label-mapping", "camvid11"]) == 2  # a mapping without a segmenter of the user
+    assert "--label-mapping maps the output of --segmenters" in capsys.readouterr().err

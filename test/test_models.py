@@ -387,7 +387,8 @@ def test_hybrid_inner_product_is_weighted_cosine(sem, rgbd):
 def test_pipeline(seg, sem, rgbd):
     rgbs, labels = list(_rgbs(3)), list(_labels(3))
     pipe = Pipeline(seg, sem)
-    assert pipe.model_id == sem.model_id and pipe.dimension == sem.dimension
+    assert pipe.model_id == f"{sem.model_id}|segmenter:{seg.model_id}" and pipe.dimension == sem.dimension
+    assert Pipeline(None, rgbd).model_id == rgbd.model_id  # RGB: the descriptor alone
     oracle = pipe.describe_frames(rgbs, labels=labels, batch_size=2)
     np.testing.assert_allclose(oracle, sem.describe_batch(np.stack(labels)), atol=1e-6)
     predicted = pipe.describe_frames(rgbs, batch_size=2)
@@ -413,7 +414,8 @@ def test_pipeline_from_method(tmp_path):
     _save = tmp_path / "segmenter.pt"
     Segmenter.untrained(seed=0, device="cpu", input_size=SMALL).save(_save)
     pipe = Pipeline.from_method("label-histogram", device="cpu", weights_dir=tmp_path)
-    assert pipe.model_id == hist.model_id and pipe.describe_frames(list(_rgbs(2))).shape == (2, hist.dimension)
+    assert pipe.model_id == f"{hist.model_id}|segmenter:{pipe.segmenter.model_id}"
+    assert pipe.describe_frames(list(_rgbs(2))).shape == (2, hist.dimension)
     with pytest.raises(ValueError, match="unknown method"):
         Pipeline.from_method("sift")
 
