@@ -118,13 +118,13 @@ def test_own_vehicle_workflow_from_bags_to_fixes_in_the_gps_frame(bags, tmp_path
     assert "0 anchors with GPS positives" not in two  # the night drive passes the day drive's places
     built = semloc("build-db", str(day), *topics, *fast, "--min-distance-m", "2", "--descriptor",
                    str(tmp_path / "two.pt"), "--out", str(tmp_path / "map.semdb"), env=env)
-    assert "fix_no_fix=1, fix_nan=1" in built
+    assert "fix_no_fix=1, fix_nan=1" in built and "GPS frame 'gps'" in built  # the bag's NavSatFix frame_id
 
     fixes: list[NavSatFix] = []
     runner = PipelineRunner(
         overrides={"segmentation_node": {"use_compressed": True, "threads": 1},
                    "descriptor_node": {"model": str(tmp_path / "two.pt"), "threads": 1},
-                   "localizer_node": {"database_path": str(tmp_path / "map.semdb"), "fix_frame_id": "gps"}},
+                   "localizer_node": {"database_path": str(tmp_path / "map.semdb")}},  # fixes: the map's GPS frame
         remaps={"image_raw/compressed": "/cam/image_raw/compressed"},
         domain_id=int(os.environ["ROS_DOMAIN_ID"]), log_dir=tmp_path / "logs")
     rclpy.init()
