@@ -144,7 +144,7 @@ def test_dynamic_protocol_masks_vehicles(tmp_path, monkeypatch) -> None:
     rows = {r["method"]: r for r in results["results"]}
     assert set(rows) == {"label-histogram", "label-histogram-oracle", "label-histogram+mask",
                          "label-histogram+mask-oracle"}
-    assert rows["label-histogram+mask"]["model_id"].endswith("+mask-dynamic")
+    assert rows["label-histogram+mask"]["model_id"].split("|segmenter:")[0].endswith("+mask-dynamic")
     # The car hides a quarter of every query: it lowers the similarity to the true place unless ignored.
     masked = np.array(rows["label-histogram+mask-oracle"]["per_query"]["best_similarity"])
     unmasked = np.array(rows["label-histogram-oracle"]["per_query"]["best_similarity"])
