@@ -321,8 +321,14 @@ def test_a_reloaded_map_must_fit_the_pipeline_in_flight(start_node, tmp_path, mo
 
 def test_the_shipped_segmenter_is_the_one_maps_before_pipeline_ids_were_built_with():
     from semloc_ros.models import Segmenter
+    from semloc_ros.models.loading import segmenter_identity
 
-    assert localizer_node.shipped_segmenter() == Segmenter.default(device="cpu").model_id
+    # in every precision the segmentation node may run it (on the CPU, default is the int8 copy)
+    for precision in ("auto", "fp32", "int8"):
+        shipped = Segmenter.default(device="cpu", precision=precision)
+        assert localizer_node.shipped_segmenter() == segmenter_identity(shipped)
+    assert segmenter_identity(Segmenter.default(device="cpu", precision="int8")) != \
+        Segmenter.default(device="cpu", precision="int8").model_id  # the quantized file has its own model id
 
 
 def test_fixes_are_in_the_maps_gps_frame_unless_fix_frame_id_is_set(start_node, tmp_path):

@@ -49,3 +49,15 @@ def shipped_segmenter_id(weights_dir: str | Path | None = None) -> str | None:
         return str(load_checkpoint(Path(weights_dir or WEIGHTS_DIR) / DEFAULT_SEGMENTER_FILE)[1]["model_id"])
     except (WeightsError, OSError):
         return None
+
+
+def segmenter_identity(segmenter: Segmenter) -> str:
+    """The segmenter's part of a pipeline id (:mod:`semloc_ros.core.pipeline_id`): its model id (with the label
+    mapping), where a quantized copy (provenance ``source_model_id``, e.g. the shipped int8 file) counts as the
+    network it was quantized from: its labels agree within the quantization error (docs/benchmarks.md), so a map
+    built with one precision answers the others."""
+    source = (segmenter.meta.get("provenance") or {}).get("source_model_id")
+    base = str(segmenter.meta["model_id"])
+    if not isinstance(source, str) or not source or not segmenter.model_id.startswith(base):
+        return segmenter.model_id
+    return source + segmenter.model_id[len(base):]

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from semloc_ros.core.pipeline_id import pipeline_id
 from semloc_ros.models import DescriptorExtractor, HybridDescriptor, Segmenter, WeightsError
-from semloc_ros.models.loading import load_segmenter
+from semloc_ros.models.loading import load_segmenter, segmenter_identity
 from semloc_ros.models.segmentation import DEFAULT_SEGMENTERS
 from semloc_ros.models.weights import WEIGHTS_DIR
 
@@ -43,7 +43,7 @@ class Pipeline:
         self.needs_rgb = isinstance(descriptor, HybridDescriptor) or descriptor.input_kind == "rgb"
         self.method = method
         # The map's and the queries' identity: descriptor + segmenter (with its label mapping) for label methods.
-        segmenter_id = segmenter.model_id if needs_labels and segmenter is not None else None
+        segmenter_id = segmenter_identity(segmenter) if needs_labels and segmenter is not None else None
         self.model_id: str = pipeline_id(descriptor.model_id, segmenter_id)
         self.dimension: int = int(descriptor.dimension)
 

@@ -1,11 +1,14 @@
 """segmentation_node: camera image -> semantic label image (mono8, same header) + colour overlay (rgb8).
 
-The segmenter's id (with its label mapping) is published once on ``semloc/segmenter_id`` (std_msgs/String,
-transient local): the descriptor node names it in each descriptor's pipeline id, so the localizer refuses a map
-built with another segmenter. The node logs the resolved (remapped) topic names it uses. While nothing arrives,
-it checks the ROS graph every ``INPUT_CHECK_PERIOD_S``: publishers of another message type on the camera topic
-(e.g. CompressedImage while it subscribes Image), or none there but a ``/compressed`` (or base) topic of the
-other kind, give a warning in the log and on /diagnostics that says which parameter to change.
+The segmenter's id (with its label mapping; a quantized copy's is its source network's,
+:func:`semloc_ros.models.loading.segmenter_identity`) is published once on ``semloc/segmenter_id``
+(std_msgs/String, transient local): the descriptor node names it in each descriptor's pipeline id, so the
+localizer refuses a map built with another segmenter.
+
+The node logs the resolved (remapped) topic names it uses. While nothing arrives, it checks the ROS graph every
+``INPUT_CHECK_PERIOD_S``: publishers of another message type on the camera topic (e.g. CompressedImage while it
+subscribes Image), or none there but a ``/compressed`` (or base) topic of the other kind, give a warning in the
+log and on /diagnostics that says which parameter to change.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from semloc_ros.core.image_codec import MAX_IMAGE_PIXELS, ImageEncodingError, to
 from semloc_ros.core.labels import overlay
 from semloc_ros.core.settings import FRACTION, POSITIVE, Bounds
 from semloc_ros.models import set_torch_threads
-from semloc_ros.models.loading import load_segmenter
+from semloc_ros.models.loading import load_segmenter, segmenter_identity
 from semloc_ros.ros.conversions import array_to_imgmsg, compressed_imgmsg_to_array, imgmsg_to_array
 from semloc_ros.ros.node_common import (
     SEGMENTER_ID_QOS,
@@ -113,7 +116,8 @@ class SegmentationNode(Node):
         self.labels_publisher = self.create_publisher(Image, "semloc/labels", output_qos)
         self.overlay_publisher = self.create_publisher(Image, "semloc/labels_overlay", output_qos)
         self.segmenter_id_publisher = self.create_publisher(String, SEGMENTER_ID_TOPIC, SEGMENTER_ID_QOS)
-        self.segmenter_id_publisher.publish(String(data=self.segmenter.model_id))  # latched: before any labels
+        # latched, before any labels: the descriptor node names it in its pipeline id
+        self.segmenter_id_publisher.publish(String(data=segmenter_identity(self.segmenter)))
 
         camera_qos = QoSProfile(depth=self.params.get("queue_depth"),
                                 reliability=qos_profile_sensor_data.reliability,
