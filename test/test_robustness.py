@@ -45,7 +45,7 @@ from semloc_ros.core.geodesy import LocalENU, geodesic_distance_m
 from semloc_ros.core.image_codec import compressed_image_size
 from semloc_ros.core.labels import SEMLOC_SIM
 from semloc_ros.models import DescriptorExtractor, Segmenter
-from semloc_ros.ros import localizer_node
+from semloc_ros.ros import localizer_node, node_common
 from semloc_ros.ros.conversions import array_to_compressed_imgmsg, array_to_imgmsg, ns_to_stamp
 from semloc_ros.ros.descriptor_node import DescriptorNode
 from semloc_ros.ros.localizer_node import LocalizerNode
@@ -856,9 +856,16 @@ BAD_WEIGHTS = {
 }
 
 
+@pytest.fixture
+def patient_watchdog(monkeypatch):
+    """run_node in the test process: its teardown watchdog would end pytest itself on a slow (loaded) teardown."""
+    monkeypatch.setattr(node_common, "SHUTDOWN_TIMEOUT_S", 120.0)
+
+
 @pytest.mark.parametrize("node_name", ["segmentation_node", "descriptor_node"])
 @pytest.mark.parametrize("case", sorted(BAD_WEIGHTS))
-def test_node_given_bad_weights_exits_non_zero_with_the_reason(tmp_path, capfd, weights, node_name, case):
+def test_node_given_bad_weights_exits_non_zero_with_the_reason(tmp_path, capfd, weights, node_name, case,
+                                                               patient_watchdog):
     make, reason = BAD_WEIGHTS[case]
     path, marker = tmp_path / "model.pt", tmp_path / "payload-executed"
     make(path, marker, weights[node_name])
@@ -876,7 +883,8 @@ def test_node_given_bad_weights_exits_non_zero_with_the_reason(tmp_path, capfd, 
     ("segmentation_node", "untrained:no_such_arch", "no_such_arch"),
     ("descriptor_node", "untrained:no_such_arch", "no_such_arch"),
 ])
-def test_node_given_the_wrong_kind_of_model_exits_non_zero(capfd, weights, node_name, model, reason):
+def test_node_given_the_wrong_kind_of_model_exits_non_zero(capfd, weights, node_name, model, reason,
+                                                           patient_watchdog):
     other = {"descriptor": weights["descriptor_node"], "segmenter": weights["segmentation_node"]}
     spec = str(other.get(model, model))
     node_class = SegmentationNode if node_name == "segmentation_node" else DescriptorNode

@@ -203,10 +203,12 @@ def run_node(node_class: Callable[[], Node], args: list[str] | None = None) -> i
         watchdog = threading.Timer(SHUTDOWN_TIMEOUT_S, _exit_after_hung_shutdown, args=(code,))
         watchdog.daemon = True
         watchdog.start()
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-        watchdog.cancel()
+        try:
+            if node is not None:
+                node.destroy_node()
+            rclpy.try_shutdown()
+        finally:  # a teardown that raised must not leave the timer to end the process later
+            watchdog.cancel()
     return code
 
 
