@@ -71,7 +71,8 @@ def test_every_float_parameter_must_be_finite_and_in_range(node, spec):
                                          ("unknown_altitude_m", math.inf), ("marker_scale_m", math.inf),
                                          ("marker_scale_m", 1e9), ("database_retry_period_s", 1e300),
                                          ("filter_temperature", math.inf), ("rerank_weight", math.nan),
-                                         ("covariance_scale", -1.0), ("top_k", 0)])
+                                         ("covariance_along_scale", -1.0), ("top_k", 0),
+                                         ("integrity_weights", [1.0, 2.0]), ("integrity_weights", [math.nan] * 6)])
 def test_bad_localizer_values_are_refused_with_the_parameter_name(name, value):
     spec = next(spec for spec in localizer_node.PARAMETERS if spec.name == name)
     assert spec.problem(value).startswith(f"{name} must be")

@@ -20,17 +20,20 @@ DIM = 64
 FRAME = LocalENU(48.137, 11.575)  # altitude 0, as entries without altitude
 
 
-UNCALIBRATED = LocalizerConfig().with_parameters(covariance_scale=1.0, position_sigma_extra_m=0.0)  # raw covariances
+UNCALIBRATED = LocalizerConfig().with_parameters(  # raw covariances, no integrity gate
+    covariance_along_scale=1.0, covariance_cross_scale=1.0, position_sigma_along_m=0.0, position_sigma_cross_m=0.0,
+    integrity_threshold=0.0)
+
 
 def database_at(
-    east_north: np.ndarray, descriptors: np.ndarray, alts: list[float] | None = None
+    east_north: np.ndarray, descriptors: np.ndarray, alts: list[float] | None = None, heading: float = math.nan
 ) -> GeoDatabase:
-    """A database with entries at the given east/north metres of FRAME."""
+    """A database with entries at the given east/north metres of FRAME (all with ``heading``, ENU yaw)."""
     east_north = np.asarray(east_north, dtype=np.float64)
     lats, lons, _ = FRAME.to_geodetic(east_north[:, 0], east_north[:, 1])
     alts = alts if alts is not None else [math.nan] * len(east_north)
     places = zip(lats.tolist(), lons.tolist(), alts, strict=True)
-    records = [PlaceRecord(lat, lon, alt) for lat, lon, alt in places]
+    records = [PlaceRecord(lat, lon, alt, heading) for lat, lon, alt in places]
     database = GeoDatabase(descriptors.shape[1], MODEL)
     database.add(descriptors, records)
     return database
@@ -84,9 +87,12 @@ def test_default_config_is_valid():
         ("min_similarity", "0.1"),
         ("position_sigma_floor_m", 0.0),
         ("altitude_sigma_m", -1.0),
-        ("covariance_scale", 0.0),
-        ("position_sigma_extra_m", -1.0),
-        ("position_sigma_extra_m", math.nan),
+        ("covariance_along_scale", 0.0),
+        ("covariance_cross_scale", -1.0),
+        ("position_sigma_along_m", -1.0),
+        ("position_sigma_cross_m", math.nan),
+        ("integrity_weights", (1.0, 2.0)),
+        ("integrity_threshold", 1.5),
     ],
 )
 def test_config_validation_names_the_parameter(name, value):
@@ -131,7 +137,7 @@ def test_query_equal_to_stored_descriptor_returns_that_place():
     rng = np.random.default_rng(2)
     grid = np.array([(100.0 * i, 100.0 * j) for i in range(8) for j in range(8)])
     database = database_at(grid, rng.standard_normal((len(grid), DIM)))
-    localizer = Localizer(database)
+    localizer = Localizer(database, UNCALIBRATED)
     for index in (0, 17, 63):
         estimate = localizer.localize(database.descriptors[index])
         assert estimate.status is FixStatus.FIX
@@ -201,18 +207,51 @@ def test_covariance_is_symmetric_psd_and_grows_when_matches_disagree():
 
 
 @pytest.mark.parametrize("sequence_filter", [False, True])
-def test_calibrated_covariance_is_scaled_plus_an_isotropic_extra(sequence_filter):
+def test_covariance_model_is_aligned_with_the_database_heading(sequence_filter):
     rng = np.random.default_rng(4)
     query = random_unit(rng)
-    database = database_at([[0.0, 0.0], [20.0, 0.0], [12.0, 9.0]], with_similarity(query, [0.9, 0.9, 0.89], rng))
+    similarities = with_similarity(query, [0.9, 0.9, 0.89], rng)
+    places = [[0.0, 0.0], [20.0, 0.0], [12.0, 9.0]]
+    database = database_at(places, similarities, heading=math.pi / 2)  # the road runs north
     base = UNCALIBRATED.with_parameters(sequence_filter=sequence_filter)
-    calibrated = base.with_parameters(covariance_scale=2.5, position_sigma_extra_m=4.0)
+    calibrated = base.with_parameters(covariance_along_scale=2.5, covariance_cross_scale=0.5,
+                                      position_sigma_along_m=1.0, position_sigma_cross_m=4.0)
     raw = Localizer(database, base).localize(query, stamp_ns=1)
     fitted = Localizer(database, calibrated).localize(query, stamp_ns=1)
-    expected = 2.5 * raw.covariance_enu[:2, :2] + 16.0 * np.eye(2)
+    s = raw.covariance_enu[:2, :2]  # east = cross-track, north = along-track
+    expected = [[0.5 * s[0, 0] + 16.0, math.sqrt(1.25) * s[0, 1]], [math.sqrt(1.25) * s[0, 1], 2.5 * s[1, 1] + 1.0]]
     np.testing.assert_allclose(fitted.covariance_enu[:2, :2], expected, rtol=1e-9)
+    np.testing.assert_allclose(fitted.base_covariance_en, s)
     assert fitted.covariance_enu[2, 2] == raw.covariance_enu[2, 2]  # altitude untouched
     assert (fitted.lat, fitted.lon, fitted.confidence) == (raw.lat, raw.lon, raw.confidence)
+    # Without database headings there is no axis: the larger scale and sigma on both.
+    unknown = Localizer(database_at(places, similarities), calibrated).localize(query, stamp_ns=1)
+    np.testing.assert_allclose(unknown.covariance_enu[:2, :2], 2.5 * s + 16.0 * np.eye(2), rtol=1e-9)
+
+
+def test_integrity_gate_turns_a_fix_that_jumped_into_low_confidence():
+    rng = np.random.default_rng(8)
+    first, second = random_unit(rng), random_unit(rng)
+    database = database_at([[0.0, 0.0], [500.0, 0.0]], np.stack([first, second]).astype(np.float32))
+    weights = (0.0, 0.0, 0.0, 0.0, 0.0, -5.0)  # only the jump counts
+    gated = Localizer(database, UNCALIBRATED.with_parameters(integrity_weights=weights, integrity_bias=5.0,
+                                                             integrity_threshold=0.5))
+    estimates = gated.localize_batch(np.stack([first, second]), stamps_ns=[0, 200_000_000])
+    assert estimates[0].status is FixStatus.FIX and estimates[0].integrity > 0.5  # first frame: neutral jump
+    assert estimates[1].status is FixStatus.LOW_CONFIDENCE and estimates[1].cues["jump"] > 3.0  # 500 m in 0.2 s
+    independent = gated.localize_batch(np.stack([first, second]))  # no stamps: no jump is known
+    assert [e.status for e in independent] == [FixStatus.FIX, FixStatus.FIX]
+    ungated = Localizer(database, UNCALIBRATED.with_parameters(integrity_weights=(0.0,) * 6))
+    late = ungated.localize_batch(np.stack([first, second]), stamps_ns=[0, 200_000_000])[1]
+    assert math.isnan(late.integrity) and late.status is FixStatus.FIX
+
+
+def test_integrity_weights_come_from_a_parameter_list():
+    config = LocalizerConfig.from_parameters({"integrity_weights": [1, 2, 3, 4, 5, 6]})
+    assert config.integrity_weights == (1.0, 2.0, 3.0, 4.0, 5.0, 6.0)
+    assert config.integrity_model().weights["jump"] == 6.0
+    with pytest.raises(ValueError, match="integrity_weights must be 6 numbers"):
+        LocalizerConfig.from_parameters({"integrity_weights": [1.0]}).validate()
 
 
 def test_ambiguous_places_give_low_confidence():
@@ -268,7 +307,7 @@ def test_synthetic_route_estimates_lie_between_neighbours():
     route = lambda s: np.column_stack([s, 20.0 * np.sin(np.asarray(s) / 100.0)])  # noqa: E731
     anchors = np.array([(e, n) for e in np.arange(-30.0, 331.0, 4.0) for n in np.arange(-50.0, 51.0, 4.0)])
     database = database_at(route(arc), rbf_descriptors(route(arc), anchors, 8.0))
-    localizer = Localizer(database)
+    localizer = Localizer(database, UNCALIBRATED)
 
     offsets = np.array([5.0, 2.0, 7.5])
     query_arc = np.concatenate([arc[3:-3] + offset for offset in offsets])

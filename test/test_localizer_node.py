@@ -37,8 +37,10 @@ def start_node():
     """Start a LocalizerNode with database_path set the way a launch file or `--ros-args -p` does."""
     nodes = []
 
-    def start(database_path) -> LocalizerNode:
-        rclpy.init(args=["--ros-args", "-p", f"database_path:={database_path}"])
+    def start(database_path, *parameters: str) -> LocalizerNode:
+        """``parameters``: more ``NAME:=VALUE`` settings."""
+        arguments = [f"database_path:={database_path}", *parameters]
+        rclpy.init(args=["--ros-args", *(part for argument in arguments for part in ("-p", argument))])
         nodes.append(LocalizerNode())
         return nodes[-1]
 
@@ -123,7 +125,7 @@ def test_mismatched_and_malformed_descriptors_are_rejected(start_node, tmp_path)
 def test_fix_message_carries_stamp_frame_status_and_covariance(start_node, tmp_path):
     path = tmp_path / "db.semdb"
     database = _database(path)
-    node = start_node(path)
+    node = start_node(path, "integrity_threshold:=0.0")  # the shipped gate is fitted for real descriptors
     fixes, geoposes, markers = [], [], []
     node.fix_publisher.publish = fixes.append
     node.geopose_publisher.publish = geoposes.append
@@ -141,6 +143,10 @@ def test_fix_message_carries_stamp_frame_status_and_covariance(start_node, tmp_p
     assert markers[0].markers[0].action == markers[0].markers[0].DELETEALL
     assert {m.ns for m in markers[0].markers[1:]} == {"retrieved", "estimate"}
 
+    assert node.set_parameters([Parameter("integrity_threshold", value=0.99)])[0].successful
+    node.on_descriptor(_descriptor(database.descriptors[5]))  # the same match, now below the integrity gate
+    assert fixes[-1].status.status == fixes[-1].status.STATUS_NO_FIX
+    assert not node.set_parameters([Parameter("integrity_weights", value=[1.0, 2.0])])[0].successful
     assert node.set_parameters([Parameter("min_similarity", value=0.999)])[0].successful
     node.on_descriptor(_descriptor(-database.descriptors[5]))  # far from everything stored
     assert fixes[-1].status.status == fixes[-1].status.STATUS_NO_FIX
@@ -151,7 +157,7 @@ def test_fix_message_carries_stamp_frame_status_and_covariance(start_node, tmp_p
 def test_path_of_fixes_and_utm_marker_coordinates(start_node, tmp_path):
     path = tmp_path / "db.semdb"
     database = _database(path)
-    node = start_node(path)
+    node = start_node(path, "integrity_threshold:=0.0")
     paths, markers = [], []
     node.path_publisher.publish = paths.append
     node.marker_publisher.publish = markers.append
@@ -225,7 +231,7 @@ def test_label_image_of_the_same_stamp_reranks_the_retrieval(start_node, tmp_pat
 
 @pytest.mark.parametrize("name, value", [("unknown_heading_variance", math.inf), ("unknown_altitude_m", math.nan),
                                          ("unknown_altitude_m", math.inf), ("marker_scale_m", math.inf),
-                                         ("filter_temperature", math.nan), ("covariance_scale", math.inf)])
+                                         ("filter_temperature", math.nan), ("covariance_cross_scale", math.inf)])
 def test_non_finite_float_parameters_are_refused_and_outputs_stay_finite(start_node, tmp_path, name, value):
     path = tmp_path / "db.semdb"
     database = _database(path)
@@ -252,8 +258,10 @@ def test_a_non_finite_float_parameter_at_start_up_stops_the_node_with_the_reason
 def test_declared_defaults_are_the_shipped_configuration_in_a_running_node(start_node, tmp_path):
     node = start_node(tmp_path / "absent.semdb")
     assert node.config == LocalizerConfig()
-    assert (node.config.rerank.top_k, node.config.covariance_scale) == (50, 0.112)
-    assert (node.config.filter.temperature, node.config.filter.kidnap_probability) == (0.01, 0.01)
+    assert (node.config.rerank.top_k, node.config.covariance_cross_scale) == (50, 0.04)
+    assert (node.config.filter.temperature, node.config.filter.kidnap_probability) == (0.008934, 0.01)
+    assert node.config.integrity_weights == LocalizerConfig().integrity_weights  # a double array parameter
+    assert list(node.get_parameter("integrity_weights").value) == list(LocalizerConfig().integrity_weights)
     assert node.get_parameter("rerank_shift_step").value == 0.025
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -64,7 +65,9 @@ def east_of(database: GeoDatabase, estimate) -> float:
 
 
 def filter_config(**overrides) -> LocalizerConfig:
-    values = {"sequence_filter": True, "filter_kidnap_probability": 0.01, "filter_temperature": 0.05}
+    """The filter on its own: no off-map state, no integrity gate (tested below and in test_localizer)."""
+    values = {"sequence_filter": True, "filter_kidnap_probability": 0.01, "filter_temperature": 0.05,
+              "filter_exit_probability": 0.0, "integrity_threshold": 0.0}
     values.update(overrides)
     return LocalizerConfig.from_parameters(values)
 
@@ -110,7 +113,7 @@ def test_neighbour_graph_size_is_linear_in_the_number_of_places():
 # --------------------------------------------------------------------------------- filter core
 def test_displacement_moves_the_belief_by_the_travelled_distance():
     database = route_database(smooth_descriptors(np.arange(N_PLACES) * SPACING_M))
-    sequence_filter = SequenceFilter(database, FilterConfig(kidnap_probability=1e-6))
+    sequence_filter = SequenceFilter(database, FilterConfig(kidnap_probability=1e-6, exit_probability=0.0))
     start = 200
     sequence_filter.update(np.array([1.0, 0.0]), np.array([start, start + 100]))  # peaked at place 200
     assert sequence_filter.estimate().east == pytest.approx(database.enu[start, 0], abs=0.5)
@@ -257,3 +260,51 @@ def test_no_match_queries_do_not_update_the_belief():
     assert np.allclose(localizer.sequence_filter.belief, twin.sequence_filter.belief)
     uniform = Localizer(database, filter_config()).sequence_filter.belief
     assert not np.allclose(localizer.sequence_filter.belief, uniform)
+
+
+# ----------------------------------------------------------------------------------------- off-map state
+def _in_out_in_run(config: FilterConfig):
+    """A drive on the map (60 frames), off it (40 frames of another map), back on it (60 frames) at 2 m/frame."""
+    place_x = np.arange(N_PLACES) * SPACING_M
+    database = route_database(smooth_descriptors(place_x))
+    query_x = np.concatenate([np.arange(0, 60), np.arange(200, 260)]) * SPACING_M + 1.0
+    on_map = noisy(smooth_descriptors(query_x), 0.3, seed=11)
+    off_map = noisy(smooth_descriptors(np.arange(40) * SPACING_M, seed=99), 0.3, seed=12)  # another map
+    queries = np.concatenate([on_map[:60], off_map, on_map[60:]])
+    truth = np.concatenate([query_x[:60], np.full(40, np.nan), query_x[60:]])
+    similarities, indices = database.search(queries, 50)
+    sequence = SequenceFilter(database, config)
+    off, fixed, error = [], [], []
+    for row in range(len(queries)):
+        sequence.predict(None, SPACING_M)
+        sequence.update(similarities[row], indices[row])
+        estimate = sequence.estimate()
+        off.append(sequence.off_map_probability)
+        fixed.append(estimate.status is FixStatus.FIX)
+        error.append(abs(east_of(database, estimate) - truth[row]))
+    return np.array(off), np.array(fixed), np.array(error), sequence.resets
+
+
+def test_off_map_state_leaves_and_reenters_the_map_without_resets():
+    config = FilterConfig(temperature=0.05, kidnap_probability=0.01, exit_probability=0.02,
+                          entry_probability=0.1, offmap_similarity=0.6)
+    off, fixed, error, resets = _in_out_in_run(config)
+    assert resets == 0
+    assert np.all(off[10:60] < 0.05) and np.all(error[10:60] < 6.0)  # on the map: located, nearly no off mass
+    assert np.all(off[63:100] > 0.95) and not fixed[63:100].any()  # off the map: it says so, no fix
+    back = int(np.argmax(error[100:] < 6.0))
+    assert back <= 5 and np.all(error[100 + back + 2 :] < 6.0) and np.all(off[100 + back + 2 :] < 0.05)
+    assert fixed[110:].all()
+
+    # Without the off-map state the filter keeps fixing a place while it is off the map.
+    _, fixed_without, _, _ = _in_out_in_run(dataclasses.replace(config, exit_probability=0.0))
+    assert fixed_without[63:100].mean() > 0.5
+
+
+def test_off_map_parameters_are_checked():
+    with pytest.raises(ValueError, match="exit_probability"):
+        FilterConfig(exit_probability=1.5).validate()
+    with pytest.raises(ValueError, match="offmap_similarity"):
+        FilterConfig(offmap_similarity=2.0).validate()
+    assert FilterConfig(exit_probability=0.0).off_map_prior == 0.0
+    assert FilterConfig(exit_probability=0.01, entry_probability=0.09).off_map_prior == pytest.approx(0.1)

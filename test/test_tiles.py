@@ -21,6 +21,8 @@ ORIGIN = LocalENU(48.137, 11.575)
 SPACING_M = 10.0
 DIMENSION = 32
 
+UNGATED = LocalizerConfig(min_similarity=0.8, integrity_threshold=0.0)
+
 
 def route_database(east_m: np.ndarray, seed: int = 0, first_id: int = 0) -> GeoDatabase:
     """Places along a road due east (a slight wiggle north), random descriptors."""
@@ -128,8 +130,9 @@ def test_a_view_of_all_tiles_searches_like_the_whole_database(road, tiled) -> No
 
 @pytest.fixture
 def localizer(tiled):
-    # min_similarity: a place outside the loaded tiles is NO_MATCH, not a confident wrong fix (calibrated in practice)
-    located = TiledLocalizer(tiled, LocalizerConfig(min_similarity=0.8),
+    # min_similarity: a place outside the loaded tiles is NO_MATCH, not a confident wrong fix (calibrated in practice);
+    # no integrity gate: the shipped one is fitted for re-ranked real descriptors, these are synthetic
+    located = TiledLocalizer(tiled, UNGATED,
                              TileCacheConfig(radius_m=300.0, keep_radius_m=450.0))
     yield located
     located.close()
@@ -279,7 +282,7 @@ def test_a_localizer_replacing_another_starts_with_its_tiles(road, tiled, locali
     assert localizer.cache.wait_idle()
     assert localizer.localize(query(road, 100)).status is FixStatus.FIX
     assert localizer.cache.wait_idle()
-    successor = TiledLocalizer(TiledMap.open(tiled.folder), LocalizerConfig(min_similarity=0.8),
+    successor = TiledLocalizer(TiledMap.open(tiled.folder), UNGATED,
                                localizer.cache.config, centres=localizer.centres)
     try:
         assert successor.cache.wait_idle()

@@ -13,8 +13,9 @@ Covariance: for a 2-D Gaussian error with covariance ``S``, the squared Mahalano
 :func:`covariance_coverage` measures these fractions; :func:`covariance_scale` finds the single factor ``s``
 such that the covariances ``s * S`` put exactly the expected 86.5 % of the errors inside their 2-sigma
 ellipses (``s > 1``: the reported covariances were too small); :func:`fit_covariance_model` fits ``s`` and an
-added isotropic sigma ``x`` (``s * S + x^2 * I``) to match the coverages from 0.5 to 3 sigma, which the
-localizer applies (``covariance_scale``, ``position_sigma_extra_m``).
+added isotropic sigma ``x`` (``s * S + x^2 * I``) to match the coverages from 0.5 to 3 sigma (the isotropic
+analysis ``semloc evaluate`` reports; the localizer applies the heading-aligned model of
+:mod:`semloc_ros.core.uncertainty`).
 
 Observation temperature: the sequence filter's likelihood ``exp(s / T)`` only means something on the scale
 of the descriptor's similarities (a coarse histogram descriptor has every similarity within 0.01 of 1, a

@@ -9,6 +9,9 @@ place), each with a weight (softmax weight, posterior belief), and a confidence 
 3. East/north covariance = the weighted spread of the places plus ``position_sigma_floor_m**2``, divided by
    ``max(c, 0.01)`` (a less confident estimate gets a proportionally wider uncertainty, at most 100 times);
    up gets ``altitude_sigma_m**2``, uncorrelated with east/north.
+4. Track direction: the weighted axis of the places' known database headings
+   (:func:`semloc_ros.core.uncertainty.track_direction`; None without headings), the frame of the
+   heading-aligned covariance model.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from semloc_ros.core.geodesy import LocalENU
+from semloc_ros.core.uncertainty import track_direction
 
 MIN_CONFIDENCE_FOR_INFLATION = 0.01
 
@@ -61,6 +65,10 @@ class PositionEstimate:
     confidence: float
     status: FixStatus
     matches: list[Match] = field(default_factory=list)
+    base_covariance_en: np.ndarray | None = None  # (2, 2) before the covariance model (localizer step 6)
+    direction: np.ndarray | None = None  # unit east/north track axis of the estimate's places, None if unknown
+    cues: dict[str, float] = field(default_factory=dict)  # integrity cues (localizer step 8)
+    integrity: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -89,8 +97,10 @@ def cluster_estimate(
     confidence: float,
     status: FixStatus,
     settings: EstimateSettings,
+    headings: np.ndarray | None = None,
 ) -> PositionEstimate:
-    """Steps 1-3 of the module docstring for places at (M, 3) ``enu`` with (M,) ``altitudes`` and ``weights``."""
+    """Steps 1-4 of the module docstring for places at (M, 3) ``enu`` with (M,) ``altitudes``, ``weights`` and
+    database ``headings`` (None: no direction)."""
     weights = weights / weights.sum()  # step 1
     east_north = enu[:, :2]
     centre = weights @ east_north
@@ -116,6 +126,7 @@ def cluster_estimate(
         covariance_enu=covariance,
         confidence=float(confidence),
         status=status,
+        direction=None if headings is None else track_direction(headings, weights),  # step 4
     )
 
 

@@ -19,15 +19,25 @@ For one query descriptor:
    ``position_sigma_floor_m**2`` (the database's own position error and place spacing), divided by
    ``max(c, 0.01)``: with probability about ``1 - c`` the consensus is the wrong place, so a less confident
    fix gets a proportionally wider uncertainty (at most 100 times the variance). Up gets
-   ``altitude_sigma_m**2``, uncorrelated with east/north. Finally east/north become
-   ``covariance_scale * S + position_sigma_extra_m**2 * I``, the calibration fitted by ``semloc evaluate``
-   (:func:`semloc_ros.core.calibration.fit_covariance_model`; 1 and 0 leave ``S`` as it is). The spread,
-   floor and inflation are :func:`semloc_ros.core.estimate.cluster_estimate`, shared with the sequence filter.
+   ``altitude_sigma_m**2``, uncorrelated with east/north. The spread, floor and inflation are
+   :func:`semloc_ros.core.estimate.cluster_estimate`, shared with the sequence filter. Finally east/north become
+   the heading-aligned model of :mod:`semloc_ros.core.uncertainty` (along-track and cross-track scales
+   ``covariance_along_scale``, ``covariance_cross_scale``, added sigmas ``position_sigma_along_m``,
+   ``position_sigma_cross_m``, the latter weighted by the lane-offset probability of the re-ranking alignment,
+   ``lane_alignment`` and ``lane_alignment_width``; the direction from the inliers' database headings), fitted
+   on training maps by ``scripts/fit_uncertainty.py`` (scales 1 and sigmas 0 leave the base covariance ``S`` as
+   it is; ``S`` is kept in ``base_covariance_en``).
 7. Status: ``NO_MATCH`` if the best similarity is below ``min_similarity`` (then ``confidence`` is 0),
    ``LOW_CONFIDENCE`` if ``c < min_confidence``, otherwise ``FIX``.
+8. Integrity (:mod:`semloc_ros.core.integrity`): the cues of the estimate (best cosine, confidence, re-ranking
+   alignment, agreeing share, off-map mass, and the jump from the previous estimate when the queries come
+   with stamps) give a score ``integrity``; a FIX whose score is below ``integrity_threshold`` (calibrated
+   by Learn-then-Test for a false-fix rate) becomes LOW_CONFIDENCE. The weights are ``integrity_weights`` in
+   the order of :data:`semloc_ros.core.integrity.CUES` (all 0: no score, the gate off).
 
-This is deliberately simple; the constants are to be calibrated on recorded drives (``semloc evaluate``
-calibrates ``min_similarity`` / ``min_confidence`` thresholds and a covariance scale on a held-out condition).
+This is deliberately simple; the constants are calibrated on recorded drives (``semloc evaluate`` calibrates
+``min_similarity`` / ``min_confidence`` thresholds on a held-out condition; ``scripts/fit_uncertainty.py`` the
+covariance model and the integrity gate on training maps).
 
 With ``sequence_filter`` enabled, :meth:`Localizer.localize` (and :meth:`Localizer.localize_sequence`) feed
 consecutive queries of one camera through a discrete Bayes filter over the database places
@@ -53,7 +63,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from semloc_ros.core import settings
-from semloc_ros.core.calibration import calibrated_covariance
 from semloc_ros.core.database import GeoDatabase
 from semloc_ros.core.estimate import (
     EstimateSettings,
@@ -64,9 +73,11 @@ from semloc_ros.core.estimate import (
     empty_estimate,
 )
 from semloc_ros.core.geodesy import LocalENU
+from semloc_ros.core.integrity import CUES, IntegrityModel, IntegrityMonitor, agreeing_alignment, estimate_cues
 from semloc_ros.core.reranking import RerankConfig, rerank
 from semloc_ros.core.sequence_filter import FilterConfig, SequenceFilter
-from semloc_ros.core.settings import FRACTION, POSITIVE, Bounds, section, setting
+from semloc_ros.core.settings import FRACTION, POSITIVE, Bounds, Each, section, setting
+from semloc_ros.core.uncertainty import TrackCovarianceModel, aligned_covariance
 
 MAX_TOP_K = 1000
 
@@ -85,11 +96,28 @@ class LocalizerConfig:
                                     "(NO_FIX, no position)", Bounds(-1.0, 1.0))
     position_sigma_floor_m: float = setting(3.0, "smallest 1-sigma position uncertainty reported", POSITIVE)
     altitude_sigma_m: float = setting(10.0, "1-sigma altitude uncertainty reported", POSITIVE)
-    covariance_scale: float = setting(0.112, "factor on the east/north covariance (fitted by semloc evaluate "
-                                      "--rejection-queries)", POSITIVE)
-    position_sigma_extra_m: float = setting(3.5, "1-sigma error added to east/north after the scale, not shrunk "
-                                            "by confidence (lane offset, database pose error; fitted by semloc "
-                                            "evaluate)", Bounds(0.0, 1e4))
+    covariance_along_scale: float = setting(0.1992, "factor on the along-track (database heading) variance of "
+                                            "the agreeing matches' geometry (fitted on training maps by "
+                                            "scripts/fit_uncertainty.py)", POSITIVE)
+    covariance_cross_scale: float = setting(0.04, "factor on the cross-track variance of the agreeing matches' "
+                                            "geometry (fitted)", POSITIVE)
+    position_sigma_along_m: float = setting(0.0, "1-sigma along-track error added after the scale, not shrunk by "
+                                            "confidence (fitted)", Bounds(0.0, 1e4))
+    position_sigma_cross_m: float = setting(6.5, "1-sigma cross-track error added after the scale: the lane "
+                                            "offset a query may have (fitted)", Bounds(0.0, 1e4))
+    lane_alignment: float = setting(0.9348, "re-ranking alignment below which a query is probably in another "
+                                    "lane than the map (weights position_sigma_cross_m; fitted)", FRACTION)
+    lane_alignment_width: float = setting(0.005, "softness of that lane-offset threshold (fitted)",
+                                          Bounds(1e-4, 1.0))
+    integrity_weights: tuple[float, ...] = setting(
+        (46.0278, 3.1036, 33.0208, 4.0434, 0.0, -0.9541), "logistic weights of the integrity cues "
+        f"{', '.join(CUES)} (fitted by scripts/fit_uncertainty.py); all 0: no score, no gate",
+        Each(len(CUES), Bounds(-1e6, 1e6)))
+    integrity_bias: float = setting(-78.4193, "bias of the integrity score's logistic model (fitted)",
+                                    Bounds(-1e6, 1e6))
+    integrity_threshold: float = setting(0.657461, "a FIX whose integrity score is below this becomes NO_FIX "
+                                         "(Learn-then-Test: <= 1 % false fixes at 90 % confidence on a training "
+                                         "map)", FRACTION)
     sequence_filter: bool = setting(False, "fuse consecutive descriptors with the discrete Bayes filter over "
                                     "database places")
     filter: FilterConfig = field(default_factory=FilterConfig, metadata=section("the sequence filter"))
@@ -113,6 +141,19 @@ class LocalizerConfig:
         return EstimateSettings(self.consensus_radius_m, self.position_sigma_floor_m, self.altitude_sigma_m,
                                 self.min_confidence)
 
+    def track_model(self) -> TrackCovarianceModel:
+        """The heading-aligned covariance model of the ``covariance_*`` / ``position_sigma_*`` / ``lane_*``
+        fields."""
+        return TrackCovarianceModel(self.covariance_along_scale, self.covariance_cross_scale,
+                                    self.position_sigma_along_m, self.position_sigma_cross_m, self.lane_alignment,
+                                    self.lane_alignment_width)
+
+    def integrity_model(self) -> IntegrityModel:
+        """The integrity score and gate of the ``integrity_*`` and ``filter_max_gap_s`` parameters."""
+        weights = [float(w) for w in self.integrity_weights]
+        return IntegrityModel(dict(zip(CUES, weights, strict=True)) if any(weights) else {}, self.integrity_bias,
+                              self.integrity_threshold, max_gap_s=self.filter.max_gap_s)
+
     def validate(self) -> LocalizerConfig:
         """Raise ValueError naming the first invalid parameter (flat name); returns self.
 
@@ -129,6 +170,7 @@ class Localizer:
         self._config = (config if config is not None else LocalizerConfig()).validate()
         self._filter: SequenceFilter | None = None
         self._last_stamp_ns: int | None = None
+        self._monitor = IntegrityMonitor(self._config.integrity_model())
         if self._config.sequence_filter:
             self._filter = SequenceFilter(database, self._config.filter, self._config.estimate_settings())
 
@@ -148,6 +190,7 @@ class Localizer:
     def reset(self) -> None:
         """Start a new sequence: the filter forgets its belief and the last stamp (no-op without filter)."""
         self._last_stamp_ns = None
+        self._monitor.reset()
         if self._filter is not None:
             self._filter.reset()
 
@@ -173,7 +216,8 @@ class Localizer:
             raise ValueError(f"descriptor must be 1-D (D,), got shape {vector.shape}")
         thumbnails = None if thumbnail is None else np.asarray(thumbnail)[np.newaxis]
         if self._filter is None:
-            return self.localize_batch(vector[np.newaxis, :], model_id, thumbnails)[0]
+            return self.localize_batch(vector[np.newaxis, :], model_id, thumbnails,
+                                       None if stamp_ns is None else [stamp_ns])[0]
         return self.localize_sequence(
             vector[np.newaxis, :],
             None if stamp_ns is None else [stamp_ns],
@@ -188,23 +232,29 @@ class Localizer:
         return self._config.rerank.enabled and self._database.thumbnails is not None
 
     def localize_batch(
-        self, descriptors: np.ndarray, model_id: str | None = None, thumbnails: np.ndarray | None = None
+        self, descriptors: np.ndarray, model_id: str | None = None, thumbnails: np.ndarray | None = None,
+        stamps_ns: Sequence[int] | np.ndarray | None = None,
     ) -> list[PositionEstimate]:
-        """Single-frame estimates of (Q, D) independent descriptors with one database search.
+        """Single-frame estimates of (Q, D) descriptors with one database search.
 
         ``thumbnails``: (Q, h, w) query label thumbnails for re-ranking (see the module docstring), or None.
+        ``stamps_ns``: the queries are consecutive frames of one camera (continuing from the previous call),
+        so the integrity score sees the jump between consecutive estimates (step 8); None: independent queries.
         """
         matrix = self._checked_queries(descriptors, model_id)
         if len(matrix) == 0:
             return []
+        if stamps_ns is not None and len(stamps_ns) != len(matrix):
+            raise ValueError(f"{len(matrix)} descriptors need {len(matrix)} stamps")
         thumbnails = self._checked_thumbnails(thumbnails, len(matrix))
         k = self._config.top_k
         similarities, indices = self._database.search(matrix, self._search_k(k, thumbnails))
         frame, enu = self._database.frame_and_enu()
-        return [
-            self._calibrated(self._single(similarities[row], indices[row], thumbnails, row, frame, enu))
-            for row in range(len(matrix))
-        ]
+        estimates = []
+        for row in range(len(matrix)):
+            estimate = self._calibrated(self._single(similarities[row], indices[row], thumbnails, row, frame, enu))
+            estimates.append(self._judged(estimate, estimate, None if stamps_ns is None else int(stamps_ns[row])))
+        return estimates
 
     def _search_k(self, k: int, thumbnails: np.ndarray | None) -> int:
         return max(k, self._config.rerank.top_k) if thumbnails is not None else k
@@ -278,11 +328,13 @@ class Localizer:
             if single.status is not FixStatus.NO_MATCH:
                 filter_k = max(config.top_k, config.filter.top_k)  # the filter's likelihood: cosines, as without
                 self._filter.update(similarities[row, :filter_k], indices[row, :filter_k])
-            filtered = self._calibrated(self._filter.estimate())
+            filtered = self._filter.estimate()
             filtered.matches = single.matches
+            filtered = self._calibrated(filtered)
             if single.status is FixStatus.NO_MATCH:
                 filtered.status, filtered.confidence = FixStatus.NO_MATCH, 0.0
-            estimates.append(filtered)
+            stamp = stamps[row]
+            estimates.append(self._judged(filtered, single, None if stamp is None else int(stamp)))
         return estimates
 
     def _advance(self, stamp_ns: int | None, displacement_m: float | None) -> None:
@@ -316,14 +368,31 @@ class Localizer:
         return matrix
 
     def _calibrated(self, estimate: PositionEstimate) -> PositionEstimate:
-        """The estimate with ``covariance_scale`` and ``position_sigma_extra_m`` applied to east/north."""
-        config = self._config
-        if config.covariance_scale != 1.0 or config.position_sigma_extra_m != 0.0:
-            covariance = np.array(estimate.covariance_enu, dtype=np.float64)
-            covariance[:2, :2] = calibrated_covariance(
-                covariance[:2, :2], config.covariance_scale, config.position_sigma_extra_m
-            )
+        """Step 6: the estimate with the heading-aligned covariance model applied to east/north."""
+        covariance = np.array(estimate.covariance_enu, dtype=np.float64)
+        estimate.base_covariance_en = covariance[:2, :2].copy()
+        model = self._config.track_model()
+        if not model.is_identity and np.isfinite(covariance).all():
+            matches = estimate.matches
+            alignment = agreeing_alignment([m.inlier for m in matches], [m.alignment for m in matches])
+            covariance[:2, :2] = aligned_covariance(estimate.base_covariance_en, estimate.direction, model, alignment)
             estimate.covariance_enu = covariance
+        return estimate
+
+    def _judged(self, estimate: PositionEstimate, single: PositionEstimate, stamp_ns: int | None) -> PositionEstimate:
+        """Step 8: the integrity cues and score of ``estimate`` (matches from ``single``), and the gate."""
+        matches = single.matches
+        off_map = self._filter.off_map_probability if self._filter is not None else 0.0
+        cues = estimate_cues([m.similarity for m in matches], [m.inlier for m in matches],
+                             [m.alignment for m in matches], estimate.confidence, off_map)
+        located = estimate.status is not FixStatus.NO_MATCH
+        cues["jump"] = self._monitor.jump(stamp_ns if located else None, estimate.east, estimate.north)
+        estimate.cues = cues
+        model = self._monitor.model
+        if model.weights:
+            estimate.integrity = float(model.score(cues))
+            if estimate.status is FixStatus.FIX and not self._monitor.passes(estimate.integrity):
+                estimate.status = FixStatus.LOW_CONFIDENCE
         return estimate
 
     def _estimate(
@@ -360,7 +429,8 @@ class Localizer:
             status = FixStatus.FIX
         altitudes = self._database.alt[indices]
         estimate = cluster_estimate(frame, enu[indices[inliers]], altitudes[inliers], weights[inliers], confidence,
-                                    status, config.estimate_settings())  # steps 4 and 6
+                                    status, config.estimate_settings(),
+                                    self._database.heading[indices[inliers]])  # steps 4 and 6
 
         lats, lons = self._database.lat[indices], self._database.lon[indices]
         estimate.matches = [

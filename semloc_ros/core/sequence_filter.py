@@ -17,15 +17,28 @@ The state is a belief ``b`` over the N database entries (where the vehicle is no
 2. Update with the top-K retrieval similarities ``s_1 >= ... >= s_K`` at entries ``i_k``: the likelihood of
    a retrieved place is ``exp((s_k - s_1) / temperature)``; a place that was not retrieved has a similarity of
    at most ``s_K`` and gets that floor, ``exp((s_K - s_1) / temperature)``. ``b = b * L / sum(b * L)``.
-   The temperature must match the descriptor's similarity scale: ``semloc evaluate --sequence-filter`` fits
-   it by maximum likelihood on a calibration drive (:func:`semloc_ros.core.calibration.fit_temperature`).
+   The temperature must match the descriptor's similarity scale: ``scripts/fit_uncertainty.py`` fits it on a
+   training map (:func:`semloc_ros.evaluation.calibration.fit_filter_parameters`).
 3. Estimate: the mass near each place ``m_i = sum of b_j over |p_j - p_i| <= estimate_radius_m``; the MAP
    place is the one with the largest ``m_i`` (ties: the larger own belief). Position, altitude and covariance
    come from the places within the radius of it weighted by their belief (:mod:`semloc_ros.core.estimate`,
    with ``c = m``, as in :mod:`semloc_ros.core.localizer`); confidence = ``m`` (the posterior probability of
    being within the radius of the estimate); status FIX when ``m >= min_confidence``, LOW_CONFIDENCE
    otherwise. ``estimate_radius_m``, the floors and ``min_confidence`` are the localizer's
-   (:class:`~semloc_ros.core.estimate.EstimateSettings`).
+   (:class:`~semloc_ros.core.estimate.EstimateSettings`). The track direction comes from their database
+   headings (:func:`semloc_ros.core.uncertainty.track_direction`).
+
+Off-map state (``exit_probability`` > 0): one more hypothesis, "not in the map", with mass ``o`` beside the
+place belief ``b`` (normalised over the places; the joint belief is ``(1 - o) b`` and ``o``), so a drive can
+leave the mapped area and come back without a reset.
+
+4. Predict (after step 1): ``o' = o (1 - entry_probability) + (1 - o) exit_probability``; the places get
+   ``(1 - o)(1 - exit_probability) b + o entry_probability / N`` (re-entry anywhere), normalised.
+5. Update (with step 2): off the map, no place is seen, so the best similarity is what an unmapped view reaches,
+   ``offmap_similarity`` (fitted on training maps): likelihood ``L_off = exp((offmap_similarity - s_1) / T)``
+   against ``Z = sum_i b_i L_i`` for the places; ``o = o L_off / ((1 - o) Z + o L_off)``.
+6. Estimate (step 3 within the places): confidence ``(1 - o) m``; :attr:`SequenceFilter.off_map_probability`
+   is ``o``. A fresh or reset filter starts from the stationary ``exit / (exit + entry)``.
 
 :meth:`SequenceFilter.predict` resets the filter (uniform belief) when ``dt > max_gap_s`` or the travel does
 not fit the graph; stamps (backwards jumps, gaps) are turned into ``dt`` by ``Localizer.localize``.
@@ -41,7 +54,7 @@ import numpy as np
 from semloc_ros.core import settings
 from semloc_ros.core.database import GeoDatabase
 from semloc_ros.core.estimate import EstimateSettings, FixStatus, PositionEstimate, cluster_estimate
-from semloc_ros.core.settings import NON_NEGATIVE, POSITIVE, Bounds, require, setting
+from semloc_ros.core.settings import FRACTION, NON_NEGATIVE, POSITIVE, Bounds, require, setting
 
 MAX_FILTER_TOP_K = 10000
 _GRID_CHUNK = 8192  # points per vectorised grid query (bounds the temporary candidate arrays)
@@ -60,17 +73,28 @@ class FilterConfig:
     max_gap_s: float = setting(1.0, "sequence filter: a stamp gap above this (or a stamp going backwards) resets "
                                "the filter", POSITIVE)
     kidnap_probability: float = setting(0.01, "sequence filter: belief spread uniformly per step (recovery after "
-                                        "a jump; fitted by semloc evaluate --sequence-filter)",
+                                        "a jump; fitted by scripts/fit_uncertainty.py)",
                                         Bounds(0.0, 1.0, low_open=True, high_open=True))
-    temperature: float = setting(0.01, "sequence filter: similarity temperature of the observation likelihood "
-                                 "(fitted by semloc evaluate --sequence-filter)", POSITIVE)
+    temperature: float = setting(0.008934, "sequence filter: similarity temperature of the observation "
+                                 "likelihood (fitted on a training map by scripts/fit_uncertainty.py)", POSITIVE)
     top_k: int = setting(50, "sequence filter: retrieved places per query entering the likelihood",
                          Bounds(1, MAX_FILTER_TOP_K))
+    exit_probability: float = setting(0.01, "sequence filter: chance per step of leaving the mapped area "
+                                      "(off-map state); 0 = no off-map state", FRACTION)
+    entry_probability: float = setting(0.1, "sequence filter: chance per step of re-entering the map when off it",
+                                       Bounds(0.0, 1.0, low_open=True, high_open=True))
+    offmap_similarity: float = setting(0.9458, "sequence filter: best cosine an unmapped view reaches (off-map "
+                                       "likelihood; fitted by scripts/fit_uncertainty.py)", Bounds(-1.0, 1.0))
 
     def validate(self) -> FilterConfig:
         """Raise ValueError naming the first invalid parameter; returns self."""
         settings.validate(self)
         return self
+
+    @property
+    def off_map_prior(self) -> float:
+        """Stationary off-map mass of the exit/entry chain (0 without the off-map state)."""
+        return self.exit_probability / (self.exit_probability + self.entry_probability)
 
 
 def graph_radius_m(config: FilterConfig, estimate_radius_m: float) -> float:
@@ -187,6 +211,7 @@ class SequenceFilter:
         self._transition_key: tuple[float, float] | None = None
         self._transition_weights = np.zeros(0)
         self._map_index = -1
+        self._off_map = self._config.off_map_prior
         self.resets = 0
 
     @property
@@ -210,6 +235,11 @@ class SequenceFilter:
         return self._belief.copy()
 
     @property
+    def off_map_probability(self) -> float:
+        """Belief mass of "not in the map" (step 6; always 0 without the off-map state)."""
+        return self._off_map
+
+    @property
     def map_index(self) -> int:
         """Database index of the last MAP place (-1 before the first estimate)."""
         return self._map_index
@@ -218,6 +248,7 @@ class SequenceFilter:
         """Forget everything: the next observation starts from a uniform belief."""
         self._belief = None
         self._map_index = -1
+        self._off_map = self._config.off_map_prior
         self.resets += 1
 
     # ------------------------------------------------------------------ predict
@@ -254,7 +285,19 @@ class SequenceFilter:
         )
         kidnap = config.kidnap_probability
         self._belief = (1.0 - kidnap) * moved / moved.sum() + kidnap / len(moved)
+        self._exchange_off_map()
         return True
+
+    def _exchange_off_map(self) -> None:
+        """Step 4: mass leaving the map and re-entering it (anywhere) during one step."""
+        exit_p, entry_p = self._config.exit_probability, self._config.entry_probability
+        if exit_p <= 0.0 or self._belief is None:
+            return
+        off = self._off_map
+        on_mass = (1.0 - off) * (1.0 - exit_p)
+        entering = off * entry_p
+        self._off_map = off * (1.0 - entry_p) + (1.0 - off) * exit_p
+        self._belief = (on_mass * self._belief + entering / len(self._belief)) / (on_mass + entering)
 
     def _transitions(self, travel: float, sigma: float) -> np.ndarray:
         """(E,) row-normalised transition probabilities of the graph edges (cached for a repeated step)."""
@@ -295,6 +338,10 @@ class SequenceFilter:
         if not total > 0.0:  # only if the floor underflowed where all the prior mass was: restart from here
             posterior, total = likelihood, likelihood.sum()
         self._belief = posterior / total
+        if self._config.exit_probability > 0.0:  # step 5, in log odds (L_off may be far beyond float range)
+            log_off = math.log(max(self._off_map, 1e-300)) + (self._config.offmap_similarity - best) / temperature
+            log_on = math.log(max(1.0 - self._off_map, 1e-300)) + math.log(total)
+            self._off_map = 1.0 / (1.0 + math.exp(min(700.0, log_on - log_off)))
 
     # ------------------------------------------------------------------ estimate
     def estimate(self) -> PositionEstimate:
@@ -307,7 +354,7 @@ class SequenceFilter:
         self._map_index = seed
 
         members = self._near.targets[self._near.indptr[seed] : self._near.indptr[seed + 1]].astype(np.int64)
-        confidence = float(min(1.0, mass[seed]))
+        confidence = float(min(1.0, mass[seed])) * (1.0 - self._off_map)  # step 6
         status = FixStatus.FIX if confidence >= self._estimate.min_confidence else FixStatus.LOW_CONFIDENCE
         return cluster_estimate(self._frame, self._enu[members], self._database.alt[members], belief[members],
-                                confidence, status, self._estimate)
+                                confidence, status, self._estimate, self._database.heading[members])

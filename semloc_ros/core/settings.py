@@ -61,12 +61,34 @@ class Bounds:
         return None
 
 
+@dataclass(frozen=True)
+class Each:
+    """The valid values of a fixed-length array of numbers (a ROS double array): ``length`` values, each within
+    ``bounds``; used as a check like :class:`Bounds`."""
+
+    length: int
+    bounds: Bounds
+
+    @property
+    def text(self) -> str:
+        return f"{self.length} values, each {self.bounds.text}"
+
+    def __call__(self, value: Any) -> str | None:
+        if isinstance(value, str | bytes) or not hasattr(value, "__len__") or len(value) != self.length:
+            return f"must be {self.length} numbers, got {value!r}"
+        for item in value:
+            reason = self.bounds(item)
+            if reason is not None:
+                return f"must be {self.text}: {reason}"
+        return None
+
+
 POSITIVE = Bounds(0.0, low_open=True)
 NON_NEGATIVE = Bounds(0.0)
 FRACTION = Bounds(0.0, 1.0)
 
 
-def setting(default: Any, help: str, bounds: Bounds | None = None) -> Any:
+def setting(default: Any, help: str, bounds: Bounds | Each | None = None) -> Any:
     """A dataclass field with its help text and (numbers) its valid range."""
     return dataclasses.field(default=default, metadata={"help": help, "bounds": bounds})
 
@@ -84,7 +106,7 @@ class FlatField:
     name: str
     default: Any
     help: str
-    bounds: Bounds | None
+    bounds: Bounds | Each | None
     path: tuple[str, ...]
 
     def problem(self, value: Any) -> str | None:
@@ -119,8 +141,9 @@ def _get(config: object, path: tuple[str, ...]) -> Any:
 
 
 def to_flat(config: object) -> dict[str, Any]:
-    """``{parameter name: value}`` of a configuration instance."""
-    return {field.name: _get(config, field.path) for field in flat_fields(config)}
+    """``{parameter name: value}`` of a configuration instance (an array as a list, as ROS and YAML hold it)."""
+    values = {field.name: _get(config, field.path) for field in flat_fields(config)}
+    return {name: list(value) if isinstance(value, tuple) else value for name, value in values.items()}
 
 
 def replace_flat(config: T, values: Mapping[str, Any]) -> T:
@@ -134,6 +157,8 @@ def replace_flat(config: T, values: Mapping[str, Any]) -> T:
         path = fields[name].path
         if isinstance(value, int) and not isinstance(value, bool) and type(fields[name].default) is float:
             value = float(value)  # 1 in a YAML file or on the command line means 1.0 for a float parameter
+        if type(fields[name].default) is tuple and not isinstance(value, str | bytes) and hasattr(value, "__len__"):
+            value = tuple(float(v) for v in value)  # a YAML list or a ROS double array
         target = nested
         for part in path[:-1]:
             target = target.setdefault(part, {})

@@ -70,7 +70,8 @@ class ParameterSpec:
 def config_parameters(config_class: type) -> tuple[ParameterSpec, ...]:
     """The parameters of a core configuration dataclass (:mod:`semloc_ros.core.settings`): flat names, the
     dataclass defaults, help texts and ranges."""
-    return tuple(ParameterSpec(f.name, f.default, f.help, f.bounds) for f in flat_fields(config_class))
+    return tuple(ParameterSpec(f.name, [float(v) for v in f.default] if isinstance(f.default, tuple) else f.default,
+                               f.help, f.bounds) for f in flat_fields(config_class))  # a tuple: a double array
 
 
 class OneOf:
