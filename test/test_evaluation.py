@@ -152,6 +152,19 @@ def test_evaluate_query_descriptors() -> None:
     assert json.loads(json.dumps(jsonable(result), allow_nan=False))["condition"] == "night"
 
 
+    # The drive's frames are consecutive frames of one camera: the integrity score sees the jumps between them.
+    from semloc_ros.core.localizer import LocalizerConfig
+
+    jumps_only = LocalizerConfig().with_parameters(rerank_top_k=0, integrity_weights=[0.0] * 5 + [-5.0],
+                                                   integrity_bias=5.0, integrity_threshold=0.5)
+    gated = evaluate_query_descriptors(database, drive, one_hot([2, 6, 0]), threshold_m=10.0, ns=(1, 5),
+                                       localizer_config=jumps_only)
+    ungated = evaluate_query_descriptors(database, drive, one_hot([2, 6, 0]), threshold_m=10.0, ns=(1, 5),
+                                         localizer_config=jumps_only.with_parameters(integrity_threshold=0.0))
+    assert ungated["status_counts"].get("low_confidence", 0) == 0
+    assert gated["status_counts"].get("low_confidence", 0) == 2  # 40 m and 60 m within nanoseconds
+
+
 class LabelSumPipeline:
     """Stand-in pipeline: the descriptor is the one-hot of the mean label id (oracle) or of rgb[0, 0, 0]."""
 
@@ -395,14 +408,14 @@ def test_evaluate_runs_the_shipped_configuration_unless_told_otherwise(tmp_path,
     out = ["--out", str(tmp_path / "ev")]
     shipped = localizer_configuration(parse_arguments(out))
     assert shipped == LocalizerConfig()  # config/semloc.yaml, read like the node reads it
-    assert (shipped.rerank.top_k, shipped.covariance_scale, shipped.filter.temperature) == (50, 0.112, 0.01)
+    assert (shipped.rerank.top_k, shipped.covariance_cross_scale, shipped.filter.temperature) == (50, 0.04, 0.008934)
 
     params = tmp_path / "mine.yaml"
-    params.write_text("localizer_node:\n  ros__parameters:\n    top_k: 7\n    covariance_scale: 2\n"
+    params.write_text("localizer_node:\n  ros__parameters:\n    top_k: 7\n    covariance_cross_scale: 2\n"
                       "    database_path: /somewhere.semdb\n    marker_scale_m: 3.0\n")
     mine = localizer_configuration(parse_arguments([*out, "--params-file", str(params), "--set",
                                                     "localizer_node.top_k=3", "--sequence-filter"]))
-    assert (mine.top_k, mine.covariance_scale, mine.sequence_filter) == (3, 2.0, True)  # --set wins over the file
+    assert (mine.top_k, mine.covariance_cross_scale, mine.sequence_filter) == (3, 2.0, True)  # --set wins over the file
     assert mine.rerank.top_k == 50  # not in the file: the shipped default
 
     from semloc_ros.commands import evaluate
@@ -447,7 +460,7 @@ def test_the_evaluation_runs_as_a_library_call(tmp_path, monkeypatch) -> None:
     assert json.loads(write_results(evaluation, options.out).read_text())["n_database"] == 6
 
     for change, reason in (({"queries": ("nope",)}, "unknown query drive"),
-                           ({"calibration_query": "db"}, "is not a query drive"),
+                           ({"calibration_query": "q"}, "only used with --rejection-queries"),
                            ({"rejection_queries": ("q",)}, "on the database map"),
                            ({"segmentation_drives": ("nope",)}, "cannot read segmentation drive nope")):
         with pytest.raises(EvaluationError, match=reason):

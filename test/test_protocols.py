@@ -14,6 +14,7 @@ import pytest
 from semloc_ros.core.database import GeoDatabase
 from semloc_ros.core.geodesy import LocalENU, geodesic_distance_m
 from semloc_ros.core.labels import SEMLOC_SIM
+from semloc_ros.core.localizer import LocalizerConfig
 from semloc_ros.evaluation.protocols import (
     CONFUSER_SPACING_M,
     Variant,
@@ -231,7 +232,8 @@ def test_presets_name_whole_evaluations_and_the_command_line_overrides_them(tmp_
     assert args.sequence_filter and args.segmentation_stride == 0 and args.query_stride == 3
     config = localizer_configuration(args)
     assert config.rerank.top_k == 50 and config.sequence_filter
-    assert (config.covariance_scale, config.position_sigma_extra_m) == (1.0, 0.0)  # published: uncalibrated
+    assert config.integrity_threshold == LocalizerConfig().integrity_threshold  # published: the shipped gate
+    assert parse_arguments(["--preset", "standard", *out]).calibration_query == "eval_day_l1"  # named, not guessed
 
     overridden = parse_arguments(["--preset", "views-rerank", "--query-stride", "1", "--no-sequence-filter",
                                   "--set", "localizer_node.rerank_top_k=20", *out])
@@ -255,12 +257,23 @@ def test_the_protocols_script_names_presets_instead_of_copying_flags() -> None:
         assert flag not in script
 
 
-def test_a_run_that_fits_the_covariance_model_starts_from_the_uncalibrated_covariances(tmp_path, monkeypatch):
+def test_the_threshold_analysis_needs_its_drive_named_and_scores_the_shipped_configuration(tmp_path, monkeypatch,
+                                                                                           capsys):
+    from semloc_ros.commands import evaluate
     from semloc_ros.models import pipeline
 
     monkeypatch.setattr(pipeline, "WEIGHTS_DIR", tmp_path / "no-weights")
     write_two_map_dataset(tmp_path / "data")
-    results = _evaluate(tmp_path, "standard", tmp_path / "data", "--rejection-queries", "other_night")
-    assert (results["localizer"]["covariance_scale"], results["localizer"]["position_sigma_extra_m"]) == (1.0, 0.0)
+    argv = ["--dataset", str(tmp_path / "data"), "--methods", "label-histogram", "--out", str(tmp_path / "x"),
+            "--untrained-ok", "--quiet", "--no-plots"]
+    assert evaluate.main([*argv, "--rejection-queries", "other_night"]) == 2
+    assert "needs --calibration-query" in capsys.readouterr().err
+    assert evaluate.main([*argv, "--calibration-query", "q"]) == 2
+    assert "only used with --rejection-queries" in capsys.readouterr().err
+    results = _evaluate(tmp_path, "standard", tmp_path / "data", "--rejection-queries", "other_night",
+                        "--calibration-query", "q")
+    shipped = LocalizerConfig().parameters()
+    for name in ("covariance_cross_scale", "position_sigma_cross_m", "integrity_threshold", "filter_temperature"):
+        assert results["localizer"][name] == shipped[name]  # the analysis changes nothing that is scored
     assert results["localizer"]["rerank_top_k"] == 50  # the rest is the shipped configuration
     assert "label-histogram" in results["calibration"]

@@ -13,20 +13,20 @@ of several maps at their own geographic offsets), ``dynamic`` (traffic queries, 
 :data:`semloc_ros.evaluation.protocols.PRESETS`); options given on the command line override it.
 
 The localizer runs the configuration of the nodes: the ``localizer_node`` section of ``--params-file`` (default:
-the shipped config/semloc.yaml), then the preset's parameters, then ``--set localizer_node.NAME=VALUE``. What a
-run fits is fitted, not taken from the file: with the sequence filter ``filter_temperature`` and
-``filter_kidnap_probability``, and with a calibration drive the covariance model, fitted on the uncalibrated
-covariances (the run uses ``covariance_scale`` 1 and ``position_sigma_extra_m`` 0).
+the shipped config/semloc.yaml), then the preset's parameters, then ``--set localizer_node.NAME=VALUE``. Nothing
+is fitted on a query drive: the shipped covariance model, integrity gate and filter values come from training
+maps (scripts/fit_uncertainty.py).
 
 A second table compares the localizer's estimates, single-frame and (``--sequence-filter``) through the
 sequence filter: Recall@1 (estimate within ``--threshold-m``), the share within 2/5/10 m, median / 95th
-percentile error and the share of errors inside the reported 1-/2-sigma covariance ellipses.
-``--rejection-queries DRIVE...`` (drives of other maps) adds no-match rejection: their frames beyond
-``--negative-min-route-m`` along their route are out-of-database negatives; thresholds (at
-``--target-precision``) and the covariance model (``covariance_scale``, ``position_sigma_extra_m``) are fitted
-on ``--calibration-query`` plus part of the negatives (one map's drives when several maps are given, else the
-first half of each drive) and reported on the other query drives and the other negatives (``calibration`` in
-results.json, a third table and ``rejection_curves.png``).
+percentile error and the share of errors inside the published 1-/2-sigma covariance ellipses.
+``--rejection-queries DRIVE...`` (drives of other maps) with ``--calibration-query DRIVE`` (required, no default)
+adds an analysis of no-match thresholds: their frames beyond ``--negative-min-route-m`` along their route are
+out-of-database negatives; thresholds (at ``--target-precision``) and an isotropic covariance scale are fitted on
+the named query drive plus part of the negatives (one map's drives when several maps are given, else the first
+half of each drive) and reported on the other query drives and the other negatives (``calibration`` in
+results.json, a third table and ``rejection_curves.png``). That analysis does not change the scored
+configuration.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="also localize each query drive through the sequence filter (default: the parameter file's "
-        "sequence_filter; filter_temperature and filter_kidnap_probability are fitted on --calibration-query)",
+        "sequence_filter; nothing is fitted)",
     )
     parser.add_argument(
         "--rejection-queries",
@@ -156,8 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--calibration-query",
         default=None,
-        help="query drive used to fit thresholds and the covariance scale (default: eval_day_l1 if present, "
-        "else the first query drive); the others are reported",
+        help="with --rejection-queries: the query drive the threshold analysis is fitted on (required, no "
+        "default); the others are reported",
     )
     parser.add_argument(
         "--target-precision",

@@ -361,9 +361,9 @@ def calibrate_method(
     within the evaluation threshold (``fix_precision_filtered``: the same best-similarity gate in front of the
     filtered estimates, as the Localizer applies ``min_similarity`` with the filter). For each mode
     (single-frame, filtered) the covariance scale makes 86.5 % of the calibration drive's errors fall inside
-    their 2-sigma ellipses (``scale``), and ``model`` (:func:`fit_covariance_model`: ``covariance_scale`` and
-    ``position_sigma_extra_m`` of the localizer) matches both the 1- and 2-sigma coverages; ``calibrated`` is
-    that model's coverage on each held-out drive.
+    their 2-sigma ellipses (``scale``), and ``model`` (:func:`fit_covariance_model`: an isotropic scale and added
+    sigma; reported, not applied) matches both the 1- and 2-sigma coverages; ``calibrated`` is that model's
+    coverage on each held-out drive.
     """
     by_drive = {r["query_drive"]: r for r in results}
     if calibration_drive not in by_drive:

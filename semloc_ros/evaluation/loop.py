@@ -20,7 +20,6 @@ from semloc_ros.core.labels import SEMLOC_SIM
 from semloc_ros.core.localizer import Localizer, LocalizerConfig
 from semloc_ros.core.reranking import RerankConfig, rerank
 from semloc_ros.core.views import SINGLE_VIEW, place_id
-from semloc_ros.evaluation.calibration import fit_filter_parameters
 from semloc_ros.evaluation.metrics import (
     DEFAULT_DISTANCES_M,
     DEFAULT_NS,
@@ -135,7 +134,8 @@ def evaluate_query_descriptors(
     )
 
     thumbnails = query_thumbnails if reranking else None
-    estimates = localizer.localize_batch(query_descriptors, thumbnails=thumbnails)
+    stamps = query_drive.stamps_ns.tolist()  # consecutive frames of one camera, as the node sees them
+    estimates = localizer.localize_batch(query_descriptors, thumbnails=thumbnails, stamps_ns=stamps)
     single = localization_metrics(estimates, database, q_lat, q_lon, threshold_m)
     filtered = None
     if localizer.sequence_filter is not None:
@@ -193,15 +193,14 @@ def evaluate_method(
     localizer_config: LocalizerConfig | None = None,
     batch_size: int = 16,
     progress: bool = False,
-    fit_filter_on: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Results per query drive name for one method.
 
     The database is built from ``database_drive`` unless given. Query labels come from the segmenter on the
     query RGB; with ``oracle`` both database and queries use the ground-truth labels (perfect segmentation),
-    and every result is named ``<method>-oracle``. With the sequence filter enabled and ``fit_filter_on``
-    naming one of the query drives, ``filter_temperature`` and ``filter_kidnap_probability`` are first fitted on
-    that drive (:func:`fit_filter_parameters`) and used for every drive (``filtered.filter_fit``).
+    and every result is named ``<method>-oracle``. The localizer runs exactly as configured (nothing is fitted
+    on a query drive: the filter, covariance and integrity values come from training maps,
+    scripts/fit_uncertainty.py).
     """
     if database is None:
         database = build_database(pipeline, database_drive, oracle=oracle, batch_size=batch_size, progress=progress)
@@ -222,17 +221,9 @@ def evaluate_method(
             thumbnails_out=small,
         )
         described.append((drive.name, valid, descriptors, small))
-    fit = None
-    if config.sequence_filter and fit_filter_on is not None:
-        matching = [(valid, d) for name, valid, d, _ in described if name == fit_filter_on]
-        if not matching:
-            raise ValueError(f"fit_filter_on: {fit_filter_on!r} is not a query drive")
-        config, fit = fit_filter_parameters(database, *matching[0], config, threshold_m)
     results = {}
     for name, valid, descriptors, small in described:
         result = evaluate_query_descriptors(database, valid, descriptors, threshold_m, ns, distances, config, small)
-        if "filtered" in result:
-            result["filtered"]["filter_fit"] = fit
         results[name] = {
             "method": label,
             "oracle": oracle,

@@ -173,24 +173,15 @@ def format_rejection_table(calibrations: dict[str, dict[str, Any]]) -> str:
     return _aligned(rows, left=2)
 
 
-def _fitted_notes(calibrations: dict[str, dict[str, Any]], results: list[dict[str, Any]],
-                  calibration_query: str | None) -> list[str]:
-    """The covariance model and sequence-filter parameters fitted per method."""
+def _fitted_notes(calibrations: dict[str, dict[str, Any]]) -> list[str]:
+    """The isotropic covariance analysis per method (reported, not applied: the scored configuration's
+    covariance model is fitted on training maps by scripts/fit_uncertainty.py)."""
     lines = []
     for method, calibration in calibrations.items():
-        models = ", ".join(f"{mode}: covariance_scale {c['model']['scale']:.3g}, "
-                           f"position_sigma_extra_m {c['model']['extra_sigma_m']:g}"
+        models = ", ".join(f"{mode}: scale {c['model']['scale']:.3g}, extra sigma {c['model']['extra_sigma_m']:g} m"
                            for mode, c in calibration["covariance"].items())
-        lines.append(f"{method}: covariance model fitted on {calibration['calibration_query_drive']}: {models}")
-    for r in results:
-        if "filtered" in r and r["query_drive"] == calibration_query:
-            filtered = r["filtered"]
-            lines.append(
-                f"{r['method']}: filter_temperature {filtered['filter_temperature']:.4g}, "
-                f"filter_kidnap_probability {filtered['filter_kidnap_probability']:g} fitted on "
-                f"{calibration_query} (single-frame maximum-likelihood temperature "
-                f"{filtered['filter_fit']['ml_temperature']:.4g}, then the smallest filtered error over a grid); "
-                "set them on localizer_node for this model")
+        lines.append(f"{method}: isotropic covariance analysis on {calibration['calibration_query_drive']} (not "
+                     f"applied; the shipped model is fitted on training maps by scripts/fit_uncertainty.py): {models}")
     return lines
 
 
@@ -221,7 +212,7 @@ def format_report(summary: dict[str, Any], results_path: Path, elapsed_s: float,
         format_localization_table(results, calibrations),
         f"\nR@1 = estimate within {threshold_m:g} m, <=Dm = within D m (percent of all queries); med/p95 "
         "over queries with an estimate; cov1s/cov2s = errors inside the 1-/2-sigma ellipses (Gaussian: 39.3 / "
-        "86.5 %); cov1s*/cov2s* = after the covariance model fitted on the '(calib)' drive.",
+        "86.5 %) of the published covariance; cov1s*/cov2s* = the isotropic analysis fitted on the '(calib)' drive.",
     ]
     resets = {f"{r['method']}/{r['query_drive']}": r["filtered"]["filter_resets"] for r in results if "filtered" in r}
     if any(resets.values()):
@@ -230,5 +221,5 @@ def format_report(summary: dict[str, Any], results_path: Path, elapsed_s: float,
     if calibrations and rejection:
         parts += ["", format_rejection_table(calibrations), _rejection_note(calibrations, threshold_m,
                                                                             target_precision)]
-    parts += _fitted_notes(calibrations, results, calibration_query)
+    parts += _fitted_notes(calibrations)
     return "\n".join(parts)

@@ -3,13 +3,14 @@
 1. Drives: the dataset's database and query drives, narrowed by the protocol (traffic queries), the query
    selection and stride; the other maps' drives joined into the database (confusers protocol); the rejection
    drives (other maps) and the extra segmentation drives (:func:`prepare_drives`).
-2. Configuration: with a calibration drive the covariance model is fitted, so the run starts from the
-   uncalibrated covariances (:func:`uncalibrated`).
+2. Configuration: the run scores the configuration it is given (the parameter file's, as the node publishes);
+   nothing is fitted on a query drive.
 3. Per variant (method x segmenter x masking x label source,
    :func:`semloc_ros.evaluation.protocols.protocol_variants`): the pipeline, the database (from the cache when it
    was built by the same pipeline with the same views and holds the thumbnails re-ranking needs,
-   :func:`cached_database`), the metrics of every query drive, then the rejection thresholds and covariance model
-   fitted on the calibration drive (:func:`evaluate_variant`).
+   :func:`cached_database`), the metrics of every query drive, then the no-match threshold analysis (thresholds
+   and an isotropic covariance scale) fitted on the named calibration drive, which does not change the scored
+   configuration (:func:`evaluate_variant`).
 4. The segmenters scored on the segmentation drives; the summary (:func:`run_evaluation`), written as
    results.json by :func:`write_results`.
 
@@ -153,7 +154,7 @@ def _rejection_drives(options: EvaluationOptions, drives: Drives) -> list[Drive]
     return rejection
 
 
-def prepare_drives(options: EvaluationOptions, sequence_filter: bool, log: Log = print) -> Drives:
+def prepare_drives(options: EvaluationOptions, log: Log = print) -> Drives:
     """The drives of the run (step 1); EvaluationError when the request does not fit the dataset."""
     protocol = PROTOCOLS[options.protocol]
     try:
@@ -175,9 +176,11 @@ def prepare_drives(options: EvaluationOptions, sequence_filter: bool, log: Log =
             f"{', '.join(f'{d.name} ({len(d)})' for d in drives.confusers)} at {CONFUSER_SPACING_M:g} m offsets")
     drives.rejection = _rejection_drives(options, drives)
     calibration = options.calibration_query
-    if (drives.rejection or sequence_filter) and calibration is None:
-        names = [d.name for d in queries]
-        calibration = "eval_day_l1" if "eval_day_l1" in names else names[0]
+    if drives.rejection and calibration is None:
+        raise EvaluationError("--rejection-queries needs --calibration-query DRIVE (the threshold analysis is "
+                              "fitted on a drive you name; the scored configuration is the parameter file's)")
+    if calibration is not None and not drives.rejection:
+        raise EvaluationError("--calibration-query is only used with --rejection-queries")
     if calibration is not None and calibration not in {d.name for d in queries}:
         raise EvaluationError(f"--calibration-query {calibration} is not a query drive")
     drives.calibration_query = calibration
@@ -185,16 +188,6 @@ def prepare_drives(options: EvaluationOptions, sequence_filter: bool, log: Log =
     if (options.oracle or protocol.oracle) and not labelled:
         raise EvaluationError("--oracle needs ground-truth labels for every frame")
     return drives
-
-
-def uncalibrated(config: LocalizerConfig, calibration_query: str | None, log: Log = print) -> LocalizerConfig:
-    """The configuration the run uses (step 2): with a calibration drive the covariance model is fitted, so the
-    run reports the localizer's own covariances (``covariance_scale`` 1, ``position_sigma_extra_m`` 0)."""
-    if calibration_query is None or (config.covariance_scale, config.position_sigma_extra_m) == (1.0, 0.0):
-        return config
-    log(f"covariance model fitted on {calibration_query}: the run uses the uncalibrated covariances "
-        "(covariance_scale 1, position_sigma_extra_m 0)")
-    return config.with_parameters(covariance_scale=1.0, position_sigma_extra_m=0.0)
 
 
 def cached_database(path: Path, pipeline: Pipeline, drive: Drive, views: tuple[float, ...],
@@ -253,17 +246,11 @@ def evaluate_variant(options: EvaluationOptions, variant: Variant, pipeline: Pip
     database = variant_database(options, variant, pipeline, drives.database, config, log)
     per_drive = evaluate_method(pipeline, drives.database, drives.queries, method=variant.name,
                                 oracle=variant.oracle, threshold_m=options.threshold_m, database=database,
-                                localizer_config=config, batch_size=options.batch_size, progress=options.progress,
-                                fit_filter_on=drives.calibration_query)
+                                localizer_config=config, batch_size=options.batch_size, progress=options.progress)
     if drives.calibration_query is None:
         return per_drive, None
-    fitted = config
-    if config.sequence_filter:
-        filtered = per_drive[drives.calibration_query]["filtered"]
-        fitted = config.with_parameters(filter_temperature=filtered["filter_temperature"],
-                                        filter_kidnap_probability=filtered["filter_kidnap_probability"])
     negatives = evaluate_rejection_drives(pipeline, database, drives.rejection, oracle=variant.oracle,
-                                          localizer_config=fitted, min_route_m=options.negative_min_route_m,
+                                          localizer_config=config, min_route_m=options.negative_min_route_m,
                                           batch_size=options.batch_size, progress=options.progress)
     calibration = calibrate_method(list(per_drive.values()), negatives, drives.calibration_query,
                                    options.target_precision)
@@ -273,9 +260,8 @@ def evaluate_variant(options: EvaluationOptions, variant: Variant, pipeline: Pip
 def run_evaluation(options: EvaluationOptions, config: LocalizerConfig, log: Log = print) -> Evaluation:
     """Evaluate every variant of the protocol (steps 1-4); EvaluationError (one line) for a bad request."""
     protocol = PROTOCOLS[options.protocol]
-    drives = prepare_drives(options, config.sequence_filter, log)
+    drives = prepare_drives(options, log)
     set_torch_threads(options.threads)
-    config = uncalibrated(config, drives.calibration_query, log)
     results: list[dict[str, Any]] = []
     calibrations: dict[str, dict[str, Any]] = {}
     segmenters: dict[str, Any] = {}  # row-name suffix -> segmenter, for the segmentation tables

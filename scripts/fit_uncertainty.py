@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""Refit the localizer's covariance model, integrity gate and off-map filter on TRAINING maps; report them.
+
+    python scripts/fit_uncertainty.py --dataset ROOT [--write-config config/semloc.yaml] [--out DIR]
+
+Steps (semloc_ros.evaluation.uncertainty_study: which map plays which role):
+1. Read the shipped localizer configuration (``localizer_node`` of the parameter file).
+2. Learning map (the first training map): the sequence filter's temperature and kidnap probability, the
+   off-map similarity, the integrity score (logistic regression of a right fix on its cues).
+3. Calibration maps (the other training maps): the Learn-then-Test gate at ``--false-fix-rate`` with
+   confidence ``1 - --delta``; then the heading-aligned covariance model on the published fixes of all
+   training maps. Both modes (single-frame, sequence filter) are fitted; the file gets the mode it ships.
+4. Report on the evaluation map and on out-of-map drives (never fitted on): coverage, share beyond 3 sigma,
+   largest STATUS_FIX error, false-fix / kept-fix rates, EKF NEES. ``DIR/results.json``; tables via
+   scripts/results_tables.py.
+5. ``--write-config``: the fitted values of the shipped mode replace those in the parameter file (comments
+   kept). config/semloc.yaml must equal the nodes' declared defaults (test/test_config_consistency.py): copy
+   the same values into the ``setting(...)`` defaults of ``LocalizerConfig`` (core/localizer.py) and
+   ``FilterConfig`` (core/sequence_filter.py), then run ``python scripts/parameter_table.py``.
+
+Descriptions and databases are cached (``--cache-dir``, default $SEMLOC_CACHE or /tmp/semloc_eval_cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from semloc_ros.evaluation.metrics import DEFAULT_NEGATIVE_MIN_ROUTE_M, DEFAULT_THRESHOLD_M  # noqa: E402
+from semloc_ros.evaluation.uncertainty_study import (  # noqa: E402
+    DEFAULT_VIEWS,
+    format_report,
+    read_localizer_config,
+    run_study,
+    write_config_values,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", type=Path, required=True, help="semloc-sim root (splits.json with train maps)")
+    parser.add_argument("--config", type=Path, default=ROOT / "config" / "semloc.yaml",
+                        help="parameter file whose localizer_node settings are fitted")
+    parser.add_argument("--write-config", type=Path, default=None, help="write the fitted values into this file")
+    parser.add_argument("--out", type=Path, default=None, help="results.json of the report here")
+    parser.add_argument("--cache-dir", type=Path,
+                        default=Path(os.environ.get("SEMLOC_CACHE", "/tmp/semloc_eval_cache")))
+    parser.add_argument("--method", default="semantic")
+    parser.add_argument("--database-views", type=float, nargs="+", default=list(DEFAULT_VIEWS))
+    parser.add_argument("--false-fix-rate", type=float, default=0.01, help="Learn-then-Test target alpha")
+    parser.add_argument("--delta", type=float, default=0.1, help="1 - confidence of the guarantee")
+    parser.add_argument("--threshold-m", type=float, default=DEFAULT_THRESHOLD_M, help="a fix farther is false")
+    parser.add_argument("--min-route-m", type=float, default=DEFAULT_NEGATIVE_MIN_ROUTE_M,
+                        help="out-of-map frames count beyond this distance along their route")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--no-report", action="store_true", help="fit only")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from semloc_ros.models import set_torch_threads
+    from semloc_ros.models.pipeline import Pipeline
+
+    set_torch_threads(args.threads)
+    start = time.perf_counter()
+    config = read_localizer_config(args.config)
+    pipeline = Pipeline.from_method(args.method, device="cpu")
+    study = run_study(args, pipeline, config)
+    study["seconds"] = round(time.perf_counter() - start)
+    if args.out is not None:
+        from semloc_ros.core.files import write_json_atomic
+
+        write_json_atomic(study, args.out / "results.json")
+        print(f"results: {args.out / 'results.json'}")
+    print(format_report(study))
+    if args.write_config is not None:
+        write_config_values(args.write_config, study["shipped"]["parameters"])
+        print(f"fitted values written to {args.write_config}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

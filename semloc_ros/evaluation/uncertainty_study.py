@@ -1,0 +1,282 @@
+"""Fit the fix uncertainty and integrity on training maps, report them on the evaluation map and off the map.
+
+Maps and roles (from ``ROOT/splits.json``; nothing of the evaluation map is ever fitted on):
+
+1. Training maps: the ``train`` drives grouped by map (``seed`` in drive.json), plus the ``tuning`` set when
+   there is one. Per map the database is its first ``day`` drive (v1: trainA_day_l0, trainB_day_l1), the
+   other drives are its in-map queries; its drives queried against ANOTHER training map's database are
+   out-of-map frames (beyond ``min_route_m``: every map starts on the same road).
+2. The first training map *learns* (filter parameters, off-map similarity, the integrity score); the others
+   *calibrate* (the Learn-then-Test gate: split conformal, on frames the score never saw). The covariance
+   model is fitted on the published fixes of all training maps.
+3. Report: every evaluation query against the evaluation database, and out-of-map drives (the calibration
+   maps' drives against the evaluation database, the evaluation queries against the learning map's database).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from semloc_ros.core.database import GeoDatabase
+from semloc_ros.core.localizer import LocalizerConfig
+from semloc_ros.evaluation.described import DescribedDrive, database_cached, describe_cached
+from semloc_ros.evaluation.fix_records import FixRecords, correct_mask, fix_records
+from semloc_ros.io.datasets import Drive, load_semloc_sim_drive
+
+
+@dataclass
+class MapRole:
+    """One map of the study: its database drive and its query drives."""
+
+    name: str
+    database: Drive
+    queries: list[Drive]
+
+
+def training_maps(root: Path) -> list[MapRole]:
+    """Step 1: the training maps of a semloc-sim root, in split order."""
+    splits = json.loads((Path(root) / "splits.json").read_text())
+    by_map: dict[str, list[Drive]] = {}
+    for name in splits.get("train", []):
+        drive = load_semloc_sim_drive(root, name)
+        by_map.setdefault(str(drive.metadata.get("seed", name)), []).append(drive)
+    maps = []
+    for seed, drives in by_map.items():
+        day = [d for d in drives if d.condition == "day"]
+        database = day[0] if day else drives[0]
+        maps.append(MapRole(f"map{seed}", database, [d for d in drives if d is not database]))
+    tuning = splits.get("tuning")
+    if isinstance(tuning, dict) and tuning.get("database"):
+        maps.append(MapRole("tuning", load_semloc_sim_drive(root, tuning["database"]),
+                            [load_semloc_sim_drive(root, n) for n in tuning.get("queries", [])]))
+    if len(maps) < 2:
+        raise ValueError(f"{root}: the study needs at least two training maps, found {len(maps)}")
+    return maps
+
+
+def evaluation_map(root: Path) -> MapRole:
+    """The evaluation map (``database`` and ``queries`` of splits.json): reported only."""
+    splits = json.loads((Path(root) / "splits.json").read_text())
+    return MapRole("evaluation", load_semloc_sim_drive(root, splits["database"]),
+                   [load_semloc_sim_drive(root, n) for n in splits["queries"]])
+
+
+class Described:
+    """Descriptions and databases of one pipeline, cached on disk (:mod:`semloc_ros.evaluation.described`)."""
+
+    def __init__(self, pipeline, method: str, cache_dir: Path, views: Sequence[float], progress: bool = False):
+        self.pipeline, self.method, self.cache_dir, self.views, self.progress = (
+            pipeline, method, Path(cache_dir), tuple(views), progress)
+        self._databases: dict[str, GeoDatabase] = {}
+        self._records: dict[tuple[str, str, str], FixRecords] = {}
+
+    def drive(self, drive: Drive) -> DescribedDrive:
+        return describe_cached(self.pipeline, drive, self.cache_dir, self.method, progress=self.progress)
+
+    def records(self, database_drive: Drive, drive: Drive, config: LocalizerConfig, mode: str,
+                in_map: bool) -> FixRecords:
+        """:func:`fix_records` of ``drive`` against ``database_drive``'s database (kept: one config per run)."""
+        key = (database_drive.name, drive.name, mode)
+        if key not in self._records:
+            self._records[key] = fix_records(self.database(database_drive), self.drive(drive), config, mode, in_map,
+                                             database_drive.name)
+        return self._records[key]
+
+    def database(self, drive: Drive) -> GeoDatabase:
+        if drive.name not in self._databases:
+            self._databases[drive.name] = database_cached(self.pipeline, drive, self.cache_dir, self.method,
+                                                          views=self.views, progress=self.progress)
+        return self._databases[drive.name]
+
+
+def map_records(
+    described: Described, role: MapRole, others: Sequence[MapRole], config: LocalizerConfig, mode: str,
+) -> list[FixRecords]:
+    """In-map records of ``role``'s queries and out-of-map records of its drives against ``others``' databases."""
+    records = [described.records(role.database, q, config, mode, True) for q in role.queries]
+    for other in others:
+        records += [described.records(other.database, d, config, mode, False)
+                    for d in [role.database, *role.queries]]
+    return records
+
+
+def fit_offmap_similarity(records: Sequence[FixRecords], threshold_m: float, min_route_m: float) -> float:
+    """The best cosine that separates right in-map frames from out-of-map frames best (largest
+    true-positive minus false-positive rate): what an unmapped view reaches at best."""
+    inside = np.concatenate([r.cues["best_cosine"][correct_mask(r, threshold_m)] for r in records if r.in_map])
+    outside = np.concatenate([r.cues["best_cosine"][r.route_m > min_route_m] for r in records if not r.in_map])
+    candidates = np.unique(np.concatenate([inside, outside]))
+    youden = [np.mean(inside >= c) - np.mean(outside >= c) for c in candidates]
+    return float(candidates[int(np.argmax(youden))])
+
+
+# ------------------------------------------------------------------------------------------ fit and report
+
+DEFAULT_VIEWS = (0.0, -0.1, 0.1, -0.2, 0.2, -0.3, 0.3)
+FILTER_EXIT_PROBABILITY = 0.01  # per step; a drive leaves the map rarely
+FILTER_ENTRY_PROBABILITY = 0.1
+MODES_OF = {False: "single", True: "filtered"}
+
+
+def read_localizer_config(path: Path) -> LocalizerConfig:
+    """The ``localizer_node`` parameters of a ROS 2 parameter file as a :class:`LocalizerConfig`."""
+    import yaml
+
+    params = yaml.safe_load(Path(path).read_text())["localizer_node"]["ros__parameters"]
+    names = set(LocalizerConfig().parameters())  # the node's other parameters (database_path, ...) do not apply
+    return LocalizerConfig.from_parameters({k: v for k, v in params.items() if k in names}).validate()
+
+
+def _fit_mode(described, maps, config, mode, args) -> tuple[dict, dict]:
+    """Step 2-3 of the script for one mode: integrity score, gate, covariance model; their records."""
+    from semloc_ros.evaluation.integrity_fit import calibrate_gate, fit_integrity_score
+    from semloc_ros.evaluation.uncertainty_fit import fit_track_model
+
+    learn, calibrate = maps[0], maps[1:]
+    learn_records = map_records(described, learn, calibrate, config, mode)
+    calibration_records = [r for role in calibrate
+                           for r in map_records(described, role, [learn], config, mode)]
+    score = fit_integrity_score(learn_records, args.threshold_m, args.min_route_m, max_gap_s=config.filter.max_gap_s)
+    gate, choice = calibrate_gate(calibration_records, score, args.threshold_m, args.min_route_m,
+                                  args.false_fix_rate, args.delta)
+    from semloc_ros.evaluation.fix_quality import published
+
+    fixes = [r.select(published(r, gate)) for r in learn_records + calibration_records if r.in_map]
+    track_model, track_record = fit_track_model(
+        np.concatenate([r.error_en for r in fixes]), np.concatenate([r.base_covariance for r in fixes]),
+        np.concatenate([r.direction for r in fixes]), np.concatenate([r.cues["alignment"] for r in fixes]),
+        max_error_m=args.threshold_m)
+    fitted = {"track_model": track_model, "integrity": gate}
+    record = {"learning_map": learn.name, "calibration_maps": [m.name for m in calibrate],
+              "integrity": dataclasses.asdict(gate), "ltt": dataclasses.asdict(choice),
+              "covariance": {**dataclasses.asdict(track_model), **track_record}}
+    return fitted, record
+
+
+def _report_mode(described, maps, evaluation, config, mode, fitted, args) -> list[dict]:
+    """Step 4 of the script for one mode: per evaluation drive and per out-of-map drive."""
+    from semloc_ros.evaluation.fix_quality import drive_report
+
+    records = [described.records(evaluation.database, q, config, mode, True) for q in evaluation.queries]
+    records += [described.records(maps[0].database, q, config, mode, False) for q in evaluation.queries]
+    for role in maps[1:]:  # drives of other maps against the evaluation database
+        records += [described.records(evaluation.database, d, config, mode, False)
+                    for d in [role.database, *role.queries]]
+    return [drive_report(r, fitted["track_model"], fitted["integrity"], args.threshold_m, args.min_route_m)
+            for r in records]
+
+
+def run_study(args, pipeline, config: LocalizerConfig) -> dict:
+    """Steps 2-4 of scripts/fit_uncertainty.py for both modes; the shipped mode's parameters."""
+    from semloc_ros.evaluation.calibration import fit_filter_parameters
+
+    described = Described(pipeline, args.method, args.cache_dir, args.database_views)
+    maps, evaluation = training_maps(args.dataset), evaluation_map(args.dataset)
+    learn = maps[0]
+    first = described.drive(learn.queries[0])
+    filtered_config, filter_fit = fit_filter_parameters(
+        described.database(learn.database), first.drive, first.descriptors,
+        config.with_parameters(sequence_filter=True), args.threshold_m)
+    config = config.with_parameters(filter_temperature=filtered_config.filter.temperature,
+                                    filter_kidnap_probability=filtered_config.filter.kidnap_probability)
+    offmap = fit_offmap_similarity(map_records(described, learn, maps[1:], config, "single"),
+                                   args.threshold_m, args.min_route_m)
+    config = config.with_parameters(filter_exit_probability=FILTER_EXIT_PROBABILITY,
+                                    filter_entry_probability=FILTER_ENTRY_PROBABILITY, filter_offmap_similarity=offmap)
+    study: dict = {"dataset": str(args.dataset), "threshold_m": args.threshold_m, "min_route_m": args.min_route_m,
+                   "false_fix_rate": args.false_fix_rate, "delta": args.delta, "views": list(args.database_views),
+                   "maps": {m.name: {"database": m.database.name, "queries": [q.name for q in m.queries]}
+                            for m in [*maps, evaluation]},
+                   "filter": {"fitted_on": filter_fit["fitted_on"], "temperature": config.filter.temperature,
+                              "kidnap_probability": config.filter.kidnap_probability,
+                              "offmap_similarity": offmap, "exit_probability": FILTER_EXIT_PROBABILITY,
+                              "entry_probability": FILTER_ENTRY_PROBABILITY},
+                   "modes": {}}
+    for mode in ("single", "filtered"):
+        fitted, record = _fit_mode(described, maps, config, mode, args)
+        record["report"] = [] if args.no_report else _report_mode(
+            described, maps, evaluation, config, mode, fitted, args)
+        study["modes"][mode] = {**record, "parameters": parameters_of(fitted, study["filter"])}
+    shipped = MODES_OF[bool(config.sequence_filter)]
+    study["shipped"] = {"mode": shipped, "parameters": study["modes"][shipped]["parameters"]}
+    return study
+
+
+def parameters_of(fitted: dict, filter_values: dict) -> dict[str, float | list[float]]:
+    """The localizer_node parameters of a fitted mode (flat names, as in config/semloc.yaml)."""
+    from semloc_ros.core.integrity import CUES
+
+    model, gate = fitted["track_model"], fitted["integrity"]
+    return {
+        "covariance_along_scale": round(model.along_scale, 4),
+        "covariance_cross_scale": round(model.cross_scale, 4),
+        "position_sigma_along_m": round(model.along_sigma_m, 3),
+        "position_sigma_cross_m": round(model.cross_sigma_m, 3),
+        "lane_alignment": round(model.lane_alignment, 4),
+        "lane_alignment_width": round(model.lane_alignment_width, 4),
+        "integrity_weights": [round(float(gate.weights.get(c, 0.0)), 4) for c in CUES],
+        "integrity_bias": round(gate.bias, 4),
+        "integrity_threshold": round(gate.threshold, 6),
+        "filter_temperature": round(filter_values["temperature"], 6),
+        "filter_kidnap_probability": filter_values["kidnap_probability"],
+        "filter_exit_probability": filter_values["exit_probability"],
+        "filter_entry_probability": filter_values["entry_probability"],
+        "filter_offmap_similarity": round(filter_values["offmap_similarity"], 4),
+    }
+
+
+def _pct(value) -> str:
+    return "-" if value is None or not np.isfinite(value) else f"{100 * value:.1f}"
+
+
+def _num(value, digits: int = 1) -> str:
+    return "-" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def format_report(study: dict) -> str:
+    """Plain-text table per mode: one row per reported drive."""
+    lines = []
+    for mode, entry in study["modes"].items():
+        lines.append(f"{mode}: gate threshold {entry['integrity']['threshold']:.4g} (Learn-then-Test alpha "
+                     f"{study['false_fix_rate']:g}, delta {study['delta']:g}); covariance {entry['covariance']}")
+        lines.append(f"{'drive':28s} {'database':16s} fix%  1s%   2s%  >3s%  maxerr  FFR%  kept%  NEES [95%]      NIS")
+        for r in entry["report"]:
+            nav = r.get("navigation") or {}
+            bounds = nav.get("nees_bounds_95") or [np.nan, np.nan]
+            lines.append(
+                f"{r['drive']:28s} {r['database']:16s} {_pct(r.get('fix_rate', np.nan)):>4s} "
+                f"{_pct(r.get('within_1sigma', np.nan)):>5s} {_pct(r.get('within_2sigma', np.nan)):>5s} "
+                f"{_pct(r.get('beyond_3sigma', np.nan)):>5s} {_num(r.get('max_fix_error_m', np.nan)):>7s} "
+                f"{_pct(r['false_fix_rate']):>5s} {_pct(r.get('kept_fix_rate', np.nan)):>5s} "
+                f"{_num(nav.get('mean_nees', np.nan), 2):>5s} [{_num(bounds[0], 2)}, {_num(bounds[1], 2)}] "
+                f"{_num(nav.get('mean_nis', np.nan), 2):>5s}")
+    return "\n".join(lines)
+
+
+def _yaml_float(value: float) -> str:
+    """A float as YAML that ROS reads as a double (``1.0``, never ``1``)."""
+    text = f"{float(value):.6g}"
+    return text if any(c in text for c in ".en") else text + ".0"
+
+
+def write_config_values(path: Path, values: dict) -> None:
+    """Replace the values of ``localizer_node`` parameters in a parameter file, keeping its comments and layout.
+
+    Every key must already be in the file (a missing one is a ValueError; nothing is written then).
+    """
+    import re
+
+    text = Path(path).read_text()
+    for key, value in values.items():
+        rendered = "[" + ", ".join(map(_yaml_float, value)) + "]" if isinstance(value, list) else _yaml_float(value)
+        pattern = re.compile(rf"^(\s+{re.escape(key)}:[ \t]*)([^#\n]*?)([ \t]*#.*)?$", re.MULTILINE)
+        if not pattern.search(text):
+            raise ValueError(f"{path}: no parameter {key!r} to write")
+        text = pattern.sub(lambda m, r=rendered: f"{m.group(1)}{r}{m.group(3) or ''}", text, count=1)
+    Path(path).write_text(text)
