@@ -246,6 +246,20 @@ def test_integrity_gate_turns_a_fix_that_jumped_into_low_confidence():
     assert math.isnan(late.integrity) and late.status is FixStatus.FIX
 
 
+def test_a_score_weighing_the_alignment_does_not_gate_estimates_that_were_not_re_ranked():
+    rng = np.random.default_rng(9)
+    query = random_unit(rng)
+    database = database_at([[0.0, 0.0]], query[None].astype(np.float32))  # no thumbnails: no re-ranking
+    weights = (0.0, 0.0, 30.0, 0.0, 0.0, 0.0)  # only the alignment counts, as in the shipped fit
+    gated = Localizer(database, UNCALIBRATED.with_parameters(integrity_weights=weights, integrity_bias=-20.0,
+                                                             integrity_threshold=0.5))
+    estimate = gated.localize(query)
+    assert estimate.status is FixStatus.FIX and math.isnan(estimate.integrity)
+    jump_only = Localizer(database, UNCALIBRATED.with_parameters(integrity_weights=(0.0,) * 5 + (1.0,),
+                                                                 integrity_bias=-20.0, integrity_threshold=0.5))
+    assert jump_only.localize(query).status is FixStatus.LOW_CONFIDENCE  # a score with all its cues still gates
+
+
 def test_integrity_weights_come_from_a_parameter_list():
     config = LocalizerConfig.from_parameters({"integrity_weights": [1, 2, 3, 4, 5, 6]})
     assert config.integrity_weights == (1.0, 2.0, 3.0, 4.0, 5.0, 6.0)

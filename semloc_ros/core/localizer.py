@@ -33,7 +33,9 @@ For one query descriptor:
    alignment, agreeing share, off-map mass, and the jump from the previous estimate when the queries come
    with stamps) give a score ``integrity``; a FIX whose score is below ``integrity_threshold`` (calibrated
    by Learn-then-Test for a false-fix rate) becomes LOW_CONFIDENCE. The weights are ``integrity_weights`` in
-   the order of :data:`semloc_ros.core.integrity.CUES` (all 0: no score, the gate off).
+   the order of :data:`semloc_ros.core.integrity.CUES` (all 0: no score, the gate off). The score is fitted
+   with the cues of its configuration: when it weighs the re-ranking alignment, an estimate without one
+   (re-ranking off, an RGB method, a map without thumbnails) is not scored or gated, since a cue is missing.
 
 This is deliberately simple; the constants are calibrated on recorded drives (``semloc evaluate`` calibrates
 ``min_similarity`` / ``min_confidence`` thresholds on a held-out condition; ``scripts/fit_uncertainty.py`` the
@@ -389,7 +391,8 @@ class Localizer:
         cues["jump"] = self._monitor.jump(stamp_ns if located else None, estimate.east, estimate.north)
         estimate.cues = cues
         model = self._monitor.model
-        if model.weights:
+        reranked = any(math.isfinite(m.alignment) for m in matches)
+        if model.weights and (reranked or not model.weights.get("alignment")):  # a score needs all its cues
             estimate.integrity = float(model.score(cues))
             if estimate.status is FixStatus.FIX and not self._monitor.passes(estimate.integrity):
                 estimate.status = FixStatus.LOW_CONFIDENCE
