@@ -17,6 +17,7 @@ import pytest
 
 from semloc_ros.core import database as database_module
 from semloc_ros.core import map_checks
+from semloc_ros.core.columns import GrowableColumn
 from semloc_ros.core.database import (
     FORMAT_VERSION,
     DatabaseError,
@@ -24,7 +25,6 @@ from semloc_ros.core.database import (
     DescriptorMismatchError,
     GeoDatabase,
     PlaceRecord,
-    _GrowableColumn,
 )
 from semloc_ros.core.geodesy import geodesic_distance_m
 from semloc_ros.core.pipeline_id import accepts, pipeline_id, split_pipeline_id
@@ -175,7 +175,7 @@ def test_incremental_add_equals_one_shot_add():
 
 
 def test_growable_column_grows_geometrically():
-    column = _GrowableColumn(np.float64)
+    column = GrowableColumn(np.float64)
     buffers = set()
     for value in range(5000):
         column.append(np.array([value], np.float64))

@@ -4,13 +4,7 @@ Descriptors are ``float32`` and L2-normalised on insertion, so the inner product
 Entries only ever get appended; the metadata lives in arrays that grow geometrically, so ``add`` is O(N)
 amortised and never rebuilds the index.
 
-On disk a database is one NumPy ``.npz`` file (suffix :data:`SUFFIX` by convention) holding a JSON ``header``
-(stored as ``uint8`` bytes) and plain numeric/unicode arrays, written atomically and read with
-``allow_pickle=False``. A flat index is rebuilt from the descriptors on load. The approximate indexes
-("hnsw", "ivfpq") are slow to rebuild at a million entries, so :meth:`GeoDatabase.save` also stores them
-serialized by FAISS (``faiss.serialize_index``, a ``uint8`` array ``faiss_index`` with its SHA-256 and entry count
-in the header); on load the stored index is used when it verifies, else it is rebuilt from the descriptors. Files
-without it (all format-version-1 files of earlier releases) load as before.
+On disk a database is one ``.npz`` file (suffix :data:`SUFFIX`): :mod:`semloc_ros.core.map_file`.
 
 Index types (``INDEX_TYPES``): ``flat`` (exact), ``hnsw`` (graph; holds a second copy of the descriptors),
 ``ivfpq`` (inverted lists of 8-bit product-quantised codes, candidates re-ranked by their exact inner product
@@ -20,15 +14,10 @@ on the stored descriptors, so similarities stay exact cosines) and ``auto``: exa
 
 from __future__ import annotations
 
-import datetime
-import errno
-import hashlib
 import json
 import math
 import os
 import threading
-import warnings
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +26,14 @@ from typing import Any
 import faiss
 import numpy as np
 
-from semloc_ros import __version__ as SEMLOC_VERSION  # noqa: N812
+from semloc_ros.core.columns import (
+    CHUNK_ROWS,
+    GrowableColumn,
+    as_float_matrix,
+    checked_thumbnails,
+    l2_normalised,
+    positive_int,
+)
 from semloc_ros.core.files import atomic_write
 from semloc_ros.core.geodesy import GeoError, LocalENU, validate_lat_lon
 from semloc_ros.core.ivfpq import (
@@ -45,18 +41,29 @@ from semloc_ros.core.ivfpq import (
     ivfpq_parameters,  # noqa: F401  (part of this module's interface)
     ivfpq_training_rows,
     untrained_ivfpq,
-    uses_precomputed_table,
     without_precomputed_table,
 )
-from semloc_ros.core.map_checks import ARRAY_NAMES, check_arrays, check_normalised, declared_arrays
-from semloc_ros.core.npz_checks import ArchiveError
+from semloc_ros.core.map_file import (  # noqa: F401  (the errors are part of this module's interface)
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    INDEX_TYPES,
+    DatabaseError,
+    DatabaseFormatError,
+    DatabaseNotFoundError,
+    DescriptorMismatchError,
+    current_search_params,
+    file_header,
+    is_number,
+    read_checked,
+    serialized_index,
+    stored_faiss_index,
+    stored_gps_frame_id,
+    stored_views,
+)
 from semloc_ros.core.pipeline_id import accepts, mismatch_hint
-from semloc_ros.core.views import SINGLE_VIEW, check_views, views_from_ids
+from semloc_ros.core.views import SINGLE_VIEW, check_views
 
-FORMAT_NAME = "semloc-geodatabase"
-FORMAT_VERSION = 1
 SUFFIX = ".semdb"
-INDEX_TYPES = ("flat", "hnsw", "ivfpq", "auto")
 # "auto" switches from exact search to IVF-PQ at this size: where one exact single-thread query gets slower than
 # IVF-PQ at the same recall (`semloc benchmark index`, docs/benchmarks.md).
 AUTO_IVFPQ_MIN_ENTRIES = 50_000
@@ -69,23 +76,6 @@ _HNSW_EF_SEARCH = 64
 _IVFPQ_EXACT_CANDIDATES = 256  # candidates re-scored exactly per query: max(this, _IVFPQ_EXACT_FACTOR x k)
 _IVFPQ_EXACT_FACTOR = 4
 IVFPQ_RETRAIN_GROWTH = 4  # retrain when the database outgrows its training size by this factor
-_INITIAL_CAPACITY = 64
-_CHUNK_ROWS = 65_536  # row chunk of the whole-array checks (bounded temporary memory at a million entries)
-
-class DatabaseError(RuntimeError):
-    """Any failure of the geo-database."""
-
-
-class DescriptorMismatchError(DatabaseError):
-    """A descriptor (or database file) comes from another model or has another dimension."""
-
-
-class DatabaseFormatError(DatabaseError):
-    """A database file is missing, unreadable, corrupt or of an unsupported format."""
-
-
-class DatabaseNotFoundError(FileNotFoundError, DatabaseFormatError):
-    """The database file does not exist (both a ``FileNotFoundError`` and a ``DatabaseFormatError``)."""
 
 
 @dataclass(frozen=True)
@@ -104,39 +94,6 @@ class PlaceRecord:
     image_id: str = ""
 
 
-class _GrowableColumn:
-    """A 1-D or 2-D array that is appended to along axis 0 with geometric capacity growth."""
-
-    def __init__(self, dtype: np.dtype | type, row_shape: tuple[int, ...] = ()) -> None:
-        self._data = np.empty((_INITIAL_CAPACITY, *row_shape), dtype=dtype)
-        self._size = 0
-
-    def append(self, rows: np.ndarray, adopt: bool = False) -> None:
-        """Append ``rows``; ``adopt=True`` lets an empty column keep ``rows`` itself as its storage (no copy).
-
-        Adopt only arrays nobody else holds (e.g. freshly loaded or normalised): the column never writes into
-        adopted storage (it is full, so the next append copies it into a larger array first).
-        """
-        if adopt and self._size == 0 and len(rows) > len(self._data) and rows.dtype == self._data.dtype \
-                and rows.shape[1:] == self._data.shape[1:] and rows.flags.c_contiguous:
-            self._data, self._size = rows, len(rows)
-            return
-        needed = self._size + len(rows)
-        if needed > len(self._data):
-            capacity = max(needed, 2 * len(self._data))
-            grown = np.empty((capacity, *self._data.shape[1:]), dtype=self._data.dtype)
-            grown[: self._size] = self._data[: self._size]
-            self._data = grown
-        self._data[self._size : needed] = rows
-        self._size = needed
-
-    def view(self) -> np.ndarray:
-        """Read-only view of the filled part."""
-        filled = self._data[: self._size]
-        filled.flags.writeable = False
-        return filled
-
-
 def _make_index(index_type: str, dimension: int, count: int = 0) -> faiss.Index:
     """An empty FAISS index of the given type ("flat" and "hnsw": inner product; "ivfpq": untrained, sized for
     ``count`` rows, its candidates re-scored by their exact inner product in :meth:`GeoDatabase.search`)."""
@@ -150,52 +107,6 @@ def _make_index(index_type: str, dimension: int, count: int = 0) -> faiss.Index:
     if index_type == "ivfpq":
         return untrained_ivfpq(dimension, count)
     raise ValueError(f"unknown index_type {index_type!r}; expected one of {', '.join(INDEX_TYPES)}")
-
-
-def _all_finite(array: np.ndarray) -> bool:
-    """``np.all(np.isfinite(array))`` in row chunks (no full-size temporary)."""
-    return all(bool(np.all(np.isfinite(array[i : i + _CHUNK_ROWS]))) for i in range(0, len(array), _CHUNK_ROWS))
-
-
-def _is_number(value: Any) -> bool:
-    """An int or float (not a bool, not a string that would convert)."""
-    return not isinstance(value, bool) and isinstance(value, int | float | np.integer | np.floating)
-
-
-def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _as_float_matrix(values: Any, what: str) -> np.ndarray:
-    """``values`` as a C-contiguous float32 array, refusing non-floating dtypes and non-finite values."""
-    array = np.asarray(values)
-    if not np.issubdtype(array.dtype, np.floating):
-        raise TypeError(f"{what} must have a floating-point dtype, got {array.dtype}")
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    if not (_all_finite(array) if array.ndim else bool(np.isfinite(array))):
-        raise ValueError(f"{what} contain NaN or infinite values")
-    return array
-
-
-def _l2_normalised(rows: np.ndarray, what: str) -> np.ndarray:
-    # float64: the squared norm of float32 rows near the float32 limits (1e38, 1e-45) neither overflows
-    # nor underflows, so such rows keep their direction instead of collapsing to zero.
-    rows = rows.astype(np.float64)
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    if np.any(norms == 0.0):
-        raise ValueError(f"{what} contain an all-zero vector, which cannot be L2-normalised")
-    return np.ascontiguousarray(rows / norms, dtype=np.float32)
-
-
-def _current_search_params(search_params: object) -> object:
-    """The header's search parameters under today's names: files written before the rename store the IVF-PQ
-    ``exact_candidates`` as ``rerank``."""
-    if isinstance(search_params, dict) and "rerank" in search_params and "exact_candidates" not in search_params:
-        search_params = dict(search_params)
-        search_params["exact_candidates"] = search_params.pop("rerank")
-    return search_params
 
 
 class GeoDatabase:
@@ -226,9 +137,9 @@ class GeoDatabase:
         self._dimension = int(dimension)
         self._model_id = model_id
         self._index_type = index_type
-        self._nprobe = _positive_int(nprobe, "nprobe")
-        self._exact_candidates = _positive_int(exact_candidates, "exact_candidates")
-        self._ef_search = _positive_int(ef_search, "ef_search")
+        self._nprobe = positive_int(nprobe, "nprobe")
+        self._exact_candidates = positive_int(exact_candidates, "exact_candidates")
+        self._ef_search = positive_int(ef_search, "ef_search")
         self._views = check_views(views)
         self.gps_frame_id = gps_frame_id
         self.legacy_segmenter_id: str | None = None
@@ -237,14 +148,14 @@ class GeoDatabase:
             _make_index(index_type, self._dimension) if index_type in ("flat", "hnsw") else None
         )
         self._trained_count = 0  # rows the IVF-PQ index was trained on
-        self._descriptors = _GrowableColumn(np.float32, (self._dimension,))
-        self._lat = _GrowableColumn(np.float64)
-        self._lon = _GrowableColumn(np.float64)
-        self._alt = _GrowableColumn(np.float64)
-        self._heading = _GrowableColumn(np.float64)
-        self._stamp_ns = _GrowableColumn(np.int64)
+        self._descriptors = GrowableColumn(np.float32, (self._dimension,))
+        self._lat = GrowableColumn(np.float64)
+        self._lon = GrowableColumn(np.float64)
+        self._alt = GrowableColumn(np.float64)
+        self._heading = GrowableColumn(np.float64)
+        self._stamp_ns = GrowableColumn(np.int64)
         self._image_id_list: list[str] = []
-        self._thumbnails: _GrowableColumn | None = None  # label thumbnails for re-ranking (semloc_ros.core.reranking)
+        self._thumbnails: GrowableColumn | None = None  # label thumbnails for re-ranking (semloc_ros.core.reranking)
         self._image_ids_cache: np.ndarray | None = None
         self._frame_cache: tuple[LocalENU, np.ndarray] | None = None
         self._lock = threading.RLock()
@@ -286,7 +197,7 @@ class GeoDatabase:
 
     @nprobe.setter
     def nprobe(self, value: int) -> None:
-        self._nprobe = _positive_int(value, "nprobe")
+        self._nprobe = positive_int(value, "nprobe")
 
     @property
     def exact_candidates(self) -> int:
@@ -295,7 +206,7 @@ class GeoDatabase:
 
     @exact_candidates.setter
     def exact_candidates(self, value: int) -> None:
-        self._exact_candidates = _positive_int(value, "exact_candidates")
+        self._exact_candidates = positive_int(value, "exact_candidates")
 
     @property
     def ef_search(self) -> int:
@@ -304,7 +215,7 @@ class GeoDatabase:
 
     @ef_search.setter
     def ef_search(self, value: int) -> None:
-        self._ef_search = _positive_int(value, "ef_search")
+        self._ef_search = positive_int(value, "ef_search")
 
     @property
     def views(self) -> tuple[float, ...]:
@@ -472,7 +383,7 @@ class GeoDatabase:
         them without copying. ``index``: an already built search index holding these rows (a verified stored
         index of a file being loaded) instead of indexing them here.
         """
-        matrix = _as_float_matrix(descriptors, "descriptors")
+        matrix = as_float_matrix(descriptors, "descriptors")
         if matrix.ndim != 2:
             raise ValueError(f"descriptors must be a 2-D (N, D) array, got shape {matrix.shape}")
         self.check_query(matrix.shape[1])
@@ -482,7 +393,7 @@ class GeoDatabase:
                 raise ValueError(f"{name} has shape {column.shape}, expected ({count},)")
         if stamp_ns.shape != (count,) or len(image_ids) != count:
             raise ValueError(f"stamp_ns and image_ids must hold {count} entries")
-        thumbnails = self._checked_thumbnails(thumbnails, count)
+        thumbnails = checked_thumbnails(thumbnails, count, self.thumbnails, len(self))
         if count == 0:
             return
         if any("\x00" in image_id for image_id in image_ids):
@@ -495,7 +406,7 @@ class GeoDatabase:
             if np.any(np.isinf(column)):
                 raise ValueError(f"{name} must be finite or NaN (unknown), got an infinite value")
         if normalise:
-            matrix = _l2_normalised(matrix, "descriptors")
+            matrix = l2_normalised(matrix, "descriptors")
         with self._lock:
             if index is not None and len(self) == 0:
                 self._index = index
@@ -512,31 +423,9 @@ class GeoDatabase:
             self._image_id_list.extend(image_ids)
             if thumbnails is not None:
                 if self._thumbnails is None:
-                    self._thumbnails = _GrowableColumn(np.uint8, thumbnails.shape[1:])
+                    self._thumbnails = GrowableColumn(np.uint8, thumbnails.shape[1:])
                 self._thumbnails.append(thumbnails, adopt=owned)
             self._frame_cache = None
-
-    def _checked_thumbnails(self, thumbnails: np.ndarray | None, count: int) -> np.ndarray | None:
-        """Thumbnails as ``uint8`` (count, h, w), consistent with those already stored (all entries or none)."""
-        stored = self.thumbnails
-        if thumbnails is None:
-            if stored is not None and len(self) and count:
-                raise ValueError("this database stores label thumbnails for every entry: pass them for new ones too")
-            return None
-        thumbnails = np.asarray(thumbnails)
-        if thumbnails.ndim != 3 or len(thumbnails) != count or thumbnails.dtype.kind not in "iu":
-            raise ValueError(f"thumbnails must be {count} integer label images (N, h, w), got "
-                             f"{thumbnails.dtype} {thumbnails.shape}")
-        if min(thumbnails.shape[1:], default=0) < 1:
-            raise ValueError(f"empty thumbnails {thumbnails.shape}")
-        if thumbnails.size and (thumbnails.min() < 0 or thumbnails.max() > 255):
-            raise ValueError("thumbnail class ids must be in 0..255")
-        if len(self) and stored is None:
-            raise ValueError("this database stores no label thumbnails: add entries without them")
-        if stored is not None and len(self) and thumbnails.shape[1:] != stored.shape[1:]:
-            raise ValueError(f"thumbnails of shape {thumbnails.shape[1:]} do not match the stored "
-                             f"{stored.shape[1:]}")
-        return thumbnails.astype(np.uint8, copy=False)
 
     def _index_rows(self, matrix: np.ndarray) -> None:
         """Add normalised rows (not yet in the columns) to the search index, (re)training IVF-PQ when due.
@@ -562,8 +451,8 @@ class GeoDatabase:
         rows = np.sort(np.random.default_rng(0).choice(total, size=sample_size, replace=False))
         old, new = rows[rows < len(existing)], rows[rows >= len(existing)] - len(existing)
         index.train(np.concatenate([existing[old], matrix[new]]))
-        for start in range(0, len(existing), 8 * _CHUNK_ROWS):
-            index.add(existing[start : start + 8 * _CHUNK_ROWS])
+        for start in range(0, len(existing), 8 * CHUNK_ROWS):
+            index.add(existing[start : start + 8 * CHUNK_ROWS])
         index.add(matrix)
         self._index, self._trained_count = index, total
 
@@ -579,9 +468,9 @@ class GeoDatabase:
         index = without_precomputed_table(faiss.clone_index(template))
         with self._lock:
             rows = self._descriptors.view()
-            for start in range(0, len(rows), 8 * _CHUNK_ROWS):
-                index.add(rows[start : start + 8 * _CHUNK_ROWS])
-            self._index, self._trained_count = index, _positive_int(trained_count, "trained_count")
+            for start in range(0, len(rows), 8 * CHUNK_ROWS):
+                index.add(rows[start : start + 8 * CHUNK_ROWS])
+            self._index, self._trained_count = index, positive_int(trained_count, "trained_count")
 
     # ------------------------------------------------------------------ searching
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -592,7 +481,7 @@ class GeoDatabase:
         ("hnsw", "ivfpq") may return index -1 (similarity -inf) where it found fewer than k entries; the
         similarities it returns are exact inner products (IVF-PQ re-ranks its candidates exactly).
         """
-        matrix = _as_float_matrix(queries, "queries")
+        matrix = as_float_matrix(queries, "queries")
         if matrix.ndim == 1:
             matrix = matrix[np.newaxis, :]
         if matrix.ndim != 2:
@@ -600,7 +489,7 @@ class GeoDatabase:
         self.check_query(matrix.shape[1])
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
-        matrix = _l2_normalised(matrix, "queries")
+        matrix = l2_normalised(matrix, "queries")
         with self._lock:
             if len(self) == 0:
                 raise DatabaseError("cannot search an empty database")
@@ -635,20 +524,9 @@ class GeoDatabase:
     # ------------------------------------------------------------------ files
     def header(self) -> dict[str, Any]:
         """The JSON header written by :meth:`save`."""
-        return {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "model_id": self._model_id,
-            "dimension": self._dimension,
-            "index_type": self._index_type,
-            "count": len(self),
-            "search_params": {"nprobe": self._nprobe, "exact_candidates": self._exact_candidates,
-                              "ef_search": self._ef_search},
-            "views": list(self._views),
-            "gps_frame_id": self.gps_frame_id,
-            "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "semloc_version": SEMLOC_VERSION,
-        }
+        return file_header(self._model_id, self._dimension, self._index_type, len(self), self._views,
+                           self.gps_frame_id, {"nprobe": self._nprobe, "exact_candidates": self._exact_candidates,
+                                               "ef_search": self._ef_search})
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the database to ``path`` atomically (temporary file, fsync, ``os.replace``) and return it.
@@ -660,15 +538,8 @@ class GeoDatabase:
             header = self.header()
             stored_index = None
             if self.active_index in ("hnsw", "ivfpq") and len(self):
-                stored_index = faiss.serialize_index(self._index)
-                header["faiss_index"] = {
-                    "type": self.active_index,
-                    "count": int(self._index.ntotal),
-                    "trained_count": self._trained_count,
-                    "sha256": hashlib.sha256(stored_index.data).hexdigest(),
-                    "faiss_version": faiss.__version__,
-                    "precomputed_table": uses_precomputed_table(self._index),
-                }
+                stored_index, header["faiss_index"] = serialized_index(self._index, self.active_index,
+                                                                       self._trained_count)
             header_bytes = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
             arrays = {
                 "header": header_bytes,
@@ -695,44 +566,15 @@ class GeoDatabase:
         and differs from the file's model id.
         """
         source = Path(path)
-        if not source.is_file():
-            raise DatabaseNotFoundError(errno.ENOENT, "no geo-database file", str(source))
-        if source.stat().st_size == 0:
-            raise DatabaseFormatError(f"{source}: the geo-database file is empty")
-        try:
-            declared = declared_arrays(source)  # what each member declares: nothing is inflated yet
-            with np.load(source, allow_pickle=False) as archive:
-                header = _parse_header(archive, source)
-                if expected_model_id is not None and header["model_id"] != expected_model_id:
-                    raise DescriptorMismatchError(
-                        f"{source}: database model_id {header['model_id']!r} does not match the expected "
-                        f"model_id {expected_model_id!r}"
-                    )
-                check_arrays(declared, header)  # before inflating anything
-                arrays = {name: archive[name] for name in ARRAY_NAMES}
-                thumbnails = archive["thumbnails"] if "thumbnails" in archive.files else None
-                stored_blob = archive["faiss_index"] if "faiss_index" in archive.files else None
-            check_arrays(arrays, header)
-            check_normalised(arrays["descriptors"])
-        except DatabaseError:
-            raise
-        except ArchiveError as error:
-            raise DatabaseFormatError(f"{source}: {error}") from error
-        except (MemoryError, RecursionError) as error:  # what the checks did not foresee, still refused
-            raise DatabaseFormatError(f"{source}: refused, loading it failed with {type(error).__name__}") from error
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, UnicodeDecodeError) as error:
-            raise DatabaseFormatError(
-                f"{source}: not a readable semloc geo-database (truncated, corrupt, or holding pickled "
-                f"objects, which are never loaded): {error}"
-            ) from error
-        search_params = _current_search_params(header.get("search_params", {}))
+        header, arrays, thumbnails, stored_blob = read_checked(source, expected_model_id)
+        search_params = current_search_params(header.get("search_params", {}))
         try:
             database = cls(header["dimension"], header["model_id"], header["index_type"], **search_params)
         except (TypeError, ValueError) as error:
             raise DatabaseFormatError(f"{source}: invalid search_params {search_params!r}: {error}") from error
-        stored_index = _stored_index(header, stored_blob, source)
-        database._views = _stored_views(header, arrays["image_id"], source)
-        database.gps_frame_id = _stored_gps_frame_id(header, source)
+        stored_index = stored_faiss_index(header, stored_blob, source)
+        database._views = stored_views(header, arrays["image_id"], source)
+        database.gps_frame_id = stored_gps_frame_id(header, source)
         try:
             database._append(
                 arrays.pop("descriptors"),
@@ -752,103 +594,5 @@ class GeoDatabase:
         if stored_index is not None and database.active_index == "ivfpq":
             database._trained_count = int(header["faiss_index"]["trained_count"])
         return database
-
-
-def _stored_index(header: dict[str, Any], blob: np.ndarray | None, source: Path) -> faiss.Index | None:
-    """The FAISS index stored in a database file, or None when there is none or it does not verify.
-
-    It must match the header's SHA-256, entry count, dimension and index type (a stored index is a cache of
-    what the descriptors rebuild: when it does not verify, a warning is issued and the index is rebuilt).
-    """
-    info = header.get("faiss_index")
-    if blob is None and info is None:
-        return None
-    expected_type = "hnsw" if header["index_type"] == "hnsw" else "ivfpq"
-    problem = ""
-    if blob is None or not isinstance(info, dict):
-        problem = "the stored index or its header entry is missing"
-    elif blob.dtype != np.uint8 or blob.ndim != 1:
-        problem = f"the stored index is {blob.dtype} {blob.shape}, not 1-D uint8"
-    elif info.get("type") != expected_type or header["index_type"] not in ("hnsw", "ivfpq", "auto"):
-        problem = f"a stored {info.get('type')!r} index does not fit index_type {header['index_type']!r}"
-    elif info.get("count") != header["count"] or not isinstance(info.get("trained_count"), int) \
-            or info["trained_count"] < 0:  # may exceed count: a tile's index is trained on the whole map
-        problem = "the stored index's entry counts do not match the descriptors"
-    elif hashlib.sha256(blob.data).hexdigest() != info.get("sha256"):
-        problem = "the stored index does not match its SHA-256"
-    if not problem:
-        try:
-            skip = info.get("precomputed_table") is False
-            index = faiss.deserialize_index(blob, faiss.IO_FLAG_SKIP_PRECOMPUTE_TABLE if skip else 0)
-            if skip:
-                without_precomputed_table(index)
-        except (RuntimeError, MemoryError, ValueError) as error:
-            problem = f"FAISS cannot read the stored index ({error})"
-        else:
-            wanted = faiss.IndexHNSWFlat if expected_type == "hnsw" else faiss.IndexIVFPQ
-            if not isinstance(index, wanted) or index.d != header["dimension"] or index.ntotal != header["count"]:
-                problem = f"the stored index is a {type(index).__name__} of {index.ntotal} x {index.d} entries"
-            elif expected_type == "hnsw" and index.metric_type != faiss.METRIC_INNER_PRODUCT:
-                problem = "the stored HNSW index does not use the inner product"
-            else:
-                return index
-    warnings.warn(f"{source}: {problem}; rebuilding the index from the descriptors", stacklevel=3)
-    return None
-
-
-def _stored_gps_frame_id(header: dict[str, Any], source: Path) -> str:
-    """The GPS frame_id in the header; "" for files written before maps stored it."""
-    frame_id = header.get("gps_frame_id", "")
-    if not isinstance(frame_id, str):
-        raise DatabaseFormatError(f"{source}: invalid gps_frame_id {frame_id!r} in the header")
-    return frame_id
-
-
-def _stored_views(header: dict[str, Any], image_ids: np.ndarray, source: Path) -> tuple[float, ...]:
-    """The views in the header; for files written before maps stored them, read from the image ids."""
-    if "views" not in header:
-        return views_from_ids(image_ids.tolist())
-    views = header["views"]
-    try:
-        if not isinstance(views, list) or not all(_is_number(v) for v in views):
-            raise ValueError("not a list of numbers")
-        return check_views(views)
-    except ValueError as error:
-        raise DatabaseFormatError(f"{source}: invalid views {views!r} in the header: {error}") from error
-
-
-def _parse_header(archive: np.lib.npyio.NpzFile, source: Path) -> dict[str, Any]:
-    """Decode and validate the JSON header of an opened database archive."""
-    if "header" not in archive.files:
-        raise DatabaseFormatError(f"{source}: not a semloc geo-database (no header)")
-    raw = archive["header"]  # at most MAX_HEADER_BYTES (map_checks.declared_arrays)
-    if raw.dtype != np.uint8 or raw.ndim != 1:
-        raise DatabaseFormatError(f"{source}: header must be 1-D uint8 bytes, got {raw.dtype} {raw.shape}")
-    try:
-        header = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DatabaseFormatError(f"{source}: header is not valid UTF-8 JSON: {error}") from error
-    except RecursionError as error:
-        raise DatabaseFormatError(f"{source}: header JSON is nested too deeply") from error
-    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
-        found = header.get("format") if isinstance(header, dict) else type(header).__name__
-        raise DatabaseFormatError(f"{source}: format {found!r} is not {FORMAT_NAME!r}")
-    version = header.get("format_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise DatabaseFormatError(f"{source}: invalid format_version {version!r}")
-    if version > FORMAT_VERSION:
-        raise DatabaseFormatError(
-            f"{source}: format_version {version} was written by a newer semloc_ros; this version "
-            f"({SEMLOC_VERSION}) reads up to format_version {FORMAT_VERSION}"
-        )
-    for key, kind in (("model_id", str), ("dimension", int), ("index_type", str), ("count", int)):
-        value = header.get(key)
-        if isinstance(value, bool) or not isinstance(value, kind):
-            raise DatabaseFormatError(f"{source}: header field {key!r} missing or not a {kind.__name__}")
-    if header["dimension"] <= 0 or header["count"] < 0 or not header["model_id"]:
-        raise DatabaseFormatError(f"{source}: header has invalid dimension, count or model_id")
-    if header["index_type"] not in INDEX_TYPES:
-        raise DatabaseFormatError(f"{source}: unsupported index_type {header['index_type']!r}")
-    return header
 
 
