@@ -18,7 +18,6 @@ from semloc_ros.io.datasets import (
     DatasetError,
     Drive,
     Frame,
-    interpolate_fixes,
     load_drive,
     load_image_folder,
     load_rgbs,
@@ -28,7 +27,7 @@ from semloc_ros.io.datasets import (
     load_vpr_filenames,
     parse_vpr_filename,
 )
-from semloc_ros.io.gps_jumps import drop_implausible_speed, implausible_speed
+from semloc_ros.io.gps_track import drop_implausible_speed, implausible_speed, interpolate_fixes
 
 DEMO = Path(__file__).resolve().parent.parent / "semloc_ros" / "data" / "demo"
 

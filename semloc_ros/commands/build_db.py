@@ -52,7 +52,7 @@ from semloc_ros.distributed import (
 )
 from semloc_ros.io.bags import BagError
 from semloc_ros.io.datasets import DatasetError, Drive, load_drive, subsample_by_distance
-from semloc_ros.io.gps_jumps import DEFAULT_MAX_SPEED_MPS, drop_implausible_speed
+from semloc_ros.io.gps_track import DEFAULT_MAX_SPEED_MPS, drop_implausible_speed
 from semloc_ros.models.pipeline import METHODS
 
 DEFAULT_GPS_FRAME_ID = "gps"

@@ -66,7 +66,7 @@ def fix_errors(fixes: RecordedFixes, truth_stamp_ns: np.ndarray, truth_lat: np.n
                max_gap_s: float) -> np.ndarray:
     """Distance (m) of each fix to the ground truth interpolated at its stamp; NaN without position or truth."""
     from semloc_ros.core.geodesy import geodesic_distance_m
-    from semloc_ros.io.datasets import interpolate_fixes
+    from semloc_ros.io.gps_track import interpolate_fixes
 
     order = np.argsort(truth_stamp_ns, kind="stable")
     lat, lon, _, _ = interpolate_fixes(fixes.stamp_ns, truth_stamp_ns[order], truth_lat[order], truth_lon[order],

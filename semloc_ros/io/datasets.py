@@ -23,6 +23,7 @@ import numpy as np
 
 from semloc_ros.core.geodesy import LocalENU, UTMProjection
 from semloc_ros.io.bags import bag_topics, header_stamp_ns, open_bag
+from semloc_ros.io.gps_track import interpolate_fixes
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 BAG_SUFFIXES = (".mcap", ".db3")
@@ -453,46 +454,6 @@ def _pick_topic(topics: dict[str, str], msgtypes: Sequence[str], what: str, bag_
     if len(candidates) != 1:
         raise DatasetError(f"{bag_path}: cannot pick the {what} topic among {candidates or 'none'}; name it")
     return candidates[0]
-
-
-def interpolate_fixes(
-    image_stamps_ns: np.ndarray,
-    fix_stamps_ns: np.ndarray,
-    fix_lat: np.ndarray,
-    fix_lon: np.ndarray,
-    fix_alt: np.ndarray,
-    max_gap_s: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Position of each image by linear interpolation between the bracketing valid fixes.
-
-    An image is matched when a fix exists at or before and at or after its stamp, each within ``max_gap_s``
-    of it. Returns ``(lat, lon, alt, reason)``: ``reason`` is 0 for a match, 1 when the image is before the
-    first or after the last fix, 2 when a bracketing fix is more than ``max_gap_s`` away. Fixes must be sorted
-    by stamp.
-    Lat/lon are interpolated in degrees, exact enough over the second-scale gaps allowed here.
-    """
-    n = len(image_stamps_ns)
-    lat = np.full(n, np.nan)
-    lon = np.full(n, np.nan)
-    alt = np.full(n, np.nan)
-    reason = np.zeros(n, dtype=np.int8)
-    max_gap_ns = max_gap_s * 1e9
-    for i, t in enumerate(image_stamps_ns):
-        after = int(np.searchsorted(fix_stamps_ns, t, side="left"))  # first fix with stamp >= t
-        exact = after < len(fix_stamps_ns) and fix_stamps_ns[after] == t
-        before = after if exact else after - 1
-        if before < 0 or after >= len(fix_stamps_ns):
-            reason[i] = 1
-            continue
-        t0, t1 = int(fix_stamps_ns[before]), int(fix_stamps_ns[after])
-        if t - t0 > max_gap_ns or t1 - t > max_gap_ns:
-            reason[i] = 2
-            continue
-        w = 0.0 if t1 == t0 else (int(t) - t0) / (t1 - t0)
-        lat[i] = (1.0 - w) * fix_lat[before] + w * fix_lat[after]
-        lon[i] = (1.0 - w) * fix_lon[before] + w * fix_lon[after]
-        alt[i] = (1.0 - w) * fix_alt[before] + w * fix_alt[after]
-    return lat, lon, alt, reason
 
 
 def load_rosbag(
