@@ -143,7 +143,10 @@ def test_fix_message_carries_stamp_frame_status_and_covariance(start_node, tmp_p
     assert markers[0].markers[0].action == markers[0].markers[0].DELETEALL
     assert {m.ns for m in markers[0].markers[1:]} == {"retrieved", "estimate"}
 
-    assert node.set_parameters([Parameter("integrity_threshold", value=0.99)])[0].successful
+    # a gate on cues this map gives (no thumbnails here, so no re-ranking alignment: its weight is 0)
+    assert node.set_parameters([Parameter("integrity_weights", value=[1.0, 1.0, 0.0, 1.0, 0.0, 0.0]),
+                                Parameter("integrity_bias", value=-3.5),
+                                Parameter("integrity_threshold", value=0.99)])[0].successful
     node.on_descriptor(_descriptor(database.descriptors[5]))  # the same match, now below the integrity gate
     assert fixes[-1].status.status == fixes[-1].status.STATUS_NO_FIX
     assert not node.set_parameters([Parameter("integrity_weights", value=[1.0, 2.0])])[0].successful
