@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 
@@ -79,8 +80,10 @@ def test_rerank_benchmark_compares_both_alignments_on_real_thumbnails(shared_dat
     import json
 
     out = tmp_path / "rerank.json"
+    domain = os.environ["ROS_DOMAIN_ID"]
     assert benchmark.main(["rerank", "--dataset", str(shared_dataset), "--queries", "2", "--repeats", "1",
                            "--top-k", "5", "--json", str(out)]) == 0
+    assert os.environ["ROS_DOMAIN_ID"] == domain  # the caller's ROS domain (230 leaked into later tests)
     results = json.loads(out.read_text())["results"]
     assert results["identical"] is True and results["bit-packed"]["n"] == 2 and results["reference"]["n"] == 2
 

@@ -97,7 +97,7 @@ def pipe(tmp_path_factory):
     database_drive, _ = load_semloc_sim_split(DEMO_DATA)
     places = database_drive.subset(DATABASE_FRAMES)
     database_path, log_dir = folder / "late.semdb", folder / "logs"
-    domain_id = int(os.environ["ROS_DOMAIN_ID"]) + DOMAIN_OFFSET
+    domain_id = 100 + (int(os.environ["ROS_DOMAIN_ID"]) - 100 + DOMAIN_OFFSET) % 100  # another id, <= 199
     runner = PipelineRunner(
         overrides={"segmentation_node": {"model": SEGMENTER, "device": "cpu", "threads": 1},
                    "descriptor_node": {"model": DESCRIPTOR, "device": "cpu", "threads": 1},

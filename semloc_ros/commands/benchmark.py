@@ -158,9 +158,17 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.dataset / "splits.json").is_file():
         print(f"semloc benchmark: no semloc-sim dataset at {args.dataset} (--dataset)", file=sys.stderr)
         return 2
+    saved = {name: os.environ.get(name) for name in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID")}
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     os.environ["ROS_DOMAIN_ID"] = str(args.domain_id)
-    return MODES[args.mode](args)
+    try:
+        return MODES[args.mode](args)
+    finally:  # called as a library (tests), the caller's ROS environment is left as it was
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 if __name__ == "__main__":
