@@ -15,7 +15,7 @@ from semloc_ros.core.labels import SEMLOC_SIM
 from semloc_ros.models import DescriptorExtractor, Segmenter, load_checkpoint
 from semloc_ros.training.augment import corrupt_labels, photometric
 from semloc_ros.training.common import cosine_lr
-from semloc_ros.training.data import FrameIndex, TrainDrive, load_train_drives
+from semloc_ros.training.data import FrameIndex, TrainDrive, load_train_drives, load_train_sets
 from semloc_ros.training.descriptor import (
     DescriptorTrainConfig,
     build_pairs,
@@ -138,6 +138,24 @@ def test_train_command(dataset, tmp_path, capsys):
     bad = ["semantic", "--dataset", str(dataset), "--drives", "eval_day_l0", "--segmenter", "none", "--out", str(out)]
     assert train_cmd.main(bad) == 1
     assert "outside the train split" in capsys.readouterr().err
+
+
+def test_train_sets_join_datasets_and_refuse_held_out_sets(dataset, tmp_path):
+    second = tmp_path / "v2"
+    _write_drive(second, "trainC_fog_l0", 103, 6, 0.0)
+    _write_drive(second, "tuneE_day_l0", 104, 4, 0.0)
+    splits = {"train": ["trainC_fog_l0"], "database": None, "queries": [],
+              "tuning": {"database": "tuneE_day_l0", "queries": []}}
+    (second / "splits.json").write_text(json.dumps(splits))
+    drives = load_train_sets([dataset, second], progress=False)
+    assert [d.name for d in drives] == ["trainA_day_l0", "trainA_night_l1", "trainC_fog_l0"]
+    assert [d.name for d in load_train_sets([dataset, second], ["trainC_fog_l0"], progress=False)] == ["trainC_fog_l0"]
+    with pytest.raises(ValueError, match="outside the train split"):
+        load_train_sets([dataset, second], ["tuneE_day_l0"], progress=False)
+    with pytest.raises(ValueError, match="outside the train split"):
+        load_train_drives(second, ["tuneE_day_l0"], progress=False)
+    with pytest.raises(ValueError, match="map seeds"):
+        load_train_sets([dataset, dataset], progress=False)
 
 
 def test_pca_init_spreads_untrained_descriptors():

@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="semloc train", description="Train the segmenter, the semantic descriptor or the RGB baseline."
     )
     parser.add_argument("task", choices=sorted(DEFAULT_FILES), help="what to train")
-    parser.add_argument("--dataset", type=Path, default=None, help="semloc-sim dataset root (with splits.json)")
+    parser.add_argument("--dataset", type=Path, action="append", default=[],
+                        help="semloc-sim dataset root (with splits.json); repeatable: the train drives of all")
     parser.add_argument("--source", action="append", default=[], metavar="SRC",
                         help="a drive as build-db reads it (bag, CSV or @utm@ folder, semloc-sim:ROOT:DRIVE); "
                              "repeatable")
@@ -119,9 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_arguments(args: argparse.Namespace) -> str | None:
     if args.threads < 1:
         return "--threads must be >= 1"
-    if args.dataset is None and not args.source:
+    if not args.dataset and not args.source:
         return "give --dataset ROOT (semloc-sim) or --source SRC (bag, folder, ...)"
-    if args.dataset is not None and args.source and args.task != "segmenter":
+    if args.dataset and args.source and args.task != "segmenter":
         return "descriptors train on --dataset or on --source, not both"
     if args.source and args.task == "semantic" and args.segmenter == "none":
         return "--source has no ground-truth labels: --segmenter must name a segmenter"
@@ -156,7 +157,7 @@ def _train_segmenter(args: argparse.Namespace, out: Path, minutes: float, input_
     import numpy as np
 
     from semloc_ros.core.labels import IGNORED_ID
-    from semloc_ros.training.data import load_train_drives
+    from semloc_ros.training.data import load_train_sets
     from semloc_ros.training.segmenter import SegmenterTrainConfig, pseudo_label, train_segmenter
     from semloc_ros.training.sources import resized
 
@@ -167,8 +168,9 @@ def _train_segmenter(args: argparse.Namespace, out: Path, minutes: float, input_
     cfg.batch_size = args.batch_size or cfg.batch_size
     cfg.lr = args.lr or cfg.lr
     drives = []
-    if args.dataset is not None:
-        drives = load_train_drives(args.dataset, args.drives, cfg.input_size, cfg.input_size, progress=progress)
+    if args.dataset:
+        drives = load_train_sets(args.dataset, args.drives, rgb_size=cfg.input_size, label_size=cfg.input_size,
+                                 progress=progress)
     pseudo = None
     if args.pseudo_drives or args.source:
         teacher = _labeling_segmenter(args, args.teacher or args.init or ("default" if args.source else None))
@@ -183,8 +185,8 @@ def _train_segmenter(args: argparse.Namespace, out: Path, minutes: float, input_
             pseudo_rgbs = np.concatenate([d.rgb for d in unlabeled])
             pseudo_ids = np.concatenate([d.labels for d in unlabeled])
         else:
-            unlabeled = load_train_drives(args.dataset, args.pseudo_drives, cfg.input_size, None, labels=False,
-                                          progress=progress)
+            unlabeled = load_train_sets(args.dataset, args.pseudo_drives, rgb_size=cfg.input_size, labels=False,
+                                        progress=progress)
             pseudo_rgbs = np.concatenate([d.rgb for d in unlabeled])
             pseudo_ids = pseudo_label(teacher, pseudo_rgbs, cfg.pseudo_threshold)
         kept = float(np.mean(pseudo_ids != IGNORED_ID))
@@ -200,7 +202,7 @@ def _train_segmenter(args: argparse.Namespace, out: Path, minutes: float, input_
 
 def _train_descriptor(args: argparse.Namespace, out: Path, minutes: float, input_size, trained_on: str,
                       progress: bool):
-    from semloc_ros.training.data import load_train_drives
+    from semloc_ros.training.data import load_train_sets
     from semloc_ros.training.descriptor import DescriptorTrainConfig, train_descriptor
     from semloc_ros.training.sources import segmenter_labeler
 
@@ -231,10 +233,10 @@ def _train_descriptor(args: argparse.Namespace, out: Path, minutes: float, input
     elif args.task == "semantic":
         if segmenter is not None:
             print(f"mixing in the predictions of segmenter {segmenter.model_id}", flush=True)
-        drives = load_train_drives(args.dataset, args.drives, None, size, rgb=segmenter is not None,
-                                   progress=progress)
+        drives = load_train_sets(args.dataset, args.drives, label_size=size, rgb=segmenter is not None,
+                                 progress=progress)
     else:
-        drives = load_train_drives(args.dataset, args.drives, size, None, labels=False, progress=progress)
+        drives = load_train_sets(args.dataset, args.drives, rgb_size=size, labels=False, progress=progress)
     return train_descriptor(drives, out, cfg, segmenter=segmenter, dataset=trained_on, progress=progress)
 
 
@@ -261,9 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or WEIGHTS_DIR / DEFAULT_FILES[args.task]
     minutes = args.minutes if args.minutes is not None else DEFAULT_MINUTES[args.task]
     progress = not args.quiet and sys.stderr.isatty()
-    data = [str(args.dataset.resolve())] if args.dataset is not None else []
-    data += args.source
-    trained_on = ", ".join(([f"semloc-sim-v1 train split ({args.dataset.resolve().name})"] if args.dataset else [])
+    data = [str(root.resolve()) for root in args.dataset] + args.source
+    trained_on = ", ".join([f"train split of {root.resolve().name}" for root in args.dataset]
                            + [f"source {spec}" for spec in args.source])
     input_size = tuple(args.input_size) if args.input_size else None
     train = _train_segmenter if args.task == "segmenter" else _train_descriptor

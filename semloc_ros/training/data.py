@@ -1,7 +1,9 @@
 """Training data read straight from the semloc-sim layout: ``drives/<drive>/{rgb,label,poses.csv,drive.json}``.
 
 Only the ``train`` drives of ``splits.json`` are ever loaded here: asking for a database or query drive (the
-evaluation map) raises ``ValueError``, so the evaluation map cannot leak into training.
+evaluation map), or a drive of a further held-out set (semloc-sim-v2's ``tuning`` map and ``rear`` pair), raises
+``ValueError``, so no evaluation or tuning drive can leak into training. Several dataset roots train one model
+together (:func:`load_train_sets`): each drive keeps its map seed, so GPS mining never pairs two maps.
 """
 
 from __future__ import annotations
@@ -50,9 +52,18 @@ def train_drive_names(root: str | Path) -> list[str]:
     return list(read_splits(root)["train"])
 
 
+def held_out_drive_names(splits: dict) -> set[str]:
+    """Drives that training must never read: the evaluation map's and those of every further set."""
+    held_out = {splits.get("database"), *splits.get("queries", [])}
+    for further in ("tuning", "rear"):
+        if isinstance(splits.get(further), dict):
+            held_out |= {splits[further].get("database"), *splits[further].get("queries", [])}
+    return held_out - {None}
+
+
 def _check_train_only(root: str | Path, names: Sequence[str]) -> None:
     splits = read_splits(root)
-    held_out = {splits.get("database"), *splits.get("queries", [])}
+    held_out = held_out_drive_names(splits)
     bad = sorted(set(names) & held_out) + sorted(set(names) - set(splits["train"]) - held_out)
     if bad:
         raise ValueError(f"refusing to train on drives outside the train split: {bad}")
@@ -118,6 +129,26 @@ def load_train_drives(
                 labs = np.stack(list(pool.map(lambda p: _read_label(p, label_size), label_files)))
             drives.append(TrainDrive(name, int(info["seed"]), str(info["condition"]), rgbs, labs, xy, heading,
                                      stamp_s))
+    return drives
+
+
+def load_train_sets(roots: Sequence[str | Path], names: Sequence[str] | None = None,
+                    **load_options) -> list[TrainDrive]:
+    """:func:`load_train_drives` of several dataset roots; ``names`` (default: every train drive) are looked up in
+    the train split of each root, and a name no root trains on is refused like a held-out drive."""
+    if names is not None:
+        trainable = set().union(*(train_drive_names(root) for root in roots))
+        if missing := sorted(set(names) - trainable):
+            raise ValueError(f"refusing to train on drives outside the train splits: {missing}")
+    drives: list[TrainDrive] = []
+    for root in roots:
+        wanted = None if names is None else [n for n in names if n in train_drive_names(root)]
+        if wanted == []:
+            continue
+        loaded = load_train_drives(root, wanted, **load_options)
+        if clash := {d.map_seed for d in loaded} & {d.map_seed for d in drives}:
+            raise ValueError(f"{root}: map seeds {sorted(clash)} also in another dataset (maps must be distinct)")
+        drives += loaded
     return drives
 
 
