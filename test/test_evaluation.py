@@ -340,7 +340,7 @@ def test_build_db_and_evaluate_commands(tmp_path, capsys, monkeypatch) -> None:
     assert (tmp_path / "ev" / "top1_recall_at_distance.png").is_file()
     assert len(list((tmp_path / "ev" / "cache").glob("*.semdb"))) == 2
     with pytest.warns(UserWarning, match="UNTRAINED"):
-        assert evaluate.main([*args, "--threshold-m", "4", "--no-plots", *common]) == 0
+        assert evaluate.main([*args, "--threshold-m", "4", "--no-plots", "--no-resume", *common]) == 0
     assert capsys.readouterr().out.count("database from cache") == 2
     with pytest.warns(UserWarning, match="UNTRAINED"):
         assert evaluate.main([*args, "--threshold-m", "4", "--no-plots", "--set", "localizer_node.rerank_top_k=5",

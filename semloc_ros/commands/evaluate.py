@@ -1,9 +1,14 @@
 """``semloc evaluate --dataset ROOT [--protocol NAME] --methods ... --out DIR``: retrieval and localization.
 
 For each method the database drive of ``ROOT/splits.json`` is described once (cached in ``DIR/cache`` by
-method, drive and model ids) and every query drive is retrieved against it and localized. Writes
-``DIR/results.json``, prints one table row per method x condition (Recall@N at ``--threshold-m``, top-1 within
-2/5/10 m, localizer error median/p95) and saves the plots (Top-1 Recall@D, Recall@N, route maps).
+method, drive and model ids) and every query drive is retrieved against it and localized. Each finished drive
+prints one line (method, drive, R@1/R@5, frames, seconds; mIoU for the segmentation drives), also with
+``--quiet``, and its results are written at once to ``DIR/partial``; a run stopped for any reason and started
+again with the same request reads those back and goes on with the drives left (``--no-resume`` computes them
+all again; a changed request, e.g. other weights, configuration or stride, never reuses them). Writes
+``DIR/results.json`` (the same whether or not the run resumed), prints one table row per method x condition
+(Recall@N at ``--threshold-m``, top-1 within 2/5/10 m, localizer error median/p95) and saves the plots (Top-1
+Recall@D, Recall@N, route maps).
 ``--protocol`` picks a named protocol (:mod:`semloc_ros.evaluation.protocols`): ``standard``, ``confusers`` (a database
 of several maps at their own geographic offsets), ``dynamic`` (traffic queries, with and without
 ``mask_dynamic``) or ``day-only`` (one row set per ``--segmenters`` file, mIoU per segmenter).
@@ -119,9 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_THRESHOLD_M,
         help="a retrieved place is correct within this distance (Recall@N)",
     )
-    parser.add_argument("--out", type=Path, required=True, help="output folder (results.json, plots, cache)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="output folder (results.json, plots, cache, partial: each finished drive's results)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="database cache (default: OUT/cache)")
     parser.add_argument("--no-cache", action="store_true", help="always rebuild the databases")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="compute every drive again instead of reusing the results OUT/partial holds for this "
+                        "same request (dataset, stride, models, views, localizer configuration, threshold)")
     parser.add_argument("--queries", nargs="+", default=None, help="only these query drives (names)")
     parser.add_argument("--query-stride", type=int, default=1, help="use every k-th query frame")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch CPU threads")
@@ -191,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     parser.add_argument("--no-route-maps", action="store_true", help="skip the route map of every method and drive")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (the line per finished drive stays)")
     return parser
 
 
@@ -236,7 +245,7 @@ def evaluation_options(args: argparse.Namespace) -> EvaluationOptions:
         segmentation_stride=args.segmentation_stride, segmentation_drives=args.segmentation_drives,
         database_views=tuple(args.database_views), preset=args.preset, progress=not args.quiet,
         trust_model_code=args.trust_model_code, label_mapping=args.label_mapping,
-        segmenter_arch=args.segmenter_arch, descriptor_file=args.descriptor,
+        segmenter_arch=args.segmenter_arch, descriptor_file=args.descriptor, resume=not args.no_resume,
     )
 
 
@@ -262,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, EvaluationError) as error:
         print(f"semloc evaluate: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"semloc evaluate: interrupted; the finished drives are kept in {args.out / 'partial'} and the same "
+              "command goes on from there", file=sys.stderr)
+        return 130
     path = write_results(evaluation, args.out)
     rejection = bool(evaluation.drives.rejection)
     print(format_report(evaluation.summary, path, evaluation.elapsed_s, args.target_precision,

@@ -4,7 +4,9 @@
 - :func:`format_localization_table`: the localizer's estimates, single-frame and through the sequence filter;
 - :func:`format_rejection_table`: no-match rejection thresholds and their precision / recall per drive;
 - :func:`format_segmentation_table`: pixel accuracy and IoU of one segmenter per drive;
-- :func:`format_report`: all of them with the notes that explain them, as printed after a run.
+- :func:`format_report`: all of them with the notes that explain them, as printed after a run;
+- :func:`format_drive_line`, :func:`format_negatives_line`, :func:`format_segmentation_line`: the progress line
+  printed as each drive finishes.
 """
 
 from __future__ import annotations
@@ -89,6 +91,25 @@ def format_segmentation_table(segmentation: dict[str, Any], name: str = "") -> s
                      _fmt(scores["mean_iou"]), *[_fmt(per_class.get(c)) for c in classes]])
     title = f"{name} = {segmentation['segmenter']}" if name else segmentation["segmenter"]
     return f"segmentation ({title}), percent:\n" + _aligned(rows)
+
+
+def format_drive_line(label: str, result: dict[str, Any], seconds: float) -> str:
+    """Progress: one finished query drive of one method (Recall@1/5 over all queries)."""
+    recall = result["recall_at_n_all_queries"]
+    return (f"{label} {result['query_drive']}: R@1 {_fmt(recall.get('1'))} R@5 {_fmt(recall.get('5'))}, "
+            f"{result['n_queries']} frames, {seconds:.1f} s")
+
+
+def format_negatives_line(label: str, negatives: dict[str, Any], seconds: float) -> str:
+    """Progress: one finished rejection drive (out-of-database negatives) of one method."""
+    return (f"{label} {negatives['drive']} (negatives): {negatives['n_negatives']} negatives, "
+            f"{negatives['n_frames']} frames, {seconds:.1f} s")
+
+
+def format_segmentation_line(name: str, drive: str, scores: dict[str, Any], seconds: float) -> str:
+    """Progress: one finished segmentation drive of one segmenter ('' = the shipped one)."""
+    return (f"segmentation{'@' + name if name else ''} {drive}: mIoU {_fmt(scores['mean_iou'])}, "
+            f"{scores['n_frames']} frames, {seconds:.1f} s")
 
 
 def format_localization_table(results: list[dict[str, Any]], calibrations: dict[str, dict[str, Any]]) -> str:

@@ -6,19 +6,25 @@
 2. Configuration: the run scores the configuration it is given (the parameter file's, as the node publishes);
    nothing is fitted on a query drive.
 3. Per variant (method x segmenter x masking x label source,
-   :func:`semloc_ros.evaluation.protocols.protocol_variants`): the pipeline, the database (from the cache when it
-   was built by the same pipeline with the same views and holds the thumbnails re-ranking needs,
-   :func:`cached_database`), the metrics of every query drive, then the no-match threshold analysis (thresholds
-   and an isotropic covariance scale) fitted on the named calibration drive, which does not change the scored
+   :func:`semloc_ros.evaluation.protocols.protocol_variants`): the pipeline, then every query drive one at a
+   time: its metrics are kept in ``OUT/partial`` as soon as they are done (one progress line) and read back
+   instead when this same request finished that drive before (:mod:`semloc_ros.evaluation.resume`, key:
+   :func:`variant_key` and the drive); the database, only when some drive is computed (from the cache when it was
+   built by the same pipeline with the same views and holds the thumbnails re-ranking needs,
+   :func:`cached_database`); then the no-match threshold analysis (thresholds and an isotropic covariance scale,
+   its negatives kept the same way) fitted on the named calibration drive, which does not change the scored
    configuration (:func:`evaluate_variant`).
-4. The segmenters scored on the segmentation drives; the summary (:func:`run_evaluation`), written as
-   results.json by :func:`write_results`.
+4. The segmenters scored on the segmentation drives, drive by drive, kept the same way
+   (:func:`score_segmenters`); one line says how many drive results were read back; the summary
+   (:func:`run_evaluation`), written as results.json by :func:`write_results`. It is the same whether or not the
+   run resumed.
 
 Every problem with the request is an :class:`EvaluationError` with a one-line message.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +38,9 @@ from semloc_ros.core.views import SINGLE_VIEW
 from semloc_ros.evaluation.calibration import calibrate_method, evaluate_rejection_drives
 from semloc_ros.evaluation.loop import cache_name, evaluate_method, evaluate_segmentation
 from semloc_ros.evaluation.metrics import (
+    DEFAULT_DISTANCES_M,
     DEFAULT_NEGATIVE_MIN_ROUTE_M,
+    DEFAULT_NS,
     DEFAULT_TARGET_PRECISION,
     DEFAULT_THRESHOLD_M,
     method_label,
@@ -47,6 +55,8 @@ from semloc_ros.evaluation.protocols import (
     has_traffic,
     protocol_variants,
 )
+from semloc_ros.evaluation.report import format_drive_line, format_negatives_line, format_segmentation_line
+from semloc_ros.evaluation.resume import RESULT_FORMAT, PartialResults, drive_fingerprint
 from semloc_ros.io.datasets import DatasetError, Drive, load_semloc_sim_drive, load_semloc_sim_split
 from semloc_ros.mapping import build_database
 from semloc_ros.models import WeightsError, set_torch_threads
@@ -92,6 +102,7 @@ class EvaluationOptions:
     label_mapping: str = "identity"  # output ids of the --segmenters -> semloc classes
     segmenter_arch: str = ""  # architecture of --segmenters that are plain state dicts
     descriptor_file: Path | None = None  # descriptor weights instead of the shipped one of their kind
+    resume: bool = True  # reuse the drive results kept in out/partial for this same request
 
 
 @dataclass
@@ -240,21 +251,82 @@ def variant_pipeline(options: EvaluationOptions, variant: Variant) -> Pipeline:
         raise EvaluationError(f"{variant.name}: {error}") from error
 
 
+def variant_key(options: EvaluationOptions, variant: Variant, pipeline: Pipeline, drives: Drives,
+                config: LocalizerConfig) -> dict[str, Any]:
+    """What every drive result of one variant depends on (the key of its kept results,
+    :mod:`semloc_ros.evaluation.resume`)."""
+    return {"format": RESULT_FORMAT, "dataset": str(options.dataset.resolve()),
+            "method": method_label(variant.name, variant.oracle), "pipeline": pipeline.model_id,
+            "database": drive_fingerprint(drives.database), "database_views": list(options.database_views),
+            "localizer": config.parameters(), "query_stride": options.query_stride, "threshold_m": options.threshold_m,
+            "ns": list(DEFAULT_NS), "distances_m": list(DEFAULT_DISTANCES_M)}
+
+
 def evaluate_variant(options: EvaluationOptions, variant: Variant, pipeline: Pipeline, drives: Drives,
-                     config: LocalizerConfig, log: Log = print) -> tuple[dict[str, dict[str, Any]], dict | None]:
-    """Results per query drive of one variant and, with a calibration drive, its calibration (step 3)."""
-    database = variant_database(options, variant, pipeline, drives.database, config, log)
-    per_drive = evaluate_method(pipeline, drives.database, drives.queries, method=variant.name,
-                                oracle=variant.oracle, threshold_m=options.threshold_m, database=database,
-                                localizer_config=config, batch_size=options.batch_size, progress=options.progress)
+                     config: LocalizerConfig, log: Log = print, partial: PartialResults | None = None,
+                     ) -> tuple[dict[str, dict[str, Any]], dict | None]:
+    """Results per query drive of one variant and, with a calibration drive, its calibration (step 3). Each
+    drive's result is kept in ``partial`` as it finishes (a progress line) or read back from it; the database is
+    loaded only when some drive is computed."""
+    partial = partial or PartialResults(options.out / "partial", options.resume, log)
+    label = method_label(variant.name, variant.oracle)
+    key = variant_key(options, variant, pipeline, drives, config)
+    database = functools.cache(lambda: variant_database(options, variant, pipeline, drives.database, config, log))
+
+    def query_result(drive: Drive) -> dict[str, Any]:
+        return evaluate_method(pipeline, drives.database, [drive], method=variant.name, oracle=variant.oracle,
+                               threshold_m=options.threshold_m, database=database(), localizer_config=config,
+                               batch_size=options.batch_size, progress=options.progress)[drive.name]
+
+    def negatives(drive: Drive) -> dict[str, Any]:
+        return evaluate_rejection_drives(pipeline, database(), [drive], oracle=variant.oracle, localizer_config=config,
+                                         min_route_m=options.negative_min_route_m, batch_size=options.batch_size,
+                                         progress=options.progress)[0]
+
+    per_drive = {}
+    for drive in drives.queries:
+        per_drive[drive.name], seconds = partial.result(label, key, drive.name, {"query": drive_fingerprint(drive)},
+                                                        functools.partial(query_result, drive))
+        if seconds is not None:
+            log(format_drive_line(label, per_drive[drive.name], seconds))
     if drives.calibration_query is None:
         return per_drive, None
-    negatives = evaluate_rejection_drives(pipeline, database, drives.rejection, oracle=variant.oracle,
-                                          localizer_config=config, min_route_m=options.negative_min_route_m,
-                                          batch_size=options.batch_size, progress=options.progress)
-    calibration = calibrate_method(list(per_drive.values()), negatives, drives.calibration_query,
+    scores = []
+    for drive in drives.rejection:
+        drive_key = {"negatives": drive_fingerprint(drive), "negative_min_route_m": options.negative_min_route_m}
+        scored, seconds = partial.result(label, key, f"{drive.name}.negatives", drive_key,
+                                         functools.partial(negatives, drive))
+        if seconds is not None:
+            log(format_negatives_line(label, scored, seconds))
+        scores.append(scored)
+    calibration = calibrate_method(list(per_drive.values()), scores, drives.calibration_query,
                                    options.target_precision)
     return per_drive, calibration
+
+
+def _segmentation_scores(options: EvaluationOptions, segmenter: Any, drive: Drive) -> dict[str, Any]:
+    return evaluate_segmentation(segmenter, [drive], options.segmentation_stride, options.batch_size,
+                                 progress=options.progress)[drive.name]
+
+
+def score_segmenters(options: EvaluationOptions, segmenters: dict[str, Any], drives: Sequence[Drive],
+                     partial: PartialResults, log: Log = print) -> dict[str, dict[str, Any]]:
+    """Each segmenter scored on the segmentation drives (step 4), drive by drive, kept in ``partial``."""
+    segmentation: dict[str, dict[str, Any]] = {}
+    stride = options.segmentation_stride
+    for name, segmenter in segmenters.items() if stride > 0 else ():
+        key = {"format": RESULT_FORMAT, "dataset": str(options.dataset.resolve()), "segmenter": segmenter.model_id,
+               "stride": stride}
+        folder = f"segmentation@{name}" if name else "segmentation"
+        scores = {}
+        for drive in drives:
+            compute = functools.partial(_segmentation_scores, options, segmenter, drive)
+            scores[drive.name], seconds = partial.result(folder, key, drive.name, {"drive": drive_fingerprint(drive)},
+                                                         compute)
+            if seconds is not None:
+                log(format_segmentation_line(name, drive.name, scores[drive.name], seconds))
+        segmentation[name] = {"segmenter": segmenter.model_id, "drives": scores}
+    return segmentation
 
 
 def run_evaluation(options: EvaluationOptions, config: LocalizerConfig, log: Log = print) -> Evaluation:
@@ -262,6 +334,7 @@ def run_evaluation(options: EvaluationOptions, config: LocalizerConfig, log: Log
     protocol = PROTOCOLS[options.protocol]
     drives = prepare_drives(options, log)
     set_torch_threads(options.threads)
+    partial = PartialResults(options.out / "partial", options.resume, log)
     results: list[dict[str, Any]] = []
     calibrations: dict[str, dict[str, Any]] = {}
     segmenters: dict[str, Any] = {}  # row-name suffix -> segmenter, for the segmentation tables
@@ -271,16 +344,13 @@ def run_evaluation(options: EvaluationOptions, config: LocalizerConfig, log: Log
         pipeline = variant_pipeline(options, variant)
         if pipeline.segmenter is not None and not variant.oracle:
             segmenters.setdefault(variant.segmenter_name, pipeline.segmenter)
-        per_drive, calibration = evaluate_variant(options, variant, pipeline, drives, config, log)
+        per_drive, calibration = evaluate_variant(options, variant, pipeline, drives, config, log, partial)
         results.extend(per_drive.values())
         if calibration is not None:
             calibrations[method_label(variant.name, variant.oracle)] = calibration
-    segmentation = {}
-    if options.segmentation_stride > 0:
-        for name, segmenter in segmenters.items():
-            scores = evaluate_segmentation(segmenter, drives.segmentation, options.segmentation_stride,
-                                           options.batch_size, progress=options.progress)
-            segmentation[name] = {"segmenter": segmenter.model_id, "drives": scores}
+    segmentation = score_segmenters(options, segmenters, drives.segmentation, partial, log)
+    if partial.resumed:
+        log(f"resumed {partial.resumed} drive results from {partial.root} (--no-resume computes them again)")
     summary = results_summary(options, protocol, drives, config, results, calibrations, segmentation)
     return Evaluation(summary, drives, results, calibrations, segmentation, time.perf_counter() - start)
 
