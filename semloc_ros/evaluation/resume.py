@@ -88,15 +88,19 @@ class PartialResults:
         return kept["result"]
 
     def result(self, folder: str, variant_key: dict[str, Any], drive: str, drive_key: dict[str, Any],
-               compute: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], float | None]:
+               compute: Callable[[], dict[str, Any]], prepare: Callable[[], object] | None = None,
+               ) -> tuple[dict[str, Any], float | None]:
         """The result of ``drive`` (``drive_key``: what it depends on beyond ``variant_key``): kept, else computed
-        and kept (steps 2-3); with the seconds it took to compute (None when it was read back)."""
+        and kept (steps 2-3); with the seconds ``compute`` took (None when it was read back). ``prepare`` (e.g.
+        loading the database) runs before ``compute`` only when the result is computed, and is not timed."""
         path = self.path(folder, variant_key, drive)
         key = {"variant": variant_key, "drive": drive_key}
         kept = self.stored(path, key)
         if kept is not None:
             self.resumed += 1
             return kept, None
+        if prepare is not None:
+            prepare()
         start = time.perf_counter()
         result = _normalised(compute())
         seconds = time.perf_counter() - start

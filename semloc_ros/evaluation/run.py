@@ -232,8 +232,10 @@ def variant_database(options: EvaluationOptions, variant: Variant, pipeline: Pip
     if database is not None:
         log(f"{label}: database from cache {path}")
         return database
+    start = time.perf_counter()
     database = build_database(pipeline, drive, oracle=variant.oracle, batch_size=options.batch_size,
                               progress=options.progress, views=views)
+    log(f"{label}: database {drive.name} built, {len(database)} entries, {time.perf_counter() - start:.1f} s")
     if options.use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         database.save(path)
@@ -286,7 +288,7 @@ def evaluate_variant(options: EvaluationOptions, variant: Variant, pipeline: Pip
     per_drive = {}
     for drive in drives.queries:
         per_drive[drive.name], seconds = partial.result(label, key, drive.name, {"query": drive_fingerprint(drive)},
-                                                        functools.partial(query_result, drive))
+                                                        functools.partial(query_result, drive), database)
         if seconds is not None:
             log(format_drive_line(label, per_drive[drive.name], seconds))
     if drives.calibration_query is None:
@@ -295,7 +297,7 @@ def evaluate_variant(options: EvaluationOptions, variant: Variant, pipeline: Pip
     for drive in drives.rejection:
         drive_key = {"negatives": drive_fingerprint(drive), "negative_min_route_m": options.negative_min_route_m}
         scored, seconds = partial.result(label, key, f"{drive.name}.negatives", drive_key,
-                                         functools.partial(negatives, drive))
+                                         functools.partial(negatives, drive), database)
         if seconds is not None:
             log(format_negatives_line(label, scored, seconds))
         scores.append(scored)
