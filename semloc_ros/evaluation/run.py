@@ -352,7 +352,8 @@ def run_evaluation(options: EvaluationOptions, config: LocalizerConfig, log: Log
             calibrations[method_label(variant.name, variant.oracle)] = calibration
     segmentation = score_segmenters(options, segmenters, drives.segmentation, partial, log)
     if partial.resumed:
-        log(f"resumed {partial.resumed} drive results from {partial.root} (--no-resume computes them again)")
+        log(f"resumed {partial.resumed} drive result{'s' if partial.resumed != 1 else ''} from {partial.root} "
+            "(--no-resume computes them again)")
     summary = results_summary(options, protocol, drives, config, results, calibrations, segmentation)
     return Evaluation(summary, drives, results, calibrations, segmentation, time.perf_counter() - start)
 
