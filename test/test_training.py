@@ -200,6 +200,21 @@ def test_pasted_vehicles_stand_on_the_lower_half_and_shift_moves_columns():
     assert torch.all(offsets == offsets[:, :1]) and int(offsets.abs().max()) <= W // 4
 
 
+def test_other_camera_moves_the_horizon_and_scales_about_the_centre():
+    from semloc_ros.training.augment import other_camera
+
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.full((64, H, W), ROAD)
+    labels[:, : H // 2] = SKY
+    assert torch.equal(other_camera(labels, gen, p=0.0), labels)
+    out = other_camera(labels, gen, p=1.0, max_zoom=1.25, max_tilt=0.08)
+    assert out.shape == labels.shape and out.dtype == labels.dtype
+    horizon = (out == SKY).sum(dim=1).float().median(dim=1).values  # sky rows per image, centre columns
+    assert horizon.std() > 0.5 and (horizon - H // 2).abs().max() <= 0.08 * H + 0.25 * H / 2 + 1
+    wider = (out == 0).any(dim=(1, 2))  # a wider view leaves what the map never saw unlabeled
+    assert 0 < int(wider.sum()) < 64 and set(out.unique().tolist()) <= {0, ROAD, SKY}
+
+
 def test_instance_normalised_segmenter_ignores_global_lighting():
     from semloc_ros.models.segmentation import SegmentationNet
 

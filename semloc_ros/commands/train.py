@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-shift", type=float, default=0.0, help="semantic: random horizontal shift, fraction of the width"
     )
+    parser.add_argument("--camera-views", type=float, default=0.0,
+                        help="semantic: share of inputs as another camera sees them (field of view, pitch, height)")
     parser.add_argument(
         "--input-norm",
         choices=("imagenet", "instance"),
@@ -218,6 +220,7 @@ def _train_descriptor(args: argparse.Namespace, out: Path, minutes: float, input
     cfg.anchors = args.batch_size or cfg.anchors
     cfg.pca_init = args.pca_init
     cfg.p_vehicles, cfg.p_swap, cfg.max_shift = args.vehicles, args.swap_classes, args.max_shift
+    cfg.p_camera = args.camera_views
     cfg.lr = args.lr or cfg.lr
     size = input_size or _init_input_size(args) or (120, 160)
     segmenter = _labeling_segmenter(args, args.segmenter if args.task == "semantic" else None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
@@ -175,6 +176,24 @@ def random_shift(labels: torch.Tensor, gen: torch.Generator, max_fraction: float
     shifts = ((torch.rand(n, generator=gen) * 2 - 1) * max_fraction * w).round().long().to(labels.device)
     cols = (torch.arange(w, device=labels.device)[None, :] - shifts[:, None]).clamp(0, w - 1)  # n x w
     return torch.gather(labels, 2, cols[:, None, :].expand_as(labels))
+
+
+def other_camera(labels: torch.Tensor, gen: torch.Generator, p: float = 0.5, max_zoom: float = 1.25,
+                 max_tilt: float = 0.08) -> torch.Tensor:
+    """With probability ``p`` per ``NxHxW`` label map, the view of another camera at the same place: a field of
+    view up to ``max_zoom`` times narrower or wider (scale about the centre) and a pitch or mount-height change
+    that moves the horizon by up to ``max_tilt`` of the height. What a wider view would add is unknown, so it is
+    ``UNLABELED`` (0)."""
+    n, dev = labels.shape[0], labels.device
+    active = torch.rand(n, generator=gen) < p
+    zoom = torch.exp((torch.rand(n, generator=gen) * 2 - 1) * float(np.log(max_zoom)))
+    tilt = (torch.rand(n, generator=gen) * 2 - 1) * 2 * max_tilt  # normalised coordinates span 2
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = torch.where(active, 1.0 / zoom, torch.ones(n))
+    theta[:, 1, 2] = torch.where(active, tilt, torch.zeros(n))
+    grid = F.affine_grid(theta.to(dev), [n, 1, *labels.shape[1:]], align_corners=False)
+    out = F.grid_sample(labels[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    return out[:, 0].to(labels.dtype)
 
 
 # Whole-class confusions of a segmenter under a new appearance (e.g. snow-covered terrain labelled road).

@@ -38,6 +38,7 @@ from semloc_ros.models.segmentation import Segmenter
 from semloc_ros.models.utils import normalize_rgb, resolve_device
 from semloc_ros.training.augment import (
     corrupt_labels,
+    other_camera,
     paste_vehicles,
     photometric,
     random_shift,
@@ -87,10 +88,12 @@ class DescriptorTrainConfig:
     noise_strength: float = 1.0
     recall_m: float = 10.0
     # Semantic: share of images with synthetic traffic pasted in (paste_vehicles), with one class relabelled as
-    # another everywhere (swap_classes), and the maximal horizontal shift (random_shift).
+    # another everywhere (swap_classes), the maximal horizontal shift (random_shift), and the share seen by
+    # another camera (other_camera: field of view, pitch, mount height).
     p_vehicles: float = 0.0
     p_swap: float = 0.0
     max_shift: float = 0.0
+    p_camera: float = 0.0
     # Step 1: revisits within a drive at least this many seconds apart are positives too (None: other drives only).
     revisit_s: float | None = None
     # Step 2: share of anchors whose positive is a synthetic view of themselves, and the views' geometry.
@@ -213,6 +216,8 @@ class _Inputs:
             out = paste_vehicles(out, gen, p=cfg.p_vehicles)
         if cfg.max_shift > 0:
             out = random_shift(out, gen, cfg.max_shift)
+        if cfg.p_camera > 0:
+            out = other_camera(out, gen, p=cfg.p_camera)
         return out
 
 
