@@ -277,3 +277,11 @@ def test_the_threshold_analysis_needs_its_drive_named_and_scores_the_shipped_con
         assert results["localizer"][name] == shipped[name]  # the analysis changes nothing that is scored
     assert results["localizer"]["rerank_top_k"] == 50  # the rest is the shipped configuration
     assert "label-histogram" in results["calibration"]
+
+
+def test_v2_negatives_are_training_drives_of_the_v2_job_list() -> None:
+    from semloc_ros.evaluation.protocols import SEMLOC_SIM_V2_NEGATIVES
+
+    jobs = (ROOT / "scripts" / "sim_v2_jobs.txt").read_text().splitlines()
+    roles = dict(line.split()[:2] for line in jobs if line.strip() and not line.startswith("#"))
+    assert all(roles.get(name) == "train" for name in SEMLOC_SIM_V2_NEGATIVES)
