@@ -502,9 +502,7 @@ class Segmenter:
         return out
 
     def predict_batch(self, rgbs: np.ndarray, at_input_size: bool = False) -> np.ndarray:
-        """``NxHxWx3 uint8`` RGB -> ``NxHxW uint8`` class ids (mapped to SEMLOC_SIM when a mapping is set), at the
-        images' size, or with ``at_input_size`` at the size the network works at (``input_size``, else the
-        images' own): no upsampling of the ids to a large camera frame that a consumer shrinks again."""
+        """``NxHxWx3 uint8`` RGB -> ``NxHxW uint8`` class ids (SEMLOC_SIM if mapped); ``at_input_size``: unresized."""
         rgbs = check_rgb_batch(rgbs)
         h, w = rgbs.shape[1:3]
         with torch.inference_mode():

@@ -74,7 +74,8 @@ PARAMETERS = (
                   "max_input_pixels)", OneOf("model", "camera")),
     ParameterSpec("max_input_pixels", 1920 * 1080,
                   "larger frames are downscaled (aspect kept) to at most this many pixels before segmentation "
-                  f"(label_size camera: labels then have the downscaled size). Frames over {MAX_IMAGE_PIXELS} pixels are rejected",
+                  "(label_size camera: labels then have the downscaled size). "
+                  f"Frames over {MAX_IMAGE_PIXELS} pixels are rejected",
                   Bounds(64 * 64, MAX_IMAGE_PIXELS)),
 )
 
