@@ -555,3 +555,21 @@ def test_shipped_int8_segmenter_upsamples_its_logits_and_agrees_with_fp32(shared
     assert np.mean(int8.predict_batch(rgbs) == fp32.predict_batch(rgbs)) > 0.97
     pipeline = Pipeline.from_method("semantic", device="cpu", segmenter_file="default-int8")
     assert pipeline.segmenter.precision == "int8"
+
+
+def test_rgb_to_tensor_resizes_the_uint8_pixels_before_converting_them_to_float():
+    """A 1080p frame is shrunk as uint8 (antialiased bilinear), not converted to 6 M floats first: the result is
+    the uint8 resize's, within one grey level of resizing floats; upscaling works the same way."""
+    import torch.nn.functional as F  # noqa: N812
+
+    from semloc_ros.models.utils import normalize_rgb, rgb_to_tensor
+
+    rgb = np.random.default_rng(0).integers(0, 256, (1, 90, 160, 3), dtype=np.uint8)
+    pixels = torch.from_numpy(rgb).permute(0, 3, 1, 2)
+    for size in ((24, 32), (120, 200)):
+        got = rgb_to_tensor(rgb, size, torch.device("cpu"))
+        resized = F.interpolate(pixels, size=size, mode="bilinear", align_corners=False, antialias=True)
+        assert torch.equal(got, normalize_rgb(resized.float() / 255.0))
+        floats = F.interpolate(pixels.float() / 255.0, size=size, mode="bilinear", align_corners=False, antialias=True)
+        assert (got - normalize_rgb(floats)).abs().max() <= 1.001 / 255.0 / 0.224  # one grey level, normalised
+    assert torch.equal(rgb_to_tensor(rgb, (90, 160), torch.device("cpu")), normalize_rgb(pixels.float() / 255.0))

@@ -282,13 +282,13 @@ def test_segmenter_failure_is_contained(start, monkeypatch):
     node = start(SegmentationNode)
     labels = capture(node.labels_publisher)
 
-    def out_of_memory(rgb):
+    def out_of_memory(rgb, **_):
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
     monkeypatch.setattr(node.segmenter, "predict", out_of_memory)
     node.on_image(_deep(rgb_image(), "rgb8"))
     assert node.stats.errors["segmentation_failed"] == 1 and "out of memory" in status_text(node)
-    monkeypatch.setattr(node.segmenter, "predict", lambda rgb: 1 / 0)  # a bug, not a known failure
+    monkeypatch.setattr(node.segmenter, "predict", lambda rgb, **_: 1 / 0)  # a bug, not a known failure
     node.on_image(_deep(rgb_image(), "rgb8"))
     assert node.stats.errors["internal_error"] == 1 and "ZeroDivisionError" in status_text(node)
     monkeypatch.undo()

@@ -57,6 +57,19 @@ def test_hand_built_big_endian_padded_message_decodes():
     np.testing.assert_array_equal(imgmsg_to_array(msg), [[1, 513], [65535, 4096]])
 
 
+def test_imgmsg_to_array_without_copy_is_a_view_of_the_message_where_the_layout_allows():
+    """``copy=False`` (the segmentation node): a packed little-endian frame is read in place, no copy of its
+    bytes; padded rows or another byte order still give a (packed, native) copy."""
+    packed = array_to_imgmsg(random_image("rgb8"), "rgb8")
+    view = imgmsg_to_array(packed, copy=False)
+    assert np.shares_memory(view, np.frombuffer(packed.data, np.uint8))
+    assert not np.shares_memory(imgmsg_to_array(packed), np.frombuffer(packed.data, np.uint8))
+    np.testing.assert_array_equal(view, imgmsg_to_array(packed))
+    padded = Image(height=2, width=2, encoding="16UC1", is_bigendian=1, step=6)
+    padded.data = struct.pack(">2H", 1, 513) + b"\0\0" + struct.pack(">2H", 65535, 4096) + b"\0\0"
+    np.testing.assert_array_equal(imgmsg_to_array(padded, copy=False), [[1, 513], [65535, 4096]])
+
+
 def test_inconsistent_message_raises_image_encoding_error():
     msg = Image(height=3, width=3, encoding="rgb8", step=9)
     msg.data = bytes(10)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
+from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CompressedImage
 
+from semloc_ros.ros.conversions import array_to_imgmsg
 from semloc_ros.ros.segmentation_node import COMPRESSED_TYPE, IMAGE_TYPE, SegmentationNode, input_type_problem
 
 
@@ -63,3 +66,21 @@ def test_node_uses_the_remapped_topic_and_warns_about_a_compressed_publisher(nod
     status = node.diagnostics.status()
     assert status.level == DiagnosticStatus.WARN
     assert COMPRESSED_TYPE in status.message and "use_compressed true" in status.message
+
+
+def test_labels_and_overlay_have_the_segmenters_working_size_unless_camera_is_asked(node) -> None:
+    """A 1080p camera and a network at 240x320: labels at 240x320 (77 kB, not 2 MB); ``label_size camera``: the
+    camera's size, as before."""
+    node.segmenter.input_size = (24, 32)  # the untrained network runs at the image's size; give it a working size
+    labels, overlays = [], []
+    node.labels_publisher.publish = labels.append
+    node.overlay_publisher.publish = overlays.append
+    node.overlay_publisher.get_subscription_count = lambda: 1  # someone views the overlay
+    frame = array_to_imgmsg(np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8), "rgb8")
+    node.on_image(frame)
+    assert (labels[-1].height, labels[-1].width) == (24, 32) and (overlays[-1].height, overlays[-1].width) == (24, 32)
+    assert node.set_parameters([Parameter("label_size", value="camera")])[0].successful
+    node.on_image(frame)
+    assert (labels[-1].height, labels[-1].width) == (96, 128) and (overlays[-1].height, overlays[-1].width) == (96, 128)
+    assert not node.set_parameters([Parameter("label_size", value="full")])[0].successful
+    assert node.stats.processed == 2 and node.stats.error_count == 0

@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,7 @@ def run_e2e(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
-    from semloc_ros.ros.conversions import array_to_imgmsg, ns_to_stamp
+    from semloc_ros.ros.conversions import array_to_imgmsg
     from semloc_ros.ros.runner import PipelineRunner
     from semloc_ros.ros.stream_client import StreamClient
 
@@ -96,13 +96,18 @@ def run_e2e(args: argparse.Namespace) -> int:
         if args.hops:
             add_hop_probes(client)
         executor = SingleThreadedExecutor()
+        client.spin_for(2.0)  # discovery: is anybody else on this domain?
+        if foreign := client.foreign_nodes([]):
+            print(f"semloc benchmark e2e: ROS_DOMAIN_ID {args.domain_id} already has nodes ({', '.join(foreign)}): "
+                  "another pipeline or test; choose a free --domain-id", file=sys.stderr)
+            return 2
         for round_index in range(args.repeats):
             for name, overrides in variants:
                 log_dir = args.cache / "e2e-logs" / f"{name}-{round_index}"
                 runner = PipelineRunner(overrides=overrides, remaps={"image_raw": "/camera/image_raw"},
                                         domain_id=args.domain_id, log_dir=log_dir)
                 with runner:
-                    run = stream_once(client, executor, runner, messages, count, args, ns_to_stamp)
+                    run = stream_once(client, executor, runner, messages, count, args)
                 run["overrides"] = overrides
                 results[name].append(run)
                 print(f"  [{name} round {round_index + 1}] " + e2e_line(run))
@@ -147,19 +152,19 @@ def add_hop_probes(client) -> None:
         client.create_subscription(kind, topic, record, qos)
 
 
-def stream_once(client, executor, runner, messages, count: int, args: argparse.Namespace,
-                ns_to_stamp: Callable[[int], Any]) -> dict[str, Any]:
+def stream_once(client, executor, runner, messages, count: int, args: argparse.Namespace) -> dict[str, Any]:
     """One run: wait for the nodes, warm up, stream ``count`` frames at ``args.rate``, collect the fixes."""
-    from semloc_ros.ros.conversions import imgmsg_to_array
+    from semloc_ros.ros.conversions import imgmsg_to_array, ns_to_stamp
 
     client.fixes.clear()
     client.fix_times.clear()
     client.diagnostics.clear()
     for arrivals in client.hop_times.values():
         arrivals.clear()
-    ready = client.wait_for_pipeline(timeout_s=90.0) and client.warm_up(imgmsg_to_array(messages[0]), 120.0)
-    if not ready or runner.exited():
-        return {"ok": False, "error": f"pipeline not ready (exited: {runner.exited()})"}
+    problem = client.start_up(imgmsg_to_array(messages[0]), runner.nodes, args.startup_timeout_s,
+                              failed=runner.exit_report)
+    if problem is not None:
+        return {"ok": False, "error": f"pipeline not ready: {problem} (node logs: {runner.log_dir})"}
     client.spin_for(1.0)
     client.fixes.clear()
     client.fix_times.clear()
@@ -184,6 +189,9 @@ def stream_once(client, executor, runner, messages, count: int, args: argparse.N
     while time.monotonic() < deadline and not set(published).issubset(client.fix_times):
         executor.spin_once(timeout_sec=0.05)
     executor.remove_node(client)
+    if foreign := client.foreign_nodes(runner.nodes):
+        return {"ok": False, "error": f"other nodes joined ROS_DOMAIN_ID {args.domain_id} during the run "
+                f"({', '.join(foreign)}): their messages may have mixed with these; use a free --domain-id"}
     latencies = [client.fix_times[stamp] - sent for stamp, sent in published.items() if stamp in client.fix_times]
     arrivals = sorted(t for stamp, t in client.fix_times.items() if stamp in published)
     gaps = np.diff([start, *arrivals, start + stream_s]) if arrivals else [stream_s]

@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     e2e.add_argument("--duration", type=float, default=30.0, help="seconds streamed per run")
     e2e.add_argument("--max-frames", type=int, default=400, help="distinct frames held in memory (cycled)")
     e2e.add_argument("--drain-s", type=float, default=3.0, help="wait for late fixes after the stream")
+    e2e.add_argument("--startup-timeout-s", type=float, default=300.0,
+                     help="longest wait for the nodes to answer a first frame (ends at once when a node exits)")
     e2e.add_argument("--repeats", type=int, default=3, help="rounds (each variant once per round)")
     e2e.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                      help="parameter override for every variant (repeatable)")

@@ -501,23 +501,23 @@ class Segmenter:
             self._check_classes(int(out.shape[1]))
         return out
 
-    def predict_batch(self, rgbs: np.ndarray) -> np.ndarray:
-        """``NxHxWx3 uint8`` RGB -> ``NxHxW uint8`` class ids (mapped to SEMLOC_SIM when a mapping is set)."""
+    def predict_batch(self, rgbs: np.ndarray, at_input_size: bool = False) -> np.ndarray:
+        """``NxHxWx3 uint8`` RGB -> ``NxHxW uint8`` class ids (SEMLOC_SIM if mapped); ``at_input_size``: unresized."""
         rgbs = check_rgb_batch(rgbs)
         h, w = rgbs.shape[1:3]
         with torch.inference_mode():
             x = rgb_to_tensor(rgbs, self.input_size, self.device).to(self.input_dtype)
             ids = channel_argmax(self.logits(x)).to(torch.uint8)
-            if tuple(ids.shape[-2:]) != (h, w):
+            if not at_input_size and tuple(ids.shape[-2:]) != (h, w):
                 ids = F.interpolate(ids[:, None].float(), size=(h, w), mode="nearest-exact")[:, 0].to(torch.uint8)
             out = ids.cpu().numpy()
         if self.label_mapping is not None:
             out = np.asarray(self.label_mapping.apply(out), dtype=np.uint8)
         return out
 
-    def predict(self, rgb: np.ndarray) -> np.ndarray:
-        """``HxWx3 uint8`` RGB -> ``HxW uint8`` class ids."""
-        return self.predict_batch(np.asarray(rgb)[None])[0]
+    def predict(self, rgb: np.ndarray, at_input_size: bool = False) -> np.ndarray:
+        """``HxWx3 uint8`` RGB -> ``HxW uint8`` class ids (``at_input_size``: see :meth:`predict_batch`)."""
+        return self.predict_batch(np.asarray(rgb)[None], at_input_size)[0]
 
     def __repr__(self) -> str:
         return f"Segmenter({self.model_id}, label_set={self.label_set}, device={self.device})"

@@ -34,9 +34,11 @@ def _as_byte_array(data: bytes) -> pyarray.array:
     return pyarray.array("B", data)
 
 
-def imgmsg_to_array(msg: Image, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
-    """Decode a ``sensor_msgs/Image`` into an owned HxW or HxWxC array (cv_bridge ``imgmsg_to_cv2``)."""
-    return image_message_to_array(msg, max_pixels)
+def imgmsg_to_array(msg: Image, max_pixels: int = MAX_IMAGE_PIXELS, copy: bool = True) -> np.ndarray:
+    """Decode a ``sensor_msgs/Image`` into an HxW or HxWxC array (cv_bridge ``imgmsg_to_cv2``), owned unless
+    ``copy=False``: then a view of ``msg.data`` where the layout allows
+    (:func:`~semloc_ros.core.image_codec.image_fields_to_array`)."""
+    return image_message_to_array(msg, max_pixels, copy)
 
 
 def imgmsg_to_labels(msg: Image, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:

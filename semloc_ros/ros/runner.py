@@ -113,6 +113,15 @@ class PipelineRunner:
         return {node: code for node, process in self.processes.items()
                 if (code := process.poll()) is not None}
 
+    def exit_report(self) -> str | None:
+        """The nodes that exited, each with its exit code and the last line of its log; None while all run."""
+        reports = []
+        for node, code in self.exited().items():
+            log = self.log_dir / f"{node}.log" if self.log_dir is not None else None
+            lines = log.read_text(errors="replace").strip().splitlines() if log is not None and log.is_file() else []
+            reports.append(f"{node} exited with code {code}" + (f": {lines[-1]}" if lines else ""))
+        return "; ".join(reports) or None
+
     def wait(self) -> int:
         """Block until a node exits (or Ctrl-C); returns the first non-zero exit code, else 0."""
         try:

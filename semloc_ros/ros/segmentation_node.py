@@ -1,5 +1,10 @@
 """segmentation_node: camera image -> semantic label image (mono8, same header) + colour overlay (rgb8).
 
+The label image has the size the segmenter works at (``label_size: model``, e.g. 240x320 for the shipped one,
+whatever the camera's size: the descriptor and the re-ranking shrink it to their own sizes anyway, so a 1080p
+frame gives a 77 kB label image, not 2 MB), or the camera frame's (``label_size: camera``). The overlay has the
+label image's size. Camera frames are decoded as views of the message's bytes (no copy of a 6 MB frame).
+
 The segmenter's id (with its label mapping; a quantized copy's is its source network's,
 :func:`semloc_ros.models.loading.segmenter_identity`) is published once on ``semloc/segmenter_id``
 (std_msgs/String, transient local): the descriptor node names it in each descriptor's pipeline id, so the
@@ -64,9 +69,13 @@ PARAMETERS = (
                   Bounds(1, 10), read_only=True),
     ParameterSpec("output_reliability", "reliable", "QoS reliability of the outputs",
                   OneOf("reliable", "best_effort"), read_only=True),
+    ParameterSpec("label_size", "model", "size of the label image and overlay: 'model' (the segmenter's working "
+                  "size; the descriptor and re-ranking resize to theirs) or 'camera' (the camera frame's, after "
+                  "max_input_pixels)", OneOf("model", "camera")),
     ParameterSpec("max_input_pixels", 1920 * 1080,
-                  "larger frames are downscaled (aspect kept) to at most this many pixels before segmentation; "
-                  f"labels then have the downscaled size. Frames over {MAX_IMAGE_PIXELS} pixels are rejected",
+                  "larger frames are downscaled (aspect kept) to at most this many pixels before segmentation "
+                  "(label_size camera: labels then have the downscaled size). "
+                  f"Frames over {MAX_IMAGE_PIXELS} pixels are rejected",
                   Bounds(64 * 64, MAX_IMAGE_PIXELS)),
 )
 
@@ -168,7 +177,7 @@ class SegmentationNode(Node):
     def on_image(self, message: Image) -> None:
         self.stats.record_received()
         try:
-            array = imgmsg_to_array(message)
+            array = imgmsg_to_array(message, copy=False)  # a view of message.data: no 6 MB copy at 1080p
             rgb = to_rgb8(array, message.encoding)
         except ImageEncodingError as error:
             self._reject("bad_image", str(error))
@@ -204,12 +213,14 @@ class SegmentationNode(Node):
         start = time.perf_counter()
         rgb = self._fit_to_max_pixels(rgb)
         try:
-            labels = self.segmenter.predict(rgb)
+            labels = self.segmenter.predict(rgb, at_input_size=self.params.get("label_size") == "model")
         except (RuntimeError, MemoryError) as error:  # e.g. out of memory on a huge frame
             self._reject("segmentation_failed", f"{type(error).__name__}: {error}")
             return
         self.labels_publisher.publish(array_to_imgmsg(labels, "mono8", header))
         if self.params.get("publish_overlay") and self.overlay_publisher.get_subscription_count() > 0:
+            if rgb.shape[:2] != labels.shape:  # label_size model: the overlay at the labels' size
+                rgb = cv2.resize(rgb, labels.shape[::-1], interpolation=cv2.INTER_AREA)
             blended = overlay(rgb, labels, alpha=self.params.get("overlay_alpha"))
             self.overlay_publisher.publish(array_to_imgmsg(blended, "rgb8", header))
         self.stats.record_processed(time.perf_counter() - start)
