@@ -5,13 +5,14 @@
    Runtime's Resize, and the logits leave the int8 graph 64x smaller: provenance ``"logits": "upsample_bilinear"``),
    then pre-process for quantization (shape inference, graph optimisation: batch norms folded into convolutions).
 3. Calibrate the activation ranges on TRAINING images only: ``--per-drive`` frames spread evenly over each drive of
-   the ``train`` split of semloc-sim-v1 (the evaluation map is never read), normalised as the segmenter sees them.
+   the ``train`` split of every ``--dataset`` (semloc-sim-v1, -v2; no evaluation or tuning map is read),
+   normalised as the segmenter sees them.
 4. Quantize statically with ONNX Runtime (QDQ format: int8 weights per output channel, uint8 activations), keep
    only the operator domains the graph uses (standard ONNX: no custom operators, so it loads without trust), and
    store the provenance (source model id, calibration drives and frames) in the file's metadata.
 5. Report how often the int8 labels equal the float32 ones on training frames not used for calibration.
 
-    python scripts/quantize_segmenter.py --dataset ../shared/datasets/semloc-sim-v1
+    python scripts/quantize_segmenter.py --dataset ../shared/datasets/semloc-sim-v1 --dataset ../semloc-sim-v2
 """
 
 from __future__ import annotations
@@ -46,13 +47,23 @@ class Frames(CalibrationDataReader):
         return None if x is None else {"image": x}
 
 
-def training_frames(dataset: Path, per_drive: int, offset: int,
+def training_frames(datasets: list[Path], per_drive: int, offset: int,
                     exclude: frozenset[str] = frozenset()) -> tuple[list[np.ndarray], list[str]]:
-    """``per_drive`` evenly spaced RGB frames (starting ``offset`` into each spacing) of every training drive,
-    none of ``exclude`` (image ids)."""
-    names = json.loads((dataset / "splits.json").read_text())["train"]
-    if any(not name.startswith("train") for name in names):
-        raise SystemExit(f"splits.json lists non-training drives under 'train': {names}")
+    """``per_drive`` evenly spaced RGB frames (starting ``offset`` into each spacing) of every training drive of
+    every dataset, none of ``exclude`` (image ids)."""
+    rgbs, ids = [], []
+    for dataset in datasets:
+        names = json.loads((dataset / "splits.json").read_text())["train"]
+        if any(not name.startswith("train") for name in names):
+            raise SystemExit(f"{dataset}/splits.json lists non-training drives under 'train': {names}")
+        more_rgbs, more_ids = _drive_frames(dataset, names, per_drive, offset, exclude)
+        rgbs += more_rgbs
+        ids += more_ids
+    return rgbs, ids
+
+
+def _drive_frames(dataset: Path, names: list[str], per_drive: int, offset: int,
+                  exclude: frozenset[str]) -> tuple[list[np.ndarray], list[str]]:
     rgbs, ids = [], []
     for name in names:
         drive: Drive = load_semloc_sim_drive(dataset, name)
@@ -85,7 +96,8 @@ def agreement(fp32: Segmenter, int8: Segmenter, rgbs: list[np.ndarray]) -> float
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", type=Path, required=True, help="semloc-sim-v1 root (its train split is read)")
+    parser.add_argument("--dataset", type=Path, action="append", required=True,
+                        help="semloc-sim root (its train split is read); repeatable")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR / INT8_SEGMENTER_FILE)
     parser.add_argument("--per-drive", type=int, default=25, help="calibration frames per training drive")
     parser.add_argument("--check-per-drive", type=int, default=5, help="held-out training frames per drive (step 5)")
@@ -109,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     del model.opset_import[:]
     model.opset_import.extend(kept)
     provenance = {"source_model_id": fp32.model_id, "logits": "upsample_bilinear",
-                  "calibration": "semloc-sim-v1 train split",
+                  "calibration": ", ".join(f"{root.resolve().name} train split" for root in args.dataset),
                   "calibration_frames": ids, "method": "onnxruntime quantize_static QDQ, per-channel, MinMax"}
     onnx.helper.set_model_props(model, {ONNX_META_KEY: json.dumps(provenance)})
     onnx.save(model, str(args.out))
