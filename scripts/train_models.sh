@@ -12,8 +12,8 @@
 #                   peak learning rate 1e-3): fog, other cameras, a rear camera, changed scenery, traffic
 #   int8            segmenter_int8.onnx from segmenter.pt, calibrated on the v1 + v2 train drives
 #   semantic-base   the v1 semantic descriptor (12 min on v1, its segmenter) -> WORK/descriptor_semantic_v1.pt
-#   semantic        the semantic descriptor, fine-tuned from WORK/descriptor_semantic_v1.pt on every v1 + v2
-#                   train drive (SEM_MINUTES, 15), with the new segmenter's
+#   semantic        the semantic descriptor, fine-tuned from WORK/descriptor_semantic_v1.pt on the v1 + v2
+#                   train drives SEM_DRIVES (SEM_MINUTES, 15), with the new segmenter's
 #                   predictions mixed in, other-camera views, pasted traffic, class swaps and small shifts
 #   rgb             the RGB baseline on every v1 + v2 train drive (RGB_MINUTES, 12)
 # Environment: SEMLOC_TRAIN_THREADS (2), SEMLOC_TRAIN_DEVICE (auto), SEMLOC_LOG_DIR (/tmp: one log per stage,
@@ -32,6 +32,8 @@ models=$root/semloc_ros/data/models
 seg_drives=${SEG_DRIVES:-trainA_day_l0 trainA_night_l1 trainA_dusk_l0 trainA_winter_l1 trainB_day_l1 trainB_night_l0 \
 trainB_overcast_l1 trainB_winter_l0 trainC_day_l0 trainC_night_l1_fov45 trainC_fog_l0_high trainC_winter_l1_change \
 trainC_dusk_l1_traffic trainC_rear_day_l0 trainC_rear_dusk_l1 trainD_day_l1}
+# The semantic descriptor's: the same and the further v2 train drives of map D rendered before it was trained.
+sem_drives=${SEM_DRIVES:-$seg_drives trainD_overcast_l0_low trainD_night_l0_pitchup trainD_fog_l1_traffic trainD_winter_l0}
 # shellcheck disable=SC1091
 source "$root/scripts/env.sh"
 cd "$root"
@@ -62,8 +64,9 @@ if [[ $tasks == *" int8 "* ]]; then
 fi
 train semantic-base semantic 12 "$work/descriptor_semantic_v1.pt" --dataset "$v1" --pooling netvlad \
     --segmenter "$work/segmenter_v1.pt"
+# shellcheck disable=SC2086
 train semantic semantic "${SEM_MINUTES:-15}" "$models/descriptor_semantic.pt" --dataset "$v1" --dataset "$v2" \
-    --init "$work/descriptor_semantic_v1.pt" --segmenter "$models/segmenter.pt" --camera-views 0.3 \
+    --drives $sem_drives --init "$work/descriptor_semantic_v1.pt" --segmenter "$models/segmenter.pt" --camera-views 0.3 \
     --vehicles 0.2 --swap-classes 0.1 --max-shift 0.05
 train rgb rgb "${RGB_MINUTES:-12}" "$models/descriptor_rgb.pt" --dataset "$v1" --dataset "$v2" --backbone alexnet \
     --input-norm instance --pca-init
