@@ -244,6 +244,7 @@ def test_presets_name_whole_evaluations_and_the_command_line_overrides_them(tmp_
     assert localizer_configuration(parse_arguments(["--preset", "standard", *out])).rerank.top_k == 0
     for preset in PRESETS.values():  # every preset is a valid evaluation
         assert preset.protocol in PROTOCOLS and set(preset.methods) <= set(METHODS)
+        assert bool(preset.rejection_queries) == (preset.calibration_query is not None)  # run.py needs both
         localizer_configuration(parse_arguments(["--preset", preset.name, *out]))
 
 
@@ -278,10 +279,3 @@ def test_the_threshold_analysis_needs_its_drive_named_and_scores_the_shipped_con
     assert results["localizer"]["rerank_top_k"] == 50  # the rest is the shipped configuration
     assert "label-histogram" in results["calibration"]
 
-
-def test_v2_negatives_are_training_drives_of_the_v2_job_list() -> None:
-    from semloc_ros.evaluation.protocols import SEMLOC_SIM_V2_NEGATIVES
-
-    jobs = (ROOT / "scripts" / "sim_v2_jobs.txt").read_text().splitlines()
-    roles = dict(line.split()[:2] for line in jobs if line.strip() and not line.startswith("#"))
-    assert all(roles.get(name) == "train" for name in SEMLOC_SIM_V2_NEGATIVES)

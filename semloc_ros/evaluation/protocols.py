@@ -168,9 +168,6 @@ def protocol_variants(
 ALL_METHODS = ("semantic", "rgb", "hybrid", "label-histogram")
 # Out-of-database negatives of semloc-sim-v1: day and night drives of both training maps (map A calibrates).
 SEMLOC_SIM_NEGATIVES = ("trainA_day_l0", "trainA_night_l1", "trainB_day_l1", "trainB_night_l0")
-# semloc-sim-v2's: day and night drives of its training maps C and D (other maps than the evaluation, tuning and
-# rear sets'; the drive folders are shared by the dataset root and its sets/ roots).
-SEMLOC_SIM_V2_NEGATIVES = ("trainC_day_l0", "trainC_night_l1_fov45", "trainD_day_l1", "trainD_night_l0_pitchup")
 LABEL_AND_BASELINES = ("semantic", "label-histogram", "rgb")
 
 
@@ -234,9 +231,8 @@ PRESETS: dict[str, Preset] = {
                protocol="confusers", methods=("semantic", "label-histogram"), parameters=RERANK,
                database_views=RECOMMENDED_VIEWS),
         Preset("v2-shipped", "semloc-sim-v2 (its root or a sets/ root): the shipped configuration (views, re-ranking, "
-               "sequence filter), the baselines, rejection against the training maps, mIoU per drive",
-               methods=LABEL_AND_BASELINES, parameters=RERANK, sequence_filter=True, database_views=RECOMMENDED_VIEWS,
-               rejection_queries=SEMLOC_SIM_V2_NEGATIVES, segmentation_stride=5),
+               "sequence filter), the baselines, mIoU per drive", methods=LABEL_AND_BASELINES, parameters=RERANK,
+               sequence_filter=True, database_views=RECOMMENDED_VIEWS, segmentation_stride=5),
         Preset("v2-descriptor", "semloc-sim-v2: the descriptors alone (one view, no re-ranking; add --oracle for "
                "ground-truth labels) beside the baselines", methods=LABEL_AND_BASELINES, parameters=NO_RERANK,
                sequence_filter=True),
