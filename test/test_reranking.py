@@ -86,6 +86,8 @@ def random_thumbnails(rng: np.random.Generator, count: int, shape: tuple[int, in
 def test_bit_packed_alignment_equals_the_reference_exactly() -> None:
     rng = np.random.default_rng(7)
     cases = [((60, 80), 50, 18, RerankConfig()), ((60, 80), 3, 2, RerankConfig()), ((1, 1), 4, 3, RerankConfig())]
+    wide = RerankConfig(max_shift=0.9, shift_step=0.1)  # shifts up to the whole width: border columns only
+    cases += [((3, 1), 5, 4, wide), ((64, 2), 6, 5, wide), ((65, 7), 17, 9, wide), ((128, 5), 33, 30, wide)]
     for _ in range(40):  # odd sizes (rows beyond one 64-bit word), few or many classes, other shift grids
         shape = (int(rng.integers(1, 140)), int(rng.integers(1, 100)))
         config = RerankConfig(max_shift=float(rng.uniform(0, 0.9)), shift_step=float(rng.uniform(0.005, 0.3)))

@@ -12,20 +12,26 @@ This is the semantic counterpart of the spatial verification of RGB retrieval pi
 layout the global descriptor pools away.
 
 The alignment of all candidates at all shifts is computed at once on bit-packed columns (:func:`alignment_scores`;
-:func:`alignment_scores_reference` is the same definition written as a loop over shifts, kept to test against):
+:func:`alignment_scores_reference` is the same definition written as a loop over shifts, kept to test against).
+A shift ``s`` pairs query column ``j`` with candidate column ``clip(j - s)``: candidate column ``i`` meets query
+column ``i + s`` (the *interior* pairs), and the candidate's first (last) column, repeated, meets the query
+columns ``j < s`` (``j >= w + s``) (the *border* pairs).
 
 1. Class ids become dense codes, 0 for an ignored id; query and candidates share the code table.
 2. Each thumbnail column becomes bit planes of ``ceil(h / 64)`` 64-bit words over its rows: plane 0 marks the
-   coded (not ignored) pixels, plane p the bit p-1 of the code.
-3. For every shift the candidates' columns are gathered as :func:`shifted_columns` moves them.
-4. A pixel counts when both images code it and no code bit differs: ``valid = Q0 & C0``,
-   ``same = valid & ~(Q1 ^ C1 | Q2 ^ C2 | ...)``; popcounts summed over the columns give, per shift and candidate,
-   the pixels compared and the pixels agreeing.
-5. Alignment = agreeing / max(compared, 1) at the first shift that maximises it (shift 0 when nothing agrees),
+   coded (not ignored) pixels, plane p the bit p-1 of the code (8 rows per byte by one multiplication).
+3. The query's columns are gathered once per shift (column ``i + s`` at ``i``, nothing outside the image); the
+   candidates' columns are never moved.
+4. Per shift, candidate and column: a pixel is compared when both images code it (``Q0 & C0``) and agrees when
+   no code bit differs and the query codes it: ``differ = (Q1 ^ C1) | (Q2 ^ C2) | ... | ~Q0``, agreeing = bits -
+   popcount(differ). Popcounts summed over the columns give the interior counts, blocks of candidates at a time.
+5. Border pairs: every query column against the candidates' first and last columns (step 4 per query column),
+   summed for each shift by prefix sums over the query columns.
+6. Alignment = agreeing / max(compared, 1) at the first shift that maximises it (shift 0 when nothing agrees),
    integer counts and one division: the same numbers as the reference, bit for bit.
 
-Cost for 50 candidates at 60x80 on one CPU core: 7-8x less than the loop over shifts, 2.5 ms for an undisturbed
-call (``semloc benchmark rerank``, docs/benchmarks.md).
+Cost for 50 candidates at 60x80 on one CPU core: about 10x less than the loop over shifts
+(``semloc benchmark rerank``, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -101,36 +107,31 @@ def alignment_scores(
     image and carry the same class, at the shift that maximises it, and that shift as a fraction of the width
     (positive: the candidate moved right, i.e. the query camera turned right of the database heading).
     The border column is repeated into the uncovered part, as in :func:`semloc_ros.core.views.shift_view`.
-    Computed on bit-packed columns (module docstring, steps 1-5); equal to :func:`alignment_scores_reference`.
+    Computed on bit-packed columns (module docstring, steps 1-6); equal to :func:`alignment_scores_reference`.
     """
     query, candidates = _checked_pair(query, candidates)
     ignored = ignored_ids() if ignored is None else np.asarray(ignored)
-    best = np.zeros(len(candidates))
-    best_shift = np.zeros(len(candidates))
+    count = len(candidates)
     if candidates.size == 0:
-        return best, best_shift
+        return np.zeros(count), np.zeros(count)
     width = query.shape[1]
     shifts = config.shifts_px(width)
-    columns = np.clip(np.arange(width)[None, :] - shifts[:, None], 0, width - 1).ravel()  # step 3: (S*w,)
     query_codes, candidate_codes = _class_codes(query, candidates, ignored)  # step 1
     planes = max(int(query_codes.max()), int(candidate_codes.max())).bit_length()
     if planes == 0:  # every pixel ignored
-        return best, best_shift
-    query_bits = np.tile(_bit_columns(query_codes, planes), (1, len(shifts), 1, 1))  # step 2: (P+1, S*w, 1, words)
-    candidate_bits = _bit_columns(candidate_codes, planes)  # (P+1, w, K, words)
-    agree = np.empty((len(shifts), len(candidates)))
-    for start in range(0, len(candidates), _CANDIDATE_BLOCK):
-        block = slice(start, start + _CANDIDATE_BLOCK)
-        gathered = np.take(candidate_bits[:, :, block], columns, axis=1)  # step 3: (P+1, S*w, k, words)
-        agree[:, block] = _agreement(query_bits, gathered, len(shifts))  # step 4
-    first_best = np.argmax(agree, axis=0)  # step 5: the first shift of the highest agreement
-    best = agree[first_best, np.arange(len(candidates))]
-    best_shift = np.where(best > 0, shifts[first_best] / width, 0.0)
-    return best, best_shift
+        return np.zeros(count), np.zeros(count)
+    query_bits = _bit_columns(query_codes[None], planes)[:, 0]  # step 2: (P+1, w, words)
+    candidate_bits = _bit_columns(candidate_codes, planes)  # (P+1, K, w, words)
+    agreeing, compared = _interior_counts(query_bits, candidate_bits, shifts)  # steps 3-4: (S, K)
+    border_agreeing, border_compared = _border_counts(query_bits, candidate_bits, shifts)  # step 5
+    agree = (agreeing + border_agreeing) / np.maximum(compared + border_compared, 1)
+    first_best = np.argmax(agree, axis=0)  # step 6: the first shift of the highest agreement
+    best = agree[first_best, np.arange(count)]
+    return best, np.where(best > 0, shifts[first_best] / width, 0.0)
 
 
-_CANDIDATE_BLOCK = 32
-"""Candidates aligned together: their gathered bit planes stay within a core's cache (~3 MB at 60x80)."""
+_CANDIDATE_BLOCK = 16
+"""Candidates counted together in step 4: their temporaries stay within a core's cache (~0.3 MB each at 60x80)."""
 
 
 def _checked_pair(query: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -143,10 +144,7 @@ def _checked_pair(query: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray
 
 
 def _class_codes(query: np.ndarray, candidates: np.ndarray, ignored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Step 1: dense class codes (0: ignored) of the query ``(w, 1, h)`` and candidates ``(w, K, h)``, columns
-    first so that each column's rows are contiguous."""
-    query_t = query.T[:, None, :]
-    candidates_t = candidates.transpose(2, 0, 1)
+    """Step 1: dense class codes (0: ignored) of the query ``(h, w)`` and the candidates ``(K, h, w)``."""
     if query.dtype == np.uint8 and candidates.dtype == np.uint8:
         values = np.arange(256)
     else:  # any other integers: code the values that occur
@@ -155,35 +153,83 @@ def _class_codes(query: np.ndarray, candidates: np.ndarray, ignored: np.ndarray)
     codes = np.zeros(len(values), np.uint8 if kept.sum() < 256 else np.uint32)
     codes[kept] = np.arange(1, kept.sum() + 1)
     if len(values) == 256 and values[0] == 0:
-        return np.take(codes, query_t), np.take(codes, candidates_t)
-    return codes[np.searchsorted(values, query_t)], codes[np.searchsorted(values, candidates_t)]
+        return np.take(codes, query), np.take(codes, candidates)
+    return codes[np.searchsorted(values, query)], codes[np.searchsorted(values, candidates)]
+
+
+_LOW_BITS = np.uint64(0x0101010101010101)
+_GATHER_BITS = np.uint64(0x0102040810204080)
+"""Bit 0 of each of the 8 bytes of a word times this lands in bits 56-63, byte b at bit 56 + b, without carries."""
 
 
 def _bit_columns(codes: np.ndarray, planes: int) -> np.ndarray:
-    """Step 2: ``(w, N, h)`` codes -> ``(planes + 1, w, N, words)`` uint64: plane 0 the coded pixels, plane p the
-    code's bit p-1, row r of a column in bit r % 64 of word r // 64."""
-    width, count, height = codes.shape
+    """Step 2: ``(N, h, w)`` codes -> ``(planes + 1, N, w, words)`` uint64: plane 0 the coded pixels, plane p the
+    code's bit p-1, row r of a column in bit r % 64 of word r // 64 (rows past h: not coded)."""
+    count, height, width = codes.shape
     words = -(-height // 64)
-    bits = np.zeros((planes + 1, width, count, words * 64), np.uint8)
-    np.not_equal(codes, 0, out=bits[0, :, :, :height])
+    columns = np.zeros((count, width, words * 64), codes.dtype)
+    columns[:, :, :height] = codes.transpose(0, 2, 1)
+    packed = np.empty((planes + 1, count, width, words * 8), np.uint8)  # one byte: 8 rows of one plane
+    code_bytes: dict[int, np.ndarray] = {}
     for plane in range(1, planes + 1):
-        np.bitwise_and(np.right_shift(codes, plane - 1), 1, out=bits[plane, :, :, :height], casting="unsafe")
-    packed = np.packbits(bits.reshape(-1), bitorder="little")
-    return packed.view(np.uint64).reshape(planes + 1, width, count, words)
+        byte = (plane - 1) // 8
+        if byte not in code_bytes:  # the code's byte `byte` of 8 consecutive rows in one word
+            source = columns if byte == 0 and columns.dtype == np.uint8 else (columns >> 8 * byte).astype(np.uint8)
+            code_bytes[byte] = source.view(np.uint64)
+        bits = np.bitwise_and(code_bytes[byte] >> np.uint64((plane - 1) % 8), _LOW_BITS)
+        packed[plane] = (bits * _GATHER_BITS) >> np.uint64(56)
+    bit_planes = packed.view(np.uint64)
+    np.bitwise_or.reduce(bit_planes[1:], axis=0, out=bit_planes[0])  # coded: any code bit set (codes > 0)
+    return bit_planes
 
 
-def _agreement(query_bits: np.ndarray, gathered: np.ndarray, shifts: int) -> np.ndarray:
-    """Step 4-5: ``(shifts, k)`` agreeing / compared pixels from the query's and the gathered candidates' planes."""
-    valid = np.bitwise_and(gathered[0], query_bits[0])
-    differ = np.bitwise_xor(gathered[1], query_bits[1])
-    scratch = np.empty_like(differ)
-    for plane in range(2, len(gathered)):
-        differ |= np.bitwise_xor(gathered[plane], query_bits[plane], out=scratch)
-    same = np.bitwise_and(valid, np.invert(differ, out=differ), out=differ)
-    count = gathered.shape[2]
-    compared = np.bitwise_count(valid).reshape(shifts, -1, count, valid.shape[-1]).sum(axis=(1, 3), dtype=np.int64)
-    agreeing = np.bitwise_count(same).reshape(shifts, -1, count, same.shape[-1]).sum(axis=(1, 3), dtype=np.int64)
-    return agreeing / np.maximum(compared, 1)
+def _pair_counts(query_bits: np.ndarray, candidate_bits: np.ndarray, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
+    """Step 4: ``(agreeing, compared)`` pixels of query and candidate planes (broadcast against each other),
+    summed over ``axis`` (of 64-bit words)."""
+    scratch = np.empty(np.broadcast_shapes(query_bits.shape[1:], candidate_bits.shape[1:]), np.uint64)
+    differ = np.invert(query_bits[0])  # a pixel the query does not code never agrees
+    for plane in range(1, len(query_bits)):
+        differ = np.bitwise_or(differ, np.bitwise_xor(query_bits[plane], candidate_bits[plane], out=scratch),
+                               out=None if plane == 1 else differ)
+    bits = differ.shape[axis] * 64  # int32 sums (twice as fast as int64): up to 2**25 words per sum
+    agreeing = bits - np.bitwise_count(differ).sum(axis=axis, dtype=np.int32)
+    compared = np.bitwise_count(np.bitwise_and(query_bits[0], candidate_bits[0], out=scratch))
+    return agreeing.astype(np.int64), compared.sum(axis=axis, dtype=np.int32).astype(np.int64)
+
+
+def _interior_counts(query_bits: np.ndarray, candidate_bits: np.ndarray,
+                     shifts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 3-4: ``(S, K)`` agreeing and compared pixels of candidate column i with query column i + s."""
+    planes, width, words = query_bits.shape
+    source = np.arange(width)[None, :] + shifts[:, None]  # (S, w)
+    source[(source < 0) | (source >= width)] = -1  # outside the query: the empty column appended below
+    outside = np.zeros((planes, 1, words), np.uint64)
+    moved = np.take(np.concatenate([query_bits, outside], axis=1), source, axis=1)
+    moved = moved.reshape(planes, len(shifts), 1, width * words)
+    flat = candidate_bits.reshape(planes, 1, -1, width * words)
+    count = flat.shape[2]
+    agreeing = np.empty((len(shifts), count), np.int64)
+    compared = np.empty((len(shifts), count), np.int64)
+    for start in range(0, count, _CANDIDATE_BLOCK):
+        block = slice(start, start + _CANDIDATE_BLOCK)
+        agreeing[:, block], compared[:, block] = _pair_counts(moved, flat[:, :, block])
+    return agreeing, compared
+
+
+def _border_counts(query_bits: np.ndarray, candidate_bits: np.ndarray,
+                   shifts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Step 5: ``(S, K)`` agreeing and compared pixels of the candidates' repeated first column with the query
+    columns ``j < s`` and of their last column with ``j >= w + s``."""
+    width = query_bits.shape[1]
+    query_columns = query_bits.transpose(0, 2, 1)[:, None, None]  # (P+1, 1, 1, words, w)
+    edges = candidate_bits[:, :, [0, width - 1], :, None]  # (P+1, K, 2, words, 1)
+    totals = []
+    for per_column in _pair_counts(query_columns, edges, axis=-2):  # (K, 2, w)
+        zero = np.zeros((len(per_column), 1), np.int64)
+        before = np.concatenate([zero, np.cumsum(per_column[:, 0], axis=1)], axis=1)  # [:, n]: columns j < n
+        after = np.concatenate([np.cumsum(per_column[:, 1, ::-1], axis=1)[:, ::-1], zero], axis=1)  # j >= n
+        totals.append((before[:, np.clip(shifts, 0, width)] + after[:, np.clip(width + shifts, 0, width)]).T)
+    return totals[0], totals[1]
 
 
 def alignment_scores_reference(
