@@ -76,6 +76,29 @@ def test_parser_modes_and_defaults():
     assert rerank_args.top_k == 50 and rerank_args.queries == 30
 
 
+def test_build_benchmark_compares_view_sets():
+    from semloc_ros.core.views import RECOMMENDED_VIEWS, SINGLE_VIEW
+
+    parser = benchmark.build_parser()
+    assert parser.parse_args(["build"]).views == [SINGLE_VIEW, RECOMMENDED_VIEWS]  # single vs 7 views, one run
+    assert parser.parse_args(["build", "--views", "0,-0.1,0.1", "recommended"]).views == [(0.0, -0.1, 0.1),
+                                                                                          RECOMMENDED_VIEWS]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["build", "--views", "0,0.7"])
+
+
+def test_build_benchmark_builds_every_view_set_from_a_bag(shared_dataset, tmp_path):
+    import json
+
+    out = tmp_path / "build.json"
+    assert benchmark.main(["build", "--dataset", str(shared_dataset), "--cache", str(tmp_path), "--frames", "3",
+                           "--batch-sizes", "2", "--threads", "1", "--repeats", "1", "--views", "single", "0,0.2",
+                           "--device", "cpu", "--json", str(out)]) == 0
+    rates = json.loads(out.read_text())["results"]["views_ratio"]
+    assert list(rates) == ["threads 1 batch 2 views 0", "threads 1 batch 2 views 0 0.2"]
+    assert rates["threads 1 batch 2 views 0"] == 1.0 and rates["threads 1 batch 2 views 0 0.2"] > 0
+
+
 def test_rerank_benchmark_compares_both_alignments_on_real_thumbnails(shared_dataset, tmp_path):
     import json
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from semloc_ros.core.labels import SEMLOC_SIM, LabelMapping
+from semloc_ros.core.labels import IGNORED_ID, SEMLOC_SIM, LabelMapping
 from semloc_ros.models import (
     BaseModel,
     DescriptorExtractor,
@@ -21,7 +21,7 @@ from semloc_ros.models import (
     save_checkpoint,
     set_torch_threads,
 )
-from semloc_ros.models.descriptor import SemanticAlexNet, dynamic_class_ids
+from semloc_ros.models.descriptor import SemanticAlexNet, dynamic_class_ids, one_hot_conv, one_hot_ids
 from semloc_ros.models.loading import load_segmenter
 from semloc_ros.models.pipeline import Pipeline
 from semloc_ros.models.weights import FORMAT, make_model_id
@@ -457,6 +457,29 @@ def test_descriptor_runs_channels_last_with_unchanged_model_id():
     extractor = DescriptorExtractor.from_net(net, "semantic_alexnet", device="cpu")
     assert extractor.net.features[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert extractor.model_id == contiguous_id
+
+
+@pytest.mark.parametrize("mask_dynamic", [False, True])
+def test_inference_conv1_from_ids_equals_the_one_hot_convolution(mask_dynamic):
+    """Without gradients the semantic descriptor's conv1 reads the ids directly (an embedding-bag sum): the same
+    descriptors as the convolution of the one-hot image it was trained with, ignored ids and padding included."""
+    torch.manual_seed(0)
+    net = SemanticAlexNet({"input_size": SMALL, "mask_dynamic": mask_dynamic}).eval()
+    with torch.no_grad():
+        net.features[0].bias.normal_()  # a bias, so that its place in the sum is checked too
+    ids = torch.randint(0, net.num_classes, (3, *SMALL))
+    ids[0, :9, :13] = IGNORED_ID
+    ids[1, -5:] = -1
+    with torch.no_grad():
+        fast = net(ids)
+        features = net.features[1:](one_hot_conv(ids, net.features[0], net.num_classes, net.channel_mask))
+    with torch.enable_grad():
+        trained = net(ids)
+        conv = net.features[:1](one_hot_ids(ids, net.num_classes) * net.channel_mask.view(1, -1, 1, 1))
+    torch.testing.assert_close(one_hot_conv(ids, net.features[0], net.num_classes, net.channel_mask), conv,
+                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast, trained.detach(), rtol=1e-5, atol=1e-5)
+    assert features.is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize("method", ["semantic", "rgb", "hybrid"])

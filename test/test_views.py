@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from semloc_ros.core.database import DatabaseFormatError, GeoDatabase, PlaceRecord
-from semloc_ros.core.views import RECOMMENDED_VIEWS, check_views, place_id, view_image_id, views_from_ids
+from semloc_ros.core.views import (
+    RECOMMENDED_VIEWS,
+    check_views,
+    parse_views,
+    place_id,
+    view_image_id,
+    views_from_ids,
+)
 from semloc_ros.io.datasets import Drive, Frame
 from semloc_ros.mapping import build_database, describe_drive_views
 
@@ -110,6 +117,14 @@ def test_view_names_and_checks():
             check_views(bad)
 
 
+def test_view_sets_by_name_or_comma_separated_shifts():
+    assert parse_views("recommended") == RECOMMENDED_VIEWS and parse_views("single") == (0.0,)
+    assert parse_views("0,-0.1,0.25") == (0.0, -0.1, 0.25)
+    for bad in ("sideways", "0,,0.1", "0,0.6", "0.1,0.1"):
+        with pytest.raises(ValueError):
+            parse_views(bad)
+
+
 def test_build_db_append_refuses_other_views(tmp_path, monkeypatch, capsys):
     from semloc_ros.commands import build_db, common
 
@@ -117,6 +132,7 @@ def test_build_db_append_refuses_other_views(tmp_path, monkeypatch, capsys):
     assert parser.parse_args(["x", "--out", "y", "--views", "recommended"]).views == list(RECOMMENDED_VIEWS)
     assert parser.parse_args(["x", "--out", "y"]).views is None  # new map: 0; --append: the map's views
     assert "recommended" in common.VIEW_PRESETS
+    assert parser.parse_args(["x", "--out", "y", "--views", "single"]).views == [0.0]
     out = tmp_path / "map.semdb"
     build_database(ColumnPipeline(), drive(), views=(0.0, 0.1)).save(out)
 

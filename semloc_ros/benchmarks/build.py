@@ -1,5 +1,15 @@
-"""``build``: database building from a rosbag written from the benchmark frames, images/s by batch size and torch
-threads; optionally one whole ``semloc build-db`` command."""
+"""``build``: database building from a rosbag written from the benchmark frames, images/s by torch threads, batch
+size and database views (e.g. the image alone against the 7 recommended views, in the same run); optionally one
+whole ``semloc build-db`` command per view set.
+
+1. Write the bag once (cached): ``--frames`` camera images of a drive and a NavSatFix each.
+2. Per thread count: set the threads, then load the pipeline (the int8 segmenter's ONNX Runtime session takes its
+   thread count when it is created).
+3. Per round, batch size and view set: time the whole ingestion as ``build-db`` does it (bag scan and GPS
+   interpolation, decoding, segmentation once per frame, a descriptor per view, label thumbnails, index).
+4. Print the median images/s of each setting (images are camera frames: 7 views of a frame count once) and the
+   ratio of each view set's rate to the first set's.
+"""
 
 from __future__ import annotations
 
@@ -65,48 +75,66 @@ def write_benchmark_bag(dataset: Path, drive: str, count: int, path: Path, compr
 def run_build(args: argparse.Namespace) -> int:
     import torch
 
+    from semloc_ros.core.views import format_views
     from semloc_ros.io.datasets import load_drive
     from semloc_ros.mapping import build_database
 
     args.cache.mkdir(parents=True, exist_ok=True)
     kind = "jpeg" if args.compressed else "raw"
     bag = write_benchmark_bag(args.dataset, args.drive, args.frames, args.cache / f"bag_{args.drive}_{args.frames}_"
-                              f"{kind}", args.compressed)
-    pipeline = semantic_pipeline(args.device)
+                              f"{kind}", args.compressed)  # step 1
     print(f"semloc benchmark build: {machine_line()}")
     print(f"bag {bag} ({args.frames} frames, {kind} 240x320 images + NavSatFix, mcap); {args.repeats} round(s); "
-          "images/s over the whole ingestion (bag scan, decoding, segmentation, descriptor, index)")
-    settings = [(threads, size) for threads in args.threads for size in args.batch_sizes]
-    samples: dict[tuple[int, int], list[float]] = {setting: [] for setting in settings}
+          "images/s over the whole ingestion (bag scan, decoding, segmentation, descriptor per view, thumbnails, "
+          "index)")
+    samples: dict[tuple[int, int, tuple[float, ...]], list[float]] = {}
     index_s: list[float] = []
-    for _ in range(args.repeats):
-        for threads, batch_size in settings:
-            torch.set_num_threads(threads)
-            start = time.perf_counter()
-            drive = load_drive(str(bag)).drop_invalid_gps()
-            indexed = time.perf_counter()
-            database = build_database(pipeline, drive, batch_size=batch_size)
-            elapsed = time.perf_counter() - start
-            if len(database) != args.frames:
-                raise RuntimeError(f"built {len(database)} entries from {args.frames} frames")
-            samples[(threads, batch_size)].append(args.frames / elapsed)
-            index_s.append(indexed - start)
-    results: dict[str, Any] = {"bag_scan_s": float(np.median(index_s)), "images_per_s": {}}
+    for threads in args.threads:
+        torch.set_num_threads(threads)  # step 2
+        pipeline = semantic_pipeline(args.device)
+        for _ in range(args.repeats):
+            for batch_size in args.batch_sizes:
+                for views in args.views:  # step 3
+                    start = time.perf_counter()
+                    drive = load_drive(str(bag)).drop_invalid_gps()
+                    index_s.append(time.perf_counter() - start)
+                    database = build_database(pipeline, drive, batch_size=batch_size, views=views)
+                    elapsed = time.perf_counter() - start
+                    if len(database) != args.frames * len(views):
+                        raise RuntimeError(f"built {len(database)} entries from {args.frames} frames x {len(views)}")
+                    samples.setdefault((threads, batch_size, views), []).append(args.frames / elapsed)
+    results: dict[str, Any] = {"bag_scan_s": float(np.median(index_s)), "images_per_s": {}, "views_ratio": {}}
     print(f"  bag scan (topics, stamps, GPS interpolation): median {results['bag_scan_s']:.2f} s")
-    for (threads, batch_size), rates in samples.items():
-        results["images_per_s"][f"threads {threads} batch {batch_size}"] = float(np.median(rates))
-        print(f"  threads {threads} batch {batch_size:>3}: {np.median(rates):6.1f} images/s (median; rounds: "
-              f"{', '.join(f'{rate:.1f}' for rate in rates)}) (target >= 30)")
+    for (threads, batch_size, views), rates in samples.items():  # step 4
+        name = f"threads {threads} batch {batch_size} views {format_views(views)}"
+        rate = float(np.median(rates))
+        results["images_per_s"][name] = rate
+        ratio = rate / float(np.median(samples[(threads, batch_size, args.views[0])]))
+        results["views_ratio"][name] = ratio
+        print(f"  threads {threads} batch {batch_size:>3} {len(views)} view(s): {rate:6.1f} images/s (median; rounds: "
+              f"{', '.join(f'{r:.1f}' for r in rates)}; {ratio:.2f}x of {len(args.views[0])} view(s)) (target >= 30)")
     if args.cli:
-        threads, best = max(samples, key=lambda setting: np.median(samples[setting]))
+        results["cli"] = run_cli(args, bag, samples)
+    write_json(args.json, "build", results)
+    return 0
+
+
+def run_cli(args: argparse.Namespace, bag: Path, samples: dict) -> dict[str, Any]:
+    """One whole ``semloc build-db`` command per view set, with the fastest threads and batch size measured."""
+    from semloc_ros.core.views import format_views
+
+    threads, best, _ = max(samples, key=lambda setting: np.median(samples[setting]))
+    results = {}
+    for views in args.views:
         out = args.cache / "build_cli.semdb"
         command = [sys.executable, "-m", "semloc_ros.cli", "build-db", str(bag), "--out", str(out), "--threads",
-                   str(threads), "--batch-size", str(best), "--quiet", "--device", args.device]
+                   str(threads), "--batch-size", str(best), "--quiet", "--device", args.device,
+                   "--views", *(f"{view:g}" for view in views)]
         start = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True)
         wall = time.perf_counter() - start
-        results["cli"] = {"command": " ".join(command[2:]), "wall_s": wall, "images_per_s": args.frames / wall}
-        print(f"  semloc build-db (whole command incl. start-up and model loading), threads {threads} batch {best}: "
-              f"{wall:.1f} s = {args.frames / wall:.1f} images/s")
-    write_json(args.json, "build", results)
-    return 0
+        results[format_views(views)] = {"command": " ".join(command[2:]), "wall_s": wall,
+                                        "images_per_s": args.frames / wall}
+        print(f"  semloc build-db (whole command incl. start-up and model loading), threads {threads} batch {best}, "
+              f"{len(views)} view(s): {wall:.1f} s = {args.frames / wall:.1f} images/s")
+    return results

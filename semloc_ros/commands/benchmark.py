@@ -13,7 +13,8 @@ the measurements live in semloc_ros.benchmarks).
   Gaussian perturbations to 100k and 1M entries (synthetic-from-real); query latency (1 thread), recall of the
   exact top-5 on held-out real queries, build and load time, resident memory; optionally the localizer node's
   memory with the 1M database.
-- ``build``: database building from a rosbag written from the benchmark frames, images/s by batch size.
+- ``build``: database building from a rosbag written from the benchmark frames, images/s by threads, batch size
+  and database views (single vs the 7 recommended views in the same run).
 - ``ray``: the same bag described on a loopback Ray cluster with 1 and 2 worker processes (ratio, same run).
 - ``tiles``: a tiled map of a million synthetic places: the localizer's memory with the tiles around the vehicle,
   query and tile-switch time, a cold-start search of every tile.
@@ -40,6 +41,8 @@ from semloc_ros.benchmarks.rerank import run_rerank
 from semloc_ros.benchmarks.scale import run_ray, run_tiles
 from semloc_ros.benchmarks.stages import run_stages
 from semloc_ros.benchmarks.threads import run_threads
+from semloc_ros.commands.common import view_set
+from semloc_ros.core.views import RECOMMENDED_VIEWS, SINGLE_VIEW
 
 DEFAULT_DATASET = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "semloc-sim-v1"
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "semloc-bench"
@@ -123,7 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--threads", type=int, nargs="+", default=[2], help="torch threads to compare")
     build.add_argument("--repeats", type=int, default=3)
     build.add_argument("--compressed", action="store_true", help="JPEG CompressedImage instead of raw Image")
-    build.add_argument("--cli", action="store_true", help="also time one whole `semloc build-db` command")
+    build.add_argument("--views", nargs="+", type=view_set, default=[SINGLE_VIEW, RECOMMENDED_VIEWS], metavar="VIEWS",
+                       help="database view sets to compare: single, recommended (0 +-0.1 +-0.2 +-0.3) or "
+                       "comma-separated shifts such as 0,-0.1,0.1")
+    build.add_argument("--cli", action="store_true", help="also time one whole `semloc build-db` command per view set")
 
     ray = modes.add_parser("ray", parents=[common], help="describing on a loopback Ray cluster, 1 vs 2 workers")
     ray.add_argument("--drive", default="eval_day_l0")

@@ -10,11 +10,11 @@ from typing import Any
 
 import yaml
 
-from semloc_ros.core.views import RECOMMENDED_VIEWS, SINGLE_VIEW, check_views, format_views
+from semloc_ros.core.views import NAMED_VIEWS, RECOMMENDED_VIEWS, SINGLE_VIEW, check_views, format_views, parse_views
 from semloc_ros.ros.runner import NODES, default_params_file
 
 DEFAULT_THREADS = min(4, os.cpu_count() or 1)
-VIEW_PRESETS = {"recommended": RECOMMENDED_VIEWS}
+VIEW_PRESETS = NAMED_VIEWS
 
 
 class _Views(argparse.Action):
@@ -37,6 +37,14 @@ def add_views_argument(parser: argparse.ArgumentParser, flag: str, help_text: st
     (:data:`semloc_ros.core.views.RECOMMENDED_VIEWS`)."""
     parser.add_argument(flag, nargs="+", default=None if default is None else list(default), action=_Views,
                         metavar="SHIFT", help=f"{help_text}; 'recommended' = {format_views(RECOMMENDED_VIEWS)}")
+
+
+def view_set(text: str) -> tuple[float, ...]:
+    """argparse type of one view set: a name (single, recommended) or comma-separated shifts."""
+    try:
+        return parse_views(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def parse_assignment(text: str) -> tuple[str, str, Any]:

@@ -25,6 +25,9 @@ SINGLE_VIEW: tuple[float, ...] = (0.0,)
 RECOMMENDED_VIEWS: tuple[float, ...] = (0.0, -0.1, 0.1, -0.2, 0.2, -0.3, 0.3)
 """The views of the shipped configuration (with label re-ranking): 0, +-10, +-20, +-30 % of the width."""
 
+NAMED_VIEWS: dict[str, tuple[float, ...]] = {"single": SINGLE_VIEW, "recommended": RECOMMENDED_VIEWS}
+"""View sets by name (``build-db --views recommended``, ``benchmark build --views single recommended``)."""
+
 VIEW_SEPARATOR = "#view"
 
 
@@ -39,6 +42,19 @@ def check_views(views: Iterable[float]) -> tuple[float, ...]:
     if len(set(values)) != len(values):
         raise ValueError(f"view shifts must be distinct, got {format_views(values)}")
     return values
+
+
+def parse_views(text: str) -> tuple[float, ...]:
+    """A view set written as a name of :data:`NAMED_VIEWS` or as comma-separated shifts (``0,-0.1,0.1``);
+    ValueError naming the problem."""
+    if text in NAMED_VIEWS:
+        return NAMED_VIEWS[text]
+    try:
+        shifts = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{text!r} is neither a view set ({', '.join(NAMED_VIEWS)}) nor comma-separated "
+                         "shifts such as 0,-0.1,0.1") from None
+    return check_views(shifts)
 
 
 def format_views(views: Sequence[float]) -> str:

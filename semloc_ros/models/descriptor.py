@@ -38,6 +38,31 @@ def one_hot_ids(ids: torch.Tensor, num_classes: int) -> torch.Tensor:
     return x * valid[:, None].float()
 
 
+def one_hot_conv(ids: torch.Tensor, conv: nn.Conv2d, num_classes: int, channel_mask: torch.Tensor) -> torch.Tensor:
+    """``conv(one_hot_ids(ids) * channel_mask)`` without building the one-hot image: ``NxHxW`` int64 ids ->
+    ``NxOxhxw`` (channels_last), equal to the convolution up to float rounding, several times faster on a CPU.
+
+    A one-hot pixel selects one weight column per kernel position, so each output is the bias plus the sum of the
+    weight columns of its window's classes: one embedding-bag sum per output over a table of ``(class, kernel
+    position)`` rows, ids outside ``[0, C)`` and the padding selecting zero rows.
+    """
+    kernel_h, kernel_w = conv.kernel_size
+    taps = kernel_h * kernel_w
+    weight = conv.weight * channel_mask.view(1, -1, 1, 1)  # (O, C, kh, kw)
+    table = torch.cat([weight.permute(1, 2, 3, 0).reshape(num_classes * taps, -1),
+                       weight.new_zeros(taps, weight.shape[0])])  # rows of class C: no class
+    classes = torch.where((ids >= 0) & (ids < num_classes), ids, num_classes)
+    pad_h, pad_w = conv.padding
+    rows = F.pad(classes * taps, (pad_w, pad_w, pad_h, pad_h), value=num_classes * taps)
+    windows = rows.unfold(1, kernel_h, conv.stride[0]).unfold(2, kernel_w, conv.stride[1])  # (N, h, w, kh, kw)
+    count, out_h, out_w = windows.shape[:3]
+    index = windows.reshape(-1, taps) + torch.arange(taps, device=ids.device)
+    out = F.embedding_bag(index, table, mode="sum")
+    if conv.bias is not None:
+        out += conv.bias
+    return out.view(count, out_h, out_w, -1).permute(0, 3, 1, 2)
+
+
 class GeM(nn.Module):
     """Generalised-mean pooling with a learnable exponent ``p``: ``NxCxHxW -> NxC``."""
 
@@ -128,8 +153,11 @@ class SemanticAlexNet(DescriptorNet):
         self.pool, self.proj = _pooling_head(conf["pooling"], 256, int(conf["clusters"]), self.dimension)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        x = one_hot_ids(ids, self.num_classes) * self.channel_mask.view(1, -1, 1, 1)
-        return F.normalize(self.proj(self.pool(self.features(x))), dim=1)
+        if torch.is_grad_enabled():  # training: the convolution of the one-hot image, as it was trained
+            x = self.features(one_hot_ids(ids, self.num_classes) * self.channel_mask.view(1, -1, 1, 1))
+        else:  # inference: conv1 straight from the ids (one_hot_conv)
+            x = self.features[1:](one_hot_conv(ids, self.features[0], self.num_classes, self.channel_mask))
+        return F.normalize(self.proj(self.pool(x)), dim=1)
 
 
 class RGBNetVLAD(DescriptorNet):
