@@ -21,7 +21,13 @@ from semloc_ros.models import (
     save_checkpoint,
     set_torch_threads,
 )
-from semloc_ros.models.descriptor import SemanticAlexNet, dynamic_class_ids, one_hot_conv, one_hot_ids
+from semloc_ros.models.descriptor import (
+    SemanticAlexNet,
+    dynamic_class_ids,
+    one_hot_conv,
+    one_hot_ids,
+    pooled_first,
+)
 from semloc_ros.models.loading import load_segmenter
 from semloc_ros.models.pipeline import Pipeline
 from semloc_ros.models.weights import FORMAT, make_model_id
@@ -480,6 +486,8 @@ def test_inference_conv1_from_ids_equals_the_one_hot_convolution(mask_dynamic):
                                rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fast, trained.detach(), rtol=1e-5, atol=1e-5)
     assert features.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():  # ReLU after the max-pools: bit for bit the same features
+        assert torch.equal(pooled_first(net.features[1:], conv), net.features[1:](conv))
 
 
 @pytest.mark.parametrize("method", ["semantic", "rgb", "hybrid"])
@@ -524,6 +532,9 @@ def test_channel_argmax_equals_torch_argmax_with_ties():
     many = torch.randn(1, 300, 4, 5)
     assert channel_argmax(many).dtype == torch.int64
     np.testing.assert_array_equal(channel_argmax(many).numpy(), many.argmax(dim=1).numpy())
+    pixels_last = logits.contiguous(memory_format=torch.channels_last)  # as the int8 segmenter upsamples them
+    assert channel_argmax(pixels_last).dtype == torch.uint8
+    np.testing.assert_array_equal(channel_argmax(pixels_last).numpy(), channel_argmax(logits).numpy())
 
 
 def test_precision_selection():

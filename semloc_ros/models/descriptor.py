@@ -117,6 +117,21 @@ def _alexnet_features(in_channels: int) -> nn.Sequential:
     return features
 
 
+def pooled_first(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """``layers(x)`` with each ReLU that a max-pool follows applied after that pool instead: the same numbers
+    (ReLU is monotonic, so it commutes with a maximum) on a quarter of the values."""
+    modules = list(layers)
+    i = 0
+    while i < len(modules):
+        if isinstance(modules[i], nn.ReLU) and i + 1 < len(modules) and isinstance(modules[i + 1], nn.MaxPool2d):
+            x = modules[i](modules[i + 1](x))
+            i += 2
+        else:
+            x = modules[i](x)
+            i += 1
+    return x
+
+
 class DescriptorNet(BaseModel):
     """Base of descriptor networks: ``input_kind`` is ``'labels'`` (int64 NxHxW) or ``'rgb'`` (normalised)."""
 
@@ -156,7 +171,8 @@ class SemanticAlexNet(DescriptorNet):
         if torch.is_grad_enabled():  # training: the convolution of the one-hot image, as it was trained
             x = self.features(one_hot_ids(ids, self.num_classes) * self.channel_mask.view(1, -1, 1, 1))
         else:  # inference: conv1 straight from the ids (one_hot_conv)
-            x = self.features[1:](one_hot_conv(ids, self.features[0], self.num_classes, self.channel_mask))
+            x = pooled_first(self.features[1:], one_hot_conv(ids, self.features[0], self.num_classes,
+                                                               self.channel_mask))
         return F.normalize(self.proj(self.pool(x)), dim=1)
 
 

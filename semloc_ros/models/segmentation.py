@@ -413,8 +413,9 @@ class Segmenter:
 
         def run(x: torch.Tensor) -> torch.Tensor:
             out = torch.from_numpy(session.run(None, {input_name: x.detach().cpu().numpy().astype(np.float32)})[0])
-            if upsample and out.shape[-2:] != x.shape[-2:]:
-                out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            if upsample and out.shape[-2:] != x.shape[-2:]:  # channels_last: the argmax reads each pixel's logits
+                out = F.interpolate(out.contiguous(memory_format=torch.channels_last), size=x.shape[-2:],
+                                    mode="bilinear", align_corners=False)
             return out
 
         meta = {
@@ -552,9 +553,13 @@ def onnx_custom_domains(path: Path) -> list[str]:
 def channel_argmax(logits: torch.Tensor) -> torch.Tensor:
     """``NxCxHxW`` logits -> ``NxHxW`` index of the largest channel (the first on ties), as a running maximum over
     the channels: the ids of ``logits.argmax(dim=1)`` for finite logits, several times faster on the CPU, where
-    torch reduces over the strided channel dimension slowly (docs/benchmarks.md)."""
+    torch reduces over the strided channel dimension slowly (docs/benchmarks.md). Channels_last logits (each
+    pixel's channels contiguous) take ``argmax`` itself, faster still."""
+    dtype = torch.uint8 if logits.shape[1] <= 256 else torch.int64
+    if logits.shape[1] > 1 and logits.dim() == 4 and logits.is_contiguous(memory_format=torch.channels_last):
+        return logits.argmax(dim=1).to(dtype)
     best = logits[:, 0].clone()
-    ids = torch.zeros(best.shape, dtype=torch.uint8 if logits.shape[1] <= 256 else torch.int64, device=logits.device)
+    ids = torch.zeros(best.shape, dtype=dtype, device=logits.device)
     for channel in range(1, logits.shape[1]):
         values = logits[:, channel]
         ids.masked_fill_(values > best, channel)
