@@ -72,6 +72,7 @@ def load_models(args: argparse.Namespace) -> StageModels:
 
     from semloc_ros.core.database import GeoDatabase
     from semloc_ros.core.localizer import Localizer, LocalizerConfig
+    from semloc_ros.core.reranking import RerankConfig
     from semloc_ros.models import DescriptorExtractor, Segmenter
 
     pipeline = semantic_pipeline(args.device)
@@ -87,7 +88,7 @@ def load_models(args: argparse.Namespace) -> StageModels:
     unfolded.fold_norms = False
     contiguous = copy.copy(semantic)  # "before": weights in the default (contiguous) memory format
     contiguous.net = copy.deepcopy(semantic.net).to(memory_format=torch.contiguous_format)
-    localizer = Localizer(database, LocalizerConfig(rerank_top_k=RERANK_TOP_K))
+    localizer = Localizer(database, LocalizerConfig(rerank=RerankConfig(top_k=RERANK_TOP_K)))
     return StageModels(segmenter, semantic, database, localizer, vgg, vgg_half, unfolded, fp32, int8, contiguous)
 
 
