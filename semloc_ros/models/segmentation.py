@@ -48,7 +48,7 @@ from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from semloc_ros.core.labels import SEMLOC_SIM, LabelMapping, model_classes_problem
 from semloc_ros.models.base import BaseModel
-from semloc_ros.models.utils import as_size, check_rgb_batch, resolve_device, rgb_to_tensor
+from semloc_ros.models.utils import as_size, channel_argmax, check_rgb_batch, resolve_device, rgb_to_tensor
 from semloc_ros.models.weights import (
     WEIGHTS_DIR,
     WeightsError,
@@ -548,23 +548,6 @@ def onnx_custom_domains(path: Path) -> list[str]:
                 graphs.extend([attribute.g] if attribute.HasField("g") else [])
                 graphs.extend(attribute.graphs)
     return sorted(domains - STANDARD_ONNX_DOMAINS - local)
-
-
-def channel_argmax(logits: torch.Tensor) -> torch.Tensor:
-    """``NxCxHxW`` logits -> ``NxHxW`` index of the largest channel (the first on ties), as a running maximum over
-    the channels: the ids of ``logits.argmax(dim=1)`` for finite logits, several times faster on the CPU, where
-    torch reduces over the strided channel dimension slowly (docs/benchmarks.md). Channels_last logits (each
-    pixel's channels contiguous) take ``argmax`` itself, faster still."""
-    dtype = torch.uint8 if logits.shape[1] <= 256 else torch.int64
-    if logits.shape[1] > 1 and logits.dim() == 4 and logits.is_contiguous(memory_format=torch.channels_last):
-        return logits.argmax(dim=1).to(dtype)
-    best = logits[:, 0].clone()
-    ids = torch.zeros(best.shape, dtype=dtype, device=logits.device)
-    for channel in range(1, logits.shape[1]):
-        values = logits[:, channel]
-        ids.masked_fill_(values > best, channel)
-        torch.maximum(best, values, out=best)
-    return ids
 
 
 def fold_batch_norms(module: nn.Module) -> nn.Module:
