@@ -125,3 +125,16 @@ def test_localizer_moves_the_fix_across_the_track_by_the_measured_offset(sequenc
     assert corrected.localize(query, stamp_ns=0).lateral is None  # no thumbnail: nothing to measure
     west = Localizer(road_map(heading=math.pi), LocalizerConfig().with_parameters(lateral_gain_m=HEIGHT_M, **settings))
     assert west.localize(query, thumbnail=thumbnail, stamp_ns=0).north == pytest.approx(before.north - 3.5, abs=0.3)
+
+
+def test_fit_lateral_script_rejects_a_malformed_map_in_one_line(tmp_path, capsys) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "fit_lateral.py"
+    spec = importlib.util.spec_from_file_location("fit_lateral_script", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--dataset", str(tmp_path), "--map", "only_a_database"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "DB:Q1,Q2" in error

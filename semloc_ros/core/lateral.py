@@ -102,9 +102,9 @@ def fit_shear(query: np.ndarray, candidate: np.ndarray, view_px: int = 0) -> Lat
     return LateralShear(float(SLOPES_PX[order[i]]), float(INTERCEPTS_PX[j]), float(score[order[i], j]))
 
 
-def lateral_offset_m(shear: LateralShear, gain_m: float) -> float:
-    """Step 3: the cross-track offset (m, left of the database heading positive)."""
-    return gain_m * shear.slope
+def lateral_offset_m(slope: float, gain_m: float) -> float:
+    """Step 3: the cross-track offset (m, left of the database heading positive) of a shear slope."""
+    return gain_m * slope
 
 
 def heading_normal(yaw: float) -> np.ndarray | None:

@@ -88,6 +88,7 @@ from semloc_ros.core.settings import FRACTION, POSITIVE, Bounds, Each, section, 
 from semloc_ros.core.uncertainty import TrackCovarianceModel, aligned_covariance
 
 MAX_TOP_K = 1000
+LATERAL_MATCHES = 5  # step 6b: the median shear of the best agreeing matches
 
 
 @dataclass
@@ -117,7 +118,7 @@ class LocalizerConfig:
                                     "lane than the map (weights position_sigma_cross_m; fitted)", FRACTION)
     lane_alignment_width: float = setting(0.005, "softness of that lane-offset threshold (fitted)",
                                           Bounds(1e-4, 1.0))
-    lateral_gain_m: float = setting(1.5365, "cross-track correction: metres of sideways offset per pixel-per-row "
+    lateral_gain_m: float = setting(1.7603, "cross-track correction: metres of sideways offset per pixel-per-row "
                                     "shear of the query's label image against its match's (fitted on training "
                                     "maps by scripts/fit_lateral.py; negative for a rear camera); 0 = off",
                                     Bounds(-100.0, 100.0))
@@ -306,14 +307,15 @@ class Localizer:
         agreeing = [m for m in estimate.matches if m.inlier and math.isfinite(m.alignment)]
         if gain == 0.0 or not agreeing or estimate.status is FixStatus.NO_MATCH:
             return None
-        best = max(agreeing, key=lambda m: m.alignment)
-        normal = heading_normal(float(self._database.heading[best.index]))
+        best = sorted(agreeing, key=lambda m: -m.alignment)[:LATERAL_MATCHES]
+        normal = heading_normal(float(self._database.heading[best[0].index]))
         if normal is None:
             return None
-        candidate = self._database.thumbnails[best.index]
-        view_px = view_shift_px(self._database.image_ids[best.index], candidate.shape[1])
-        shear = fit_shear(thumbnail, candidate, view_px)
-        return LateralCorrection(shear.slope, normal, lateral_offset_m(shear, gain))
+        thumbnails, ids = self._database.thumbnails, self._database.image_ids
+        slopes = [fit_shear(thumbnail, thumbnails[m.index], view_shift_px(ids[m.index], thumbnail.shape[1])).slope
+                  for m in best]
+        slope = float(np.median(slopes))
+        return LateralCorrection(slope, normal, lateral_offset_m(slope, gain))
 
     def localize_sequence(
         self,
