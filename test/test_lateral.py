@@ -120,6 +120,7 @@ def test_localizer_moves_the_fix_across_the_track_by_the_measured_offset(sequenc
     assert before.lateral is None
     assert after.north - before.north == pytest.approx(3.5, abs=0.3)  # moved north, the heading's left
     assert after.east == pytest.approx(before.east, abs=1e-6)
+    assert [m.index for m in after.matches] == [m.index for m in before.matches]  # retrieval unchanged
     east, north, _ = database.frame.to_enu(after.lat, after.lon)
     assert float(north) == pytest.approx(after.north, abs=1e-3) and float(east) == pytest.approx(after.east, abs=1e-3)
     assert corrected.localize(query, stamp_ns=0).lateral is None  # no thumbnail: nothing to measure
