@@ -4,7 +4,8 @@
     python scripts/fit_uncertainty.py --dataset ROOT [--write-config config/semloc.yaml] [--out DIR]
 
 Steps (semloc_ros.evaluation.uncertainty_study: which map plays which role):
-1. Read the shipped localizer configuration (``localizer_node`` of the parameter file).
+1. Read the shipped localizer configuration (``localizer_node`` of the parameter file), the cross-track
+   correction (``lateral_gain_m``, scripts/fit_lateral.py) included: everything below sees corrected fixes.
 2. Learning map (the first training map): the sequence filter's temperature and kidnap probability, the
    off-map similarity, the integrity score (logistic regression of a right fix on its cues).
 3. Calibration maps (the other training maps): the Learn-then-Test gate at ``--false-fix-rate`` with

@@ -52,6 +52,20 @@ class Match:
     alignment: float = math.nan  # label-image agreement when re-ranked (semloc_ros.core.reranking), else NaN
 
 
+@dataclass(frozen=True)
+class LateralCorrection:
+    """A cross-track correction (:mod:`semloc_ros.core.lateral`): the measured shear slope, the unit east/north
+    normal (left) of the matched place's heading and the offset along it in metres."""
+
+    slope: float
+    normal: np.ndarray
+    offset_m: float
+
+    @property
+    def shift_en(self) -> np.ndarray:
+        return self.offset_m * np.asarray(self.normal, dtype=np.float64)
+
+
 @dataclass
 class PositionEstimate:
     """A WGS84 position (east/north in the database ENU frame) with ENU covariance in m^2."""
@@ -69,6 +83,7 @@ class PositionEstimate:
     direction: np.ndarray | None = None  # unit east/north track axis of the estimate's places, None if unknown
     cues: dict[str, float] = field(default_factory=dict)  # integrity cues (localizer step 8)
     integrity: float = math.nan
+    lateral: LateralCorrection | None = None  # the cross-track correction applied (localizer step 6b)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,10 @@ For one query descriptor:
    ``lane_alignment`` and ``lane_alignment_width``; the direction from the inliers' database headings), fitted
    on training maps by ``scripts/fit_uncertainty.py`` (scales 1 and sigmas 0 leave the base covariance ``S`` as
    it is; ``S`` is kept in ``base_covariance_en``).
+6b. Cross-track correction (``lateral_gain_m`` != 0, re-ranked queries only): the sideways offset of the query
+   from its best agreeing match, measured on their label thumbnails (:mod:`semloc_ros.core.lateral`), moves the
+   position along the normal of that match's database heading, before the covariance model (which is fitted on
+   corrected fixes). The sequence filter's estimate moves by the same vector.
 7. Status: ``NO_MATCH`` if the best similarity is below ``min_similarity`` (then ``confidence`` is 0),
    ``LOW_CONFIDENCE`` if ``c < min_confidence``, otherwise ``FIX``.
 8. Integrity (:mod:`semloc_ros.core.integrity`): the cues of the estimate (best cosine, confidence, re-ranking
@@ -69,6 +73,7 @@ from semloc_ros.core.database import GeoDatabase
 from semloc_ros.core.estimate import (
     EstimateSettings,
     FixStatus,
+    LateralCorrection,
     Match,
     PositionEstimate,
     cluster_estimate,
@@ -76,12 +81,14 @@ from semloc_ros.core.estimate import (
 )
 from semloc_ros.core.geodesy import LocalENU
 from semloc_ros.core.integrity import CUES, IntegrityModel, IntegrityMonitor, agreeing_alignment, estimate_cues
+from semloc_ros.core.lateral import fit_shear, heading_normal, lateral_offset_m, view_shift_px
 from semloc_ros.core.reranking import RerankConfig, rerank
 from semloc_ros.core.sequence_filter import FilterConfig, SequenceFilter
 from semloc_ros.core.settings import FRACTION, POSITIVE, Bounds, Each, section, setting
 from semloc_ros.core.uncertainty import TrackCovarianceModel, aligned_covariance
 
 MAX_TOP_K = 1000
+LATERAL_MATCHES = 5  # step 6b: the median shear of the best agreeing matches
 
 
 @dataclass
@@ -111,6 +118,10 @@ class LocalizerConfig:
                                     "lane than the map (weights position_sigma_cross_m; fitted)", FRACTION)
     lane_alignment_width: float = setting(0.005, "softness of that lane-offset threshold (fitted)",
                                           Bounds(1e-4, 1.0))
+    lateral_gain_m: float = setting(1.7603, "cross-track correction: metres of sideways offset per pixel-per-row "
+                                    "shear of the query's label image against its match's (fitted on training "
+                                    "maps by scripts/fit_lateral.py; negative for a rear camera); 0 = off",
+                                    Bounds(-100.0, 100.0))
     integrity_weights: tuple[float, ...] = setting(
         (46.0278, 3.1036, 33.0208, 4.0434, 0.0, -0.9541), "logistic weights of the integrity cues "
         f"{', '.join(CUES)} (fitted by scripts/fit_uncertainty.py); all 0: no score, no gate",
@@ -287,7 +298,24 @@ class Localizer:
         scores, cosines, order, alignment = rerank(
             similarities, indices, thumbnails[row], self._database.thumbnails, self._config.rerank
         )
-        return self._estimate(scores[:k], order[:k], frame, enu, cosines[:k], alignment[:k])
+        estimate = self._estimate(scores[:k], order[:k], frame, enu, cosines[:k], alignment[:k])
+        return _moved(estimate, self._lateral_shift(estimate, thumbnails[row]), frame)
+
+    def _lateral_shift(self, estimate: PositionEstimate, thumbnail: np.ndarray) -> LateralCorrection | None:
+        """Step 6b: the cross-track correction of a re-ranked estimate (None: off, or nothing to measure)."""
+        gain = self._config.lateral_gain_m
+        agreeing = [m for m in estimate.matches if m.inlier and math.isfinite(m.alignment)]
+        if gain == 0.0 or not agreeing or estimate.status is FixStatus.NO_MATCH:
+            return None
+        best = sorted(agreeing, key=lambda m: -m.alignment)[:LATERAL_MATCHES]
+        normal = heading_normal(float(self._database.heading[best[0].index]))
+        if normal is None:
+            return None
+        thumbnails, ids = self._database.thumbnails, self._database.image_ids
+        slopes = [fit_shear(thumbnail, thumbnails[m.index], view_shift_px(ids[m.index], thumbnail.shape[1])).slope
+                  for m in best]
+        slope = float(np.median(slopes))
+        return LateralCorrection(slope, normal, lateral_offset_m(slope, gain))
 
     def localize_sequence(
         self,
@@ -330,7 +358,7 @@ class Localizer:
             if single.status is not FixStatus.NO_MATCH:
                 filter_k = max(config.top_k, config.filter.top_k)  # the filter's likelihood: cosines, as without
                 self._filter.update(similarities[row, :filter_k], indices[row, :filter_k])
-            filtered = self._filter.estimate()
+            filtered = _moved(self._filter.estimate(), single.lateral, frame)
             filtered.matches = single.matches
             filtered = self._calibrated(filtered)
             if single.status is FixStatus.NO_MATCH:
@@ -459,6 +487,18 @@ class Localizer:
             return 1.0
         gap = similarities[inliers].max() - similarities[~inliers].max()
         return float(-np.expm1(-max(0.0, gap) / self._config.temperature))
+
+
+def _moved(estimate: PositionEstimate, lateral: LateralCorrection | None, frame: LocalENU) -> PositionEstimate:
+    """The estimate moved by a cross-track correction (step 6b; None or no position: unchanged)."""
+    if lateral is None or not (math.isfinite(estimate.east) and math.isfinite(estimate.north)):
+        return estimate
+    shift = lateral.shift_en
+    estimate.east += float(shift[0])
+    estimate.north += float(shift[1])
+    estimate.lat, estimate.lon, _ = (float(v) for v in frame.to_geodetic(estimate.east, estimate.north))
+    estimate.lateral = lateral
+    return estimate
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

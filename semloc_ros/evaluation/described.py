@@ -44,7 +44,7 @@ class DescribedDrive:
 
 def described_name(method: str, oracle: bool, drive: Drive, pipeline) -> str:
     """File name of a described query drive in a cache folder."""
-    digest = hashlib.sha1(cache_key(pipeline, oracle).encode("utf-8")).hexdigest()[:12]
+    digest = hashlib.sha1(cache_key(pipeline).encode("utf-8")).hexdigest()[:12]
     return f"{method_label(method, oracle)}_{drive.name}_{len(drive)}_{digest}.queries.npz"
 
 

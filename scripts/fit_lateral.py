@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Fit the localizer's cross-track correction (lateral_gain_m) on TRAINING maps; check it on held-out maps.
+
+    python scripts/fit_lateral.py --dataset ROOT [--map DB:Q1,Q2 ...] [--tuning DB:Q1,Q2 ...]
+                                  [--write-config config/semloc.yaml] [--out DIR]
+
+Steps (semloc_ros.evaluation.lateral_fit):
+1. Maps: ``--map`` (repeatable; a database drive and its query drives of ROOT), default the training maps of
+   ROOT/splits.json (``train`` grouped by map, and its ``tuning`` set). Never give an evaluation drive.
+2. Held out: each ``--tuning`` map is checked with the gain fitted on all ``--map`` maps; without ``--tuning``,
+   each map in turn is checked with the gain fitted on the others (leave one map out).
+3. The gain and residual sigma fitted on all ``--map`` maps; ``--write-config`` writes the gain into the parameter
+   file only when the held-out cross error drops with it (else 0: off), then copy it into the ``setting(...)``
+   default of ``lateral_gain_m`` (core/localizer.py) and run ``python scripts/parameter_table.py``.
+
+Descriptions and databases are cached (``--cache-dir``, default $SEMLOC_CACHE or /tmp/semloc_eval_cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from semloc_ros.evaluation.metrics import DEFAULT_THRESHOLD_M  # noqa: E402
+from semloc_ros.evaluation.uncertainty_study import DEFAULT_VIEWS  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", type=Path, required=True, help="semloc-sim root holding the drives")
+    parser.add_argument("--map", dest="maps", action="append", default=[], metavar="DB:Q1,Q2",
+                        help="a training map: database drive and query drives (repeatable)")
+    parser.add_argument("--tuning", action="append", default=[], metavar="DB:Q1,Q2",
+                        help="a held-out map to check the fitted gain on (repeatable)")
+    parser.add_argument("--config", type=Path, default=ROOT / "config" / "semloc.yaml",
+                        help="parameter file whose localizer_node settings are used")
+    parser.add_argument("--write-config", type=Path, default=None, help="write the fitted gain into this file")
+    parser.add_argument("--out", type=Path, default=None, help="lateral.json of the fit here")
+    parser.add_argument("--cache-dir", type=Path,
+                        default=Path(os.environ.get("SEMLOC_CACHE", "/tmp/semloc_eval_cache")))
+    parser.add_argument("--method", default="semantic")
+    parser.add_argument("--database-views", type=float, nargs="+", default=list(DEFAULT_VIEWS))
+    parser.add_argument("--threshold-m", type=float, default=DEFAULT_THRESHOLD_M,
+                        help="fixes farther than this are left out (wrong places)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    return parser
+
+
+def parse_map(root: Path, text: str):
+    """A ``DB:Q1,Q2`` argument as a MapRole of ROOT's drives (ValueError when malformed)."""
+    from semloc_ros.evaluation.uncertainty_study import MapRole
+    from semloc_ros.io.datasets import load_semloc_sim_drive
+
+    database, separator, queries = text.partition(":")
+    names = [q for q in queries.split(",") if q]
+    if not separator or not database or not names:
+        raise ValueError(f"a map is DB:Q1,Q2 (a database drive and its queries), got {text!r}")
+    return MapRole(database, load_semloc_sim_drive(root, database), [load_semloc_sim_drive(root, q) for q in names])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from semloc_ros.evaluation.uncertainty_study import read_localizer_config, training_maps
+
+    try:
+        maps = [parse_map(args.dataset, m) for m in args.maps] or training_maps(args.dataset)
+        tuning = [parse_map(args.dataset, m) for m in args.tuning]
+        config = read_localizer_config(args.config)
+    except (OSError, ValueError, KeyError) as error:
+        print(f"fit_lateral: {error}", file=sys.stderr)
+        return 2
+    if not args.tuning and not args.maps:  # splits.json's tuning set is held out, not fitted on
+        tuning = [m for m in maps if m.name == "tuning"]
+        maps = [m for m in maps if m.name != "tuning"]
+    from semloc_ros.evaluation.lateral_fit import format_study, run_lateral_study
+
+    study = run_lateral_study(args, maps, tuning, config)
+    if args.out is not None:
+        from semloc_ros.core.files import write_json_atomic
+
+        write_json_atomic(study, args.out / "lateral.json")
+        print(f"results: {args.out / 'lateral.json'}")
+    print(format_study(study))
+    if args.write_config is not None:
+        from semloc_ros.evaluation.uncertainty_study import write_config_values
+
+        write_config_values(args.write_config, {"lateral_gain_m": study["shipped_gain_m"]})
+        print(f"lateral_gain_m {study['shipped_gain_m']} written to {args.write_config}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
