@@ -118,7 +118,7 @@ class LocalizerConfig:
                                     "lane than the map (weights position_sigma_cross_m; fitted)", FRACTION)
     lane_alignment_width: float = setting(0.005, "softness of that lane-offset threshold (fitted)",
                                           Bounds(1e-4, 1.0))
-    lateral_gain_m: float = setting(1.7603, "cross-track correction: metres of sideways offset per pixel-per-row "
+    lateral_gain_m: float = setting(0.0, "cross-track correction: metres of sideways offset per pixel-per-row "
                                     "shear of the query's label image against its match's (fitted on training "
                                     "maps by scripts/fit_lateral.py; negative for a rear camera); 0 = off",
                                     Bounds(-100.0, 100.0))
