@@ -13,8 +13,8 @@
 #   int8            segmenter_int8.onnx from segmenter.pt, calibrated on the v1 + v2 train drives
 #   semantic-base   the v1 semantic descriptor (12 min on v1, its segmenter) -> WORK/descriptor_semantic_v1.pt
 #   semantic        the semantic descriptor, fine-tuned from WORK/descriptor_semantic_v1.pt on the v1 + v2
-#                   train drives SEM_DRIVES (SEM_MINUTES, 15), with the new segmenter's
-#                   predictions mixed in, other-camera views, pasted traffic, class swaps and small shifts
+#                   train drives SEM_DRIVES (SEM_STEPS, 600), with the predictions of the new int8 segmenter
+#                   (the one the nodes run on a CPU) mixed in, other-camera views, pasted traffic, class swaps and small shifts
 #   rgb             the RGB baseline on every v1 + v2 train drive (RGB_MINUTES, 12)
 # Environment: SEMLOC_TRAIN_THREADS (2), SEMLOC_TRAIN_DEVICE (auto), SEMLOC_LOG_DIR (/tmp: one log per stage,
 # semloc-train-<stage>.log), WORK (/tmp/semloc_train: intermediate weights), SEED (0), TASKS.
@@ -46,7 +46,7 @@ train() {  # stage task minutes out [extra args...]
     local stage=$1 task=$2 minutes=$3 out=$4
     shift 4
     [[ $tasks == *" $stage "* ]] || return 0
-    echo "== $(date -u +%FT%TZ) $stage: semloc train $task -> $out ($minutes min, seed $seed, $threads threads)"
+    echo "== $(date -u +%FT%TZ) $stage: semloc train $task -> $out ($minutes min or --steps, seed $seed, $threads threads)"
     python -m semloc_ros.cli train "$task" --out "$out" --minutes "$minutes" --seed "$seed" \
         --threads "$threads" --device "$device" --quiet "$@" >"$logs/semloc-train-$stage.log" 2>&1
     tail -n 1 "$logs/semloc-train-$stage.log"
@@ -65,8 +65,9 @@ fi
 train semantic-base semantic 12 "$work/descriptor_semantic_v1.pt" --dataset "$v1" --pooling netvlad \
     --segmenter "$work/segmenter_v1.pt"
 # shellcheck disable=SC2086
-train semantic semantic "${SEM_MINUTES:-15}" "$models/descriptor_semantic.pt" --dataset "$v1" --dataset "$v2" \
-    --drives $sem_drives --init "$work/descriptor_semantic_v1.pt" --segmenter "$models/segmenter.pt" --camera-views 0.3 \
+train semantic semantic 0 "$models/descriptor_semantic.pt" --dataset "$v1" --dataset "$v2" \
+    --drives $sem_drives --init "$work/descriptor_semantic_v1.pt" --segmenter "$models/segmenter_int8.onnx" \
+    --steps "${SEM_STEPS:-600}" --camera-views 0.3 \
     --vehicles 0.2 --swap-classes 0.1 --max-shift 0.05
 train rgb rgb "${RGB_MINUTES:-12}" "$models/descriptor_rgb.pt" --dataset "$v1" --dataset "$v2" --backbone alexnet \
     --input-norm instance --pca-init

@@ -428,7 +428,7 @@ def train_descriptor(
     recall = _Recall(net, inputs, index, cfg)
     start = recall()
     heldout_start = _heldout_recall(held, start[0], recall.describe, inputs, index, cfg)
-    budget = Budget(cfg.minutes - (time.monotonic() - t0) / 60.0, cfg.steps)
+    budget = Budget(cfg.minutes, cfg.steps)  # the training time: preparing the data above is not part of it
     run = _train_loop(net, inputs, recall, start, (positives, negatives, anchors), cfg, budget, gen, progress)
     desc, recall_end, kept = _keep_best(net, recall, run, budget, cfg)
     heldout_end = _heldout_recall(held, desc, recall.describe, inputs, index, cfg)
