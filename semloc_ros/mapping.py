@@ -104,6 +104,21 @@ def chunk_labels(pipeline, frames: Sequence[Frame], rgbs: list[np.ndarray], orac
     return segment_batches(segmenter, rgbs, batch_size)
 
 
+def describe_chunk_views(pipeline, rgbs: list[np.ndarray], labels: list[np.ndarray] | None,
+                         views: Sequence[float], batch_size: int) -> np.ndarray:
+    """``(V, N, D)`` descriptors of one chunk of frames seen at each of ``views``: a label descriptor's views from
+    one pass of its convolutions (``Pipeline.describe_label_views``, the same numbers); otherwise each view's
+    shifted images (:func:`semloc_ros.core.views.shift_view`; RGB too where the method reads it) described."""
+    shared = getattr(pipeline, "describe_label_views", None)
+    described = None if shared is None or labels is None else shared(labels, views, batch_size)
+    if described is not None:
+        return described
+    shift_rgb = getattr(pipeline, "needs_rgb", True)
+    return np.stack([pipeline.describe_frames(shift_each(rgbs, shift) if shift_rgb else rgbs,
+                                              labels=None if labels is None else shift_each(labels, shift),
+                                              batch_size=batch_size) for shift in views])
+
+
 def describe_drive_views(
     pipeline,
     frames: Sequence[Frame],
@@ -122,27 +137,26 @@ def describe_drive_views(
 
     1. Decode a chunk of images once.
     2. Label them once: ground truth with ``oracle``, else the pipeline's segmenter (through ``label_cache``).
-    3. Per view: shift the images and labels (:func:`semloc_ros.core.views.shift_view`) and describe them.
+    3. Describe every view (:func:`describe_chunk_views`).
+    4. With ``thumbnails``: the label thumbnail of each view.
     """
     from tqdm import tqdm
 
     views = check_views(views)
     descriptors = np.zeros((len(views), len(frames), pipeline.dimension), dtype=np.float32)
     small = np.zeros((len(views), len(frames), *thumbnail_shape), dtype=np.uint8) if thumbnails else None
-    shift_rgb = getattr(pipeline, "needs_rgb", True)
     with tqdm(total=len(frames) * len(views), desc=desc, unit="img", disable=not progress) as bar:
         for start in range(0, len(frames), chunk_size):
             chunk = frames[start : start + chunk_size]
             rgbs = load_rgbs(chunk)  # step 1
             labels = chunk_labels(pipeline, chunk, rgbs, oracle, batch_size, label_cache, thumbnails)  # step 2
-            for v, shift in enumerate(views):  # step 3
-                shifted = None if labels is None else shift_each(labels, shift)
-                if small is not None:
-                    small[v, start : start + len(chunk)] = [label_thumbnail(lab, thumbnail_shape) for lab in shifted]
-                descriptors[v, start : start + len(chunk)] = pipeline.describe_frames(
-                    shift_each(rgbs, shift) if shift_rgb else rgbs, labels=shifted, batch_size=batch_size
-                )
-                bar.update(len(chunk))
+            descriptors[:, start : start + len(chunk)] = describe_chunk_views(pipeline, rgbs, labels, views,
+                                                                              batch_size)  # step 3
+            if small is not None:  # step 4
+                for v, shift in enumerate(views):
+                    small[v, start : start + len(chunk)] = [label_thumbnail(lab, thumbnail_shape)
+                                                            for lab in shift_each(labels, shift)]
+            bar.update(len(chunk) * len(views))
     return descriptors, small
 
 

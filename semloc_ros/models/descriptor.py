@@ -38,9 +38,11 @@ def one_hot_ids(ids: torch.Tensor, num_classes: int) -> torch.Tensor:
     return x * valid[:, None].float()
 
 
-def one_hot_conv(ids: torch.Tensor, conv: nn.Conv2d, num_classes: int, channel_mask: torch.Tensor) -> torch.Tensor:
+def one_hot_conv(ids: torch.Tensor, conv: nn.Conv2d, num_classes: int, channel_mask: torch.Tensor,
+                 column_padding: tuple[int, int] | None = None) -> torch.Tensor:
     """``conv(one_hot_ids(ids) * channel_mask)`` without building the one-hot image: ``NxHxW`` int64 ids ->
     ``NxOxhxw`` (channels_last), equal to the convolution up to float rounding, several times faster on a CPU.
+    ``column_padding``: (left, right) columns of padding instead of the convolution's own (a strip of an image).
 
     A one-hot pixel selects one weight column per kernel position, so each output is the bias plus the sum of the
     weight columns of its window's classes: one embedding-bag sum per output over a table of ``(class, kernel
@@ -53,7 +55,8 @@ def one_hot_conv(ids: torch.Tensor, conv: nn.Conv2d, num_classes: int, channel_m
                        weight.new_zeros(taps, weight.shape[0])])  # rows of class C: no class
     classes = torch.where((ids >= 0) & (ids < num_classes), ids, num_classes)
     pad_h, pad_w = conv.padding
-    rows = F.pad(classes * taps, (pad_w, pad_w, pad_h, pad_h), value=num_classes * taps)
+    left, right = (pad_w, pad_w) if column_padding is None else column_padding
+    rows = F.pad(classes * taps, (left, right, pad_h, pad_h), value=num_classes * taps)
     windows = rows.unfold(1, kernel_h, conv.stride[0]).unfold(2, kernel_w, conv.stride[1])  # (N, h, w, kh, kw)
     count, out_h, out_w = windows.shape[:3]
     index = windows.reshape(-1, taps) + torch.arange(taps, device=ids.device)
@@ -117,18 +120,20 @@ def _alexnet_features(in_channels: int) -> nn.Sequential:
     return features
 
 
+def pool_before_relu(modules: nn.Sequential | list[nn.Module]) -> list[nn.Module]:
+    """Layers in the order inference runs them: each ReLU that a max-pool follows after that pool (the same
+    numbers: ReLU is monotonic, so it commutes with a maximum; on a quarter of the values)."""
+    out = list(modules)
+    for i in range(len(out) - 1):
+        if isinstance(out[i], nn.ReLU) and isinstance(out[i + 1], nn.MaxPool2d):
+            out[i], out[i + 1] = out[i + 1], out[i]
+    return out
+
+
 def pooled_first(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """``layers(x)`` with each ReLU that a max-pool follows applied after that pool instead: the same numbers
-    (ReLU is monotonic, so it commutes with a maximum) on a quarter of the values."""
-    modules = list(layers)
-    i = 0
-    while i < len(modules):
-        if isinstance(modules[i], nn.ReLU) and i + 1 < len(modules) and isinstance(modules[i + 1], nn.MaxPool2d):
-            x = modules[i](modules[i + 1](x))
-            i += 2
-        else:
-            x = modules[i](x)
-            i += 1
+    """``layers(x)`` in the order of :func:`pool_before_relu`."""
+    for module in pool_before_relu(layers):
+        x = module(x)
     return x
 
 
@@ -171,8 +176,15 @@ class SemanticAlexNet(DescriptorNet):
         if torch.is_grad_enabled():  # training: the convolution of the one-hot image, as it was trained
             x = self.features(one_hot_ids(ids, self.num_classes) * self.channel_mask.view(1, -1, 1, 1))
         else:  # inference: conv1 straight from the ids (one_hot_conv)
-            x = pooled_first(self.features[1:], one_hot_conv(ids, self.features[0], self.num_classes,
-                                                               self.channel_mask))
+            x = pooled_first(self.features[1:], self.first_conv(ids))
+        return self.pool_head(x)
+
+    def first_conv(self, ids: torch.Tensor, column_padding: tuple[int, int] | None = None) -> torch.Tensor:
+        """conv1 of ``NxHxW`` ids at inference (:func:`one_hot_conv`)."""
+        return one_hot_conv(ids, self.features[0], self.num_classes, self.channel_mask, column_padding)
+
+    def pool_head(self, x: torch.Tensor) -> torch.Tensor:
+        """Conv features ``NxCxhxw`` -> the L2-normalised descriptor (pooling, projection)."""
         return F.normalize(self.proj(self.pool(x)), dim=1)
 
 
@@ -345,12 +357,15 @@ class DescriptorExtractor:
     def to_input(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Images (labels ``NxHxW uint8`` or RGB ``NxHxWx3 uint8``) -> the network's input tensor."""
         if self.input_kind == "labels":
-            ids = labels_to_tensor(images, self.input_size, self.device)
-            if self.mask_dynamic:
-                dynamic = torch.tensor(dynamic_class_ids(), device=ids.device)
-                ids = torch.where(torch.isin(ids, dynamic), torch.full_like(ids, IGNORED_ID), ids)
-            return ids
+            return self.masked_ids(labels_to_tensor(images, self.input_size, self.device))
         return rgb_to_tensor(images, self.input_size, self.device)
+
+    def masked_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """Class ids at the input size as the network reads them: dynamic classes ignored when masking them."""
+        if not self.mask_dynamic:
+            return ids
+        dynamic = torch.tensor(dynamic_class_ids(), device=ids.device)
+        return torch.where(torch.isin(ids, dynamic), torch.full_like(ids, IGNORED_ID), ids)
 
     def describe_batch(self, images: np.ndarray) -> np.ndarray:
         """``NxHxW`` labels or ``NxHxWx3`` RGB (uint8) -> ``(N, D) float32``."""

@@ -14,6 +14,7 @@ from semloc_ros.core.pipeline_id import pipeline_id
 from semloc_ros.models import DescriptorExtractor, HybridDescriptor, Segmenter, WeightsError
 from semloc_ros.models.loading import load_segmenter, segmenter_identity
 from semloc_ros.models.segmentation import DEFAULT_SEGMENTERS
+from semloc_ros.models.shared_views import describe_views
 from semloc_ros.models.weights import WEIGHTS_DIR
 
 METHODS = ("semantic", "rgb", "hybrid", "label-histogram")
@@ -90,6 +91,22 @@ class Pipeline:
                     d = self._describe_group(rgb, lab)
                     out[i : i + len(d)] = d
                 bar.update(min(batch_size, n - i))
+        return out
+
+    def describe_label_views(self, labels: Sequence[np.ndarray], views: Sequence[float],
+                             batch_size: int = 16) -> np.ndarray | None:
+        """``(V, N, D) float32`` descriptors of N label images seen at each of ``views`` (:mod:`semloc_ros.core.views`),
+        ``batch_size`` frames at a time, all views of a batch from one pass of the label descriptor's convolutions
+        (:func:`semloc_ros.models.shared_views.describe_views`); None for a method that reads RGB or no labels
+        (its views are RGB and labels shifted, :func:`semloc_ros.mapping.describe_drive_views`)."""
+        if not isinstance(self.descriptor, DescriptorExtractor) or self.descriptor.input_kind != "labels":
+            return None
+        out = np.zeros((len(views), len(labels), self.dimension), dtype=np.float32)
+        for i in range(0, len(labels), max(1, batch_size)):
+            batch = _stack(labels[i : i + batch_size])
+            groups = [np.asarray(lab)[None] for lab in labels[i : i + batch_size]] if batch is None else [batch]
+            described = np.concatenate([describe_views(self.descriptor, group, views) for group in groups], axis=1)
+            out[:, i : i + described.shape[1]] = described
         return out
 
     def _describe_group(self, rgb: np.ndarray | None, lab: np.ndarray | None) -> np.ndarray:
