@@ -94,9 +94,11 @@ def test_build_benchmark_builds_every_view_set_from_a_bag(shared_dataset, tmp_pa
     assert benchmark.main(["build", "--dataset", str(shared_dataset), "--cache", str(tmp_path), "--frames", "3",
                            "--batch-sizes", "2", "--threads", "1", "--repeats", "1", "--views", "single", "0,0.2",
                            "--device", "cpu", "--json", str(out)]) == 0
-    rates = json.loads(out.read_text())["results"]["views_ratio"]
-    assert list(rates) == ["threads 1 batch 2 views 0", "threads 1 batch 2 views 0 0.2"]
+    results = json.loads(out.read_text())["results"]
+    rates, cpu = results["views_ratio"], results["views_cpu_ratio"]
+    assert list(rates) == list(cpu) == ["threads 1 batch 2 views 0", "threads 1 batch 2 views 0 0.2"]
     assert rates["threads 1 batch 2 views 0"] == 1.0 and rates["threads 1 batch 2 views 0 0.2"] > 0
+    assert cpu["threads 1 batch 2 views 0"] == 1.0 and results["cpu_ms_per_image"]["threads 1 batch 2 views 0"] > 0
 
 
 def test_rerank_benchmark_compares_both_alignments_on_real_thumbnails(shared_dataset, tmp_path):
