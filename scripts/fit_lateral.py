@@ -19,7 +19,6 @@ Descriptions and databases are cached (``--cache-dir``, default $SEMLOC_CACHE or
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from semloc_ros.evaluation.metrics import DEFAULT_THRESHOLD_M  # noqa: E402
-from semloc_ros.evaluation.uncertainty_study import DEFAULT_VIEWS  # noqa: E402
+from semloc_ros.evaluation.uncertainty_study import add_described_arguments  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,10 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="parameter file whose localizer_node settings are used")
     parser.add_argument("--write-config", type=Path, default=None, help="write the fitted gain into this file")
     parser.add_argument("--out", type=Path, default=None, help="lateral.json of the fit here")
-    parser.add_argument("--cache-dir", type=Path,
-                        default=Path(os.environ.get("SEMLOC_CACHE", "/tmp/semloc_eval_cache")))
-    parser.add_argument("--method", default="semantic")
-    parser.add_argument("--database-views", type=float, nargs="+", default=list(DEFAULT_VIEWS))
+    add_described_arguments(parser)
     parser.add_argument("--threshold-m", type=float, default=DEFAULT_THRESHOLD_M,
                         help="fixes farther than this are left out (wrong places)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")

@@ -25,7 +25,6 @@ Descriptions and databases are cached (``--cache-dir``, default $SEMLOC_CACHE or
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from semloc_ros.evaluation.metrics import DEFAULT_NEGATIVE_MIN_ROUTE_M, DEFAULT_THRESHOLD_M  # noqa: E402
 from semloc_ros.evaluation.uncertainty_study import (  # noqa: E402
-    DEFAULT_VIEWS,
+    add_described_arguments,
     format_report,
     read_localizer_config,
     run_study,
@@ -50,10 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="parameter file whose localizer_node settings are fitted")
     parser.add_argument("--write-config", type=Path, default=None, help="write the fitted values into this file")
     parser.add_argument("--out", type=Path, default=None, help="results.json of the report here")
-    parser.add_argument("--cache-dir", type=Path,
-                        default=Path(os.environ.get("SEMLOC_CACHE", "/tmp/semloc_eval_cache")))
-    parser.add_argument("--method", default="semantic")
-    parser.add_argument("--database-views", type=float, nargs="+", default=list(DEFAULT_VIEWS))
+    add_described_arguments(parser)
     parser.add_argument("--false-fix-rate", type=float, default=0.01, help="Learn-then-Test target alpha")
     parser.add_argument("--delta", type=float, default=0.1, help="1 - confidence of the guarantee")
     parser.add_argument("--threshold-m", type=float, default=DEFAULT_THRESHOLD_M, help="a fix farther is false")

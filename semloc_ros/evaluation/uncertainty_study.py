@@ -15,8 +15,10 @@ Maps and roles (from ``ROOT/splits.json``; nothing of the evaluation map is ever
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ import numpy as np
 
 from semloc_ros.core.database import GeoDatabase
 from semloc_ros.core.localizer import LocalizerConfig
+from semloc_ros.core.views import RECOMMENDED_VIEWS
 from semloc_ros.evaluation.described import DescribedDrive, database_cached, describe_cached
 from semloc_ros.evaluation.fix_records import FixRecords, correct_mask, fix_records
 from semloc_ros.io.datasets import Drive, load_semloc_sim_drive
@@ -118,7 +121,15 @@ def fit_offmap_similarity(records: Sequence[FixRecords], threshold_m: float, min
 
 # ------------------------------------------------------------------------------------------ fit and report
 
-DEFAULT_VIEWS = (0.0, -0.1, 0.1, -0.2, 0.2, -0.3, 0.3)
+def add_described_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the scripts that describe training maps (scripts/fit_uncertainty.py, scripts/fit_lateral.py):
+    where the described drives are cached, the method and the database views (default: the recommended ones)."""
+    parser.add_argument("--cache-dir", type=Path,
+                        default=Path(os.environ.get("SEMLOC_CACHE", "/tmp/semloc_eval_cache")))
+    parser.add_argument("--method", default="semantic")
+    parser.add_argument("--database-views", type=float, nargs="+", default=list(RECOMMENDED_VIEWS))
+
+
 FILTER_EXIT_PROBABILITY = 0.01  # per step; a drive leaves the map rarely
 FILTER_ENTRY_PROBABILITY = 0.1
 MODES_OF = {False: "single", True: "filtered"}
