@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
+import math
+
 import torch
 import torch.nn.functional as F  # noqa: N812
 
@@ -184,16 +185,12 @@ def other_camera(labels: torch.Tensor, gen: torch.Generator, p: float = 0.5, max
     view up to ``max_zoom`` times narrower or wider (scale about the centre) and a pitch or mount-height change
     that moves the horizon by up to ``max_tilt`` of the height. What a wider view would add is unknown, so it is
     ``UNLABELED`` (0)."""
-    n, dev = labels.shape[0], labels.device
+    n = labels.shape[0]
     active = torch.rand(n, generator=gen) < p
-    zoom = torch.exp((torch.rand(n, generator=gen) * 2 - 1) * float(np.log(max_zoom)))
+    zoom = torch.exp((torch.rand(n, generator=gen) * 2 - 1) * math.log(max_zoom))
     tilt = (torch.rand(n, generator=gen) * 2 - 1) * 2 * max_tilt  # normalised coordinates span 2
-    theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0] = theta[:, 1, 1] = torch.where(active, 1.0 / zoom, torch.ones(n))
-    theta[:, 1, 2] = torch.where(active, tilt, torch.zeros(n))
-    grid = F.affine_grid(theta.to(dev), [n, 1, *labels.shape[1:]], align_corners=False)
-    out = F.grid_sample(labels[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
-    return out[:, 0].to(labels.dtype)
+    zoom, tilt = torch.where(active, zoom, torch.ones(n)), torch.where(active, tilt, torch.zeros(n))
+    return _zoom_and_shift(labels, zoom, torch.zeros(n), tilt, padding_mode="zeros")
 
 
 # Whole-class confusions of a segmenter under a new appearance (e.g. snow-covered terrain labelled road).
@@ -224,15 +221,23 @@ def synthetic_view(
     """The same places as seen by another camera: per image a horizontal shift by up to ``max_shift`` of the
     width (another lane or yaw; border columns repeated) and a centred crop scaled back up by up to ``max_zoom``
     (a narrower field of view). ``x``: ``NxCxHxW`` floats (RGB, bilinear) or ``NxHxW`` int64 labels (nearest)."""
-    labels = x.dim() == 3
-    n, dev = x.shape[0], x.device
+    n = x.shape[0]
     zoom = 1.0 + (max_zoom - 1.0) * torch.rand(n, generator=gen)
     shift = (torch.rand(n, generator=gen) * 2 - 1) * 2 * max_shift  # normalised coordinates span 2
-    theta = torch.zeros(n, 2, 3)
+    out = _zoom_and_shift(x, zoom, shift, torch.zeros(n), padding_mode="border")
+    return out.long() if x.dim() == 3 else out
+
+
+def _zoom_and_shift(x: torch.Tensor, zoom: torch.Tensor, shift_x: torch.Tensor, shift_y: torch.Tensor,
+                    padding_mode: str) -> torch.Tensor:
+    """Each image of ``x`` scaled up by ``zoom`` about its centre and moved by ``(shift_x, shift_y)`` in normalised
+    coordinates (the image spans 2): ``NxCxHxW`` floats bilinear, ``NxHxW`` labels nearest (in their dtype)."""
+    labels = x.dim() == 3
+    theta = torch.zeros(len(zoom), 2, 3)
     theta[:, 0, 0] = theta[:, 1, 1] = 1.0 / zoom
-    theta[:, 0, 2] = shift
+    theta[:, 0, 2], theta[:, 1, 2] = shift_x, shift_y
     src = x[:, None].float() if labels else x
-    grid = F.affine_grid(theta.to(dev), list(src.shape), align_corners=False)
-    out = F.grid_sample(src, grid, mode="nearest" if labels else "bilinear", padding_mode="border",
+    grid = F.affine_grid(theta.to(x.device), list(src.shape), align_corners=False)
+    out = F.grid_sample(src, grid, mode="nearest" if labels else "bilinear", padding_mode=padding_mode,
                         align_corners=False)
-    return out[:, 0].long() if labels else out
+    return out[:, 0].to(x.dtype) if labels else out
