@@ -240,7 +240,7 @@ PRESETS: dict[str, Preset] = {
                "with the shipped configuration", protocol="confusers", methods=("semantic", "label-histogram"),
                parameters=RERANK, database_views=RECOMMENDED_VIEWS),
         Preset("day-only", "day-only protocol (give --segmenters), mIoU on every 3rd frame and trainB_overcast_l1",
-               protocol="day-only", methods=("semantic", "label-histogram", "rgb"), parameters=NO_RERANK,
+               protocol="day-only", methods=LABEL_AND_BASELINES, parameters=NO_RERANK,
                segmentation_stride=3, segmentation_drives=("trainB_overcast_l1",)),
     )
 }

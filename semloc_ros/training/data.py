@@ -136,13 +136,12 @@ def load_train_sets(roots: Sequence[str | Path], names: Sequence[str] | None = N
                     **load_options) -> list[TrainDrive]:
     """:func:`load_train_drives` of several dataset roots; ``names`` (default: every train drive) are looked up in
     the train split of each root, and a name no root trains on is refused like a held-out drive."""
-    if names is not None:
-        trainable = set().union(*(train_drive_names(root) for root in roots))
-        if missing := sorted(set(names) - trainable):
-            raise ValueError(f"refusing to train on drives outside the train splits: {missing}")
+    trainable = {root: set(train_drive_names(root)) for root in roots}
+    if names is not None and (missing := sorted(set(names) - set().union(*trainable.values()))):
+        raise ValueError(f"refusing to train on drives outside the train splits: {missing}")
     drives: list[TrainDrive] = []
     for root in roots:
-        wanted = None if names is None else [n for n in names if n in train_drive_names(root)]
+        wanted = None if names is None else [n for n in names if n in trainable[root]]
         if wanted == []:
             continue
         loaded = load_train_drives(root, wanted, **load_options)
