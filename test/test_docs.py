@@ -79,3 +79,13 @@ def test_results_page_is_generated_from_the_json(tmp_path):
         module.render_page("<!-- table: std -->\n", tmp_path)
     with pytest.raises(ValueError, match="does not exist"):
         module.render_page("<!-- table: std -->\n<!-- table: other -->\n<!-- table: absent -->\n", tmp_path)
+
+
+def test_experiment_directive_renders_the_rows_of_its_json(tmp_path):
+    module = results_tables()
+    summary = {"threshold_m": 25.0, "database": "db", "columns": ["single", "sequence 5"],
+               "rows": [{"drive": "fog", "method": "semantic", "single": 15.71, "sequence 5": 19.64}]}
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "results.json").write_text(json.dumps(summary))
+    page = module.render_page("<!-- experiment: exp -->\n", tmp_path)
+    assert "| drive | method | single | sequence 5 |" in page and "| fog | semantic | 15.7 | 19.6 |" in page
