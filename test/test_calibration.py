@@ -251,7 +251,7 @@ def test_calibration_of_a_method_on_held_out_drives(tmp_path):
     assert negatives["n_negatives"] == int(np.sum(np.arange(0.0, 500.0, 2.0) > 200.0))  # first 200 m excluded
     assert set(negatives["scores"]) == {"best_similarity", "confidence", "filtered_confidence"}
 
-    fitted = fit_filter_temperature(database, calibration, calibration_d, top_k=config.filter.top_k)
+    fitted = fit_filter_temperature(database, calibration, calibration_d, config)
     assert 1e-4 <= fitted < 1.0 and fitted != 0.02
     fitted_config, fit = fit_filter_parameters(
         database, calibration, calibration_d, config, temperature_factors=(1.0, 4.0), kidnap_probabilities=(1e-2,)

@@ -213,6 +213,27 @@ def test_localizer_reranks_with_a_query_thumbnail() -> None:
     assert filtered.localize(query, stamp_ns=0, thumbnail=turned).matches[0].index == 4
 
 
+def test_sequence_filter_weighs_the_re_ranking_scores() -> None:
+    """The descriptor prefers place 0 on every frame, the labels place 4: the filter follows the labels, as the
+    single frame does (it used to weigh the cosines and stayed at place 0)."""
+    database, thumbnails = database_with_thumbnails()
+    query = database.descriptors[0] + 0.8 * database.descriptors[4]
+    turned = shift_view(thumbnails[4][None], -0.15)[0]
+    config = LocalizerConfig().with_parameters(rerank_top_k=5, rerank_weight=5.0, sequence_filter=True,
+                                               filter_temperature=0.05, filter_exit_probability=0.0,
+                                               filter_speed_mps=0.0, integrity_threshold=0.0)
+    localizer = Localizer(database, config)
+    scores, entries = localizer.filter_observations(query[None], turned[None])
+    assert entries[0, 0] == 4 and scores[0, 0] == pytest.approx(
+        float(database.descriptors[4] @ query / np.linalg.norm(query)) + 5.0, abs=1e-4)
+    assert np.all(np.diff(scores[0][np.isfinite(scores[0])]) <= 0)
+    estimates = localizer.localize_sequence(np.repeat(query[None], 4, 0), [i * 10**8 for i in range(4)],
+                                            thumbnails=np.repeat(turned[None], 4, 0))
+    assert all(e.east == pytest.approx(database.enu[4, 0], abs=1.0) for e in estimates)
+    plain_scores, plain_entries = localizer.filter_observations(query[None])  # no thumbnail: the cosines
+    assert plain_entries[0, 0] == 0 and plain_scores[0, 0] < 1.0 + 1e-6
+
+
 class ThumbnailPipeline:
     """A label pipeline whose descriptors all point at place 0: only re-ranking can find the right place."""
 

@@ -263,8 +263,11 @@ def test_no_match_queries_do_not_update_the_belief():
 
 
 # ----------------------------------------------------------------------------------------- off-map state
-def _in_out_in_run(config: FilterConfig):
-    """A drive on the map (60 frames), off it (40 frames of another map), back on it (60 frames) at 2 m/frame."""
+def _in_out_in_run(config: FilterConfig, score_offset: float = 0.0, pass_cosine: bool = False):
+    """A drive on the map (60 frames), off it (40 frames of another map), back on it (60 frames) at 2 m/frame.
+
+    ``score_offset`` is added to the similarities the filter weighs (as re-ranking adds label agreement);
+    ``pass_cosine`` gives the filter the best cosine as well."""
     place_x = np.arange(N_PLACES) * SPACING_M
     database = route_database(smooth_descriptors(place_x))
     query_x = np.concatenate([np.arange(0, 60), np.arange(200, 260)]) * SPACING_M + 1.0
@@ -277,7 +280,8 @@ def _in_out_in_run(config: FilterConfig):
     off, fixed, error = [], [], []
     for row in range(len(queries)):
         sequence.predict(None, SPACING_M)
-        sequence.update(similarities[row], indices[row])
+        sequence.update(similarities[row] + score_offset, indices[row],
+                        float(similarities[row].max()) if pass_cosine else None)
         estimate = sequence.estimate()
         off.append(sequence.off_map_probability)
         fixed.append(estimate.status is FixStatus.FIX)
@@ -299,6 +303,16 @@ def test_off_map_state_leaves_and_reenters_the_map_without_resets():
     # Without the off-map state the filter keeps fixing a place while it is off the map.
     _, fixed_without, _, _ = _in_out_in_run(dataclasses.replace(config, exit_probability=0.0))
     assert fixed_without[63:100].mean() > 0.5
+
+
+def test_off_map_state_reads_the_best_cosine_when_the_scores_are_re_ranked():
+    config = FilterConfig(temperature=0.05, kidnap_probability=0.01, exit_probability=0.02,
+                          entry_probability=0.1, offmap_similarity=0.6)
+    off, _, _, _ = _in_out_in_run(config)
+    shifted, _, _, _ = _in_out_in_run(config, score_offset=2.0, pass_cosine=True)
+    np.testing.assert_allclose(shifted, off, atol=1e-6)  # the place likelihoods are relative: same belief
+    blind, _, _, _ = _in_out_in_run(config, score_offset=2.0)  # scores against a cosine threshold: never off
+    assert np.all(blind[63:100] < 0.05)
 
 
 def test_off_map_parameters_are_checked():

@@ -48,7 +48,9 @@ covariance model and the integrity gate on training maps).
 With ``sequence_filter`` enabled, :meth:`Localizer.localize` (and :meth:`Localizer.localize_sequence`) feed
 consecutive queries of one camera through a discrete Bayes filter over the database places
 (:mod:`semloc_ros.core.sequence_filter`, parameters ``filter_*``): the position, covariance, confidence and status
-then come from the filter's posterior, the matches from the single-frame retrieval. Stamp differences give the
+then come from the filter's posterior, the matches from the single-frame retrieval. The filter weighs the places
+by the scores the single frame ranks with (the re-ranking scores of a re-ranked query, else the cosines); its
+off-map state compares ``filter_offmap_similarity`` with the best cosine. Stamp differences give the
 elapsed time; a stamp going backwards or jumping forward by more than ``filter_max_gap_s`` resets the filter.
 A query whose best similarity is below ``min_similarity`` is NO_MATCH and does not update the belief.
 ``localize_batch`` is always single-frame.
@@ -65,6 +67,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -173,6 +176,22 @@ class LocalizerConfig:
         The filter parameters are checked even when the filter is off, so a bad value never waits."""
         settings.validate(self)
         return self
+
+
+class Ranked(NamedTuple):
+    """One query's retrieved entries in ranking order: re-ranking scores with the entries' cosines and label
+    agreements, or (not re-ranked) the cosines themselves with ``cosines`` and ``alignment`` None."""
+
+    scores: np.ndarray
+    indices: np.ndarray
+    cosines: np.ndarray | None
+    alignment: np.ndarray | None
+
+    def head(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The first ``k`` scores and entries, on one scale: of a re-ranked query only the re-ranked ones."""
+        if self.alignment is not None:
+            k = min(k, int(np.isfinite(self.alignment[:k]).sum()))  # re-ranked entries come first
+        return self.scores[:k], self.indices[:k]
 
 
 class Localizer:
@@ -292,13 +311,25 @@ class Localizer:
         enu: np.ndarray,
     ) -> PositionEstimate:
         """The single-frame estimate of one query's search result, re-ranked when it has a thumbnail."""
-        k = self._config.top_k
+        return self._single_ranked(self._ranked(similarities, indices, thumbnails, row), thumbnails, row, frame, enu)
+
+    def _ranked(self, similarities: np.ndarray, indices: np.ndarray, thumbnails: np.ndarray | None,
+                row: int) -> Ranked:
+        """One query's retrieval in the order the single frame ranks it: re-ranked when it has a thumbnail."""
         if thumbnails is None:
-            return self._estimate(similarities[:k], indices[:k], frame, enu)
+            return Ranked(similarities, indices, None, None)
         scores, cosines, order, alignment = rerank(
             similarities, indices, thumbnails[row], self._database.thumbnails, self._config.rerank
         )
-        estimate = self._estimate(scores[:k], order[:k], frame, enu, cosines[:k], alignment[:k])
+        return Ranked(scores, order, cosines, alignment)
+
+    def _single_ranked(self, ranked: Ranked, thumbnails: np.ndarray | None, row: int, frame: LocalENU,
+                       enu: np.ndarray) -> PositionEstimate:
+        k = self._config.top_k
+        if ranked.cosines is None:
+            return self._estimate(ranked.scores[:k], ranked.indices[:k], frame, enu)
+        estimate = self._estimate(ranked.scores[:k], ranked.indices[:k], frame, enu, ranked.cosines[:k],
+                                  ranked.alignment[:k])
         return _moved(estimate, self._lateral_shift(estimate, thumbnails[row]), frame)
 
     def _lateral_shift(self, estimate: PositionEstimate, thumbnail: np.ndarray) -> LateralCorrection | None:
@@ -329,7 +360,7 @@ class Localizer:
 
         The filter continues from its current state (call :meth:`reset` before an unrelated sequence).
         ``displacements_m[i]`` is the distance travelled between queries i-1 and i (None: use the stamps).
-        ``thumbnails`` re-rank the single-frame retrieval (and so the matches); the filter sees the cosines.
+        ``thumbnails`` re-rank the single-frame retrieval (the matches, and the scores the filter weighs).
         """
         if self._filter is None:
             raise RuntimeError("localize_sequence needs LocalizerConfig(sequence_filter=True)")
@@ -352,12 +383,15 @@ class Localizer:
         similarities, indices = self._database.search(matrix, search_k)
         frame, enu = self._database.frame_and_enu()
         estimates = []
+        filter_k = max(config.top_k, config.filter.top_k)
         for row in range(count):
-            single = self._calibrated(self._single(similarities[row], indices[row], thumbnails, row, frame, enu))
+            ranked = self._ranked(similarities[row], indices[row], thumbnails, row)
+            single = self._calibrated(self._single_ranked(ranked, thumbnails, row, frame, enu))
             self._advance(stamps[row], displacements[row])
-            if single.status is not FixStatus.NO_MATCH:
-                filter_k = max(config.top_k, config.filter.top_k)  # the filter's likelihood: cosines, as without
-                self._filter.update(similarities[row, :filter_k], indices[row, :filter_k])
+            if single.status is not FixStatus.NO_MATCH:  # the likelihood: the scores the single frame ranks with
+                found = indices[row, :filter_k] >= 0
+                best_cosine = float(similarities[row, :filter_k][found].max()) if found.any() else None
+                self._filter.update(*ranked.head(filter_k), best_cosine)
             filtered = _moved(self._filter.estimate(), single.lateral, frame)
             filtered.matches = single.matches
             filtered = self._calibrated(filtered)
@@ -366,6 +400,21 @@ class Localizer:
             stamp = stamps[row]
             estimates.append(self._judged(filtered, single, None if stamp is None else int(stamp)))
         return estimates
+
+    def filter_observations(self, descriptors: np.ndarray,
+                            thumbnails: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(Q, K) scores and entries the sequence filter weighs for each query, as :meth:`localize_sequence` passes
+        them: the cosines of the top ``max(top_k, filter_top_k)``, or of a re-ranked query the re-ranking scores
+        of its re-ranked entries (rows padded with -inf and entry -1)."""
+        matrix = self._checked_queries(descriptors, None)
+        thumbnails = self._checked_thumbnails(thumbnails, len(matrix))
+        k = max(self._config.top_k, self._config.filter.top_k)
+        similarities, indices = self._database.search(matrix, max(k, self._search_k(k, thumbnails)))
+        scores, entries = np.full((len(matrix), k), -np.inf), np.full((len(matrix), k), -1, dtype=np.int64)
+        for row in range(len(matrix)):
+            row_scores, row_entries = self._ranked(similarities[row], indices[row], thumbnails, row).head(k)
+            scores[row, : len(row_scores)], entries[row, : len(row_entries)] = row_scores, row_entries
+        return scores, entries
 
     def _advance(self, stamp_ns: int | None, displacement_m: float | None) -> None:
         """Run the filter's prediction for the time/distance since the previous query (or reset it)."""

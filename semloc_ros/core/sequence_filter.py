@@ -34,9 +34,11 @@ leave the mapped area and come back without a reset.
 
 4. Predict (after step 1): ``o' = o (1 - entry_probability) + (1 - o) exit_probability``; the places get
    ``(1 - o)(1 - exit_probability) b + o entry_probability / N`` (re-entry anywhere), normalised.
-5. Update (with step 2): off the map, no place is seen, so the best similarity is what an unmapped view reaches,
-   ``offmap_similarity`` (fitted on training maps): likelihood ``L_off = exp((offmap_similarity - s_1) / T)``
-   against ``Z = sum_i b_i L_i`` for the places; ``o = o L_off / ((1 - o) Z + o L_off)``.
+5. Update (with step 2): off the map, no place is seen, so the best cosine similarity ``c_1`` is what an unmapped
+   view reaches, ``offmap_similarity`` (fitted on training maps): likelihood
+   ``L_off = exp((offmap_similarity - c_1) / T)`` against ``Z = sum_i b_i L_i`` for the places;
+   ``o = o L_off / ((1 - o) Z + o L_off)``. The scores ``s_k`` of step 2 may be re-ranking scores (the
+   localizer passes what its single frame ranks with); ``c_1`` is then the best cosine, else ``c_1 = s_1``.
 6. Estimate (step 3 within the places): confidence ``(1 - o) m``; :attr:`SequenceFilter.off_map_probability`
    is ``o``. A fresh or reset filter starts from the stationary ``exit / (exit + entry)``.
 
@@ -315,10 +317,12 @@ class SequenceFilter:
         return self._transition_weights
 
     # ------------------------------------------------------------------ update
-    def update(self, similarities: np.ndarray, indices: np.ndarray) -> None:
-        """Weigh the belief with the likelihood of one query's retrieval (similarities descending).
+    def update(self, similarities: np.ndarray, indices: np.ndarray, best_cosine: float | None = None) -> None:
+        """Weigh the belief with the likelihood of one query's retrieval (similarities or scores, descending).
 
         Entries with index -1 (nothing retrieved) are ignored; without any retrieved entry nothing changes.
+        ``best_cosine``: the query's best cosine for the off-map state (step 5) when ``similarities`` are
+        re-ranking scores; None: their best.
         """
         similarities = np.asarray(similarities, dtype=np.float64).reshape(-1)
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -339,7 +343,8 @@ class SequenceFilter:
             posterior, total = likelihood, likelihood.sum()
         self._belief = posterior / total
         if self._config.exit_probability > 0.0:  # step 5, in log odds (L_off may be far beyond float range)
-            log_off = math.log(max(self._off_map, 1e-300)) + (self._config.offmap_similarity - best) / temperature
+            seen = best if best_cosine is None else best_cosine
+            log_off = math.log(max(self._off_map, 1e-300)) + (self._config.offmap_similarity - seen) / temperature
             log_on = math.log(max(1.0 - self._off_map, 1e-300)) + math.log(total)
             self._off_map = 1.0 / (1.0 + math.exp(min(700.0, log_on - log_off)))
 

@@ -49,16 +49,18 @@ def fit_filter_temperature(
     database: GeoDatabase,
     drive: Drive,
     descriptors: np.ndarray,
-    top_k: int = 50,
+    config: LocalizerConfig,
+    thumbnails: np.ndarray | None = None,
     radius_m: float = TEMPERATURE_POSITIVE_RADIUS_M,
 ) -> float:
-    """Maximum-likelihood ``filter_temperature`` on one calibration drive (see :func:`fit_temperature`).
+    """Maximum-likelihood ``filter_temperature`` on one calibration drive (see :func:`fit_temperature`), on the
+    scale of the scores the filter weighs (:meth:`Localizer.filter_observations`).
 
     The true places of a query are the database entries within ``radius_m`` of its position.
     """
-    similarities, indices = database.search(descriptors, top_k)
+    scores, indices = Localizer(database, config).filter_observations(descriptors, thumbnails)
     positives = positives_within(drive.lat, drive.lon, database.lat, database.lon, radius_m)
-    return fit_temperature(similarities, indices, positives, len(database))
+    return fit_temperature(scores, indices, positives, len(database))
 
 
 FILTER_TEMPERATURE_FACTORS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
@@ -75,8 +77,10 @@ def fit_filter_parameters(
     threshold_m: float = DEFAULT_THRESHOLD_M,
     temperature_factors: Sequence[float] = FILTER_TEMPERATURE_FACTORS,
     kidnap_probabilities: Sequence[float] = FILTER_KIDNAP_PROBABILITIES,
+    thumbnails: np.ndarray | None = None,
 ) -> tuple[LocalizerConfig, dict[str, Any]]:
-    """``filter_temperature`` and ``filter_kidnap_probability`` for one descriptor, fitted on one drive.
+    """``filter_temperature`` and ``filter_kidnap_probability`` for one descriptor, fitted on one drive (with its
+    label ``thumbnails`` when the configuration re-ranks: the filter then weighs re-ranking scores).
 
     1. ``T0`` = the single-frame maximum-likelihood temperature (:func:`fit_filter_temperature`): it puts the
        temperature on the descriptor's similarity scale.
@@ -87,7 +91,7 @@ def fit_filter_parameters(
 
     Returns the config with both set and a JSON-ready record of the fit.
     """
-    base = fit_filter_temperature(database, drive, descriptors, top_k=config.filter.top_k)
+    base = fit_filter_temperature(database, drive, descriptors, config, thumbnails)
     stamps = drive.stamps_ns.tolist()
     cap = 4.0 * threshold_m
     grid = []
@@ -96,7 +100,7 @@ def fit_filter_parameters(
             candidate = config.with_parameters(
                 filter_temperature=base * factor, filter_kidnap_probability=kidnap
             ).validate()
-            estimates = Localizer(database, candidate).localize_sequence(descriptors, stamps)
+            estimates = Localizer(database, candidate).localize_sequence(descriptors, stamps, thumbnails=thumbnails)
             error = localization_metrics(estimates, database, drive.lat, drive.lon, threshold_m)["per_query"]
             capped = np.minimum(np.nan_to_num(float_array(error["error_m"]), nan=cap), cap)
             grid.append(

@@ -193,7 +193,7 @@ def run_study(args, pipeline, config: LocalizerConfig) -> dict:
     first = described.drive(learn.queries[0])
     filtered_config, filter_fit = fit_filter_parameters(
         described.database(learn.database), first.drive, first.descriptors,
-        config.with_parameters(sequence_filter=True), args.threshold_m)
+        config.with_parameters(sequence_filter=True), args.threshold_m, thumbnails=first.thumbnails)
     config = config.with_parameters(filter_temperature=filtered_config.filter.temperature,
                                     filter_kidnap_probability=filtered_config.filter.kidnap_probability)
     offmap = fit_offmap_similarity(map_records(described, learn, maps[1:], config, "single"),
