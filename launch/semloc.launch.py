@@ -7,13 +7,16 @@
 Parameters come from config/semloc.yaml (or params_file:=...); the arguments below override it only when given
 (empty = the parameter file's value). With use_compressed the segmentation node subscribes to
 `<image_topic>/compressed` (image_transport's name) unless compressed_topic is given.
+The nodes get FASTDDS_DEFAULT_PROFILES_FILE=fastdds_profile (default: the variable's value when set, else
+config/fastdds_large_frames.xml, which lets camera frames over ~0.5 MB through and keeps DDS on loopback; the
+camera driver needs it too, see that file).
 Without ros2 launch (e.g. a pip-only install), `semloc run` starts the same nodes with the same YAML.
 """
 
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
@@ -66,7 +69,10 @@ def _nodes(context):
 
 
 def generate_launch_description() -> LaunchDescription:
-    default_params = os.path.join(get_package_share_directory("semloc_ros"), "config", "semloc.yaml")
+    config = os.path.join(get_package_share_directory("semloc_ros"), "config")
+    default_params = os.path.join(config, "semloc.yaml")
+    default_profile = os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE",  # the user's profile wins
+                                     os.path.join(config, "fastdds_large_frames.xml"))
     arguments = [
         DeclareLaunchArgument("params_file", default_value=default_params,
                               description="ROS 2 parameter file of the three nodes"),
@@ -91,5 +97,12 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("use_sim_time", default_value="false",
                               description="use /clock (rosbag replay with --clock)"),
         DeclareLaunchArgument("localizer", default_value="true", description="start the localizer"),
+        DeclareLaunchArgument("fastdds_profile", default_value=default_profile,
+                              description="Fast DDS XML profile of the nodes (FASTDDS_DEFAULT_PROFILES_FILE); the "
+                                          "default carries camera frames over ~0.5 MB and keeps DDS on loopback"),
     ]
-    return LaunchDescription([*arguments, OpaqueFunction(function=_nodes)])
+    return LaunchDescription([
+        *arguments,
+        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")),
+        OpaqueFunction(function=_nodes),
+    ])

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     from semloc_ros.mapping import build_database
     from semloc_ros.models import DescriptorExtractor, Segmenter, set_torch_threads
     from semloc_ros.models.pipeline import Pipeline
-    from semloc_ros.ros.runner import PipelineRunner
+    from semloc_ros.ros.runner import PipelineRunner, apply_ros_defaults
     from semloc_ros.ros.stream_client import StreamClient
 
     set_torch_threads(2)
@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides[node]["model"] = model
     runner = PipelineRunner(overrides=overrides, remaps={"image_raw": "/camera/image_raw"}, domain_id=domain_id,
                             log_dir=work / "logs")
+    apply_ros_defaults()  # before rclpy.init: this process publishes the camera frames
     rclpy.init(domain_id=domain_id)
     runner.start()
     client = StreamClient(frame_id="camera")

@@ -44,6 +44,7 @@ def fake_modules() -> dict[str, types.ModuleType]:
     modules["launch"].LaunchDescription = Recorded
     modules["launch.actions"].DeclareLaunchArgument = Recorded
     modules["launch.actions"].OpaqueFunction = Recorded
+    modules["launch.actions"].SetEnvironmentVariable = Recorded
     modules["launch.conditions"].IfCondition = Recorded
     modules["launch.substitutions"].LaunchConfiguration = LaunchConfiguration
     modules["launch_ros.actions"].Node = Recorded
@@ -51,8 +52,8 @@ def fake_modules() -> dict[str, types.ModuleType]:
     return modules
 
 
-def launch(monkeypatch, **arguments: str) -> dict[str, dict]:
-    """Evaluate the launch file with ``arguments`` (name:=value) -> node name -> Node keyword arguments."""
+def evaluate(monkeypatch, **arguments: str) -> tuple[list[Recorded], Context]:
+    """The launch file's actions, and a context with its declared defaults and ``arguments`` (name:=value)."""
     for name, module in fake_modules().items():
         monkeypatch.setitem(sys.modules, name, module)
     spec = importlib.util.spec_from_file_location("semloc_launch_under_test", LAUNCH_FILE)
@@ -62,9 +63,22 @@ def launch(monkeypatch, **arguments: str) -> dict[str, dict]:
     actions = description.args[0]
     declared = {a.args[0]: a.kwargs["default_value"] for a in actions if "default_value" in a.kwargs}
     assert set(arguments) <= set(declared), sorted(set(arguments) - set(declared))
-    context = Context({**declared, **arguments})
+    return actions, Context({**declared, **arguments})
+
+
+def launch(monkeypatch, **arguments: str) -> dict[str, dict]:
+    """Evaluate the launch file with ``arguments`` (name:=value) -> node name -> Node keyword arguments."""
+    actions, context = evaluate(monkeypatch, **arguments)
     nodes = [node for a in actions if "function" in a.kwargs for node in a.kwargs["function"](context)]
     return {node.kwargs["name"]: node.kwargs for node in nodes}
+
+
+def node_environment(monkeypatch, **arguments: str) -> dict[str, str]:
+    """Variables set (SetEnvironmentVariable) before the nodes start -> their values in the context."""
+    actions, context = evaluate(monkeypatch, **arguments)
+    nodes_at = next(index for index, a in enumerate(actions) if "function" in a.kwargs)
+    return {a.args[0]: a.args[1].perform(context) for a in actions[:nodes_at]
+            if len(a.args) == 2 and isinstance(a.args[1], LaunchConfiguration)}
 
 
 def test_defaults_leave_the_parameter_file_in_charge(monkeypatch) -> None:
@@ -93,3 +107,15 @@ def test_arguments_override_parameters_and_compressed_topic_follows_image_topic(
     assert launch(monkeypatch, use_compressed="False")["segmentation_node"]["parameters"][1]["use_compressed"] is False
     with pytest.raises(ValueError, match="use_compressed must be true or false"):
         launch(monkeypatch, use_compressed="yes")
+
+
+def test_nodes_get_the_large_frame_profile_unless_the_user_chose_one(monkeypatch) -> None:
+    """Fast DDS loses best-effort frames over ~0.5 MB without config/fastdds_large_frames.xml."""
+    variable = "FASTDDS_DEFAULT_PROFILES_FILE"
+    monkeypatch.delenv(variable, raising=False)
+    shipped = "/share/semloc_ros/config/fastdds_large_frames.xml"
+    assert (LAUNCH_FILE.parents[1] / "config" / Path(shipped).name).is_file()
+    assert node_environment(monkeypatch) == {variable: shipped}
+    assert node_environment(monkeypatch, fastdds_profile="/etc/camera.xml") == {variable: "/etc/camera.xml"}
+    monkeypatch.setenv(variable, "/etc/user.xml")  # the user's own profile wins over the shipped one
+    assert node_environment(monkeypatch) == {variable: "/etc/user.xml"}

@@ -65,7 +65,7 @@ def run_e2e(args: argparse.Namespace) -> int:
     from rclpy.executors import SingleThreadedExecutor
 
     from semloc_ros.ros.conversions import array_to_imgmsg
-    from semloc_ros.ros.runner import PipelineRunner
+    from semloc_ros.ros.runner import PipelineRunner, apply_ros_defaults
     from semloc_ros.ros.stream_client import StreamClient
 
     count = max(1, round(args.rate * args.duration))
@@ -88,6 +88,7 @@ def run_e2e(args: argparse.Namespace) -> int:
     print(f"{count} frames of {args.drive} ({height}x{width} rgb8 Image) at {args.rate:g} Hz for "
           f"{args.duration:g} s per run; database {database.name}; ROS_DOMAIN_ID={args.domain_id}; "
           f"{args.repeats} round(s) of {len(variants)} variant(s)")
+    apply_ros_defaults()  # before rclpy.init: this process publishes the camera frames (large-frame profile)
     rclpy.init()
     results: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in variants}
     try:

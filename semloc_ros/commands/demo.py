@@ -23,7 +23,7 @@ from semloc_ros.io.datasets import Drive, load_semloc_sim_split
 from semloc_ros.mapping import build_database
 from semloc_ros.models import set_torch_threads
 from semloc_ros.models.pipeline import Pipeline
-from semloc_ros.ros.runner import PipelineRunner
+from semloc_ros.ros.runner import PipelineRunner, apply_ros_defaults
 
 DEMO_DATA = Path(__file__).resolve().parent.parent / "data" / "demo"
 
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     domain_id = args.domain_id if args.domain_id is not None else random.randint(100, 200)
     os.environ["ROS_DOMAIN_ID"] = str(domain_id)
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    apply_ros_defaults()  # before rclpy.init: this process publishes the camera frames
     set_torch_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
 

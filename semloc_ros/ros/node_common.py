@@ -29,6 +29,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from semloc_ros.core.settings import Bounds, flat_fields
 from semloc_ros.ros.conversions import stamp_to_ns
+from semloc_ros.ros.runner import apply_ros_defaults
 from semloc_ros.ros.stage_stats import SequenceMonitor, StageStats
 
 Check = Callable[[Any], str | None]
@@ -241,7 +242,7 @@ def init_with_stop_request() -> StopRequest:
     """``rclpy.init`` without rclpy's signal handlers; Ctrl-C and SIGTERM set the returned flag instead."""
     from rclpy.signals import SignalHandlerOptions
 
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # unless the user chose otherwise
+    apply_ros_defaults()  # unless the user chose otherwise: discovery on this machine, the large-frame profile
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     return StopRequest()
 

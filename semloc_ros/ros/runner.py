@@ -12,20 +12,22 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 NODES = ("segmentation_node", "descriptor_node", "localizer_node")
-DEFAULT_PARAMS_FILE = Path(__file__).resolve().parents[2] / "config" / "semloc.yaml"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+DEFAULT_PARAMS_FILE = CONFIG_DIR / "semloc.yaml"
+FASTDDS_PROFILE_NAME = "fastdds_large_frames.xml"  # lets camera frames over ~0.5 MB through (see the file)
 
 
 def ros_environment(domain_id: int | None = None) -> dict[str, str]:
-    """The current environment with DDS discovery kept on this machine and an optional domain id."""
-    env = dict(os.environ)
-    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    """The current environment with the semloc ROS defaults (:func:`apply_ros_defaults`) and an optional
+    domain id: what a node process started by semloc gets."""
+    env = apply_ros_defaults(dict(os.environ))
     if domain_id is not None:
         env["ROS_DOMAIN_ID"] = str(domain_id)
     env.setdefault("AMENT_PREFIX_PATH", sys.prefix)
@@ -33,13 +35,29 @@ def ros_environment(domain_id: int | None = None) -> dict[str, str]:
     return env
 
 
-def default_params_file() -> Path:
-    """config/semloc.yaml of the source tree, else of the installed share directory."""
-    if DEFAULT_PARAMS_FILE.is_file():
-        return DEFAULT_PARAMS_FILE
+def apply_ros_defaults(env: MutableMapping[str, str] = os.environ) -> MutableMapping[str, str]:
+    """Set in ``env`` (default: this process's, before ``rclpy.init``) what every ROS process semloc starts needs,
+    each only when the user has not chosen otherwise: DDS discovery on this machine, and the Fast DDS profile that
+    carries large camera frames (config/fastdds_large_frames.xml; Fast DDS reads it when the first participant of
+    the process is created). Returns ``env``."""
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    if "FASTDDS_DEFAULT_PROFILES_FILE" not in env:  # the user's profile (even an empty value) wins
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(config_file(FASTDDS_PROFILE_NAME))
+    return env
+
+
+def config_file(name: str) -> Path:
+    """``config/<name>`` of the source tree, else of the installed share directory."""
+    if (CONFIG_DIR / name).is_file():
+        return CONFIG_DIR / name
     from ament_index_python.packages import get_package_share_directory
 
-    return Path(get_package_share_directory("semloc_ros")) / "config" / "semloc.yaml"
+    return Path(get_package_share_directory("semloc_ros")) / "config" / name
+
+
+def default_params_file() -> Path:
+    """config/semloc.yaml of the source tree, else of the installed share directory."""
+    return config_file(DEFAULT_PARAMS_FILE.name)
 
 
 class PipelineRunner:
