@@ -160,3 +160,56 @@ def test_index_workers_build_and_query_a_map_in_fresh_processes(tmp_path):
     queried = index.worker("query", spec)
     assert queried["entries"] == 200 and queried["points"][0]["setting"] == {}
     assert index.worker("build", spec)["reused"]
+
+
+class _SlowCamera:
+    """A camera publisher whose publish takes longer than the frame period (large frames at a high rate)."""
+
+    def __init__(self) -> None:
+        self.stamps: list[int] = []
+        self.last_publish = 0.0
+
+    def publish(self, message) -> None:
+        time.sleep(0.005)
+        self.stamps.append(message.header.stamp.sec * 10**9 + message.header.stamp.nanosec)
+        self.last_publish = time.monotonic()
+
+
+class _AnsweringExecutor:
+    """Each spin takes the fix of every frame published so far (a pipeline that answers at once)."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+
+    def add_node(self, node) -> None:
+        pass
+
+    remove_node = add_node
+
+    def spin_once(self, timeout_sec: float) -> None:
+        for stamp in list(self.client.camera_publisher.stamps):
+            self.client.fix_times.setdefault(stamp, time.monotonic())
+        time.sleep(0.001)
+
+
+def test_e2e_takes_fixes_while_a_busy_camera_publishes() -> None:
+    """The fixes are timed on a thread of their own: a camera always behind its schedule (publishing never leaves
+    time to spin between frames) must not hold them back until the stream ends."""
+    from types import SimpleNamespace
+
+    from semloc_ros.ros.conversions import array_to_imgmsg
+
+    ticks = iter(range(1, 10**6))
+    client = SimpleNamespace(
+        fixes={}, fix_times={}, diagnostics={}, hop_times={}, camera_publisher=_SlowCamera(),
+        start_up=lambda *args, **kwargs: None, spin_for=lambda seconds: None, foreign_nodes=lambda nodes: [],
+        diagnostic_values=lambda node: {},
+        get_clock=lambda: SimpleNamespace(now=lambda: SimpleNamespace(nanoseconds=next(ticks) * 10**6)))
+    runner = SimpleNamespace(nodes=("segmentation_node",), exit_report=lambda: None, log_dir=None,
+                             processes={"segmentation_node": SimpleNamespace(pid=os.getpid())})
+    args = SimpleNamespace(startup_timeout_s=1.0, drain_s=0.5, rate=1000.0, domain_id=0)
+    messages = [array_to_imgmsg(np.zeros((4, 4, 3), np.uint8), "rgb8")]
+    run = e2e.stream_once(client, _AnsweringExecutor(client), runner, messages, 20, args)
+    assert run["ok"] and run["answered"] == 20
+    during_stream = [t for t in client.fix_times.values() if t < client.camera_publisher.last_publish]
+    assert len(during_stream) >= 10, f"{len(during_stream)} of 20 fixes taken while the camera published"
