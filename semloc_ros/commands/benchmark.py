@@ -22,7 +22,8 @@ the measurements live in semloc_ros.benchmarks).
   per-shift reference on the same thumbnails (ratio, and a check that both give the same scores).
 
 Every figure is a median over repeats; ratios compare measurements of the same run. Every process started here
-that uses ROS 2 gets ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and the ``--domain-id`` given.
+that uses ROS 2 gets ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``, the ``--domain-id`` given and, unless
+``FASTDDS_DEFAULT_PROFILES_FILE`` is set, config/fastdds_large_frames.xml (``runner.apply_ros_defaults``).
 """
 
 from __future__ import annotations
