@@ -105,6 +105,15 @@ def calibrate(prepared: Path, rgbs: list[np.ndarray], size: tuple[int, int], per
     return out
 
 
+def quantize(prepared: Path, ranges: Path, out: Path) -> None:
+    """Step 4 (without the metadata): QDQ, int8 weights per output channel, uint8 activations in the ``ranges``
+    of step 3, the ``FLOAT_NODES`` left in float32."""
+    quantize_static(str(prepared), str(out), None, quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=list(FLOAT_NODES),
+                    calibration_cache_path=str(ranges))
+
+
 def for_int8(model: onnx.ModelProto) -> onnx.ModelProto:
     """Step 2: end the graph before its final Resize (the logits at the head's resolution)."""
     graph = model.graph
@@ -144,12 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         quant_pre_process(str(exported), str(prepared))
         ranges = calibrate(prepared, rgbs, fp32.input_size, args.per_drive, args.percentile,
                            Path(tmp) / "ranges.json")  # step 3
-        quantize_static(  # step 4
-            str(prepared), str(args.out), None, quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=list(FLOAT_NODES),
-            calibration_cache_path=str(ranges),
-        )
+        quantize(prepared, ranges, args.out)  # step 4
     model = onnx.load(str(args.out))
     used = {node.domain for node in model.graph.node} | {""}  # the optimiser declares domains it does not use
     kept = [entry for entry in model.opset_import if entry.domain in used]
