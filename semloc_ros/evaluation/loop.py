@@ -60,8 +60,13 @@ def distinct_places(similarities: np.ndarray, retrieved: np.ndarray, image_ids: 
 
 def cache_key(pipeline) -> str:
     """What a database's descriptors depend on: the pipeline id (descriptor, and the segmenter of label methods,
-    :mod:`semloc_ros.core.pipeline_id`; ground-truth labels are told apart by the cache file's name)."""
-    return pipeline.model_id
+    :mod:`semloc_ros.core.pipeline_id`; ground-truth labels are told apart by the cache file's name), and the
+    segmenter file itself: a quantized copy shares the pipeline id of the network it was made from (its maps
+    answer the other precision) but not its exact labels."""
+    segmenter = getattr(pipeline, "segmenter", None)
+    if not getattr(pipeline, "needs_labels", False) or segmenter is None:
+        return pipeline.model_id
+    return f"{pipeline.model_id}|labels:{segmenter.model_id}"
 
 
 def cache_name(method: str, oracle: bool, drive: Drive, pipeline, views: Sequence[float] = SINGLE_VIEW) -> str:

@@ -28,7 +28,7 @@ import numpy as np
 from semloc_ros.core.files import jsonable, write_json_atomic
 from semloc_ros.io.datasets import Drive
 
-RESULT_FORMAT = 1  # raise when a drive's result changes content for the same request (metrics added, ...)
+RESULT_FORMAT = 2  # raise when a drive's result changes content for the same request (metrics added, ...)
 
 Log = Callable[[str], None]
 

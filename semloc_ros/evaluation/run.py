@@ -36,7 +36,7 @@ from semloc_ros.core.files import write_json_atomic
 from semloc_ros.core.localizer import LocalizerConfig
 from semloc_ros.core.views import SINGLE_VIEW
 from semloc_ros.evaluation.calibration import calibrate_method, evaluate_rejection_drives
-from semloc_ros.evaluation.loop import cache_name, evaluate_method, evaluate_segmentation
+from semloc_ros.evaluation.loop import cache_key, cache_name, evaluate_method, evaluate_segmentation
 from semloc_ros.evaluation.metrics import (
     DEFAULT_DISTANCES_M,
     DEFAULT_NEGATIVE_MIN_ROUTE_M,
@@ -258,7 +258,7 @@ def variant_key(options: EvaluationOptions, variant: Variant, pipeline: Pipeline
     """What every drive result of one variant depends on (the key of its kept results,
     :mod:`semloc_ros.evaluation.resume`)."""
     return {"format": RESULT_FORMAT, "dataset": str(options.dataset.resolve()),
-            "method": method_label(variant.name, variant.oracle), "pipeline": pipeline.model_id,
+            "method": method_label(variant.name, variant.oracle), "pipeline": cache_key(pipeline),
             "database": drive_fingerprint(drives.database), "database_views": list(options.database_views),
             "localizer": config.parameters(), "query_stride": options.query_stride, "threshold_m": options.threshold_m,
             "ns": list(DEFAULT_NS), "distances_m": list(DEFAULT_DISTANCES_M)}
