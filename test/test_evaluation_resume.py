@@ -158,3 +158,17 @@ def test_a_changed_request_never_reuses_kept_results(tmp_path, monkeypatch):
     assert computed(semantic) == [("semantic", "q")]
     DescriptorExtractor.untrained("semantic_alexnet", seed=1).save(weights)  # other weights, same file
     assert computed(semantic) == [("semantic", "q")]
+
+
+def test_a_quantized_segmenter_gets_its_own_cached_descriptors():
+    """An int8 copy shares the pipeline id of its float network (maps answer both) but not its exact labels."""
+    from types import SimpleNamespace
+
+    from semloc_ros.evaluation.loop import cache_key
+
+    def pipeline(segmenter_file_id: str, needs_labels: bool = True) -> SimpleNamespace:
+        return SimpleNamespace(model_id="semantic@1|segmenter:lraspp@2", needs_labels=needs_labels,
+                               segmenter=SimpleNamespace(model_id=segmenter_file_id))
+
+    assert cache_key(pipeline("onnx@int8")) != cache_key(pipeline("lraspp@2"))
+    assert cache_key(pipeline("onnx@int8", needs_labels=False)) == "semantic@1|segmenter:lraspp@2"
