@@ -73,8 +73,8 @@ ONNX_META_KEY = "semloc_meta"
 ``"logits": "upsample_bilinear"`` in it: the network ends before its final upsampling, which runs in torch."""
 PRECISIONS = ("auto", "fp32", "int8", "fp16")
 CPU_DEFAULT_PRECISION = "int8"
-"""What ``auto`` means on the CPU: int8, faster per frame with Recall@1 within 0.5 points of fp32 on every query
-drive of semloc-sim-v1 (docs/benchmarks.md)."""
+"""What ``auto`` means on the CPU: int8, twice as fast per frame with Recall@1 not below fp32's on any evaluation
+drive of semloc-sim-v1 and v2 (docs/benchmarks.md)."""
 DEFAULT_SEGMENTERS = {"default": "auto", **{f"default-{p}": p for p in PRECISIONS if p != "auto"}}
 """Model names of the shipped segmenter (nodes' ``model``, ``evaluate --segmenters``) -> precision."""
 
