@@ -232,10 +232,10 @@ def build_database(
     (:mod:`semloc_ros.core.views`), same position, image id ``<id>#view<shift>``; 0 = the image itself.
     None: the views of the given database, else (0,). A database that holds entries keeps its views: other
     ``views`` raise ValueError. ``thumbnails``: store label thumbnails for re-ranking (None: for label methods,
-    or as the given database).
+    or as the given database). A new database records the drive's camera yaw (0 when the drive has none).
     """
     if database is None:
-        database = GeoDatabase(pipeline.dimension, pipeline.model_id)
+        database = GeoDatabase(pipeline.dimension, pipeline.model_id, camera_yaw_deg=drive.camera_yaw_deg or 0.0)
     views = map_views(database, views)
     thumbnails = wants_thumbnails(pipeline, database, thumbnails)
     descriptors, small = describe_drive_views(

@@ -109,6 +109,42 @@ def test_a_full_disk_during_build_db_is_one_line_and_keeps_the_old_file(tmp_path
     assert out.read_bytes() == before
 
 
+def test_build_db_records_the_camera_yaw_and_appends_only_the_same_cameras_frames(tmp_path, capsys):
+    import argparse
+
+    import numpy as np
+
+    from semloc_ros.commands.build_db import _camera_yaw_deg
+    from semloc_ros.core.database import GeoDatabase
+    from semloc_ros.io.datasets import Drive
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 256, (32, 48, 3), dtype=np.uint8))
+    (folder / "gps.csv").write_text("filename,lat,lon\n" + "".join(f"{i}.png,51.75,-1.25\n" for i in range(2)))
+    out = tmp_path / "rear.semdb"
+    arguments = ["build-db", str(folder), "--out", str(out), "--untrained-ok", "--threads", "1", "--quiet"]
+    assert cli.main([*arguments, "--camera-yaw-deg", "-180"]) == 0
+    assert GeoDatabase.load(out).camera_yaw_deg == 180.0 and "camera yaw 180 deg" in capsys.readouterr().out
+    assert cli.main([*arguments, "--append"]) == 1  # a folder records no camera: a forward one, not this map's
+    assert "camera looks 180 degrees" in _one_line(capsys.readouterr().err)
+    assert cli.main([*arguments, "--camera-yaw-deg", "nan"]) == 2
+    assert "camera yaw" in _one_line(capsys.readouterr().err)
+
+    def drive(yaw):
+        return Drive("d", [], metadata={} if yaw is None else {"camera": {"hpr_deg": [yaw, 0.0, 0.0]}})
+
+    options = argparse.Namespace(camera_yaw_deg=None)
+    assert _camera_yaw_deg(options, [drive(180.0), drive(-180.0)]) == 180.0  # rendered rear drives: drive.json
+    assert _camera_yaw_deg(options, [drive(None)]) == 0.0
+    for mixed in ([drive(0.0), drive(180.0)], [drive(180.0), drive(None)]):
+        with pytest.raises(ValueError, match="different directions"):
+            _camera_yaw_deg(options, mixed)
+    assert _camera_yaw_deg(argparse.Namespace(camera_yaw_deg=90.0), [drive(180.0)]) == 90.0
+
+
 @pytest.mark.parametrize(("error", "expected"), [
     (MemoryError(), "out of memory"),
     (RecursionError("maximum recursion depth exceeded while decoding a JSON object"), "nested too deeply"),

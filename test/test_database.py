@@ -725,6 +725,24 @@ def test_a_map_records_its_gps_frame_and_older_maps_load_without_one(tmp_path):
         GeoDatabase.load(write_archive(tmp_path / "bad.semdb", header, arrays))
 
 
+def test_a_map_records_its_camera_yaw_and_older_maps_load_as_a_forward_camera(tmp_path):
+    database = make_database(count=5)
+    database.camera_yaw_deg = 180.0
+    header, arrays = read_archive(database.save(tmp_path / "rear.semdb"))
+    assert header["camera_yaw_deg"] == 180.0
+    assert GeoDatabase.load(tmp_path / "rear.semdb").camera_yaw_deg == 180.0
+    del header["camera_yaw_deg"]
+    assert GeoDatabase.load(write_archive(tmp_path / "old.semdb", header, arrays)).camera_yaw_deg == 0.0
+    for bad in ("180", float("nan"), True):
+        header["camera_yaw_deg"] = bad
+        with pytest.raises(DatabaseFormatError, match="camera_yaw_deg"):
+            GeoDatabase.load(write_archive(tmp_path / "bad.semdb", header, arrays))
+    assert [GeoDatabase(DIM, MODEL, camera_yaw_deg=y).camera_yaw_deg for y in (-180, 270, 0, -0.0)] == [
+        180.0, -90.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="camera yaw"):
+        GeoDatabase(DIM, MODEL, camera_yaw_deg=float("inf"))
+
+
 def test_pipeline_ids_name_the_segmenter_and_its_label_mapping():
     assert pipeline_id("desc@1") == "desc@1"
     assert pipeline_id("desc@1", "seg@2+map:cityscapes19") == "desc@1|segmenter:seg@2+map:cityscapes19"

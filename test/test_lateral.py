@@ -67,17 +67,17 @@ def test_shear_leaves_out_the_repeated_border_of_a_database_view() -> None:
         fit_shear(query, view[:, :40])
 
 
-def test_a_rear_camera_sees_the_move_with_the_opposite_sign_and_its_fit_learns_it() -> None:
+def test_a_rear_camera_sees_the_move_with_the_opposite_sign_and_the_front_gain_fits_it_in_its_own_frame() -> None:
     # A vehicle 3.5 m LEFT of the mapped lane: the front camera's slope is positive, the rear camera's negative
-    # (the map stores the vehicle's heading, not the camera's), so one gain cannot serve both mounts.
+    # (left of the vehicle is right of a camera looking back). Measured along the CAMERA's left, as the localizer
+    # moves the fix of a map that records a rear camera, the rear drives fit the front gain.
     front = fit_shear(road_labels(3.5), road_labels(0.0)).slope
     rear = fit_shear(road_labels(3.5, rear=True), road_labels(0.0, rear=True)).slope
     assert front > 1.5 and rear < -1.5
-    offsets = np.array([-3.5, 0.0, 3.5])
-    slopes = [fit_shear(road_labels(d, rear=True), road_labels(0.0, rear=True)).slope for d in offsets]
-    gain, sigma = fit_gain([LateralSamples("rear", np.array(slopes), offsets)])
-    assert gain == pytest.approx(-HEIGHT_M, rel=0.15) and sigma < 0.5
-    assert gain * rear == pytest.approx(3.5, abs=0.5)  # the rear map's gain puts the vehicle back on the left
+    vehicle_left = np.array([-3.5, 0.0, 3.5])
+    slopes = [fit_shear(road_labels(d, rear=True), road_labels(0.0, rear=True)).slope for d in vehicle_left]
+    gain, sigma = fit_gain([LateralSamples("rear", np.array(slopes), -vehicle_left)])  # the rear camera's left
+    assert gain == pytest.approx(HEIGHT_M, rel=0.15) and sigma < 0.5
 
 
 def test_fit_gain_and_held_out_errors() -> None:
@@ -95,15 +95,16 @@ def test_fit_gain_and_held_out_errors() -> None:
 FRAME = LocalENU(48.0, 11.0, 500.0)
 
 
-def road_map(heading: float) -> GeoDatabase:
-    """Two places 100 m apart heading ``heading`` (ENU yaw), each stored with the road's label thumbnail."""
-    database = GeoDatabase(8, "m")
+def road_map(heading: float, rear: bool = False, camera_yaw_deg: float = 0.0) -> GeoDatabase:
+    """Two places 100 m apart heading ``heading`` (ENU yaw), each stored with the road's label thumbnail (seen by
+    a ``rear`` camera), the map recording ``camera_yaw_deg``."""
+    database = GeoDatabase(8, "m", camera_yaw_deg=camera_yaw_deg)
     records = []
     for i in range(2):
         lat, lon, _ = FRAME.to_geodetic(100.0 * i, 0.0, 0.0)
         records.append(PlaceRecord(float(lat), float(lon), heading=heading, image_id=f"p{i}"))
     descriptors = np.eye(8, dtype=np.float32)[:2]
-    database.add(descriptors, records, np.stack([road_labels(0.0)] * 2))
+    database.add(descriptors, records, np.stack([road_labels(0.0, rear=rear)] * 2))
     return database
 
 
@@ -126,6 +127,25 @@ def test_localizer_moves_the_fix_across_the_track_by_the_measured_offset(sequenc
     assert corrected.localize(query, stamp_ns=0).lateral is None  # no thumbnail: nothing to measure
     west = Localizer(road_map(heading=math.pi), LocalizerConfig().with_parameters(lateral_gain_m=HEIGHT_M, **settings))
     assert west.localize(query, thumbnail=thumbnail, stamp_ns=0).north == pytest.approx(before.north - 3.5, abs=0.3)
+
+
+@pytest.mark.parametrize("sequence_filter", [False, True])
+def test_a_rear_cameras_map_turns_the_correction_to_the_vehicles_side(sequence_filter: bool) -> None:
+    settings = dict(rerank_top_k=2, top_k=2, sequence_filter=sequence_filter, integrity_threshold=0.0,
+                    lateral_gain_m=HEIGHT_M)
+    thumbnail = road_labels(3.5, rear=True)  # the vehicle drives 3.5 m left (north) of the mapped lane, looking back
+    rear = road_map(heading=0.0, rear=True, camera_yaw_deg=180.0)
+    query = rear.descriptors[0]
+    plain = Localizer(rear, LocalizerConfig().with_parameters(**{**settings, "lateral_gain_m": 0.0}))
+    before = plain.localize(query, thumbnail=thumbnail, stamp_ns=0)
+    after = Localizer(rear, LocalizerConfig().with_parameters(**settings)).localize(query, thumbnail=thumbnail,
+                                                                                    stamp_ns=0)
+    assert after.north - before.north == pytest.approx(3.5, abs=0.3)  # the vehicle's left, with the front gain
+    np.testing.assert_allclose(after.lateral.normal, [0.0, -1.0], atol=1e-12)  # the camera's left is south
+    unrecorded = road_map(heading=0.0, rear=True)  # a map without the camera's yaw: corrected the wrong way
+    wrong = Localizer(unrecorded, LocalizerConfig().with_parameters(**settings)).localize(query, thumbnail=thumbnail,
+                                                                                         stamp_ns=0)
+    assert wrong.north - before.north == pytest.approx(-3.5, abs=0.3)
 
 
 def test_fit_lateral_script_rejects_a_malformed_map_in_one_line(tmp_path, capsys) -> None:

@@ -15,7 +15,7 @@ from semloc_ros.core.database import GeoDatabase, PlaceRecord
 from semloc_ros.core.geodesy import LocalENU, geodesic_distance_m
 from semloc_ros.core.localizer import FixStatus, LocalizerConfig
 from semloc_ros.core.tile_cache import TileCacheConfig, TiledLocalizer
-from semloc_ros.core.tiles import MANIFEST, TiledMap, TileGrid, TileView, is_tiled_map
+from semloc_ros.core.tiles import MANIFEST, TiledMap, TiledMapError, TileGrid, TileView, is_tiled_map
 
 ORIGIN = LocalENU(48.137, 11.575)
 SPACING_M = 10.0
@@ -54,6 +54,22 @@ def error_m(estimate, database: GeoDatabase, row: int) -> float:
 
 
 # ----------------------------------------------------------------------------------------------- the map
+
+
+def test_a_tiled_map_keeps_its_camera_yaw_and_refuses_another_cameras_entries(road, tmp_path) -> None:
+    road.camera_yaw_deg = 180.0
+    tiled = TiledMap.create(tmp_path / "rear", road, tile_size_m=500.0)
+    reopened = TiledMap.open(tmp_path / "rear")
+    assert reopened.camera_yaw_deg == 180.0 and reopened.load_all().camera_yaw_deg == 180.0
+    assert reopened.load_tile(reopened.keys[0]).camera_yaw_deg == 180.0
+    front = route_database(np.arange(0.0, 50.0, SPACING_M), seed=3, first_id=9000)
+    with pytest.raises(TiledMapError, match="camera"):
+        tiled.append(front)
+    localizer = TiledLocalizer(reopened, UNGATED, TileCacheConfig(radius_m=600.0), [(road.lat[0], road.lon[0])])
+    try:
+        assert localizer.database.camera_yaw_deg == 180.0  # what step 6b of the localizer turns its normal by
+    finally:
+        localizer.close()
 
 
 def test_tiles_within_a_radius_are_the_squares_the_circle_touches(tiled) -> None:

@@ -20,6 +20,8 @@ The map records its pipeline: the descriptor, and for label methods the segmente
 shipped one) with its ``--label-mapping`` (:mod:`semloc_ros.core.pipeline_id`); the localizer refuses descriptors
 of another pipeline. A map file also records the frame_id of the GPS antenna its positions come from
 (``--gps-frame-id``, default the bags' NavSatFix frame_id, else ``gps``): the localizer's fixes are stamped with it.
+And the yaw of its camera relative to the vehicle (``--camera-yaw-deg``, default the drive.json of rendered drives,
+else 0; 180 for a rear camera): the cross-track correction moves the fix sideways in that camera's frame.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from semloc_ros.commands.common import (
     add_views_argument,
 )
 from semloc_ros.core.database import DatabaseError, GeoDatabase
+from semloc_ros.core.map_file import checked_camera_yaw
 from semloc_ros.core.tiles import DEFAULT_TILE_SIZE_M, MANIFEST, TiledMap, is_tiled_map
 from semloc_ros.core.views import format_views
 from semloc_ros.distributed import (
@@ -104,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="frame_id of the GPS antenna the positions come from, stored in the map (the localizer's fixes default "
         "to it); default: the NavSatFix frame_id of the bags, else 'gps'",
+    )
+    parser.add_argument(
+        "--camera-yaw-deg", type=float, default=None,
+        help="yaw of the camera relative to the vehicle's forward axis, degrees counter-clockwise (180: a rear "
+        "camera), stored in the map; default: the sources' drive.json (rendered drives), else 0",
     )
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch CPU threads")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
@@ -242,18 +250,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pipeline = _pipeline_spec(args).build("cpu" if args.ray else args.device)
         gps_frame_id = _gps_frame_id(args, drives)
+        camera_yaw_deg = _camera_yaw_deg(args, drives)
     except (WeightsError, ValueError, OSError) as error:
         print(f"semloc build-db: {error}", file=sys.stderr)
         return 2
     tiled = args.tile_size_m is not None or is_tiled_map(args.out)
-    existing = _existing_tiled(args, pipeline) if tiled else _existing_database(args, pipeline, gps_frame_id)
+    existing = _existing_tiled(args, pipeline, camera_yaw_deg) if tiled else _existing_database(
+        args, pipeline, gps_frame_id, camera_yaw_deg)
     if isinstance(existing, int):
         return existing
     start = time.perf_counter()
     # Appending: describe into a new container; the file is read again under its lock to add to it.
     thumbnails = (existing.thumbnails is not None) if len(existing) else (False if args.no_thumbnails else None)
     entries = GeoDatabase(pipeline.dimension, pipeline.model_id, "flat" if tiled else args.index_type,
-                          views=existing.views, gps_frame_id=gps_frame_id)
+                          views=existing.views, gps_frame_id=gps_frame_id, camera_yaw_deg=camera_yaw_deg)
     try:
         _describe(args, pipeline, drives, entries, thumbnails)
     except DistributedError as error:
@@ -269,19 +279,21 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - start
     print(
         f"wrote {args.out}: {len(database)} entries (+{len(database) - before}){what}, method {args.method}, "
-        f"pipeline {pipeline.model_id}, GPS frame '{gps_frame_id}', "
+        f"pipeline {pipeline.model_id}, GPS frame '{gps_frame_id}', camera yaw {camera_yaw_deg:g} deg, "
         f"{'with' if database.thumbnails is not None else 'no'} label thumbnails, "
         f"{elapsed:.1f} s"
     )
     return 0
 
 
-def _existing_database(args: argparse.Namespace, pipeline, gps_frame_id: str) -> GeoDatabase | int:
-    """The database ``--append`` adds to (checked early: pipeline id, dimension, views, GPS frame), an empty one
-    otherwise; an exit code when it cannot be appended to."""
+def _existing_database(args: argparse.Namespace, pipeline, gps_frame_id: str,
+                       camera_yaw_deg: float) -> GeoDatabase | int:
+    """The database ``--append`` adds to (checked early: pipeline id, dimension, views, GPS frame, camera yaw), an
+    empty one otherwise; an exit code when it cannot be appended to."""
     from semloc_ros.core.database import DatabaseError, GeoDatabase
 
-    database = GeoDatabase(pipeline.dimension, pipeline.model_id, args.index_type, gps_frame_id=gps_frame_id)
+    database = GeoDatabase(pipeline.dimension, pipeline.model_id, args.index_type, gps_frame_id=gps_frame_id,
+                           camera_yaw_deg=camera_yaw_deg)
     if args.append and args.out.exists():
         try:
             database = GeoDatabase.load(args.out, expected_model_id=pipeline.model_id)
@@ -296,6 +308,11 @@ def _existing_database(args: argparse.Namespace, pipeline, gps_frame_id: str) ->
         if gps_frame_id != database.gps_frame_id:
             print(f"semloc build-db: cannot append: the map's GPS positions are in frame "
                   f"'{database.gps_frame_id}', these in '{gps_frame_id}' (another antenna: build another map)",
+                  file=sys.stderr)
+            return 1
+        if camera_yaw_deg != database.camera_yaw_deg:
+            print(f"semloc build-db: cannot append: the map's camera looks {database.camera_yaw_deg:g} degrees from "
+                  f"the vehicle heading, these frames' {camera_yaw_deg:g} (another camera: build another map)",
                   file=sys.stderr)
             return 1
         print(f"appending to {args.out} ({len(database)} entries, model {database.model_id})")
@@ -322,6 +339,21 @@ def _gps_frame_id(args: argparse.Namespace, drives: list[Drive]) -> str:
     return found[0] if found else DEFAULT_GPS_FRAME_ID
 
 
+def _camera_yaw_deg(args: argparse.Namespace, drives: list[Drive]) -> float:
+    """The yaw of the map's camera relative to the vehicle: ``--camera-yaw-deg``, else the one the sources record,
+    else 0. ValueError when the sources of one map disagree (or only some record one), or for a yaw that is not a
+    finite number."""
+    if args.camera_yaw_deg is not None:
+        return checked_camera_yaw(args.camera_yaw_deg)
+    recorded = [d.camera_yaw_deg for d in drives]
+    found = sorted({checked_camera_yaw(yaw) for yaw in recorded if yaw is not None})
+    if len(found) > 1 or (found and None in recorded):
+        raise ValueError(f"the sources' cameras look in different directions ({', '.join(f'{y:g}' for y in found)} "
+                         "degrees, or not recorded): one map holds one camera's views (give --camera-yaw-deg if "
+                         "they are the same camera)")
+    return found[0] if found else 0.0
+
+
 def _write(args: argparse.Namespace, entries: GeoDatabase) -> GeoDatabase | int:
     """Save (or append) ``entries`` to ``--out`` under the file's lock; the saved database or an exit code."""
     from semloc_ros.core.database import DatabaseError
@@ -346,9 +378,9 @@ def _write(args: argparse.Namespace, entries: GeoDatabase) -> GeoDatabase | int:
         return 1
 
 
-def _existing_tiled(args: argparse.Namespace, pipeline) -> GeoDatabase | int:
+def _existing_tiled(args: argparse.Namespace, pipeline, camera_yaw_deg: float) -> GeoDatabase | int:
     """For a tiled --out: an empty stand-in carrying the map's views and thumbnail choice (checked against the
-    pipeline with --append); an exit code when it cannot be written to."""
+    pipeline and the camera yaw with --append); an exit code when it cannot be written to."""
     stand_in = GeoDatabase(pipeline.dimension, pipeline.model_id, "flat")
     try:
         if args.out.exists() and not is_tiled_map(args.out):
@@ -360,6 +392,9 @@ def _existing_tiled(args: argparse.Namespace, pipeline) -> GeoDatabase | int:
                 raise DatabaseError(f"the map holds views {format_views(existing.views)}, not --views "
                                     f"{format_views(args.views)} (leave --views out to use the map's)")
             stand_in.views = existing.views
+            if existing.camera_yaw_deg != camera_yaw_deg:
+                raise DatabaseError(f"the map's camera looks {existing.camera_yaw_deg:g} degrees from the vehicle "
+                                    f"heading, these frames' {camera_yaw_deg:g} (another camera: build another map)")
             args.no_thumbnails = not existing.manifest["thumbnails"]
             print(f"appending to the tiled map {args.out} ({existing.count} entries in {len(existing.keys)} tiles)")
         elif is_tiled_map(args.out):

@@ -51,11 +51,13 @@ from semloc_ros.core.map_file import (  # noqa: F401  (the errors are part of th
     DatabaseFormatError,
     DatabaseNotFoundError,
     DescriptorMismatchError,
+    checked_camera_yaw,
     current_search_params,
     file_header,
     is_number,
     read_checked,
     serialized_index,
+    stored_camera_yaw,
     stored_faiss_index,
     stored_gps_frame_id,
     stored_views,
@@ -121,13 +123,15 @@ class GeoDatabase:
     for recall, are settable at any time and are saved with the database. ``views``: the sideways shifts each
     place is stored at (:mod:`semloc_ros.core.views`), saved in the header. ``model_id`` is the pipeline id
     (:mod:`semloc_ros.core.pipeline_id`); ``gps_frame_id`` the frame_id of the GPS fixes the map was built from
-    (saved; "" for maps written before it was stored). ``legacy_segmenter_id`` (not saved): the segmenter a map
-    with a descriptor-only model id is taken to have been built with (:func:`semloc_ros.core.pipeline_id.accepts`).
+    (saved; "" for maps written before it was stored); ``camera_yaw_deg`` the yaw of the map's camera relative to the
+    vehicle heading the places store (saved; 180 for a rear camera, 0 for maps written before it was stored).
+    ``legacy_segmenter_id`` (not saved): the segmenter a map with a descriptor-only model id is taken to have been
+    built with (:func:`semloc_ros.core.pipeline_id.accepts`).
     """
 
     def __init__(self, dimension: int, model_id: str, index_type: str = "flat", *, nprobe: int = IVFPQ_NPROBE,
                  exact_candidates: int = _IVFPQ_EXACT_CANDIDATES, ef_search: int = _HNSW_EF_SEARCH,
-                 views: Sequence[float] = SINGLE_VIEW, gps_frame_id: str = "") -> None:
+                 views: Sequence[float] = SINGLE_VIEW, gps_frame_id: str = "", camera_yaw_deg: float = 0.0) -> None:
         if isinstance(dimension, bool) or not isinstance(dimension, int | np.integer) or dimension <= 0:
             raise ValueError(f"dimension must be a positive integer, got {dimension!r}")
         if not isinstance(model_id, str) or not model_id:
@@ -142,6 +146,7 @@ class GeoDatabase:
         self._ef_search = positive_int(ef_search, "ef_search")
         self._views = check_views(views)
         self.gps_frame_id = gps_frame_id
+        self.camera_yaw_deg = checked_camera_yaw(camera_yaw_deg)
         self.legacy_segmenter_id: str | None = None
         # IVF-PQ ("ivfpq", "auto") starts without an index (exact search) and is trained once large enough.
         self._index: faiss.Index | None = (
@@ -525,8 +530,9 @@ class GeoDatabase:
     def header(self) -> dict[str, Any]:
         """The JSON header written by :meth:`save`."""
         return file_header(self._model_id, self._dimension, self._index_type, len(self), self._views,
-                           self.gps_frame_id, {"nprobe": self._nprobe, "exact_candidates": self._exact_candidates,
-                                               "ef_search": self._ef_search})
+                           self.gps_frame_id, self.camera_yaw_deg,
+                           {"nprobe": self._nprobe, "exact_candidates": self._exact_candidates,
+                            "ef_search": self._ef_search})
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the database to ``path`` atomically (temporary file, fsync, ``os.replace``) and return it.
@@ -541,16 +547,9 @@ class GeoDatabase:
                 stored_index, header["faiss_index"] = serialized_index(self._index, self.active_index,
                                                                        self._trained_count)
             header_bytes = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
-            arrays = {
-                "header": header_bytes,
-                "descriptors": np.array(self.descriptors),
-                "lat": np.array(self.lat),
-                "lon": np.array(self.lon),
-                "alt": np.array(self.alt),
-                "heading": np.array(self.heading),
-                "stamp_ns": np.array(self.stamp_ns),
-                "image_id": np.array(self.image_ids),
-            }
+            columns = ("descriptors", "lat", "lon", "alt", "heading", "stamp_ns")
+            arrays = {"header": header_bytes, **{name: np.array(getattr(self, name)) for name in columns},
+                      "image_id": np.array(self.image_ids)}
             if self._thumbnails is not None:
                 arrays["thumbnails"] = np.array(self.thumbnails)
             if stored_index is not None:
@@ -575,6 +574,7 @@ class GeoDatabase:
         stored_index = stored_faiss_index(header, stored_blob, source)
         database._views = stored_views(header, arrays["image_id"], source)
         database.gps_frame_id = stored_gps_frame_id(header, source)
+        database.camera_yaw_deg = stored_camera_yaw(header, source)
         try:
             database._append(
                 arrays.pop("descriptors"),

@@ -18,11 +18,12 @@ best agreeing database match:
    sideways move; a tie keeps the slope nearest 0.
 3. Offset ``c = gain x b`` metres, positive to the LEFT of the matched place's database heading. ``gain``
    (``lateral_gain_m``) is fitted by least squares on training maps (:mod:`semloc_ros.evaluation.lateral_fit`):
-   about the camera height for a forward camera. A rear camera looks against the database heading (the map
-   stores the vehicle's heading), so the same move shows with the opposite sign: its fitted gain is negative
-   (fit it on maps of that mount).
-4. The published position moves by ``c`` along the normal ``(-sin yaw, cos yaw)`` of that heading; the fit's
-   residual sigma ``lateral_sigma_m`` joins the cross-track variance (:mod:`semloc_ros.core.uncertainty`).
+   about the camera height. Left and right are the map CAMERA's: the map stores the vehicle's heading and its
+   camera's yaw relative to it (``GeoDatabase.camera_yaw_deg``), so a rear camera (yaw 180) looks against the
+   database heading and the same image shear means the opposite sideways move; one gain serves both mounts.
+4. The published position moves by ``c`` along the normal ``(-sin yaw, cos yaw)`` of the camera's heading
+   (database heading + camera yaw). What the correction leaves is covered by the covariance model
+   (:mod:`semloc_ros.core.uncertainty`), fitted on corrected fixes.
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ For one query descriptor:
    it is; ``S`` is kept in ``base_covariance_en``).
 6b. Cross-track correction (``lateral_gain_m`` != 0, re-ranked queries only): the sideways offset of the query
    from its best agreeing match, measured on their label thumbnails (:mod:`semloc_ros.core.lateral`), moves the
-   position along the normal of that match's database heading, before the covariance model (which is fitted on
+   position along the normal of the map camera's heading at that match (its database heading turned by the map's
+   ``camera_yaw_deg``: the opposite normal for a rear camera), before the covariance model (which is fitted on
    corrected fixes). The sequence filter's estimate moves by the same vector.
 7. Status: ``NO_MATCH`` if the best similarity is below ``min_similarity`` (then ``confidence`` is 0),
    ``LOW_CONFIDENCE`` if ``c < min_confidence``, otherwise ``FIX``.
@@ -123,7 +124,8 @@ class LocalizerConfig:
                                           Bounds(1e-4, 1.0))
     lateral_gain_m: float = setting(0.0, "cross-track correction: metres of sideways offset per pixel-per-row "
                                     "shear of the query's label image against its match's (fitted on training "
-                                    "maps by scripts/fit_lateral.py; negative for a rear camera); 0 = off",
+                                    "maps by scripts/fit_lateral.py; along the map camera's normal, so a rear "
+                                    "camera's map turns it); 0 = off",
                                     Bounds(-100.0, 100.0))
     integrity_weights: tuple[float, ...] = setting(
         (46.0278, 3.1036, 33.0208, 4.0434, 0.0, -0.9541), "logistic weights of the integrity cues "
@@ -339,7 +341,8 @@ class Localizer:
         if gain == 0.0 or not agreeing or estimate.status is FixStatus.NO_MATCH:
             return None
         best = sorted(agreeing, key=lambda m: -m.alignment)[:LATERAL_MATCHES]
-        normal = heading_normal(float(self._database.heading[best[0].index]))
+        yaw = float(self._database.heading[best[0].index]) + math.radians(self._database.camera_yaw_deg)
+        normal = heading_normal(yaw)  # step 6b: the map camera's heading
         if normal is None:
             return None
         thumbnails, ids = self._database.thumbnails, self._database.image_ids

@@ -16,6 +16,7 @@ import datetime
 import errno
 import hashlib
 import json
+import math
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -90,7 +91,7 @@ def read_checked(source: Path, expected_model_id: str | None = None
 
 
 def file_header(model_id: str, dimension: int, index_type: str, count: int, views: Sequence[float],
-                gps_frame_id: str, search_params: dict[str, int]) -> dict[str, Any]:
+                gps_frame_id: str, camera_yaw_deg: float, search_params: dict[str, int]) -> dict[str, Any]:
     """The JSON header of a map file (checked on load by :func:`parse_header`)."""
     return {
         "format": FORMAT_NAME,
@@ -102,6 +103,7 @@ def file_header(model_id: str, dimension: int, index_type: str, count: int, view
         "search_params": search_params,
         "views": list(views),
         "gps_frame_id": gps_frame_id,
+        "camera_yaw_deg": camera_yaw_deg,
         "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "semloc_version": SEMLOC_VERSION,
     }
@@ -168,6 +170,23 @@ def stored_gps_frame_id(header: dict[str, Any], source: Path) -> str:
     if not isinstance(frame_id, str):
         raise DatabaseFormatError(f"{source}: invalid gps_frame_id {frame_id!r} in the header")
     return frame_id
+
+
+def checked_camera_yaw(value: Any) -> float:
+    """A camera yaw in degrees relative to the vehicle's forward axis (counter-clockwise, 180: a rear camera),
+    wrapped into (-180, 180]; ValueError unless a finite number."""
+    if not is_number(value) or not math.isfinite(value):
+        raise ValueError(f"camera yaw must be a finite number of degrees, got {value!r}")
+    wrapped = -((-float(value) + 180.0) % 360.0 - 180.0)
+    return wrapped + 0.0  # no -0.0
+
+
+def stored_camera_yaw(header: dict[str, Any], source: Path) -> float:
+    """The map camera's yaw in the header; 0 (a forward camera) for files written before maps stored it."""
+    try:
+        return checked_camera_yaw(header.get("camera_yaw_deg", 0.0))
+    except ValueError as error:
+        raise DatabaseFormatError(f"{source}: invalid camera_yaw_deg in the header: {error}") from error
 
 
 def stored_views(header: dict[str, Any], image_ids: np.ndarray, source: Path) -> tuple[float, ...]:

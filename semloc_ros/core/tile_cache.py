@@ -75,7 +75,7 @@ class TileCache:
         self.map, self.config, self._prepare = tiled_map, config.validate(), prepare
         self.stats = CacheStats()
         self._tiles: dict[TileKey, object] = {}
-        self._snapshot = Snapshot(TileView({}, tiled_map.model_id, tiled_map.dimension), None)
+        self._snapshot = Snapshot(TileView({}, tiled_map.model_id, tiled_map.dimension, tiled_map.camera_yaw_deg), None)
         self._request: tuple[str, object] | None = None
         self._busy = False
         self._closed = False
@@ -170,7 +170,7 @@ class TileCache:
                 self.stats.errors.append(f"tile {key}: {error}")
                 continue
             self.stats.loads += 1
-        view = TileView(tiles, self.map.model_id, self.map.dimension)
+        view = TileView(tiles, self.map.model_id, self.map.dimension, self.map.camera_yaw_deg)
         self._snapshot = Snapshot(view, self._prepare(view) if len(view) else None)
         self.stats.evictions += len(set(self._tiles) - set(tiles))
         self._tiles = tiles

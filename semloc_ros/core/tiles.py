@@ -44,6 +44,7 @@ from semloc_ros.core.database import (
 )
 from semloc_ros.core.geodesy import LocalENU, UTMProjection
 from semloc_ros.core.ivfpq import ivfpq_training_rows, untrained_ivfpq, without_precomputed_table
+from semloc_ros.core.map_file import checked_camera_yaw
 from semloc_ros.core.views import SINGLE_VIEW, check_views, format_views
 
 MANIFEST = "tiles.json"
@@ -166,6 +167,14 @@ class TiledMap:
         frame_id = self.manifest.get("gps_frame_id", "")
         return frame_id if isinstance(frame_id, str) else ""
 
+    @property
+    def camera_yaw_deg(self) -> float:
+        """The yaw of the map's camera relative to the vehicle (GeoDatabase.camera_yaw_deg; 0 when not stored)."""
+        try:
+            return checked_camera_yaw(self.manifest.get("camera_yaw_deg", 0.0))
+        except ValueError as error:
+            raise TiledMapError(f"{self.folder}: {error}") from error
+
     def centre(self) -> tuple[float, float]:
         """(lat, lon) of the middle of the map's tiles: a fixed origin for map coordinates."""
         keys = np.array(self.keys, dtype=np.float64)
@@ -195,7 +204,8 @@ class TiledMap:
 
     def load_all(self) -> GeoDatabase:
         """The whole map as one database (tiles in name order; for tools and tests, not for the vehicle)."""
-        whole = GeoDatabase(self.dimension, self.model_id, "flat", views=self.views)
+        whole = GeoDatabase(self.dimension, self.model_id, "flat", views=self.views,
+                            camera_yaw_deg=self.camera_yaw_deg)
         for key in self.keys:
             tile = self.load_tile(key)
             whole.add(tile.descriptors, [tile.record(i) for i in range(len(tile))], tile.thumbnails)
@@ -219,7 +229,8 @@ class TiledMap:
             "dimension": entries.dimension, "tile_size_m": float(tile_size_m),
             "utm": {"zone": projection.zone, "north": projection.north},
             "thumbnails": entries.thumbnails is not None, "views": list(entries.views),
-            "gps_frame_id": entries.gps_frame_id, "ivfpq_min_entries": int(ivfpq_min_entries),
+            "gps_frame_id": entries.gps_frame_id, "camera_yaw_deg": entries.camera_yaw_deg,
+            "ivfpq_min_entries": int(ivfpq_min_entries),
             "count": 0, "index": {"type": "flat"}, "tiles": {}, "version": (old.manifest["version"] + 1) if old else 1,
         }
         tiled = cls(target, manifest)
@@ -236,6 +247,9 @@ class TiledMap:
             raise TiledMapError("the map stores label thumbnails for all entries or for none: add entries alike")
         if tuple(entries.views) != self.views:
             raise TiledMapError(f"the map holds views {format_views(self.views)}, not {format_views(entries.views)}")
+        if entries.camera_yaw_deg != self.camera_yaw_deg:
+            raise TiledMapError(f"the map's camera looks {self.camera_yaw_deg:g} degrees from the vehicle heading, "
+                                f"these entries' {entries.camera_yaw_deg:g}: another camera, another map")
         self.manifest["version"] += 1
         return self._write(entries)
 
@@ -272,7 +286,8 @@ class TiledMap:
                        template: faiss.Index | None) -> GeoDatabase:
         """A tile's database with its new rows, indexed with the shared quantizer (or exactly)."""
         index_type = "auto" if template is None else "ivfpq"  # auto below its threshold: exact, no second copy
-        fresh = GeoDatabase(self.dimension, self.model_id, index_type, views=self.views)
+        fresh = GeoDatabase(self.dimension, self.model_id, index_type, views=self.views,
+                            camera_yaw_deg=self.camera_yaw_deg)
         if template is not None:
             fresh.use_trained_index(template, int(self.manifest["index"]["trained_count"]))
         for source, selected in ((tile, range(len(tile) if tile is not None else 0)), (entries, rows)):
@@ -347,9 +362,10 @@ def _check_manifest(manifest: Any, path: Path) -> None:
 class TileView:
     """Step 4: loaded tiles as one read-only database for the :class:`Localizer` (entries tile after tile)."""
 
-    def __init__(self, tiles: dict[TileKey, GeoDatabase], model_id: str, dimension: int) -> None:
+    def __init__(self, tiles: dict[TileKey, GeoDatabase], model_id: str, dimension: int,
+                 camera_yaw_deg: float = 0.0) -> None:
         self.tiles = dict(sorted(tiles.items()))
-        self.model_id, self.dimension = model_id, dimension
+        self.model_id, self.dimension, self.camera_yaw_deg = model_id, dimension, camera_yaw_deg
         parts = list(self.tiles.values())
         self._offsets = np.cumsum([0, *map(len, parts)])
         self._parts = parts

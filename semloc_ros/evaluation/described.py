@@ -17,6 +17,7 @@ import numpy as np
 
 from semloc_ros.core.database import DatabaseError, GeoDatabase
 from semloc_ros.core.files import atomic_write
+from semloc_ros.core.map_file import checked_camera_yaw
 from semloc_ros.core.reranking import THUMBNAIL_SHAPE
 from semloc_ros.evaluation.loop import cache_key, cache_name
 from semloc_ros.evaluation.metrics import method_label
@@ -87,7 +88,8 @@ def database_cached(
             database = GeoDatabase.load(path, expected_model_id=pipeline.model_id)
             labels = bool(getattr(pipeline, "needs_labels", False))
             if len(database) == len(valid) * len(views) and (database.thumbnails is not None or not labels):
-                return database
+                database.camera_yaw_deg = checked_camera_yaw(valid.camera_yaw_deg or 0.0)  # files cached before maps
+                return database  # stored it: the drive's camera decides
         except DatabaseError:
             pass  # built again below
     database = build_database(pipeline, valid, oracle=oracle, batch_size=batch_size, progress=progress, views=views)

@@ -34,6 +34,7 @@ from typing import Any
 from semloc_ros.core.database import DatabaseError, GeoDatabase
 from semloc_ros.core.files import write_json_atomic
 from semloc_ros.core.localizer import LocalizerConfig
+from semloc_ros.core.map_file import checked_camera_yaw
 from semloc_ros.core.views import SINGLE_VIEW
 from semloc_ros.evaluation.calibration import calibrate_method, evaluate_rejection_drives
 from semloc_ros.evaluation.loop import cache_key, cache_name, evaluate_method, evaluate_segmentation
@@ -215,6 +216,7 @@ def cached_database(path: Path, pipeline: Pipeline, drive: Drive, views: tuple[f
         return None
     if needs_thumbnails and database.thumbnails is None:
         return None  # cached before label thumbnails were stored
+    database.camera_yaw_deg = checked_camera_yaw(drive.camera_yaw_deg or 0.0)  # cached before maps stored it
     return database
 
 

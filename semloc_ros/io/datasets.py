@@ -194,6 +194,14 @@ class Drive:
         return np.array([f.stamp_ns for f in self.frames], dtype=np.int64)
 
     @property
+    def camera_yaw_deg(self) -> float | None:
+        """The camera's yaw relative to the vehicle in degrees (counter-clockwise, 180: a rear camera), from a
+        semloc-sim drive.json (``camera.hpr_deg``); None when the source does not record it."""
+        camera = self.metadata.get("camera")
+        heading = camera.get("hpr_deg", [None])[0] if isinstance(camera, dict) else None
+        return float(heading) if isinstance(heading, int | float) and not isinstance(heading, bool) else None
+
+    @property
     def has_labels(self) -> bool:
         return bool(self.frames) and all(f.has_labels for f in self.frames)
 

@@ -268,7 +268,8 @@ class LocalizerNode(Node):
         origin = database.frame
         self.get_logger().info(
             f"database {path}: {len(database)} places, pipeline {database.model_id}, dimension "
-            f"{database.dimension}, GPS frame '{database.gps_frame_id or 'none stored'}'; "
+            f"{database.dimension}, GPS frame '{database.gps_frame_id or 'none stored'}', camera yaw "
+            f"{database.camera_yaw_deg:g} deg; "
             f"'{self.params.get('map_frame')}' frame origin at lat {origin.lat0:.7f} lon {origin.lon0:.7f}")
         if database.legacy_segmenter_id is not None:  # accepted by the map watcher for the descriptors in flight
             self._warn_legacy()
@@ -283,7 +284,8 @@ class LocalizerNode(Node):
         self.diagnostics.fatal = ""
         self.get_logger().info(
             f"tiled map {path}: {tiled.count} places in {len(tiled.keys)} tiles of {tiled.grid.size_m:g} m, model "
-            f"{tiled.model_id}; tiles load around the estimate; '{self.params.get('map_frame')}' frame origin at "
+            f"{tiled.model_id}, camera yaw {tiled.camera_yaw_deg:g} deg; tiles load around the estimate; "
+            f"'{self.params.get('map_frame')}' frame origin at "
             f"lat {self._map_enu.lat0:.7f} lon {self._map_enu.lon0:.7f}")
 
     def destroy_node(self) -> None:
