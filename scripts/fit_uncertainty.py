@@ -1,19 +1,23 @@
 #!/usr/bin/env python3
 """Refit the localizer's covariance model, integrity gate and off-map filter on TRAINING maps; report them.
 
-    python scripts/fit_uncertainty.py --dataset ROOT [--write-config config/semloc.yaml] [--out DIR]
+    python scripts/fit_uncertainty.py --dataset ROOT [--dataset ROOT2 ...] [--write-config config/semloc.yaml]
+                                      [--out DIR] [--report-only]
 
 Steps (semloc_ros.evaluation.uncertainty_study: which map plays which role):
 1. Read the shipped localizer configuration (``localizer_node`` of the parameter file), the cross-track
    correction (``lateral_gain_m``, scripts/fit_lateral.py) included: everything below sees corrected fixes.
-2. Learning map (the first training map): the sequence filter's temperature and kidnap probability, the
-   off-map similarity, the integrity score (logistic regression of a right fix on its cues).
+   Training maps: the ``train`` drives of every ``--dataset`` root, grouped by map seed and camera (seeds and
+   drive names distinct across roots); evaluation maps, rear sets and tuning maps are never fitted on.
+2. Learning map (the first training map of the first root): the sequence filter's temperature and kidnap
+   probability, the off-map similarity, the integrity score (logistic regression of a right fix on its cues).
 3. Calibration maps (the other training maps): the Learn-then-Test gate at ``--false-fix-rate`` with
    confidence ``1 - --delta``; then the heading-aligned covariance model on the published fixes of all
    training maps. Both modes (single-frame, sequence filter) are fitted; the file gets the mode it ships.
-4. Report on the evaluation map and on out-of-map drives (never fitted on): coverage, share beyond 3 sigma,
-   largest STATUS_FIX error, false-fix / kept-fix rates, EKF NEES. ``DIR/results.json``; tables via
-   scripts/results_tables.py.
+   ``--report-only`` skips steps 2-3: the parameter file's own values are reported (to compare with a fit).
+4. Report, per root, on the evaluation map, the rear pair and the tuning map (held out: the figures to decide
+   on) and on out-of-map drives (never fitted on): coverage, share beyond 3 sigma, largest STATUS_FIX error,
+   false-fix / kept-fix rates, EKF NEES. ``DIR/results.json``; tables via scripts/results_tables.py.
 5. ``--write-config``: the fitted values of the shipped mode replace those in the parameter file (comments
    kept). config/semloc.yaml must equal the nodes' declared defaults (test/test_config_consistency.py): copy
    the same values into the ``setting(...)`` defaults of ``LocalizerConfig`` (core/localizer.py) and
@@ -44,7 +48,8 @@ from semloc_ros.evaluation.uncertainty_study import (  # noqa: E402
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", type=Path, required=True, help="semloc-sim root (splits.json with train maps)")
+    parser.add_argument("--dataset", type=Path, action="append", required=True,
+                        help="semloc-sim root (splits.json with train maps); repeat to fit on several roots")
     parser.add_argument("--config", type=Path, default=ROOT / "config" / "semloc.yaml",
                         help="parameter file whose localizer_node settings are fitted")
     parser.add_argument("--write-config", type=Path, default=None, help="write the fitted values into this file")
@@ -57,11 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="out-of-map frames count beyond this distance along their route")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--no-report", action="store_true", help="fit only")
+    parser.add_argument("--report-only", action="store_true",
+                        help="fit nothing: report the parameter file's values (--write-config is refused)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.report_only and (args.write_config is not None or args.no_report):
+        print("fit_uncertainty: --report-only fits nothing to write or leave unreported", file=sys.stderr)
+        return 2
     from semloc_ros.models import set_torch_threads
     from semloc_ros.models.pipeline import Pipeline
 
@@ -69,7 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     config = read_localizer_config(args.config)
     pipeline = Pipeline.from_method(args.method, device="cpu")
-    study = run_study(args, pipeline, config)
+    try:
+        study = run_study(args, pipeline, config)
+    except (OSError, ValueError, KeyError) as error:  # a root without splits.json, shared seeds, ...
+        print(f"fit_uncertainty: {error}", file=sys.stderr)
+        return 2
     study["seconds"] = round(time.perf_counter() - start)
     if args.out is not None:
         from semloc_ros.core.files import write_json_atomic

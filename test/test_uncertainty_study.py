@@ -10,9 +10,12 @@ import pytest
 import yaml
 
 from semloc_ros.evaluation.uncertainty_study import (
+    check_distinct_drives,
     fit_offmap_similarity,
+    held_out_maps,
     read_localizer_config,
     training_maps,
+    tuning_maps,
     write_config_values,
 )
 
@@ -35,18 +38,48 @@ def test_written_values_keep_the_comments_and_read_back_as_the_declared_types(tm
         write_config_values(path, {"no_such_parameter": 1.0})
 
 
-def test_training_maps_group_the_train_drives_by_map_with_the_day_drive_as_database(tmp_path):
-    for name, seed, condition in (("a_night", 1, "night"), ("a_day", 1, "day"), ("b_day", 2, "day"),
-                                  ("b_dusk", 2, "dusk"), ("e_db", 9, "day"), ("e_q", 9, "night")):
-        folder = tmp_path / "drives" / name
+def write_root(root: Path, drives: list[tuple[str, int, str, float]], splits: dict) -> Path:
+    """A semloc-sim root of one-frame drives ``(name, seed, condition, camera yaw)`` and its splits.json."""
+    for name, seed, condition, yaw in drives:
+        folder = root / "drives" / name
         folder.mkdir(parents=True)
-        (folder / "drive.json").write_text(json.dumps({"seed": seed, "condition": condition}))
+        camera = {"hpr_deg": [yaw, 0.0, 0.0]}
+        (folder / "drive.json").write_text(json.dumps({"seed": seed, "condition": condition, "camera": camera}))
         (folder / "poses.csv").write_text("frame,stamp_ns,lat,lon,alt_m,heading_rad\n0,1,51.7,-1.2,60,0\n")
-    (tmp_path / "splits.json").write_text(json.dumps({"train": ["a_night", "a_day", "b_day", "b_dusk"],
-                                                      "database": "e_db", "queries": ["e_q"]}))
-    maps = training_maps(tmp_path)
-    assert [(m.database.name, [q.name for q in m.queries]) for m in maps] == [("a_day", ["a_night"]),
-                                                                             ("b_day", ["b_dusk"])]
+    (root / "splits.json").write_text(json.dumps(splits))
+    return root
+
+
+def test_training_maps_group_the_train_drives_of_every_root_by_map_and_camera(tmp_path):
+    v1 = write_root(tmp_path / "v1", [("a_night", 1, "night", 0.0), ("a_day", 1, "day", 0.0), ("b_day", 2, "day", 0.0),
+                                      ("b_dusk", 2, "dusk", 0.0), ("e_db", 9, "day", 0.0), ("e_q", 9, "night", 0.0)],
+                    {"train": ["a_night", "a_day", "b_day", "b_dusk"], "database": "e_db", "queries": ["e_q"]})
+    v2 = write_root(tmp_path / "v2", [("c_day", 3, "day", 0.0), ("c_fog", 3, "fog", 0.0),
+                                      ("c_rear_day", 3, "day", 180.0), ("c_rear_dusk", 3, "dusk", 180.0),
+                                      ("f_db", 8, "day", 0.0), ("f_q", 8, "fog", 0.0),
+                                      ("f_rear_db", 8, "day", 180.0), ("f_rear_q", 8, "night", 180.0),
+                                      ("t_db", 7, "day", 0.0), ("t_q", 7, "night", 0.0)],
+                    {"train": ["c_day", "c_rear_day", "c_fog", "c_rear_dusk"], "database": "f_db", "queries": ["f_q"],
+                     "rear": {"database": "f_rear_db", "queries": ["f_rear_q"]},
+                     "tuning": {"database": "t_db", "queries": ["t_q"]}})
+    maps = training_maps([v1, v2])
+    assert [(m.name, m.database.name, [q.name for q in m.queries]) for m in maps] == [
+        ("map1", "a_day", ["a_night"]), ("map2", "b_day", ["b_dusk"]), ("map3", "c_day", ["c_fog"]),
+        ("map3-rear", "c_rear_day", ["c_rear_dusk"])]  # no evaluation, rear-set or tuning drive
+    assert maps[2].world == maps[3].world != maps[1].world  # a rear map is never out-of-map for its seed
+    held = held_out_maps(v2)
+    assert [(m.name, m.database.name) for m in held] == [("v2:evaluation", "f_db"), ("v2:rear", "f_rear_db"),
+                                                        ("v2:tuning", "t_db")]
+    assert held[0].world == held[1].world and [m.name for m in tuning_maps(v2)] == ["v2:tuning"]
+    assert tuning_maps(v1) == []
+    clash = write_root(tmp_path / "clash", [("z_day", 2, "day", 0.0), ("z_dusk", 2, "dusk", 0.0)],
+                       {"train": ["z_day", "z_dusk"], "database": "z_day", "queries": ["z_dusk"]})
+    with pytest.raises(ValueError, match="map seeds"):
+        training_maps([v1, clash])
+    with pytest.raises(ValueError, match="drive names"):
+        check_distinct_drives([*training_maps([v1]), *held_out_maps(v1), *held_out_maps(v1)])
+    with pytest.raises(ValueError, match="at least two training maps"):
+        training_maps([clash])
 
 
 def test_offmap_similarity_separates_right_in_map_frames_from_out_of_map_frames():

@@ -7,8 +7,9 @@
    along.
 2. Gain: least squares ``t ~ gain x b`` through the origin (no offset in the image, no correction) over the
    fitting maps; the residual sigma is the root mean square of ``t - gain x b``.
-3. Held out: on maps not fitted on, the root mean square cross error before (``t``) and after (``t - gain b``)
-   the correction, per drive and over all; the correction ships only when it lowers the held-out error.
+3. Held out: on maps not fitted on (each map in turn with the others of its seed, fitted on the rest; and the
+   tuning maps, fitted on all), the root mean square cross error before (``t``) and after (``t - gain b``) the
+   correction, per drive and over all; the correction ships only when it lowers the held-out error.
 """
 
 from __future__ import annotations
@@ -93,8 +94,9 @@ def _map_samples(described, role, config: LocalizerConfig, max_error_m: float) -
 
 
 def run_lateral_study(args, maps: Sequence, tuning: Sequence, config: LocalizerConfig) -> dict:
-    """Steps 1-3 for scripts/fit_lateral.py: held-out checks (``tuning`` maps, else leave one map out) and the
-    gain of all ``maps``; ``shipped_gain_m`` is that gain when the held-out cross error drops, else 0."""
+    """Steps 1-3 for scripts/fit_lateral.py: held-out checks (each map with the others of its seed left out in
+    turn, and the ``tuning`` maps) and the gain of all ``maps``; ``shipped_gain_m`` is that gain when the
+    held-out cross error drops, else 0."""
     from semloc_ros.evaluation.uncertainty_study import Described
     from semloc_ros.models import set_torch_threads
     from semloc_ros.models.pipeline import Pipeline
@@ -104,20 +106,22 @@ def run_lateral_study(args, maps: Sequence, tuning: Sequence, config: LocalizerC
     described = Described(pipeline, args.method, args.cache_dir, args.database_views)
     samples = {role.name: _map_samples(described, role, config, args.threshold_m) for role in [*maps, *tuning]}
     checks = []
-    held_out = [(t.name, [m.name for m in maps]) for t in tuning] or [
-        (m.name, [o.name for o in maps if o is not m]) for m in maps if len(maps) > 1]
-    for name, fitted_on in held_out:
+    worlds = list(dict.fromkeys(m.world for m in maps))
+    held_out = [([m.name for m in maps if m.world == w], [m.name for m in maps if m.world != w])
+                for w in worlds if len(worlds) > 1] + [([t.name], [m.name for m in maps]) for t in tuning]
+    for names, fitted_on in held_out:
         gain, sigma = fit_gain([s for n in fitted_on for s in samples[n]])
-        checks.append({"held_out": name, "fitted_on": fitted_on, "gain_m": gain, "residual_sigma_m": sigma,
-                       "errors": held_out_errors(samples[name], gain)})
+        checks.append({"held_out": "+".join(names), "fitted_on": fitted_on, "gain_m": gain,
+                       "residual_sigma_m": sigma,
+                       "errors": held_out_errors([s for n in names for s in samples[n]], gain)})
     gain, sigma = fit_gain([s for m in maps for s in samples[m.name]])
-    pooled = held_out_errors([s for c in checks for s in samples[c["held_out"]]], 1.0)  # "before" only
-    after = np.sqrt(np.mean(np.concatenate([
-        (s.target_m - c["gain_m"] * s.slope) ** 2 for c in checks for s in samples[c["held_out"]]]))) if checks else \
-        math.nan
+    checked = [(c, s) for c in checks for n in c["held_out"].split("+") for s in samples[n]]
+    pooled = held_out_errors([s for _, s in checked], 1.0)  # "before" only
+    after = np.sqrt(np.mean(np.concatenate([(s.target_m - c["gain_m"] * s.slope) ** 2 for c, s in checked]))) \
+        if checks else math.nan
     better = bool(checks) and float(after) < pooled["all"]["rms_before_m"]
-    return {"dataset": str(args.dataset), "maps": {m.name: [m.database.name, [q.name for q in m.queries]]
-                                                   for m in [*maps, *tuning]},
+    return {"dataset": [str(root) for root in args.dataset],
+            "maps": {m.name: [m.database.name, [q.name for q in m.queries]] for m in [*maps, *tuning]},
             "gain_m": gain, "residual_sigma_m": sigma, "checks": checks,
             "held_out_rms_before_m": pooled["all"]["rms_before_m"] if checks else math.nan,
             "held_out_rms_after_m": float(after), "better_held_out": better,

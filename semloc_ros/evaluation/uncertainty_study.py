@@ -1,16 +1,20 @@
 """Fit the fix uncertainty and integrity on training maps, report them on the evaluation map and off the map.
 
-Maps and roles (from ``ROOT/splits.json``; nothing of the evaluation map is ever fitted on):
+Maps and roles (from the ``splits.json`` of one or more dataset roots; nothing of an evaluation map, a tuning
+map or a rear set is ever fitted on):
 
-1. Training maps: the ``train`` drives grouped by map (``seed`` in drive.json), plus the ``tuning`` set when
-   there is one. Per map the database is its first ``day`` drive (v1: trainA_day_l0, trainB_day_l1), the
-   other drives are its in-map queries; its drives queried against ANOTHER training map's database are
-   out-of-map frames (beyond ``min_route_m``: every map starts on the same road).
-2. The first training map *learns* (filter parameters, off-map similarity, the integrity score); the others
-   *calibrate* (the Learn-then-Test gate: split conformal, on frames the score never saw). The covariance
-   model is fitted on the published fixes of all training maps.
-3. Report: every evaluation query against the evaluation database, and out-of-map drives (the calibration
-   maps' drives against the evaluation database, the evaluation queries against the learning map's database).
+1. Training maps: the ``train`` drives of every root grouped by map (``seed`` in drive.json) and camera (its yaw
+   relative to the vehicle: a rear camera's drives form a map of their own, since a rear query does not match a
+   front camera's places). Per map the database is its first ``day`` drive (v1: trainA_day_l0, trainB_day_l1),
+   the other drives are its in-map queries; its drives queried against the database of a map of ANOTHER seed
+   are out-of-map frames (beyond ``min_route_m``: every map starts on the same road). Seeds and drive names must
+   be distinct across roots (ValueError), as for training (:func:`semloc_ros.training.data.load_train_sets`).
+2. The first training map (of the first root) *learns* (filter parameters, off-map similarity, the integrity
+   score); the others *calibrate* (the Learn-then-Test gate: split conformal, on frames the score never saw).
+   The covariance model is fitted on the published fixes of all training maps.
+3. Report, per root: every query of its evaluation map (and of its ``rear`` pair and its ``tuning`` map, held
+   out) against that map's database, and out-of-map drives (the root's calibration maps' drives against the
+   evaluation database, the reported queries against the learning map's database).
 """
 
 from __future__ import annotations
@@ -35,39 +39,80 @@ from semloc_ros.io.datasets import Drive, load_semloc_sim_drive
 
 @dataclass
 class MapRole:
-    """One map of the study: its database drive and its query drives."""
+    """One map of the study: its database drive and its query drives; ``world`` names the map they are on (root
+    and seed: out-of-map pairs never share one), ``root`` the dataset they come from."""
 
     name: str
     database: Drive
     queries: list[Drive]
+    world: str = ""
+    root: str = ""
 
 
-def training_maps(root: Path) -> list[MapRole]:
-    """Step 1: the training maps of a semloc-sim root, in split order."""
-    splits = json.loads((Path(root) / "splits.json").read_text())
-    by_map: dict[str, list[Drive]] = {}
-    for name in splits.get("train", []):
+def _splits(root: Path) -> dict:
+    return json.loads((Path(root) / "splits.json").read_text())
+
+
+def _camera_tag(drive: Drive) -> str:
+    yaw = drive.camera_yaw_deg or 0.0
+    return "" if yaw == 0.0 else ("-rear" if abs(yaw) == 180.0 else f"-yaw{yaw:g}")
+
+
+def _root_training_maps(root: Path) -> list[MapRole]:
+    """Step 1 for one root: its train drives grouped by seed and camera, in split order."""
+    by_map: dict[tuple[str, str], list[Drive]] = {}
+    for name in _splits(root).get("train", []):
         drive = load_semloc_sim_drive(root, name)
-        by_map.setdefault(str(drive.metadata.get("seed", name)), []).append(drive)
+        by_map.setdefault((str(drive.metadata.get("seed", name)), _camera_tag(drive)), []).append(drive)
     maps = []
-    for seed, drives in by_map.items():
+    for (seed, camera), drives in by_map.items():
         day = [d for d in drives if d.condition == "day"]
         database = day[0] if day else drives[0]
-        maps.append(MapRole(f"map{seed}", database, [d for d in drives if d is not database]))
-    tuning = splits.get("tuning")
-    if isinstance(tuning, dict) and tuning.get("database"):
-        maps.append(MapRole("tuning", load_semloc_sim_drive(root, tuning["database"]),
-                            [load_semloc_sim_drive(root, n) for n in tuning.get("queries", [])]))
-    if len(maps) < 2:
-        raise ValueError(f"{root}: the study needs at least two training maps, found {len(maps)}")
+        maps.append(MapRole(f"map{seed}{camera}", database, [d for d in drives if d is not database],
+                            f"{seed}", str(root)))
     return maps
 
 
-def evaluation_map(root: Path) -> MapRole:
-    """The evaluation map (``database`` and ``queries`` of splits.json): reported only."""
-    splits = json.loads((Path(root) / "splits.json").read_text())
-    return MapRole("evaluation", load_semloc_sim_drive(root, splits["database"]),
-                   [load_semloc_sim_drive(root, n) for n in splits["queries"]])
+def training_maps(roots: Sequence[Path]) -> list[MapRole]:
+    """Step 1: the training maps of one or more semloc-sim roots, in root and split order (ValueError when two
+    roots share a map seed or a drive name, or when there are fewer than two maps)."""
+    maps: list[MapRole] = []
+    for root in roots:
+        found = _root_training_maps(root)
+        if clash := {m.world for m in found} & {m.world for m in maps}:
+            raise ValueError(f"{root}: map seeds {sorted(clash)} also in another dataset (maps must be distinct)")
+        maps += found
+    check_distinct_drives(maps)
+    if len(maps) < 2:
+        raise ValueError(f"{', '.join(map(str, roots))}: the study needs at least two training maps, found {len(maps)}")
+    return maps
+
+
+def check_distinct_drives(roles: Sequence[MapRole]) -> None:
+    """ValueError when two drives of the study share a name (descriptions are cached and records kept by name)."""
+    names = [d.name for role in roles for d in [role.database, *role.queries]]
+    if clash := sorted({n for n in names if names.count(n) > 1}):
+        raise ValueError(f"drive names {clash} occur in more than one dataset root: give roots with distinct names")
+
+
+def held_out_maps(root: Path) -> list[MapRole]:
+    """Step 3: the maps of a root that are reported only: its evaluation map, its ``rear`` pair and its
+    ``tuning`` map (held out for choices), those splits.json has."""
+    splits, tag = _splits(root), Path(root).name
+    roles = [MapRole(f"{tag}:evaluation", load_semloc_sim_drive(root, splits["database"]),
+                     [load_semloc_sim_drive(root, n) for n in splits["queries"]], f"{tag}:evaluation", str(root))]
+    for name in ("rear", "tuning"):
+        held = splits.get(name)
+        if isinstance(held, dict) and held.get("database"):
+            roles.append(MapRole(f"{tag}:{name}", load_semloc_sim_drive(root, held["database"]),
+                                 [load_semloc_sim_drive(root, n) for n in held.get("queries", [])],
+                                 f"{tag}:{'evaluation' if name == 'rear' else name}", str(root)))
+    return roles
+
+
+def tuning_maps(root: Path) -> list[MapRole]:
+    """The ``tuning`` map of a root (a list of at most one): held out for choices, never fitted on."""
+    return [role for role in held_out_maps(root) if role.name.endswith(":tuning")]
 
 
 class Described:
@@ -101,9 +146,10 @@ class Described:
 def map_records(
     described: Described, role: MapRole, others: Sequence[MapRole], config: LocalizerConfig, mode: str,
 ) -> list[FixRecords]:
-    """In-map records of ``role``'s queries and out-of-map records of its drives against ``others``' databases."""
+    """In-map records of ``role``'s queries and out-of-map records of its drives against the databases of
+    ``others`` on another map (another world)."""
     records = [described.records(role.database, q, config, mode, True) for q in role.queries]
-    for other in others:
+    for other in [o for o in others if o.world != role.world]:
         records += [described.records(other.database, d, config, mode, False)
                     for d in [role.database, *role.queries]]
     return records
@@ -170,49 +216,75 @@ def _fit_mode(described, maps, config, mode, args) -> tuple[dict, dict]:
     return fitted, record
 
 
-def _report_mode(described, maps, evaluation, config, mode, fitted, args) -> list[dict]:
-    """Step 4 of the script for one mode: per evaluation drive and per out-of-map drive."""
+def _report_mode(described, maps, reported, config, mode, fitted, args) -> list[dict]:
+    """Step 4 of the script for one mode: per held-out drive and per out-of-map drive."""
     from semloc_ros.evaluation.fix_quality import drive_report
 
-    records = [described.records(evaluation.database, q, config, mode, True) for q in evaluation.queries]
-    records += [described.records(maps[0].database, q, config, mode, False) for q in evaluation.queries]
-    for role in maps[1:]:  # drives of other maps against the evaluation database
-        records += [described.records(evaluation.database, d, config, mode, False)
-                    for d in [role.database, *role.queries]]
+    records = []
+    for role in reported:
+        records += [described.records(role.database, q, config, mode, True) for q in role.queries]
+        records += [described.records(maps[0].database, q, config, mode, False) for q in role.queries]
+        if not role.name.endswith(":evaluation"):
+            continue
+        for other in [m for m in maps[1:] if m.root == role.root]:  # that root's other maps against it
+            records += [described.records(role.database, d, config, mode, False)
+                        for d in [other.database, *other.queries]]
     return [drive_report(r, fitted["track_model"], fitted["integrity"], args.threshold_m, args.min_route_m)
             for r in records]
 
 
-def run_study(args, pipeline, config: LocalizerConfig) -> dict:
-    """Steps 2-4 of scripts/fit_uncertainty.py for both modes; the shipped mode's parameters."""
+def _fit_filter(described, learn: MapRole, config: LocalizerConfig, args) -> tuple[LocalizerConfig, dict]:
+    """Step 2 of the script: the filter's temperature and kidnap probability on the learning map's first query,
+    the off-map similarity on its records (single-frame)."""
     from semloc_ros.evaluation.calibration import fit_filter_parameters
 
-    described = Described(pipeline, args.method, args.cache_dir, args.database_views)
-    maps, evaluation = training_maps(args.dataset), evaluation_map(args.dataset)
-    learn = maps[0]
     first = described.drive(learn.queries[0])
     filtered_config, filter_fit = fit_filter_parameters(
         described.database(learn.database), first.drive, first.descriptors,
         config.with_parameters(sequence_filter=True), args.threshold_m, thumbnails=first.thumbnails)
     config = config.with_parameters(filter_temperature=filtered_config.filter.temperature,
                                     filter_kidnap_probability=filtered_config.filter.kidnap_probability)
-    offmap = fit_offmap_similarity(map_records(described, learn, maps[1:], config, "single"),
-                                   args.threshold_m, args.min_route_m)
-    config = config.with_parameters(filter_exit_probability=FILTER_EXIT_PROBABILITY,
-                                    filter_entry_probability=FILTER_ENTRY_PROBABILITY, filter_offmap_similarity=offmap)
-    study: dict = {"dataset": str(args.dataset), "threshold_m": args.threshold_m, "min_route_m": args.min_route_m,
-                   "false_fix_rate": args.false_fix_rate, "delta": args.delta, "views": list(args.database_views),
+    return config, filter_fit
+
+
+def run_study(args, pipeline, config: LocalizerConfig) -> dict:
+    """Steps 2-4 of scripts/fit_uncertainty.py for both modes; the shipped mode's parameters. With
+    ``args.report_only`` nothing is fitted: the parameter file's values are reported as they are."""
+    described = Described(pipeline, args.method, args.cache_dir, args.database_views)
+    maps = training_maps(args.dataset)
+    reported = [role for root in args.dataset for role in held_out_maps(root)]
+    check_distinct_drives([*maps, *reported])
+    learn = maps[0]
+    filter_fit = {"fitted_on": None}
+    if not args.report_only:
+        config, filter_fit = _fit_filter(described, learn, config, args)
+        offmap = fit_offmap_similarity(map_records(described, learn, maps[1:], config, "single"),
+                                       args.threshold_m, args.min_route_m)
+        config = config.with_parameters(filter_exit_probability=FILTER_EXIT_PROBABILITY,
+                                        filter_entry_probability=FILTER_ENTRY_PROBABILITY,
+                                        filter_offmap_similarity=offmap)
+    study: dict = {"dataset": [str(root) for root in args.dataset], "threshold_m": args.threshold_m,
+                   "min_route_m": args.min_route_m, "false_fix_rate": args.false_fix_rate, "delta": args.delta,
+                   "views": list(args.database_views), "lateral_gain_m": config.lateral_gain_m,
+                   "report_only": bool(args.report_only),
                    "maps": {m.name: {"database": m.database.name, "queries": [q.name for q in m.queries]}
-                            for m in [*maps, evaluation]},
+                            for m in [*maps, *reported]},
                    "filter": {"fitted_on": filter_fit["fitted_on"], "temperature": config.filter.temperature,
                               "kidnap_probability": config.filter.kidnap_probability,
-                              "offmap_similarity": offmap, "exit_probability": FILTER_EXIT_PROBABILITY,
-                              "entry_probability": FILTER_ENTRY_PROBABILITY},
+                              "offmap_similarity": config.filter.offmap_similarity,
+                              "exit_probability": config.filter.exit_probability,
+                              "entry_probability": config.filter.entry_probability},
                    "modes": {}}
     for mode in ("single", "filtered"):
-        fitted, record = _fit_mode(described, maps, config, mode, args)
+        if args.report_only:
+            fitted = {"track_model": config.track_model(), "integrity": config.integrity_model()}
+            record = {"learning_map": None, "calibration_maps": [],
+                      "integrity": dataclasses.asdict(fitted["integrity"]),
+                      "covariance": dataclasses.asdict(fitted["track_model"])}
+        else:
+            fitted, record = _fit_mode(described, maps, config, mode, args)
         record["report"] = [] if args.no_report else _report_mode(
-            described, maps, evaluation, config, mode, fitted, args)
+            described, maps, reported, config, mode, fitted, args)
         study["modes"][mode] = {**record, "parameters": parameters_of(fitted, study["filter"])}
     shipped = MODES_OF[bool(config.sequence_filter)]
     study["shipped"] = {"mode": shipped, "parameters": study["modes"][shipped]["parameters"]}
