@@ -12,7 +12,7 @@ from semloc_ros.core.geodesy import LocalENU
 from semloc_ros.core.lateral import fit_shear, heading_normal, view_shift_px
 from semloc_ros.core.localizer import Localizer, LocalizerConfig
 from semloc_ros.core.views import shift_view
-from semloc_ros.evaluation.lateral_fit import LateralSamples, fit_gain, held_out_errors
+from semloc_ros.evaluation.lateral_fit import LateralSamples, fit_gain, held_out_errors, held_out_splits
 
 LANE_LINE, ROAD, SIDEWALK, SKY, TERRAIN = 7, 10, 11, 12, 13
 HEIGHT_M = 1.5
@@ -146,6 +146,16 @@ def test_a_rear_cameras_map_turns_the_correction_to_the_vehicles_side(sequence_f
     wrong = Localizer(unrecorded, LocalizerConfig().with_parameters(**settings)).localize(query, thumbnail=thumbnail,
                                                                                          stamp_ns=0)
     assert wrong.north - before.north == pytest.approx(-3.5, abs=0.3)
+
+
+def test_held_out_checks_leave_out_a_seed_with_both_its_cameras_and_check_the_tuning_maps() -> None:
+    from types import SimpleNamespace as Role
+
+    maps = [Role(name="map1", world="1"), Role(name="map3", world="3"), Role(name="map3-rear", world="3")]
+    assert held_out_splits(maps, [Role(name="v2:tuning", world="t")]) == [
+        (["map1"], ["map3", "map3-rear"]), (["map3", "map3-rear"], ["map1"]),
+        (["v2:tuning"], ["map1", "map3", "map3-rear"])]
+    assert held_out_splits(maps[1:], []) == []  # one seed: nothing to hold out
 
 
 def test_fit_lateral_script_rejects_a_malformed_map_in_one_line(tmp_path, capsys) -> None:

@@ -88,6 +88,14 @@ def held_out_errors(samples: Sequence[LateralSamples], gain: float) -> dict[str,
     return result
 
 
+def held_out_splits(maps: Sequence, tuning: Sequence) -> list[tuple[list[str], list[str]]]:
+    """Step 3: ``(held-out map names, fitted-on map names)``: each seed's maps (both cameras) in turn against the
+    other seeds' (when there are several), then each tuning map against all ``maps``."""
+    worlds = list(dict.fromkeys(m.world for m in maps))
+    return [([m.name for m in maps if m.world == w], [m.name for m in maps if m.world != w])
+            for w in worlds if len(worlds) > 1] + [([t.name], [m.name for m in maps]) for t in tuning]
+
+
 def _map_samples(described, role, config: LocalizerConfig, max_error_m: float) -> list[LateralSamples]:
     database = described.database(role.database)
     return [lateral_samples(database, described.drive(q), config, max_error_m) for q in role.queries]
@@ -106,10 +114,7 @@ def run_lateral_study(args, maps: Sequence, tuning: Sequence, config: LocalizerC
     described = Described(pipeline, args.method, args.cache_dir, args.database_views)
     samples = {role.name: _map_samples(described, role, config, args.threshold_m) for role in [*maps, *tuning]}
     checks = []
-    worlds = list(dict.fromkeys(m.world for m in maps))
-    held_out = [([m.name for m in maps if m.world == w], [m.name for m in maps if m.world != w])
-                for w in worlds if len(worlds) > 1] + [([t.name], [m.name for m in maps]) for t in tuning]
-    for names, fitted_on in held_out:
+    for names, fitted_on in held_out_splits(maps, tuning):
         gain, sigma = fit_gain([s for n in fitted_on for s in samples[n]])
         checks.append({"held_out": "+".join(names), "fitted_on": fitted_on, "gain_m": gain,
                        "residual_sigma_m": sigma,
