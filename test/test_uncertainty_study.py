@@ -76,8 +76,11 @@ def test_training_maps_group_the_train_drives_of_every_root_by_map_and_camera(tm
                        {"train": ["z_day", "z_dusk"], "database": "z_day", "queries": ["z_dusk"]})
     with pytest.raises(ValueError, match="map seeds"):
         training_maps([v1, clash])
-    with pytest.raises(ValueError, match="drive names"):
-        check_distinct_drives([*training_maps([v1]), *held_out_maps(v1), *held_out_maps(v1)])
+    twin = write_root(tmp_path / "twin", [("e_db", 5, "day", 0.0), ("e_q", 5, "night", 0.0)],
+                      {"train": [], "database": "e_db", "queries": ["e_q"]})
+    check_distinct_drives([*held_out_maps(v1), *held_out_maps(v1)])  # the same folders twice: one description
+    with pytest.raises(ValueError, match="same name and frame count"):
+        check_distinct_drives([*held_out_maps(v1), *held_out_maps(twin)])
     with pytest.raises(ValueError, match="at least two training maps"):
         training_maps([clash])
 

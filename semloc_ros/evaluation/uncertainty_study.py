@@ -89,10 +89,13 @@ def training_maps(roots: Sequence[Path]) -> list[MapRole]:
 
 
 def check_distinct_drives(roles: Sequence[MapRole]) -> None:
-    """ValueError when two drives of the study share a name (descriptions are cached and records kept by name)."""
-    names = [d.name for role in roles for d in [role.database, *role.queries]]
-    if clash := sorted({n for n in names if names.count(n) > 1}):
-        raise ValueError(f"drive names {clash} occur in more than one dataset root: give roots with distinct names")
+    """ValueError when drives of different folders share a name and frame count: the cache would mix their
+    descriptions (its files are named by drive, frame count and models)."""
+    drives = {d.source: (d.name, len(d)) for role in roles for d in [role.database, *role.queries]}
+    keys = list(drives.values())
+    if clash := sorted({name for name, count in keys if keys.count((name, count)) > 1}):
+        raise ValueError(f"drives {clash} of more than one dataset root have the same name and frame count: their "
+                         "cached descriptions would mix (give each root its own --cache-dir run)")
 
 
 def held_out_maps(root: Path) -> list[MapRole]:
@@ -129,18 +132,19 @@ class Described:
 
     def records(self, database_drive: Drive, drive: Drive, config: LocalizerConfig, mode: str,
                 in_map: bool) -> FixRecords:
-        """:func:`fix_records` of ``drive`` against ``database_drive``'s database (kept: one config per run)."""
-        key = (database_drive.name, drive.name, mode)
+        """:func:`fix_records` of ``drive`` against ``database_drive``'s database (kept: one config per run; drives
+        are told apart by their folder, since two roots may hold drives of one name)."""
+        key = (database_drive.source, drive.source, mode)
         if key not in self._records:
             self._records[key] = fix_records(self.database(database_drive), self.drive(drive), config, mode, in_map,
                                              database_drive.name)
         return self._records[key]
 
     def database(self, drive: Drive) -> GeoDatabase:
-        if drive.name not in self._databases:
-            self._databases[drive.name] = database_cached(self.pipeline, drive, self.cache_dir, self.method,
-                                                          views=self.views, progress=self.progress)
-        return self._databases[drive.name]
+        if drive.source not in self._databases:
+            self._databases[drive.source] = database_cached(self.pipeline, drive, self.cache_dir, self.method,
+                                                            views=self.views, progress=self.progress)
+        return self._databases[drive.source]
 
 
 def map_records(
