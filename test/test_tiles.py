@@ -266,7 +266,8 @@ def test_build_db_writes_tiles_and_appends_only_to_the_tiles_it_touches(tmp_path
     whole, reference = second.load_all(), GeoDatabase.load(single)
     order = np.argsort(whole.image_ids)
     expected = np.argsort(reference.image_ids)
-    assert np.array_equal(whole.descriptors[order], reference.descriptors[expected])
+    # the same labels (thumbnails below); the histograms' float sums may differ in the last bit with the batches
+    np.testing.assert_allclose(whole.descriptors[order], reference.descriptors[expected], rtol=0, atol=1e-6)
     assert np.array_equal(whole.thumbnails[order], reference.thumbnails[expected])
     assert build_db.main([str(east), "--out", str(single), "--tile-size-m", "500", *common]) == 1
     assert "not a tiled map folder" in capsys.readouterr().err
