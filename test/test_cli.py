@@ -84,15 +84,22 @@ def test_a_truncated_mcap_ends_a_command_with_one_line(tmp_path, capsys, command
     assert f"semloc {command[0]}: {bag}: cannot read the bag (truncated or corrupt?)" in line
 
 
+def _random_frames(folder, count: int):
+    """A folder of ``count`` random 48x32 images, all at one GPS position (gps.csv)."""
+    import numpy as np
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 256, (32, 48, 3), dtype=np.uint8))
+    (folder / "gps.csv").write_text("filename,lat,lon\n" + "".join(f"{i}.png,51.75,-1.25\n" for i in range(count)))
+    return folder
+
+
 def test_a_full_disk_during_build_db_is_one_line_and_keeps_the_old_file(tmp_path, capsys, monkeypatch):
     import numpy as np
 
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 256, (32, 48, 3), dtype=np.uint8))
-    (folder / "gps.csv").write_text("filename,lat,lon\n" + "".join(f"{i}.png,51.75,-1.25\n" for i in range(3)))
+    folder = _random_frames(tmp_path / "frames", 3)
     out = tmp_path / "map.semdb"
     arguments = ["build-db", str(folder), "--out", str(out), "--untrained-ok", "--threads", "1", "--quiet"]
     assert cli.main(arguments) == 0
@@ -112,18 +119,11 @@ def test_a_full_disk_during_build_db_is_one_line_and_keeps_the_old_file(tmp_path
 def test_build_db_records_the_camera_yaw_and_appends_only_the_same_cameras_frames(tmp_path, capsys):
     import argparse
 
-    import numpy as np
-
     from semloc_ros.commands.build_db import _camera_yaw_deg
     from semloc_ros.core.database import GeoDatabase
     from semloc_ros.io.datasets import Drive
 
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 256, (32, 48, 3), dtype=np.uint8))
-    (folder / "gps.csv").write_text("filename,lat,lon\n" + "".join(f"{i}.png,51.75,-1.25\n" for i in range(2)))
+    folder = _random_frames(tmp_path / "frames", 2)
     out = tmp_path / "rear.semdb"
     arguments = ["build-db", str(folder), "--out", str(out), "--untrained-ok", "--threads", "1", "--quiet"]
     assert cli.main([*arguments, "--camera-yaw-deg", "-180"]) == 0

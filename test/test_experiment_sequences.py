@@ -1,22 +1,12 @@
 """scripts/experiment_sequences_fusion.py: the SeqSLAM-style score finds the diagonal that single frames miss."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = "experiment_sequences_fusion.py"
 
 
-def experiment():
-    spec = importlib.util.spec_from_file_location("experiment", ROOT / "scripts" / "experiment_sequences_fusion.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_sequence_score_recovers_the_route_that_noisy_frames_hide():
-    module = experiment()
+def test_sequence_score_recovers_the_route_that_noisy_frames_hide(load_script):
+    module = load_script(SCRIPT)
     rng = np.random.default_rng(0)
     queries, places = 60, 80
     similarity = rng.normal(0.0, 1.0, (queries, places))
@@ -28,7 +18,7 @@ def test_sequence_score_recovers_the_route_that_noisy_frames_hide():
     assert single < 40.0 and sequence >= 85.0, (single, sequence)
 
 
-def test_sequence_score_of_length_one_ranks_like_the_single_frame():
-    module = experiment()
+def test_sequence_score_of_length_one_ranks_like_the_single_frame(load_script):
+    module = load_script(SCRIPT)
     similarity = np.random.default_rng(1).normal(size=(5, 7))
     assert np.array_equal(module.sequence_scores(similarity, 1, [1.0]).argmax(1), similarity.argmax(1))

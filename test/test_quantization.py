@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from semloc_ros.models import Segmenter
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("quantize_segmenter", ROOT / "scripts" / "quantize_segmenter.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _number(value) -> float:
@@ -26,12 +16,12 @@ def _number(value) -> float:
     return float(np.ravel(value["data"])[0]) if isinstance(value, dict) else float(value)
 
 
-def test_quantize_segmenter_clips_rare_activations_and_keeps_the_logits_float(tmp_path):
+def test_quantize_segmenter_clips_rare_activations_and_keeps_the_logits_float(tmp_path, load_script):
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    script = _script()
+    script = load_script("quantize_segmenter.py")
     seg = Segmenter.untrained(device="cpu", input_size=(32, 48))
     exported, prepared = tmp_path / "fp32.onnx", tmp_path / "prepared.onnx"
     seg.export_onnx(exported)
