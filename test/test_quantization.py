@@ -10,7 +10,6 @@ import pytest
 from semloc_ros.models import Segmenter
 
 
-
 def _number(value) -> float:
     """A range end as ONNX Runtime's calibration cache stores it: a number or a serialised numpy array."""
     return float(np.ravel(value["data"])[0]) if isinstance(value, dict) else float(value)
