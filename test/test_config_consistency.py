@@ -4,7 +4,6 @@ declared defaults are the shipped configuration; every float parameter is checke
 from __future__ import annotations
 
 import ast
-import importlib.util
 import math
 import re
 from pathlib import Path
@@ -78,10 +77,8 @@ def test_bad_localizer_values_are_refused_with_the_parameter_name(name, value):
     assert spec.problem(value).startswith(f"{name} must be")
 
 
-def test_the_parameter_page_is_generated_from_the_declared_parameters():
-    spec = importlib.util.spec_from_file_location("parameter_table", ROOT / "scripts" / "parameter_table.py")
-    parameter_table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(parameter_table)
+def test_the_parameter_page_is_generated_from_the_declared_parameters(load_script):
+    parameter_table = load_script("parameter_table.py")
     page = (ROOT / "docs" / "parameters.md").read_text()
     assert page == parameter_table.document(), "docs/parameters.md is stale: run python scripts/parameter_table.py"
     for node, specs in NODE_PARAMETERS.items():

@@ -3,7 +3,6 @@ what scripts/results_tables.py generates, the README stays a short guide, and no
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -15,11 +14,9 @@ USER_DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
-def results_tables():
-    spec = importlib.util.spec_from_file_location("results_tables", ROOT / "scripts" / "results_tables.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def results_tables(load_script):
+    return load_script("results_tables.py")
 
 
 def local_links(page: Path) -> list[str]:
@@ -56,15 +53,15 @@ def test_readme_is_a_short_guide_that_links_the_reference_pages():
     assert "scripts/setup.sh --demo" in readme and "scripts/setup.sh --test" in readme
 
 
-def test_results_page_and_readme_summary_are_the_generated_ones():
-    module = results_tables()
+def test_results_page_and_readme_summary_are_the_generated_ones(results_tables):
+    module = results_tables
     for path, text in module.generated_files().items():
         assert path.read_text() == text, f"{path.name} is stale: python scripts/results_tables.py --write"
 
 
-def test_results_page_is_generated_from_the_json(tmp_path):
+def test_results_page_is_generated_from_the_json(tmp_path, results_tables):
     """A figure in results.json appears in the page; a results folder the template leaves out is an error."""
-    module = results_tables()
+    module = results_tables
     summary = json.loads((ROOT / "docs" / "results" / "semloc-sim-v1" / "results.json").read_text())
     summary["results"][0]["recall_at_n_all_queries"]["1"] = 12.345
     (tmp_path / "std").mkdir()
@@ -81,8 +78,8 @@ def test_results_page_is_generated_from_the_json(tmp_path):
         module.render_page("<!-- table: std -->\n<!-- table: other -->\n<!-- table: absent -->\n", tmp_path)
 
 
-def test_experiment_directive_renders_the_rows_of_its_json(tmp_path):
-    module = results_tables()
+def test_experiment_directive_renders_the_rows_of_its_json(tmp_path, results_tables):
+    module = results_tables
     summary = {"threshold_m": 25.0, "database": "db", "columns": ["single", "sequence 5"],
                "rows": [{"drive": "fog", "method": "semantic", "single": 15.71, "sequence 5": 19.64}]}
     (tmp_path / "exp").mkdir()

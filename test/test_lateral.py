@@ -158,14 +158,8 @@ def test_held_out_checks_leave_out_a_seed_with_both_its_cameras_and_check_the_tu
     assert held_out_splits(maps[1:], []) == []  # one seed: nothing to hold out
 
 
-def test_fit_lateral_script_rejects_a_malformed_map_in_one_line(tmp_path, capsys) -> None:
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "fit_lateral.py"
-    spec = importlib.util.spec_from_file_location("fit_lateral_script", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+def test_fit_lateral_script_rejects_a_malformed_map_in_one_line(tmp_path, capsys, load_script) -> None:
+    script = load_script("fit_lateral.py")
     assert script.main(["--dataset", str(tmp_path), "--map", "only_a_database"]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "DB:Q1,Q2" in error

@@ -101,12 +101,8 @@ def test_offmap_similarity_separates_right_in_map_frames_from_out_of_map_frames(
     assert 0.94 < fit_offmap_similarity([inside, outside], 25.0, 200.0) < 0.96
 
 
-def test_fit_uncertainty_refuses_to_write_what_a_report_only_run_does_not_fit(tmp_path, capsys):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("fit_uncertainty_script", ROOT / "scripts" / "fit_uncertainty.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+def test_fit_uncertainty_refuses_to_write_what_a_report_only_run_does_not_fit(tmp_path, capsys, load_script):
+    script = load_script("fit_uncertainty.py")
     config = tmp_path / "semloc.yaml"
     assert script.main(["--dataset", str(tmp_path), "--report-only", "--write-config", str(config)]) == 2
     assert "--report-only" in capsys.readouterr().err and not config.exists()
