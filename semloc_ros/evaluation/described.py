@@ -9,7 +9,7 @@ A file that does not load or does not fit the drive is described again and repla
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +76,25 @@ def describe_cached(
     return DescribedDrive(valid, descriptors, thumbnails)
 
 
+def cached_database(path: Path, pipeline, drive: Drive, views: tuple[float, ...],
+                    needs_thumbnails: bool, log: Callable[[str], None] = print) -> GeoDatabase | None:
+    """The database cached at ``path`` if it is the one ``pipeline`` builds of ``drive`` with ``views`` (and label
+    thumbnails when ``needs_thumbnails``), its camera yaw the drive's; else None (an unreadable file is logged)."""
+    if not path.is_file():
+        return None
+    try:
+        database = GeoDatabase.load(path, expected_model_id=pipeline.model_id)
+    except DatabaseError as error:
+        log(f"ignoring cache {path}: {error}")
+        return None
+    if database.views != views or len(database) != len(drive) * len(views):
+        return None
+    if needs_thumbnails and database.thumbnails is None:
+        return None  # cached before label thumbnails were stored
+    database.camera_yaw_deg = checked_camera_yaw(drive.camera_yaw_deg or 0.0)  # cached before maps stored it
+    return database
+
+
 def database_cached(
     pipeline, drive: Drive, cache_dir: Path, method: str, oracle: bool = False, views: Sequence[float] = (0.0,),
     batch_size: int = 16, progress: bool = False,
@@ -83,15 +102,10 @@ def database_cached(
     """The database of ``drive`` (with ``views``), loaded from the cache file ``semloc evaluate`` uses or built."""
     valid = drive.drop_invalid_gps()
     path = Path(cache_dir) / cache_name(method, oracle, valid, pipeline, views)
-    if path.is_file():
-        try:
-            database = GeoDatabase.load(path, expected_model_id=pipeline.model_id)
-            labels = bool(getattr(pipeline, "needs_labels", False))
-            if len(database) == len(valid) * len(views) and (database.thumbnails is not None or not labels):
-                database.camera_yaw_deg = checked_camera_yaw(valid.camera_yaw_deg or 0.0)  # files cached before maps
-                return database  # stored it: the drive's camera decides
-        except DatabaseError:
-            pass  # built again below
+    database = cached_database(path, pipeline, valid, tuple(views), bool(getattr(pipeline, "needs_labels", False)),
+                               log=lambda line: None)  # an unusable file is built again below
+    if database is not None:
+        return database
     database = build_database(pipeline, valid, oracle=oracle, batch_size=batch_size, progress=progress, views=views)
     path.parent.mkdir(parents=True, exist_ok=True)
     database.save(path)

@@ -11,9 +11,9 @@
    instead when this same request finished that drive before (:mod:`semloc_ros.evaluation.resume`, key:
    :func:`variant_key` and the drive); the database, only when some drive is computed (from the cache when it was
    built by the same pipeline with the same views and holds the thumbnails re-ranking needs,
-   :func:`cached_database`); then the no-match threshold analysis (thresholds and an isotropic covariance scale,
-   its negatives kept the same way) fitted on the named calibration drive, which does not change the scored
-   configuration (:func:`evaluate_variant`).
+   :func:`semloc_ros.evaluation.described.cached_database`); then the no-match threshold analysis (thresholds and
+   an isotropic covariance scale, its negatives kept the same way) fitted on the named calibration drive, which
+   does not change the scored configuration (:func:`evaluate_variant`).
 4. The segmenters scored on the segmentation drives, drive by drive, kept the same way
    (:func:`score_segmenters`); one line says how many drive results were read back; the summary
    (:func:`run_evaluation`), written as results.json by :func:`write_results`. It is the same whether or not the
@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from semloc_ros.core.database import DatabaseError, GeoDatabase
+from semloc_ros.core.database import GeoDatabase
 from semloc_ros.core.files import write_json_atomic
 from semloc_ros.core.localizer import LocalizerConfig
-from semloc_ros.core.map_file import checked_camera_yaw
 from semloc_ros.core.views import SINGLE_VIEW
 from semloc_ros.evaluation.calibration import calibrate_method, evaluate_rejection_drives
+from semloc_ros.evaluation.described import cached_database
 from semloc_ros.evaluation.loop import cache_key, cache_name, evaluate_method, evaluate_segmentation
 from semloc_ros.evaluation.metrics import (
     DEFAULT_DISTANCES_M,
@@ -200,24 +200,6 @@ def prepare_drives(options: EvaluationOptions, log: Log = print) -> Drives:
     if (options.oracle or protocol.oracle) and not labelled:
         raise EvaluationError("--oracle needs ground-truth labels for every frame")
     return drives
-
-
-def cached_database(path: Path, pipeline: Pipeline, drive: Drive, views: tuple[float, ...],
-                    needs_thumbnails: bool, log: Log = print) -> GeoDatabase | None:
-    """The database cached at ``path`` if it is the one this run would build (step 3), else None."""
-    if not path.is_file():
-        return None
-    try:
-        database = GeoDatabase.load(path, expected_model_id=pipeline.model_id)
-    except DatabaseError as error:
-        log(f"ignoring cache {path}: {error}")
-        return None
-    if database.views != views or len(database) != len(drive) * len(views):
-        return None
-    if needs_thumbnails and database.thumbnails is None:
-        return None  # cached before label thumbnails were stored
-    database.camera_yaw_deg = checked_camera_yaw(drive.camera_yaw_deg or 0.0)  # cached before maps stored it
-    return database
 
 
 def variant_database(options: EvaluationOptions, variant: Variant, pipeline: Pipeline, drive: Drive,
