@@ -230,6 +230,7 @@ def _route_database_and_drives():
 def test_calibration_of_a_method_on_held_out_drives(tmp_path):
     from semloc_ros.core.localizer import LocalizerConfig
     from semloc_ros.evaluation.calibration import (
+        FilterDrive,
         calibrate_method,
         fit_filter_parameters,
         fit_filter_temperature,
@@ -254,11 +255,15 @@ def test_calibration_of_a_method_on_held_out_drives(tmp_path):
     fitted = fit_filter_temperature(database, calibration, calibration_d, config)
     assert 1e-4 <= fitted < 1.0 and fitted != 0.02
     fitted_config, fit = fit_filter_parameters(
-        database, calibration, calibration_d, config, temperature_factors=(1.0, 4.0), kidnap_probabilities=(1e-2,)
+        [FilterDrive(database, calibration, calibration_d)], config, temperatures=(0.01, 1.0),
+        kidnap_probabilities=(1e-2,), reverse_weights=(0.0, 1.0),
     )
-    assert fit["ml_temperature"] == fitted and len(fit["grid"]) == 2
+    assert fit["fitted_on"] == ["day_calib"] and len(fit["grid"]) == 2 and len(fit["reverse_weights"]) == 2
     best = min(fit["grid"], key=lambda row: row["mean_capped_error_m"])
-    assert fitted_config.filter.temperature == best["temperature"] in (fitted, 4.0 * fitted)
+    assert fitted_config.filter.temperature == best["temperature"]
+    assert {row["temperature"] for row in fit["grid"]} == {0.01, 1.0}
+    direction = min(fit["reverse_weights"], key=lambda row: row["mean_capped_error_m"])
+    assert fitted_config.filter.reverse_weight == direction["reverse_weight"]
     for result in results:
         assert result["filtered"]["filter_temperature"] == 0.02
         assert result["filtered"]["localization_recall_at_1"] >= result["localization_recall_at_1"] - 1.0
@@ -302,3 +307,20 @@ def test_negatives_of_several_maps_are_split_by_map():
     one_map = [negatives("a_day", 21, [1, 2, 3]), negatives("a_night", 21, [4, 5])]
     fit, report, rule = split_negatives(one_map, "best_similarity")
     assert (fit, report) == ([1, 2, 4], [3, 5]) and "half" in rule
+
+
+def test_fit_sequence_filter_reports_recall_per_drive(load_script, capsys, tmp_path):
+    from semloc_ros.core.localizer import LocalizerConfig
+    from semloc_ros.evaluation.calibration import FilterDrive
+
+    script = load_script("fit_sequence_filter.py")
+    database, (calibration, calibration_d), _, _ = _route_database_and_drives()
+    chosen = LocalizerConfig().with_parameters(sequence_filter=True, filter_temperature=1.0)
+    configs = {"chosen": chosen, "undirected": chosen.with_parameters(filter_reverse_weight=1.0)}
+    [row] = script.recall_rows([FilterDrive(database, calibration, calibration_d)], configs, 25.0)
+    assert row["drive"] == "day_calib" and row["queries"] == len(calibration)
+    assert set(row) == {"drive", "queries", "single", "chosen", "undirected"}
+    assert 0.0 <= row["single"] <= 100.0 and row["chosen"] >= row["single"] - 1.0
+    assert "day_calib" in capsys.readouterr().out
+    assert script.main(["--dataset", str(tmp_path)]) == 2  # no splits.json: one line, no traceback
+    assert capsys.readouterr().err.startswith("fit_sequence_filter: ")

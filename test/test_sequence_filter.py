@@ -48,11 +48,13 @@ def noisy(descriptors: np.ndarray, sigma: float, seed: int) -> np.ndarray:
     return (values / np.linalg.norm(values, axis=1, keepdims=True)).astype(np.float32)
 
 
-def route_database(descriptors: np.ndarray) -> GeoDatabase:
+def route_database(descriptors: np.ndarray, heading: float = 0.0) -> GeoDatabase:
+    """Places every 2 m east along y = 0, mapped driving east (``heading`` 0) unless told otherwise."""
     east = np.arange(len(descriptors)) * SPACING_M
     lat, lon, _ = FRAME.to_geodetic(east, np.zeros_like(east))
     records = [
-        PlaceRecord(float(a), float(o), 60.0, 0.0, i, f"{i:06d}") for i, (a, o) in enumerate(zip(lat, lon, strict=True))
+        PlaceRecord(float(a), float(o), 60.0, heading, i, f"{i:06d}")
+        for i, (a, o) in enumerate(zip(lat, lon, strict=True))
     ]
     database = GeoDatabase(DIM, MODEL)
     database.add(descriptors.astype(np.float32), records)
@@ -66,7 +68,7 @@ def east_of(database: GeoDatabase, estimate) -> float:
 
 def filter_config(**overrides) -> LocalizerConfig:
     """The filter on its own: no off-map state, no integrity gate (tested below and in test_localizer)."""
-    values = {"sequence_filter": True, "filter_kidnap_probability": 0.01, "filter_temperature": 0.05,
+    values = {"sequence_filter": True, "filter_kidnap_probability": 0.01, "filter_temperature": 1.0,
               "filter_exit_probability": 0.0, "integrity_threshold": 0.0}
     values.update(overrides)
     return LocalizerConfig.from_parameters(values)
@@ -111,18 +113,63 @@ def test_neighbour_graph_size_is_linear_in_the_number_of_places():
 
 
 # --------------------------------------------------------------------------------- filter core
-def test_displacement_moves_the_belief_by_the_travelled_distance():
+def peaked_and_moved(reverse_weight: float, travel_m: float = 20.0) -> tuple[GeoDatabase, np.ndarray, int]:
+    """The belief of a filter peaked at place 200 (heading east), then moved by ``travel_m`` of odometry."""
     database = route_database(smooth_descriptors(np.arange(N_PLACES) * SPACING_M))
-    sequence_filter = SequenceFilter(database, FilterConfig(kidnap_probability=1e-6, exit_probability=0.0))
+    config = FilterConfig(kidnap_probability=1e-6, exit_probability=0.0, temperature=0.05,
+                          reverse_weight=reverse_weight)
+    sequence_filter = SequenceFilter(database, config)
     start = 200
     sequence_filter.update(np.array([1.0, 0.0]), np.array([start, start + 100]))  # peaked at place 200
     assert sequence_filter.estimate().east == pytest.approx(database.enu[start, 0], abs=0.5)
-    sequence_filter.predict(None, displacement_m=20.0)
-    belief = sequence_filter.belief
-    travelled = np.abs(database.enu[:, 0] - database.enu[start, 0])
-    assert belief @ np.abs(travelled - 20.0) < 3.0  # no heading: half forward, half backward, both 20 m away
+    sequence_filter.predict(None, displacement_m=travel_m)
+    return database, sequence_filter.belief, start
+
+
+def test_displacement_moves_the_belief_ahead_along_the_map_heading():
+    database, belief, start = peaked_and_moved(reverse_weight=0.0)
+    ahead = database.enu[:, 0] - database.enu[start, 0]  # the route's heading is east
     sigma = math.hypot(3.0, 0.1 * 20.0)  # position_sigma_m (+) odometry_sigma_fraction x travel
+    assert belief[np.abs(ahead - 20.0) <= 2.5 * sigma].sum() > 0.95
+    _, reversing, _ = peaked_and_moved(reverse_weight=0.1)
+    assert 0.85 < reversing[np.abs(ahead - 20.0) <= 2.5 * sigma].sum() < 0.95  # 1 : 0.1 ahead : behind
+    assert reversing[np.abs(ahead + 20.0) <= 2.5 * sigma].sum() > 0.05
+
+
+def test_without_direction_the_belief_moves_both_ways_by_the_travelled_distance():
+    database, belief, start = peaked_and_moved(reverse_weight=1.0)
+    travelled = np.abs(database.enu[:, 0] - database.enu[start, 0])
+    assert belief @ np.abs(travelled - 20.0) < 3.0  # half forward, half backward, both 20 m away
+    sigma = math.hypot(3.0, 0.1 * 20.0)
     assert belief[np.abs(travelled - 20.0) <= 2.5 * sigma].sum() > 0.95
+    behind = database.enu[:, 0] < database.enu[start, 0]
+    assert belief[behind].sum() == pytest.approx(0.5, abs=0.05)
+
+
+def test_unknown_headings_move_the_belief_both_ways():
+    database = route_database(smooth_descriptors(np.arange(N_PLACES) * SPACING_M), heading=math.nan)
+    sequence_filter = SequenceFilter(database, FilterConfig(kidnap_probability=1e-6, exit_probability=0.0,
+                                                            temperature=0.05, reverse_weight=0.0))
+    sequence_filter.update(np.array([1.0, 0.0]), np.array([200, 300]))
+    sequence_filter.predict(None, displacement_m=20.0)
+    behind = database.enu[:, 0] < database.enu[200, 0]
+    assert sequence_filter.belief[behind].sum() == pytest.approx(0.5, abs=0.05)
+
+
+def test_likelihood_is_contrast_normalised():
+    """The update depends on how the query's scores differ from each other, not on their scale or offset."""
+    database = route_database(smooth_descriptors(np.arange(50) * SPACING_M))
+    scores, entries = np.array([0.9, 0.85, 0.6, 0.5]), np.array([3, 10, 20, 30])
+    beliefs = []
+    for scale, offset in ((1.0, 0.0), (10.0, -3.0), (0.01, 2.0)):
+        sequence_filter = SequenceFilter(database, FilterConfig(exit_probability=0.0))
+        sequence_filter.update(scale * scores + offset, entries)
+        beliefs.append(sequence_filter.belief)
+    assert np.allclose(beliefs[0], beliefs[1]) and np.allclose(beliefs[0], beliefs[2])
+    assert beliefs[0][3] > beliefs[0][10] > beliefs[0][20] > beliefs[0][40]  # ranked, floor for the rest
+    flat = SequenceFilter(database, FilterConfig(exit_probability=0.0))
+    flat.update(np.full(4, 0.9), entries)  # candidates that all look alike carry no evidence
+    assert np.allclose(flat.belief, 1.0 / len(database))
 
 
 def test_prediction_without_motion_information_is_refused_and_long_gaps_reset():
@@ -224,8 +271,9 @@ def test_stamp_going_backwards_or_a_long_gap_resets_the_filter():
     localizer.reset()
     localizer.localize(queries[20], stamp_ns=START_NS)
     similarities, indices = database.search(queries[20], localizer.config.filter.top_k)
-    expected = np.full(len(database), math.exp((similarities[0, -1] - similarities[0, 0]) / 0.05))
-    expected[indices[0]] = np.exp((similarities[0] - similarities[0, 0]) / 0.05)
+    contrast = (similarities[0] - similarities[0].mean()) / similarities[0].std()  # step 2, temperature 1
+    expected = np.full(len(database), math.exp(contrast[-1] - contrast[0]))
+    expected[indices[0]] = np.exp(contrast - contrast[0])
     assert np.allclose(sequence_filter.belief, expected / expected.sum())
 
 
@@ -322,3 +370,22 @@ def test_off_map_parameters_are_checked():
         FilterConfig(offmap_similarity=2.0).validate()
     assert FilterConfig(exit_probability=0.0).off_map_prior == 0.0
     assert FilterConfig(exit_probability=0.01, entry_probability=0.09).off_map_prior == pytest.approx(0.1)
+
+
+def test_frames_that_look_unmapped_lower_confidence_but_keep_the_track():
+    """Fog lowers every similarity: the off-map mass rises, yet the place belief is the one a filter without the
+    off-map state has (step 4: it keeps following the motion), and the fix is no longer confident."""
+    place_x = np.arange(N_PLACES) * SPACING_M
+    database = route_database(smooth_descriptors(place_x))
+    query_x = np.arange(0, 60) * SPACING_M + 1.0
+    similarities, indices = database.search(noisy(smooth_descriptors(query_x), 0.3, seed=13), 50)
+    with_off_map = SequenceFilter(database, FilterConfig(exit_probability=0.02, offmap_similarity=0.6))
+    without = SequenceFilter(database, FilterConfig(exit_probability=0.0))
+    for row in range(len(query_x)):
+        foggy = row >= 30  # the ranking stays, but the best cosine looks like an unmapped view
+        for sequence in (with_off_map, without):
+            sequence.predict(None, SPACING_M)
+            sequence.update(similarities[row], indices[row], 0.3 if foggy else None)
+        assert np.allclose(with_off_map.belief, without.belief)
+    assert with_off_map.off_map_probability > 0.9 and with_off_map.estimate().status is FixStatus.LOW_CONFIDENCE
+    assert abs(east_of(database, with_off_map.estimate()) - query_x[-1]) < 6.0

@@ -6,19 +6,22 @@ The state is a belief ``b`` over the N database entries (where the vehicle is no
    expected travel is ``t = speed_mps * dt`` with standard deviation
    ``sigma = sqrt(position_sigma_m**2 + (speed_sigma_mps * dt)**2)``, or ``t = d`` with
    ``sigma = sqrt(position_sigma_m**2 + (odometry_sigma_fraction * d)**2)``. A place i moves its belief to
-   the places j of its neighbourhood in proportion to ``exp(-(|p_j - p_i| - t)**2 / (2 sigma**2))``
-   (horizontal ENU distance; rows normalised). The neighbourhood graph is precomputed once with a uniform
+   the places j of its neighbourhood in proportion to ``w_ij exp(-(|p_j - p_i| - t)**2 / (2 sigma**2))``
+   (horizontal ENU distance; rows normalised). The direction: a camera that sees what the map's camera saw
+   travels the way the mapping vehicle did, so ``w_ij = 1`` for a place ahead along place i's database heading
+   (or beside it) and ``w_ij = reverse_weight`` for a place behind it (a reversing vehicle; 1 = no direction,
+   also where the heading is unknown). The neighbourhood graph is precomputed once with a uniform
    grid on the ENU coordinates (radius = the largest plausible travel in one step, see
    :func:`graph_radius_m`), so memory and time per step are O(edges) = O(N x places
    per radius), never N x N. Then ``b = (1 - kidnap_probability) b + kidnap_probability / N``: a small
-   uniform "kidnap" mass lets the filter recover after a teleport, a tunnel or a wrong start. The motion
-   model has no direction (headings are not used): the belief spreads forward and backward along the road
-   and the observations keep the right side.
-2. Update with the top-K retrieval similarities ``s_1 >= ... >= s_K`` at entries ``i_k``: the likelihood of
-   a retrieved place is ``exp((s_k - s_1) / temperature)``; a place that was not retrieved has a similarity of
-   at most ``s_K`` and gets that floor, ``exp((s_K - s_1) / temperature)``. ``b = b * L / sum(b * L)``.
-   The temperature must match the descriptor's similarity scale: ``scripts/fit_uncertainty.py`` fits it on a
-   training map (:func:`semloc_ros.evaluation.calibration.fit_filter_parameters`).
+   uniform "kidnap" mass lets the filter recover after a teleport, a tunnel or a wrong start.
+2. Update with the top-K retrieval scores ``s_1 >= ... >= s_K`` at entries ``i_k``, contrast-normalised per
+   query: ``z_k = (s_k - mean(s)) / std(s)`` over the K scores (as SeqSLAM normalises its similarity rows), so
+   a query whose candidates all look alike (fog) weighs little and the temperature is in standard deviations,
+   the same for every descriptor and for re-ranking scores. The likelihood of a retrieved place is
+   ``exp((z_k - z_1) / temperature)``; a place that was not retrieved scores at most ``s_K`` and gets that
+   floor, ``exp((z_K - z_1) / temperature)``. ``b = b * L / sum(b * L)``. ``temperature``, the kidnap
+   probability and ``reverse_weight`` are chosen on training maps (``scripts/fit_sequence_filter.py``).
 3. Estimate: the mass near each place ``m_i = sum of b_j over |p_j - p_i| <= estimate_radius_m``; the MAP
    place is the one with the largest ``m_i`` (ties: the larger own belief). Position, altitude and covariance
    come from the places within the radius of it weighted by their belief (:mod:`semloc_ros.core.estimate`,
@@ -29,14 +32,17 @@ The state is a belief ``b`` over the N database entries (where the vehicle is no
    headings (:func:`semloc_ros.core.uncertainty.track_direction`).
 
 Off-map state (``exit_probability`` > 0): one more hypothesis, "not in the map", with mass ``o`` beside the
-place belief ``b`` (normalised over the places; the joint belief is ``(1 - o) b`` and ``o``), so a drive can
-leave the mapped area and come back without a reset.
+place belief ``b`` (the belief given that the vehicle is on the map, normalised over the places; the joint
+belief is ``(1 - o) b`` and ``o``), so a drive can leave the mapped area and come back without a reset.
 
-4. Predict (after step 1): ``o' = o (1 - entry_probability) + (1 - o) exit_probability``; the places get
-   ``(1 - o)(1 - exit_probability) b + o entry_probability / N`` (re-entry anywhere), normalised.
+4. Predict (after step 1): ``o' = o (1 - entry_probability) + (1 - o) exit_probability``. ``b`` is moved by
+   step 1 alone: a vehicle re-enters the map where its motion since leaving says (the kidnap mass of step 1
+   covers re-entry anywhere else). So frames that look unmapped (fog lowers every similarity) make the fix
+   less confident but never erase where the vehicle was.
 5. Update (with step 2): off the map, no place is seen, so the best cosine similarity ``c_1`` is what an unmapped
    view reaches, ``offmap_similarity`` (fitted on training maps): likelihood
-   ``L_off = exp((offmap_similarity - c_1) / T)`` against ``Z = sum_i b_i L_i`` for the places;
+   ``L_off = exp((offmap_similarity - c_1) / T_off)`` (``offmap_temperature``, on the cosine scale) against
+   ``Z = sum_i b_i L_i`` for the places;
    ``o = o L_off / ((1 - o) Z + o L_off)``. The scores ``s_k`` of step 2 may be re-ranking scores (the
    localizer passes what its single frame ranks with); ``c_1`` is then the best cosine, else ``c_1 = s_1``.
 6. Estimate (step 3 within the places): confidence ``(1 - o) m``; :attr:`SequenceFilter.off_map_probability`
@@ -60,6 +66,7 @@ from semloc_ros.core.settings import FRACTION, NON_NEGATIVE, POSITIVE, Bounds, r
 
 MAX_FILTER_TOP_K = 10000
 _GRID_CHUNK = 8192  # points per vectorised grid query (bounds the temporary candidate arrays)
+BESIDE_M = 0.5  # a neighbour less than this far behind a place counts as beside it (views of one place: 0 m)
 
 
 @dataclass
@@ -74,11 +81,14 @@ class FilterConfig:
                                              "fraction of it", NON_NEGATIVE)
     max_gap_s: float = setting(1.0, "sequence filter: a stamp gap above this (or a stamp going backwards) resets "
                                "the filter", POSITIVE)
-    kidnap_probability: float = setting(0.01, "sequence filter: belief spread uniformly per step (recovery after "
-                                        "a jump; fitted by scripts/fit_uncertainty.py)",
+    kidnap_probability: float = setting(0.001, "sequence filter: belief spread uniformly per step (recovery after "
+                                        "a jump; chosen on training maps by scripts/fit_sequence_filter.py)",
                                         Bounds(0.0, 1.0, low_open=True, high_open=True))
-    temperature: float = setting(0.008934, "sequence filter: similarity temperature of the observation "
-                                 "likelihood (fitted on a training map by scripts/fit_uncertainty.py)", POSITIVE)
+    temperature: float = setting(1.0, "sequence filter: temperature of the observation likelihood, in standard "
+                                 "deviations of a query's scores (chosen on training maps by "
+                                 "scripts/fit_sequence_filter.py)", POSITIVE)
+    reverse_weight: float = setting(0.1, "sequence filter: weight of travel against the map's heading relative to "
+                                    "along it (1 = no direction; chosen on training maps)", FRACTION)
     top_k: int = setting(50, "sequence filter: retrieved places per query entering the likelihood",
                          Bounds(1, MAX_FILTER_TOP_K))
     exit_probability: float = setting(0.01, "sequence filter: chance per step of leaving the mapped area "
@@ -87,6 +97,8 @@ class FilterConfig:
                                        Bounds(0.0, 1.0, low_open=True, high_open=True))
     offmap_similarity: float = setting(0.9458, "sequence filter: best cosine an unmapped view reaches (off-map "
                                        "likelihood; fitted by scripts/fit_uncertainty.py)", Bounds(-1.0, 1.0))
+    offmap_temperature: float = setting(0.008934, "sequence filter: cosine temperature of the off-map likelihood "
+                                        "(fitted on a training map)", POSITIVE)
 
     def validate(self) -> FilterConfig:
         """Raise ValueError naming the first invalid parameter; returns self."""
@@ -194,6 +206,23 @@ def neighbour_graph(east_north: np.ndarray, radius_m: float) -> PlaceGraph:
     )
 
 
+def behind(east_north: np.ndarray, headings: np.ndarray, graph: PlaceGraph, sources: np.ndarray) -> np.ndarray:
+    """(E,) True for the graph edges whose target lies behind its source along the source's heading (ENU yaw,
+    radians; step 1); False where the heading is unknown (NaN)."""
+    headings = np.asarray(headings, dtype=np.float64).reshape(-1)
+    offsets = east_north[graph.targets] - east_north[sources]
+    along = offsets[:, 0] * np.cos(headings[sources]) + offsets[:, 1] * np.sin(headings[sources])
+    return np.nan_to_num(along, nan=0.0) < -BESIDE_M
+
+
+def contrast_normalised(scores: np.ndarray) -> np.ndarray:
+    """Step 2: ``(s - mean(s)) / std(s)`` of one query's scores (all zero when they do not differ)."""
+    spread = scores.std()
+    if not spread > 0.0:
+        return np.zeros_like(scores)
+    return (scores - scores.mean()) / spread
+
+
 class SequenceFilter:
     """Belief over the entries of one database, advanced by :meth:`predict` and :meth:`update`."""
 
@@ -207,6 +236,8 @@ class SequenceFilter:
         self._graph = neighbour_graph(enu[:, :2], graph_radius_m(self._config, self._estimate.radius_m))
         self._sources = self._graph.sources()
         self._self_edges = np.flatnonzero(self._graph.targets == self._sources)  # one per place, in place order
+        self._edge_direction = np.where(behind(enu[:, :2], database.heading, self._graph, self._sources),
+                                        self._config.reverse_weight, 1.0)  # step 1: w_ij
         self._near = self._graph.within(self._estimate.radius_m)
         self._near_sources = self._near.sources()
         self._belief: np.ndarray | None = None
@@ -291,22 +322,18 @@ class SequenceFilter:
         return True
 
     def _exchange_off_map(self) -> None:
-        """Step 4: mass leaving the map and re-entering it (anywhere) during one step."""
+        """Step 4: mass leaving the map and re-entering it during one step (the place belief stays as moved)."""
         exit_p, entry_p = self._config.exit_probability, self._config.entry_probability
         if exit_p <= 0.0 or self._belief is None:
             return
-        off = self._off_map
-        on_mass = (1.0 - off) * (1.0 - exit_p)
-        entering = off * entry_p
-        self._off_map = off * (1.0 - entry_p) + (1.0 - off) * exit_p
-        self._belief = (on_mass * self._belief + entering / len(self._belief)) / (on_mass + entering)
+        self._off_map = self._off_map * (1.0 - entry_p) + (1.0 - self._off_map) * exit_p
 
     def _transitions(self, travel: float, sigma: float) -> np.ndarray:
         """(E,) row-normalised transition probabilities of the graph edges (cached for a repeated step)."""
         key = (round(travel, 6), round(sigma, 6))
         if key != self._transition_key:
             mismatch = (self._graph.distances.astype(np.float64) - travel) / sigma
-            weights = np.exp(-0.5 * mismatch**2)
+            weights = self._edge_direction * np.exp(-0.5 * mismatch**2)
             row_sums = np.add.reduceat(weights, self._graph.indptr[:-1])
             empty = row_sums <= 0.0
             if empty.any():  # every neighbour implausible (underflow): such a place keeps its belief
@@ -333,9 +360,11 @@ class SequenceFilter:
         count = len(self._enu)
         temperature = self._config.temperature
         best = similarities.max()
-        floor = similarities.min() if len(indices) < count else -np.inf
-        likelihood = np.full(count, math.exp((floor - best) / temperature) if math.isfinite(floor) else 0.0)
-        likelihood[indices] = np.exp((similarities - best) / temperature)
+        contrast = contrast_normalised(similarities)  # step 2
+        best_z = contrast.max()
+        floor = contrast.min() if len(indices) < count else -np.inf
+        likelihood = np.full(count, math.exp((floor - best_z) / temperature) if math.isfinite(floor) else 0.0)
+        likelihood[indices] = np.exp((contrast - best_z) / temperature)
         prior = self._belief if self._belief is not None else np.full(count, 1.0 / count)
         posterior = prior * likelihood
         total = posterior.sum()
@@ -344,7 +373,8 @@ class SequenceFilter:
         self._belief = posterior / total
         if self._config.exit_probability > 0.0:  # step 5, in log odds (L_off may be far beyond float range)
             seen = best if best_cosine is None else best_cosine
-            log_off = math.log(max(self._off_map, 1e-300)) + (self._config.offmap_similarity - seen) / temperature
+            log_off = (math.log(max(self._off_map, 1e-300))
+                       + (self._config.offmap_similarity - seen) / self._config.offmap_temperature)
             log_on = math.log(max(1.0 - self._off_map, 1e-300)) + math.log(total)
             self._off_map = 1.0 / (1.0 + math.exp(min(700.0, log_on - log_off)))
 

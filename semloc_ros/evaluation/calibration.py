@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -63,58 +64,71 @@ def fit_filter_temperature(
     return fit_temperature(scores, indices, positives, len(database))
 
 
-FILTER_TEMPERATURE_FACTORS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
-
-
+FILTER_TEMPERATURES = (0.5, 0.7, 1.0, 1.4, 2.0)  # standard deviations of a query's scores
 FILTER_KIDNAP_PROBABILITIES = (1e-2, 1e-3, 1e-4)
+FILTER_REVERSE_WEIGHTS = (0.0, 0.1, 0.3, 1.0)
+
+
+@dataclass(frozen=True)
+class FilterDrive:
+    """One query drive the sequence filter is fitted on: its map's database, the drive, its descriptors and (for a
+    re-ranking configuration) its label thumbnails."""
+
+    database: GeoDatabase
+    drive: Drive
+    descriptors: np.ndarray
+    thumbnails: np.ndarray | None = None
+
+
+def filter_capped_error(drives: Sequence[FilterDrive], config: LocalizerConfig, threshold_m: float) -> float:
+    """Mean over ``drives`` of the mean ``min(error, 4 x threshold_m)`` of the filtered estimates (failures count
+    as the capped error, accuracy as the rest)."""
+    cap = 4.0 * threshold_m
+    means = []
+    for case in drives:
+        estimates = Localizer(case.database, config).localize_sequence(
+            case.descriptors, case.drive.stamps_ns.tolist(), thumbnails=case.thumbnails)
+        error = localization_metrics(estimates, case.database, case.drive.lat, case.drive.lon,
+                                     threshold_m)["per_query"]["error_m"]
+        means.append(float(np.mean(np.minimum(np.nan_to_num(float_array(error), nan=cap), cap))))
+    return float(np.mean(means)) if means else math.nan
 
 
 def fit_filter_parameters(
-    database: GeoDatabase,
-    drive: Drive,
-    descriptors: np.ndarray,
+    drives: Sequence[FilterDrive],
     config: LocalizerConfig,
     threshold_m: float = DEFAULT_THRESHOLD_M,
-    temperature_factors: Sequence[float] = FILTER_TEMPERATURE_FACTORS,
+    temperatures: Sequence[float] = FILTER_TEMPERATURES,
     kidnap_probabilities: Sequence[float] = FILTER_KIDNAP_PROBABILITIES,
-    thumbnails: np.ndarray | None = None,
+    reverse_weights: Sequence[float] = FILTER_REVERSE_WEIGHTS,
 ) -> tuple[LocalizerConfig, dict[str, Any]]:
-    """``filter_temperature`` and ``filter_kidnap_probability`` for one descriptor, fitted on one drive (with its
-    label ``thumbnails`` when the configuration re-ranks: the filter then weighs re-ranking scores).
+    """``filter_temperature``, ``filter_kidnap_probability`` and ``filter_reverse_weight`` chosen on ``drives``
+    (training maps only), by the smallest :func:`filter_capped_error`:
 
-    1. ``T0`` = the single-frame maximum-likelihood temperature (:func:`fit_filter_temperature`): it puts the
-       temperature on the descriptor's similarity scale.
-    2. Consecutive frames make correlated errors (an aliased stretch looks alike for several frames), so
-       ``T0`` is too sharp for the filter: the drive is run through the filter for every ``T0 x factor`` and
-       kidnap probability, and the pair with the smallest mean of ``min(error, 4 x threshold_m)`` wins
-       (failures count as a capped error, accuracy as the rest; ties: the earlier, sharper candidate).
+    1. every temperature x kidnap probability, at the configuration's reverse weight;
+    2. every reverse weight at the winning pair (ties: the earlier candidate).
 
-    Returns the config with both set and a JSON-ready record of the fit.
+    The temperature is in standard deviations of a query's scores (the filter's step 2), so one grid serves every
+    descriptor and re-ranking. Returns the config with the three set and a JSON-ready record of both grids.
     """
-    base = fit_filter_temperature(database, drive, descriptors, config, thumbnails)
-    stamps = drive.stamps_ns.tolist()
-    cap = 4.0 * threshold_m
-    grid = []
-    for factor in temperature_factors:
+    config = config.with_parameters(sequence_filter=True)
+    pairs = []
+    for temperature in temperatures:  # step 1
         for kidnap in kidnap_probabilities:
-            candidate = config.with_parameters(
-                filter_temperature=base * factor, filter_kidnap_probability=kidnap
-            ).validate()
-            estimates = Localizer(database, candidate).localize_sequence(descriptors, stamps, thumbnails=thumbnails)
-            error = localization_metrics(estimates, database, drive.lat, drive.lon, threshold_m)["per_query"]
-            capped = np.minimum(np.nan_to_num(float_array(error["error_m"]), nan=cap), cap)
-            grid.append(
-                {
-                    "temperature": base * factor,
-                    "kidnap_probability": kidnap,
-                    "mean_capped_error_m": float(np.mean(capped)) if len(capped) else math.nan,
-                }
-            )
-    best = min(grid, key=lambda row: row["mean_capped_error_m"])
-    fitted = config.with_parameters(
-        filter_temperature=best["temperature"], filter_kidnap_probability=best["kidnap_probability"]
-    )
-    return fitted, {"fitted_on": drive.name, "ml_temperature": base, "capped_error_m": cap, "grid": grid}
+            candidate = config.with_parameters(filter_temperature=temperature,
+                                               filter_kidnap_probability=kidnap).validate()
+            pairs.append({"temperature": temperature, "kidnap_probability": kidnap,
+                          "mean_capped_error_m": filter_capped_error(drives, candidate, threshold_m)})
+    best = min(pairs, key=lambda row: row["mean_capped_error_m"])
+    config = config.with_parameters(filter_temperature=best["temperature"],
+                                    filter_kidnap_probability=best["kidnap_probability"])
+    directions = [{"reverse_weight": weight, "mean_capped_error_m": filter_capped_error(
+        drives, config.with_parameters(filter_reverse_weight=weight).validate(), threshold_m)}
+        for weight in reverse_weights]  # step 2
+    chosen = min(directions, key=lambda row: row["mean_capped_error_m"])
+    fitted = config.with_parameters(filter_reverse_weight=chosen["reverse_weight"])
+    return fitted, {"fitted_on": [case.drive.name for case in drives], "capped_error_m": 4.0 * threshold_m,
+                    "grid": pairs, "reverse_weights": directions}
 
 
 def route_distance_m(drive: Drive) -> np.ndarray:

@@ -238,16 +238,21 @@ def _report_mode(described, maps, reported, config, mode, fitted, args) -> list[
 
 
 def _fit_filter(described, learn: MapRole, config: LocalizerConfig, args) -> tuple[LocalizerConfig, dict]:
-    """Step 2 of the script: the filter's temperature and kidnap probability on the learning map's first query,
-    the off-map similarity on its records (single-frame)."""
-    from semloc_ros.evaluation.calibration import fit_filter_parameters
+    """Step 2 of the script: the filter's temperature, kidnap probability and reverse weight on the learning map's
+    queries, the off-map likelihood's cosine temperature on its first query (single-frame, no re-ranking)."""
+    from semloc_ros.evaluation.calibration import FilterDrive, fit_filter_parameters, fit_filter_temperature
 
-    first = described.drive(learn.queries[0])
+    database = described.database(learn.database)
+    queries = [described.drive(query) for query in learn.queries]
     filtered_config, filter_fit = fit_filter_parameters(
-        described.database(learn.database), first.drive, first.descriptors,
-        config.with_parameters(sequence_filter=True), args.threshold_m, thumbnails=first.thumbnails)
+        [FilterDrive(database, q.drive, q.descriptors, q.thumbnails) for q in queries], config, args.threshold_m)
+    offmap_temperature = fit_filter_temperature(database, queries[0].drive, queries[0].descriptors,
+                                                config.with_parameters(rerank_top_k=0))
+    filter_fit["offmap_temperature"] = offmap_temperature
     config = config.with_parameters(filter_temperature=filtered_config.filter.temperature,
-                                    filter_kidnap_probability=filtered_config.filter.kidnap_probability)
+                                    filter_kidnap_probability=filtered_config.filter.kidnap_probability,
+                                    filter_reverse_weight=filtered_config.filter.reverse_weight,
+                                    filter_offmap_temperature=offmap_temperature)
     return config, filter_fit
 
 
@@ -275,7 +280,9 @@ def run_study(args, pipeline, config: LocalizerConfig) -> dict:
                             for m in [*maps, *reported]},
                    "filter": {"fitted_on": filter_fit["fitted_on"], "temperature": config.filter.temperature,
                               "kidnap_probability": config.filter.kidnap_probability,
+                              "reverse_weight": config.filter.reverse_weight,
                               "offmap_similarity": config.filter.offmap_similarity,
+                              "offmap_temperature": config.filter.offmap_temperature,
                               "exit_probability": config.filter.exit_probability,
                               "entry_probability": config.filter.entry_probability},
                    "modes": {}}
@@ -314,7 +321,9 @@ def parameters_of(fitted: dict, filter_values: dict) -> dict[str, float | list[f
         "filter_kidnap_probability": filter_values["kidnap_probability"],
         "filter_exit_probability": filter_values["exit_probability"],
         "filter_entry_probability": filter_values["entry_probability"],
+        "filter_reverse_weight": filter_values["reverse_weight"],
         "filter_offmap_similarity": round(filter_values["offmap_similarity"], 4),
+        "filter_offmap_temperature": round(filter_values["offmap_temperature"], 6),
     }
 
 

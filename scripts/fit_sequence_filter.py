@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Choose the sequence filter's temperature, kidnap probability and reverse weight on TRAINING maps; report them.
+
+    python scripts/fit_sequence_filter.py --dataset ROOT [--dataset ROOT2 ...] [--out DIR]
+                                          [--write-config config/semloc.yaml]
+
+1. Read the shipped localizer configuration (``localizer_node`` of ``--config``; its re-ranking and views).
+   Training maps: the ``train`` drives of every ``--dataset`` root, grouped by map seed and camera
+   (semloc_ros.evaluation.uncertainty_study); evaluation and tuning maps are never fitted on.
+2. Every ``--query-stride``-th frame of every training query drive (as ``semloc evaluate`` queries) runs through
+   the filter for each candidate (:func:`semloc_ros.evaluation.calibration.fit_filter_parameters`): the
+   smallest mean capped error wins.
+3. Report, per drive of the training maps and of the tuning maps (held out: the figures to decide on), Recall@1
+   at ``--threshold-m`` of the single frame, of the filter with the chosen values and of the same filter without
+   direction (reverse weight 1). ``DIR/results.json``; the table in docs via scripts/results_tables.py.
+4. ``--write-config``: the chosen values replace those in the parameter file. Copy them into the ``setting(...)``
+   defaults of ``FilterConfig`` (core/sequence_filter.py) too, then run ``python scripts/parameter_table.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from semloc_ros.core.localizer import Localizer, LocalizerConfig  # noqa: E402
+from semloc_ros.evaluation.calibration import FilterDrive, fit_filter_parameters  # noqa: E402
+from semloc_ros.evaluation.metrics import DEFAULT_THRESHOLD_M, localization_metrics  # noqa: E402
+from semloc_ros.evaluation.uncertainty_study import (  # noqa: E402
+    Described,
+    MapRole,
+    add_described_arguments,
+    read_localizer_config,
+    training_maps,
+    tuning_maps,
+    write_config_values,
+)
+
+FITTED = ("filter_temperature", "filter_kidnap_probability", "filter_reverse_weight")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", type=Path, action="append", required=True,
+                        help="semloc-sim root (splits.json with train maps); repeat to fit on several roots")
+    parser.add_argument("--config", type=Path, default=ROOT / "config" / "semloc.yaml",
+                        help="parameter file whose localizer_node settings are used and compared")
+    parser.add_argument("--write-config", type=Path, default=None, help="write the chosen values into this file")
+    parser.add_argument("--out", type=Path, default=None, help="results.json here")
+    add_described_arguments(parser)
+    parser.add_argument("--query-stride", type=int, default=3, help="every Nth query frame (as semloc evaluate)")
+    parser.add_argument("--threshold-m", type=float, default=DEFAULT_THRESHOLD_M, help="a fix farther is wrong")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    return parser
+
+
+def filter_drives(described: Described, roles: list[MapRole], stride: int) -> list[FilterDrive]:
+    """Step 2: every ``stride``-th frame of each query drive of ``roles``, with its map's database."""
+    drives = []
+    for role in roles:
+        database = described.database(role.database)
+        for query in role.queries:
+            frames = described.drive(query).subset(slice(None, None, stride))
+            drives.append(FilterDrive(database, frames.drive, frames.descriptors, frames.thumbnails))
+    return drives
+
+
+def recall_rows(drives: list[FilterDrive], configs: dict[str, LocalizerConfig], threshold_m: float) -> list[dict]:
+    """Step 3: Recall@1 (%) per drive of the single frame and of each filter configuration."""
+    rows = []
+    for case in drives:
+        row = {"drive": case.drive.name, "queries": len(case.drive)}
+        single = Localizer(case.database, configs["chosen"])
+        row["single"] = _recall(single.localize_batch(case.descriptors, thumbnails=case.thumbnails), case, threshold_m)
+        for name, config in configs.items():
+            estimates = Localizer(case.database, config).localize_sequence(
+                case.descriptors, case.drive.stamps_ns.tolist(), thumbnails=case.thumbnails)
+            row[name] = _recall(estimates, case, threshold_m)
+        rows.append(row)
+        print(" | ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
+    return rows
+
+
+def _recall(estimates, case: FilterDrive, threshold_m: float) -> float:
+    return localization_metrics(estimates, case.database, case.drive.lat, case.drive.lon,
+                                threshold_m)["localization_recall_at_1"]
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Steps 1-3."""
+    from semloc_ros.models.pipeline import Pipeline
+
+    shipped = read_localizer_config(args.config).with_parameters(sequence_filter=True)  # step 1
+    maps = training_maps(args.dataset)
+    described = Described(Pipeline.from_method(args.method, device="cpu"), args.method, args.cache_dir,
+                          args.database_views)
+    training = filter_drives(described, maps, args.query_stride)
+    chosen, fit = fit_filter_parameters(training, shipped, args.threshold_m)  # step 2
+    configs = {"chosen": chosen, "undirected": chosen.with_parameters(filter_reverse_weight=1.0)}
+    tuning = filter_drives(described, [r for root in args.dataset for r in tuning_maps(root)], args.query_stride)
+    rows = [{**row, "method": "training map (fitted on)"} for row in recall_rows(training, configs, args.threshold_m)]
+    rows += [{**row, "method": "tuning map (held out)"} for row in recall_rows(tuning, configs, args.threshold_m)]
+    return {"experiment": "sequence-filter", "dataset": [str(root) for root in args.dataset],
+            "database": "each drive's own map", "threshold_m": args.threshold_m, "query_stride": args.query_stride,
+            "fit": fit, "chosen": {name: chosen.parameters()[name] for name in FITTED},
+            "columns": ["single", *configs], "rows": rows}  # step 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from semloc_ros.models import set_torch_threads
+
+    set_torch_threads(args.threads)
+    start = time.perf_counter()
+    try:
+        study = run(args)
+    except (OSError, ValueError, KeyError) as error:  # a root without splits.json, shared seeds, ...
+        print(f"fit_sequence_filter: {error}", file=sys.stderr)
+        return 2
+    study["seconds"] = round(time.perf_counter() - start)
+    print("chosen: " + ", ".join(f"{k} {v:g}" for k, v in study["chosen"].items()))
+    if args.out is not None:
+        from semloc_ros.core.files import write_json_atomic
+
+        write_json_atomic(study, args.out / "results.json")
+        print(f"results: {args.out / 'results.json'}")
+    if args.write_config is not None:  # step 4
+        write_config_values(args.write_config, study["chosen"])
+        print(f"chosen values written to {args.write_config}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
