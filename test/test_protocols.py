@@ -279,3 +279,31 @@ def test_the_threshold_analysis_needs_its_drive_named_and_scores_the_shipped_con
     assert results["localizer"]["rerank_top_k"] == 50  # the rest is the shipped configuration
     assert "label-histogram" in results["calibration"]
 
+
+
+def test_v2_day_only_preset_scores_each_segmenter_in_the_shipped_configuration(tmp_path, load_script) -> None:
+    from semloc_ros.commands import evaluate
+    from semloc_ros.commands.evaluate import localizer_configuration, parse_arguments
+    from semloc_ros.core.views import RECOMMENDED_VIEWS
+    from semloc_ros.models.segmentation import SegmentationNet, Segmenter
+
+    args = parse_arguments(["--preset", "v2-day-only", "--out", str(tmp_path / "o")])
+    assert args.protocol == "day-only" and args.methods == ["semantic", "label-histogram"]
+    assert args.database_views == list(RECOMMENDED_VIEWS) and args.segmentation_drives == []
+    config = localizer_configuration(args)
+    assert config.rerank.top_k == 50 and config.sequence_filter
+
+    write_two_map_dataset(tmp_path / "data")
+    segmenter = tmp_path / "day-photometric.pt"
+    Segmenter.from_net(SegmentationNet({"input_size": (48, 64)})).save(segmenter)
+    out = tmp_path / "v2-day-only"
+    argv = ["--preset", "v2-day-only", "--dataset", str(tmp_path / "data"), "--segmenters", str(segmenter),
+            "--methods", "label-histogram", "--out", str(out), "--threads", "1", "--quiet", "--no-plots"]
+    assert evaluate.main(argv) == 0
+    summary = json.loads((out / "results.json").read_text())
+    (row,) = summary["results"]
+    assert row["method"] == "label-histogram@day-photometric" and "filtered" in row
+    assert row["n_database"] == 6 * len(RECOMMENDED_VIEWS)
+    assert set(summary["segmentation"]["day-photometric"]["drives"]) == {"db", "q"}
+    table = load_script("results_tables.py").per_segmenter_table(summary)
+    assert "| day-photometric | " in table and "night: mIoU · sem R@1/5 · hist R@1/5" in table

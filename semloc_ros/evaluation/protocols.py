@@ -12,7 +12,8 @@ estimates within 2, 5 and 10 m, median / 95th percentile error) for every method
   classes ignored by the descriptor), with the segmenter and with ground-truth labels.
 - ``day-only``: the label methods once per segmenter of ``--segmenters`` (e.g. trained on day drives only, then
   with augmentation, photometric normalisation or self-training: ``scripts/train_day_only.sh``), each with its
-  mIoU per condition.
+  mIoU per condition (``v2-day-only``: on semloc-sim-v2 in the shipped configuration,
+  ``scripts/train_day_only_v2.sh``).
 
 A *preset* (``semloc evaluate --preset NAME``, :data:`PRESETS`) names one complete evaluation: a protocol, the
 methods, the database views, the localizer parameters set on top of the parameter file, and the other options
@@ -242,5 +243,9 @@ PRESETS: dict[str, Preset] = {
         Preset("day-only", "day-only protocol (give --segmenters), mIoU on every 3rd frame and trainB_overcast_l1",
                protocol="day-only", methods=LABEL_AND_BASELINES, parameters=NO_RERANK,
                segmentation_stride=3, segmentation_drives=("trainB_overcast_l1",)),
+        Preset("v2-day-only", "semloc-sim-v2: the day-only protocol (give --segmenters) in the shipped configuration "
+               "(views, re-ranking, sequence filter), mIoU on every 5th frame of each drive", protocol="day-only",
+               methods=("semantic", "label-histogram"), parameters=RERANK, sequence_filter=True,
+               database_views=RECOMMENDED_VIEWS, segmentation_stride=5),
     )
 }
