@@ -3,13 +3,15 @@
 # methods, views, localizer parameters: semloc_ros/evaluation/protocols.py), each with the label-histogram and
 # RGB baselines beside the semantic descriptor. Writes docs/results/<preset>/ (results.json, tables.txt, plots).
 #
-#   scripts/evaluate_protocols.sh [DATASET_ROOT] [DAY_ONLY_DIR] [V2_ROOT]
+#   scripts/evaluate_protocols.sh [DATASET_ROOT] [DAY_ONLY_DIR] [V2_ROOT] [DAY_ONLY_V2_DIR]
 #
 # V2_ROOT (default ../semloc-sim-v2, rendered by scripts/render_sim_v2.sh): the v2-* presets on its evaluation map,
 # its rear-camera set (sets/rear) and its city of confuser maps; skipped when it is not rendered.
 # DAY_ONLY_DIR (default /tmp/semloc_day_only) holds the segmenters of scripts/train_day_only.sh; without them the
-# day-only preset is skipped. Environment: PROTOCOLS (presets to run: "standard confusers dynamic views rerank
-# views-rerank confusers-views-rerank day-only v2-shipped v2-descriptor v2-confusers"), SEMLOC_THREADS (2),
+# day-only preset is skipped; DAY_ONLY_V2_DIR (default /tmp/semloc_day_only_v2) those of scripts/train_day_only_v2.sh
+# for the v2-day-only preset. Environment: PROTOCOLS (presets to run: "standard confusers dynamic views rerank
+# views-rerank confusers-views-rerank day-only v2-shipped v2-descriptor v2-confusers v2-day-only"),
+# SEMLOC_THREADS (2),
 # SEMLOC_CACHE (/tmp/semloc_eval_cache: database cache shared by the runs), SEMLOC_RESULTS (docs/results; then docs/results.md and the README summary are regenerated).
 # About 35 minutes on 2 cores for v1 once the databases are cached (SEMLOC_CACHE), and about 60 more for v2.
 set -euo pipefail
@@ -17,8 +19,9 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dataset=${1:-$root/../shared/datasets/semloc-sim-v1}
 day_only=${2:-/tmp/semloc_day_only}
 v2=${3:-$root/../semloc-sim-v2}
+day_only_v2=${4:-/tmp/semloc_day_only_v2}
 results=${SEMLOC_RESULTS:-$root/docs/results}
-protocols=" ${PROTOCOLS:-standard confusers dynamic views rerank views-rerank confusers-views-rerank day-only v2-shipped v2-descriptor v2-confusers} "
+protocols=" ${PROTOCOLS:-standard confusers dynamic views rerank views-rerank confusers-views-rerank day-only v2-shipped v2-descriptor v2-confusers v2-day-only} "
 # shellcheck disable=SC1091
 source "$root/scripts/env.sh"
 common=(--dataset "$dataset" --threads "${SEMLOC_THREADS:-2}" --cache-dir "${SEMLOC_CACHE:-/tmp/semloc_eval_cache}" --quiet)
@@ -53,6 +56,13 @@ if [[ -f $v2/splits.json ]]; then  # a later --dataset wins over the common one
     run v2-shipped "$results/semloc-sim-v2-rear" --dataset "$v2/sets/rear"
     run v2-descriptor "$results/semloc-sim-v2-descriptor" --dataset "$v2" --oracle
     run v2-confusers "$results/semloc-sim-v2-confusers" --dataset "$v2"
+    if [[ -f $day_only_v2/day-photometric.pt && -f $day_only_v2/day-selftrain.pt ]]; then
+        run v2-day-only "$results/semloc-sim-v2-day-only" --dataset "$v2" \
+            --segmenters "$day_only_v2/day-photometric.pt" "$day_only_v2/day-selftrain.pt" \
+            "$root/semloc_ros/data/models/segmenter.pt"
+    else
+        echo "v2-day-only: no segmenters in $day_only_v2 (scripts/train_day_only_v2.sh makes them); skipped"
+    fi
 else
     echo "v2: no semloc-sim-v2 at $v2 (scripts/render_sim_v2.sh renders it); skipped"
 fi
