@@ -81,10 +81,10 @@ class FilterConfig:
                                              "fraction of it", NON_NEGATIVE)
     max_gap_s: float = setting(1.0, "sequence filter: a stamp gap above this (or a stamp going backwards) resets "
                                "the filter", POSITIVE)
-    kidnap_probability: float = setting(0.001, "sequence filter: belief spread uniformly per step (recovery after "
+    kidnap_probability: float = setting(0.01, "sequence filter: belief spread uniformly per step (recovery after "
                                         "a jump; chosen on training maps by scripts/fit_sequence_filter.py)",
                                         Bounds(0.0, 1.0, low_open=True, high_open=True))
-    temperature: float = setting(1.0, "sequence filter: temperature of the observation likelihood, in standard "
+    temperature: float = setting(1.4, "sequence filter: temperature of the observation likelihood, in standard "
                                  "deviations of a query's scores (chosen on training maps by "
                                  "scripts/fit_sequence_filter.py)", POSITIVE)
     reverse_weight: float = setting(0.1, "sequence filter: weight of travel against the map's heading relative to "
