@@ -28,26 +28,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from semloc_ros.evaluation.metrics import DEFAULT_THRESHOLD_M  # noqa: E402
-from semloc_ros.evaluation.uncertainty_study import add_described_arguments  # noqa: E402
+from semloc_ros.evaluation.uncertainty_study import add_fit_arguments  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", type=Path, action="append", required=True,
-                        help="semloc-sim root holding the drives; repeat to fit on several roots")
+    add_fit_arguments(parser, ROOT / "config" / "semloc.yaml")
     parser.add_argument("--map", dest="maps", action="append", default=[], metavar="DB:Q1,Q2",
                         help="a training map: database drive and query drives (repeatable)")
     parser.add_argument("--tuning", action="append", default=[], metavar="DB:Q1,Q2",
                         help="a held-out map to check the fitted gain on (repeatable)")
-    parser.add_argument("--config", type=Path, default=ROOT / "config" / "semloc.yaml",
-                        help="parameter file whose localizer_node settings are used")
-    parser.add_argument("--write-config", type=Path, default=None, help="write the fitted gain into this file")
-    parser.add_argument("--out", type=Path, default=None, help="lateral.json of the fit here")
-    add_described_arguments(parser)
-    parser.add_argument("--threshold-m", type=float, default=DEFAULT_THRESHOLD_M,
-                        help="fixes farther than this are left out (wrong places)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
     return parser
 
 

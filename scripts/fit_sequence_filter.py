@@ -29,11 +29,11 @@ sys.path.insert(0, str(ROOT))
 
 from semloc_ros.core.localizer import Localizer, LocalizerConfig  # noqa: E402
 from semloc_ros.evaluation.calibration import FilterDrive, fit_filter_parameters  # noqa: E402
-from semloc_ros.evaluation.metrics import DEFAULT_THRESHOLD_M, localization_metrics  # noqa: E402
+from semloc_ros.evaluation.metrics import localization_metrics  # noqa: E402
 from semloc_ros.evaluation.uncertainty_study import (  # noqa: E402
     Described,
     MapRole,
-    add_described_arguments,
+    add_fit_arguments,
     read_localizer_config,
     training_maps,
     tuning_maps,
@@ -45,16 +45,8 @@ FITTED = ("filter_temperature", "filter_kidnap_probability", "filter_reverse_wei
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", type=Path, action="append", required=True,
-                        help="semloc-sim root (splits.json with train maps); repeat to fit on several roots")
-    parser.add_argument("--config", type=Path, default=ROOT / "config" / "semloc.yaml",
-                        help="parameter file whose localizer_node settings are used and compared")
-    parser.add_argument("--write-config", type=Path, default=None, help="write the chosen values into this file")
-    parser.add_argument("--out", type=Path, default=None, help="results.json here")
-    add_described_arguments(parser)
+    add_fit_arguments(parser, ROOT / "config" / "semloc.yaml")
     parser.add_argument("--query-stride", type=int, default=3, help="every Nth query frame (as semloc evaluate)")
-    parser.add_argument("--threshold-m", type=float, default=DEFAULT_THRESHOLD_M, help="a fix farther is wrong")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
     return parser
 
 

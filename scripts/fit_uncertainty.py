@@ -36,9 +36,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from semloc_ros.evaluation.metrics import DEFAULT_NEGATIVE_MIN_ROUTE_M, DEFAULT_THRESHOLD_M  # noqa: E402
+from semloc_ros.evaluation.metrics import DEFAULT_NEGATIVE_MIN_ROUTE_M  # noqa: E402
 from semloc_ros.evaluation.uncertainty_study import (  # noqa: E402
-    add_described_arguments,
+    add_fit_arguments,
     format_report,
     read_localizer_config,
     run_study,
@@ -48,19 +48,11 @@ from semloc_ros.evaluation.uncertainty_study import (  # noqa: E402
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", type=Path, action="append", required=True,
-                        help="semloc-sim root (splits.json with train maps); repeat to fit on several roots")
-    parser.add_argument("--config", type=Path, default=ROOT / "config" / "semloc.yaml",
-                        help="parameter file whose localizer_node settings are fitted")
-    parser.add_argument("--write-config", type=Path, default=None, help="write the fitted values into this file")
-    parser.add_argument("--out", type=Path, default=None, help="results.json of the report here")
-    add_described_arguments(parser)
+    add_fit_arguments(parser, ROOT / "config" / "semloc.yaml")
     parser.add_argument("--false-fix-rate", type=float, default=0.01, help="Learn-then-Test target alpha")
     parser.add_argument("--delta", type=float, default=0.1, help="1 - confidence of the guarantee")
-    parser.add_argument("--threshold-m", type=float, default=DEFAULT_THRESHOLD_M, help="a fix farther is false")
     parser.add_argument("--min-route-m", type=float, default=DEFAULT_NEGATIVE_MIN_ROUTE_M,
                         help="out-of-map frames count beyond this distance along their route")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--no-report", action="store_true", help="fit only")
     parser.add_argument("--report-only", action="store_true",
                         help="fit nothing: report the parameter file's values (--write-config is refused)")

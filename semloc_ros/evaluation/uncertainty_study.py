@@ -34,6 +34,7 @@ from semloc_ros.core.localizer import LocalizerConfig
 from semloc_ros.core.views import RECOMMENDED_VIEWS
 from semloc_ros.evaluation.described import DescribedDrive, database_cached, describe_cached
 from semloc_ros.evaluation.fix_records import FixRecords, correct_mask, fix_records
+from semloc_ros.evaluation.metrics import DEFAULT_THRESHOLD_M
 from semloc_ros.io.datasets import Drive, load_semloc_sim_drive
 
 
@@ -178,6 +179,22 @@ def add_described_arguments(parser: argparse.ArgumentParser) -> None:
                         default=Path(os.environ.get("SEMLOC_CACHE", "/tmp/semloc_eval_cache")))
     parser.add_argument("--method", default="semantic")
     parser.add_argument("--database-views", type=float, nargs="+", default=list(RECOMMENDED_VIEWS))
+
+
+def add_fit_arguments(parser: argparse.ArgumentParser, config: Path) -> None:
+    """The options every fit script shares (scripts/fit_uncertainty.py, fit_lateral.py, fit_sequence_filter.py):
+    the dataset roots, the parameter file read (default ``config``) and written, the results folder, the
+    :func:`add_described_arguments`, the distance of a wrong fix and the torch threads."""
+    parser.add_argument("--dataset", type=Path, action="append", required=True,
+                        help="semloc-sim root (splits.json with train maps); repeat to fit on several roots")
+    parser.add_argument("--config", type=Path, default=config,
+                        help="parameter file whose localizer_node settings are used")
+    parser.add_argument("--write-config", type=Path, default=None, help="write the fitted values into this file")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the results (JSON)")
+    add_described_arguments(parser)
+    parser.add_argument("--threshold-m", type=float, default=DEFAULT_THRESHOLD_M,
+                        help="a fix farther than this is wrong (metres)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
 
 
 FILTER_EXIT_PROBABILITY = 0.01  # per step; a drive leaves the map rarely
