@@ -9,8 +9,10 @@ Steps (semloc_ros.evaluation.uncertainty_study: which map plays which role):
    correction (``lateral_gain_m``, scripts/fit_lateral.py) included: everything below sees corrected fixes.
    Training maps: the ``train`` drives of every ``--dataset`` root, grouped by map seed and camera (seeds and
    drive names distinct across roots); evaluation maps, rear sets and tuning maps are never fitted on.
-2. Learning map (the first training map of the first root): the sequence filter's temperature and kidnap
-   probability, the off-map similarity, the integrity score (logistic regression of a right fix on its cues).
+2. Learning map (the first training map of the first root): the off-map similarity and the off-map
+   likelihood's cosine temperature, the integrity score (logistic regression of a right fix on its cues). The
+   filter's temperature, kidnap probability and reverse weight are the parameter file's
+   (scripts/fit_sequence_filter.py chooses them on all training maps).
 3. Calibration maps (the other training maps): the Learn-then-Test gate at ``--false-fix-rate`` with
    confidence ``1 - --delta``; then the heading-aligned covariance model on the published fixes of all
    training maps. Both modes (single-frame, sequence filter) are fitted; the file gets the mode it ships.

@@ -254,23 +254,16 @@ def _report_mode(described, maps, reported, config, mode, fitted, args) -> list[
             for r in records]
 
 
-def _fit_filter(described, learn: MapRole, config: LocalizerConfig, args) -> tuple[LocalizerConfig, dict]:
-    """Step 2 of the script: the filter's temperature, kidnap probability and reverse weight on the learning map's
-    queries, the off-map likelihood's cosine temperature on its first query (single-frame, no re-ranking)."""
-    from semloc_ros.evaluation.calibration import FilterDrive, fit_filter_parameters, fit_filter_temperature
+def _fit_offmap_temperature(described, learn: MapRole, config: LocalizerConfig) -> tuple[LocalizerConfig, dict]:
+    """Step 2 of the script: the off-map likelihood's cosine temperature, the maximum-likelihood temperature of the
+    single-frame cosines (no re-ranking) on the learning map's first query. The filter's own values are the
+    parameter file's (scripts/fit_sequence_filter.py)."""
+    from semloc_ros.evaluation.calibration import fit_filter_temperature
 
-    database = described.database(learn.database)
-    queries = [described.drive(query) for query in learn.queries]
-    filtered_config, filter_fit = fit_filter_parameters(
-        [FilterDrive(database, q.drive, q.descriptors, q.thumbnails) for q in queries], config, args.threshold_m)
-    offmap_temperature = fit_filter_temperature(database, queries[0].drive, queries[0].descriptors,
-                                                config.with_parameters(rerank_top_k=0))
-    filter_fit["offmap_temperature"] = offmap_temperature
-    config = config.with_parameters(filter_temperature=filtered_config.filter.temperature,
-                                    filter_kidnap_probability=filtered_config.filter.kidnap_probability,
-                                    filter_reverse_weight=filtered_config.filter.reverse_weight,
-                                    filter_offmap_temperature=offmap_temperature)
-    return config, filter_fit
+    first = described.drive(learn.queries[0])
+    temperature = fit_filter_temperature(described.database(learn.database), first.drive, first.descriptors,
+                                         config.with_parameters(rerank_top_k=0))
+    return config.with_parameters(filter_offmap_temperature=temperature), {"fitted_on": first.drive.name}
 
 
 def run_study(args, pipeline, config: LocalizerConfig) -> dict:
@@ -283,7 +276,7 @@ def run_study(args, pipeline, config: LocalizerConfig) -> dict:
     learn = maps[0]
     filter_fit = {"fitted_on": None}
     if not args.report_only:
-        config, filter_fit = _fit_filter(described, learn, config, args)
+        config, filter_fit = _fit_offmap_temperature(described, learn, config)
         offmap = fit_offmap_similarity(map_records(described, learn, maps[1:], config, "single"),
                                        args.threshold_m, args.min_route_m)
         config = config.with_parameters(filter_exit_probability=FILTER_EXIT_PROBABILITY,
@@ -334,11 +327,8 @@ def parameters_of(fitted: dict, filter_values: dict) -> dict[str, float | list[f
         "integrity_weights": [round(float(gate.weights.get(c, 0.0)), 4) for c in CUES],
         "integrity_bias": round(gate.bias, 4),
         "integrity_threshold": round(gate.threshold, 6),
-        "filter_temperature": round(filter_values["temperature"], 6),
-        "filter_kidnap_probability": filter_values["kidnap_probability"],
         "filter_exit_probability": filter_values["exit_probability"],
         "filter_entry_probability": filter_values["entry_probability"],
-        "filter_reverse_weight": filter_values["reverse_weight"],
         "filter_offmap_similarity": round(filter_values["offmap_similarity"], 4),
         "filter_offmap_temperature": round(filter_values["offmap_temperature"], 6),
     }
