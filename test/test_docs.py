@@ -86,3 +86,19 @@ def test_experiment_directive_renders_the_rows_of_its_json(tmp_path, results_tab
     (tmp_path / "exp" / "results.json").write_text(json.dumps(summary))
     page = module.render_page("<!-- experiment: exp -->\n", tmp_path)
     assert "| drive | method | single | sequence 5 |" in page and "| fog | semantic | 15.7 | 19.6 |" in page
+
+
+def test_fix_integrity_directive_counts_the_published_fixes(tmp_path, results_tables):
+    def per_query(status, error, mahalanobis):
+        return {"status": status, "error_m": error, "mahalanobis_sq": mahalanobis}
+
+    single = per_query(["fix", "fix", "low_confidence", "fix"], [3.0, 300.0, 500.0, None], [1.0, 80.0, 90.0, None])
+    filtered = per_query(["fix", "low_confidence", "low_confidence", "no_match"], [2.0, 20.0, 30.0, None],
+                         [10.0, 1.0, 1.0, None])
+    summary = {"threshold_m": 25.0, "results": [{"method": "semantic", "condition": "fog", "per_query": single,
+                                                 "filtered": {"per_query": filtered}}]}
+    (tmp_path / "ev").mkdir()
+    (tmp_path / "ev" / "results.json").write_text(json.dumps(summary))
+    page = results_tables.render_page("<!-- fix-integrity: ev -->\n", tmp_path)
+    assert "| semantic | fog | single | 75.0 | 1 | 300 | 50.0 |" in page  # the unknown error is not counted
+    assert "| semantic | fog | filtered | 25.0 | 0 | 2 | 100.0 |" in page
