@@ -14,7 +14,7 @@ from semloc_ros.core.database import GeoDatabase, PlaceRecord
 from semloc_ros.core.estimate import FixStatus
 from semloc_ros.core.geodesy import LocalENU
 from semloc_ros.core.localizer import Localizer, LocalizerConfig
-from semloc_ros.core.sequence_filter import FilterConfig, SequenceFilter, neighbour_graph
+from semloc_ros.core.sequence_filter import FilterConfig, SequenceFilter, contrast_normalised, neighbour_graph
 
 faiss.omp_set_num_threads(1)
 
@@ -69,6 +69,7 @@ def east_of(database: GeoDatabase, estimate) -> float:
 def filter_config(**overrides) -> LocalizerConfig:
     """The filter on its own: no off-map state, no integrity gate (tested below and in test_localizer)."""
     values = {"sequence_filter": True, "filter_kidnap_probability": 0.01, "filter_temperature": 1.0,
+              "filter_evidence_spacing_m": SPACING_M,
               "filter_exit_probability": 0.0, "integrity_threshold": 0.0}
     values.update(overrides)
     return LocalizerConfig.from_parameters(values)
@@ -389,3 +390,27 @@ def test_frames_that_look_unmapped_lower_confidence_but_keep_the_track():
         assert np.allclose(with_off_map.belief, without.belief)
     assert with_off_map.off_map_probability > 0.9 and with_off_map.estimate().status is FixStatus.LOW_CONFIDENCE
     assert abs(east_of(database, with_off_map.estimate()) - query_x[-1]) < 6.0
+
+
+def test_frames_closer_than_the_evidence_spacing_weigh_less():
+    """After 1 m of travel with a 6 m spacing an observation's exponents are one sixth; a stopped vehicle (no
+    travel) adds no evidence; 6 m or more, or spacing 0, weigh fully."""
+    database = route_database(smooth_descriptors(np.arange(50) * SPACING_M))
+    scores, entries = np.array([0.9, 0.85, 0.6, 0.5]), np.array([3, 10, 20, 30])
+    contrast = contrast_normalised(scores)
+    likelihood = np.full(len(database), math.exp(contrast[-1] - contrast[0]))
+    likelihood[entries] = np.exp(contrast - contrast[0])  # temperature 1
+
+    def moved_and_updated(travel_m: float, spacing_m: float) -> tuple[np.ndarray, np.ndarray]:
+        sequence = SequenceFilter(database, FilterConfig(exit_probability=0.0, evidence_spacing_m=spacing_m,
+                                                         temperature=1.0, position_sigma_m=1.0))
+        sequence.update(np.array([1.0, 0.0]), np.array([25, 40]))  # a first, fully weighted observation
+        sequence.predict(None, displacement_m=travel_m)
+        moved = sequence.belief
+        sequence.update(scores, entries)
+        return moved, sequence.belief
+
+    for travel, spacing, weight in ((1.0, 6.0, 1 / 6), (0.0, 6.0, 0.0), (6.0, 6.0, 1.0), (1.0, 0.0, 1.0)):
+        moved, updated = moved_and_updated(travel, spacing)
+        expected = moved * likelihood**weight
+        assert np.allclose(updated, expected / expected.sum())

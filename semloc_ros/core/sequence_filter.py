@@ -21,7 +21,11 @@ The state is a belief ``b`` over the N database entries (where the vehicle is no
    the same for every descriptor and for re-ranking scores. The likelihood of a retrieved place is
    ``exp((z_k - z_1) / temperature)``; a place that was not retrieved scores at most ``s_K`` and gets that
    floor, ``exp((z_K - z_1) / temperature)``. ``b = b * L / sum(b * L)``. ``temperature``, the kidnap
-   probability and ``reverse_weight`` are chosen on training maps (``scripts/fit_sequence_filter.py``).
+   probability and ``reverse_weight`` are chosen on training maps (``scripts/fit_sequence_filter.py``), on
+   frames about ``evidence_spacing_m`` of travel apart. Consecutive frames closer together repeat each other's
+   errors (a faster camera, a slower or stopped vehicle), so after a step of travel ``t`` the exponents are
+   multiplied by ``w = min(1, t / evidence_spacing_m)``: the evidence per metre stays the one the values were
+   chosen at (``w = 1`` for the first frame, or with ``evidence_spacing_m`` 0).
 3. Estimate: the mass near each place ``m_i = sum of b_j over |p_j - p_i| <= estimate_radius_m``; the MAP
    place is the one with the largest ``m_i`` (ties: the larger own belief). Position, altitude and covariance
    come from the places within the radius of it weighted by their belief (:mod:`semloc_ros.core.estimate`,
@@ -97,6 +101,9 @@ class FilterConfig:
                                        Bounds(0.0, 1.0, low_open=True, high_open=True))
     offmap_similarity: float = setting(0.9458, "sequence filter: best cosine an unmapped view reaches (off-map "
                                        "likelihood; fitted by scripts/fit_uncertainty.py)", Bounds(-1.0, 1.0))
+    evidence_spacing_m: float = setting(6.0, "sequence filter: travel per fully weighted observation; frames "
+                                        "closer together weigh travel / spacing (0 = every frame fully)",
+                                        NON_NEGATIVE)
     offmap_temperature: float = setting(0.008934, "sequence filter: cosine temperature of the off-map likelihood "
                                         "(fitted on a training map)", POSITIVE)
 
@@ -245,6 +252,7 @@ class SequenceFilter:
         self._transition_weights = np.zeros(0)
         self._map_index = -1
         self._off_map = self._config.off_map_prior
+        self._evidence_weight = 1.0  # step 2: w of the next update
         self.resets = 0
 
     @property
@@ -282,6 +290,7 @@ class SequenceFilter:
         self._belief = None
         self._map_index = -1
         self._off_map = self._config.off_map_prior
+        self._evidence_weight = 1.0
         self.resets += 1
 
     # ------------------------------------------------------------------ predict
@@ -311,6 +320,8 @@ class SequenceFilter:
             return False
         if self._belief is None:
             return True  # uniform stays uniform
+        spacing = config.evidence_spacing_m
+        self._evidence_weight = min(1.0, travel / spacing) if spacing > 0.0 else 1.0  # step 2: w
         moved = np.bincount(
             self._graph.targets,
             weights=self._belief[self._sources] * self._transitions(travel, sigma),
@@ -363,6 +374,8 @@ class SequenceFilter:
         contrast = contrast_normalised(similarities)  # step 2
         best_z = contrast.max()
         floor = contrast.min() if len(indices) < count else -np.inf
+        weight, self._evidence_weight = max(self._evidence_weight, 1e-12), 1.0
+        temperature /= weight  # the exponents times w
         likelihood = np.full(count, math.exp((floor - best_z) / temperature) if math.isfinite(floor) else 0.0)
         likelihood[indices] = np.exp((contrast - best_z) / temperature)
         prior = self._belief if self._belief is not None else np.full(count, 1.0 / count)
@@ -374,7 +387,7 @@ class SequenceFilter:
         if self._config.exit_probability > 0.0:  # step 5, in log odds (L_off may be far beyond float range)
             seen = best if best_cosine is None else best_cosine
             log_off = (math.log(max(self._off_map, 1e-300))
-                       + (self._config.offmap_similarity - seen) / self._config.offmap_temperature)
+                       + weight * (self._config.offmap_similarity - seen) / self._config.offmap_temperature)
             log_on = math.log(max(1.0 - self._off_map, 1e-300)) + math.log(total)
             self._off_map = 1.0 / (1.0 + math.exp(min(700.0, log_on - log_off)))
 
