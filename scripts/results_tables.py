@@ -194,9 +194,13 @@ def uncertainty_tables(study: dict[str, Any]) -> str:
     out = []
     for mode, entry in study["modes"].items():
         shipped = " (shipped)" if study["shipped"]["mode"] == mode else ""
-        out.append(f"**{mode}{shipped}**: gate {entry['integrity']['threshold']:.4g} (Learn-then-Test, false-fix "
-                   f"rate <= {study['false_fix_rate']:g} at confidence {1 - study['delta']:g}, calibrated on "
-                   f"{', '.join(entry['calibration_maps'])}; score learned on {entry['learning_map']})\n")
+        if study.get("report_only"):
+            out.append(f"**{mode}{shipped}**: the parameter file's values, gate {entry['integrity']['threshold']:.4g} "
+                       "(reported, not fitted)\n")
+        else:
+            out.append(f"**{mode}{shipped}**: gate {entry['integrity']['threshold']:.4g} (Learn-then-Test, false-fix "
+                       f"rate <= {study['false_fix_rate']:g} at confidence {1 - study['delta']:g}, calibrated on "
+                       f"{', '.join(entry['calibration_maps'])}; score learned on {entry['learning_map']})\n")
         header = ["drive", "fixes %", "1σ / 2σ %", ">3σ %", "max fix err m", "false-fix %", "kept-fix %",
                   "NEES [95 %]", "fused / fix median m"]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
