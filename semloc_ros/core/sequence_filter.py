@@ -45,7 +45,7 @@ belief is ``(1 - o) b`` and ``o``), so a drive can leave the mapped area and com
    less confident but never erase where the vehicle was.
 5. Update (with step 2): off the map, no place is seen, so the best cosine similarity ``c_1`` is what an unmapped
    view reaches, ``offmap_similarity`` (fitted on training maps): likelihood
-   ``L_off = exp((offmap_similarity - c_1) / T_off)`` (``offmap_temperature``, on the cosine scale) against
+   ``L_off = exp(w (offmap_similarity - c_1) / T_off)`` (``offmap_temperature``, on the cosine scale) against
    ``Z = sum_i b_i L_i`` for the places;
    ``o = o L_off / ((1 - o) Z + o L_off)``. The scores ``s_k`` of step 2 may be re-ranking scores (the
    localizer passes what its single frame ranks with); ``c_1`` is then the best cosine, else ``c_1 = s_1``.
