@@ -243,8 +243,7 @@ class SequenceFilter:
         self._graph = neighbour_graph(enu[:, :2], graph_radius_m(self._config, self._estimate.radius_m))
         self._sources = self._graph.sources()
         self._self_edges = np.flatnonzero(self._graph.targets == self._sources)  # one per place, in place order
-        self._edge_direction = np.where(behind(enu[:, :2], database.heading, self._graph, self._sources),
-                                        self._config.reverse_weight, 1.0)  # step 1: w_ij
+        self._behind = behind(enu[:, :2], database.heading, self._graph, self._sources)  # step 1: where w_ij < 1
         self._near = self._graph.within(self._estimate.radius_m)
         self._near_sources = self._near.sources()
         self._belief: np.ndarray | None = None
@@ -344,7 +343,8 @@ class SequenceFilter:
         key = (round(travel, 6), round(sigma, 6))
         if key != self._transition_key:
             mismatch = (self._graph.distances.astype(np.float64) - travel) / sigma
-            weights = self._edge_direction * np.exp(-0.5 * mismatch**2)
+            weights = np.exp(-0.5 * mismatch**2)
+            weights[self._behind] *= self._config.reverse_weight  # step 1: w_ij
             row_sums = np.add.reduceat(weights, self._graph.indptr[:-1])
             empty = row_sums <= 0.0
             if empty.any():  # every neighbour implausible (underflow): such a place keeps its belief
