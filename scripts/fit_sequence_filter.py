@@ -27,9 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from semloc_ros.core.localizer import Localizer, LocalizerConfig  # noqa: E402
+from semloc_ros.core.localizer import LocalizerConfig  # noqa: E402
 from semloc_ros.evaluation.calibration import FilterDrive, fit_filter_parameters  # noqa: E402
-from semloc_ros.evaluation.metrics import localization_metrics  # noqa: E402
 from semloc_ros.evaluation.uncertainty_study import (  # noqa: E402
     Described,
     MapRole,
@@ -63,23 +62,15 @@ def filter_drives(described: Described, roles: list[MapRole], stride: int) -> li
 
 def recall_rows(drives: list[FilterDrive], configs: dict[str, LocalizerConfig], threshold_m: float) -> list[dict]:
     """Step 3: Recall@1 (%) per drive of the single frame and of each filter configuration."""
+    single = configs["chosen"].with_parameters(sequence_filter=False)  # no filter graph for frame-by-frame runs
     rows = []
     for case in drives:
         row = {"drive": case.drive.name, "queries": len(case.drive)}
-        single = Localizer(case.database, configs["chosen"])
-        row["single"] = _recall(single.localize_batch(case.descriptors, thumbnails=case.thumbnails), case, threshold_m)
-        for name, config in configs.items():
-            estimates = Localizer(case.database, config).localize_sequence(
-                case.descriptors, case.drive.stamps_ns.tolist(), thumbnails=case.thumbnails)
-            row[name] = _recall(estimates, case, threshold_m)
+        for name, config in {"single": single, **configs}.items():
+            row[name] = case.metrics(config, threshold_m)["localization_recall_at_1"]
         rows.append(row)
         print(" | ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
     return rows
-
-
-def _recall(estimates, case: FilterDrive, threshold_m: float) -> float:
-    return localization_metrics(estimates, case.database, case.drive.lat, case.drive.lon,
-                                threshold_m)["localization_recall_at_1"]
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -79,6 +79,17 @@ class FilterDrive:
     descriptors: np.ndarray
     thumbnails: np.ndarray | None = None
 
+    def metrics(self, config: LocalizerConfig, threshold_m: float) -> dict[str, Any]:
+        """:func:`localization_metrics` of the drive localized with ``config``: through the sequence filter when
+        the configuration has it, else frame by frame."""
+        localizer = Localizer(self.database, config)
+        if config.sequence_filter:
+            estimates = localizer.localize_sequence(self.descriptors, self.drive.stamps_ns.tolist(),
+                                                    thumbnails=self.thumbnails)
+        else:
+            estimates = localizer.localize_batch(self.descriptors, thumbnails=self.thumbnails)
+        return localization_metrics(estimates, self.database, self.drive.lat, self.drive.lon, threshold_m)
+
 
 def filter_capped_error(drives: Sequence[FilterDrive], config: LocalizerConfig, threshold_m: float) -> float:
     """Mean over ``drives`` of the mean ``min(error, 4 x threshold_m)`` of the filtered estimates (failures count
@@ -86,10 +97,7 @@ def filter_capped_error(drives: Sequence[FilterDrive], config: LocalizerConfig, 
     cap = 4.0 * threshold_m
     means = []
     for case in drives:
-        estimates = Localizer(case.database, config).localize_sequence(
-            case.descriptors, case.drive.stamps_ns.tolist(), thumbnails=case.thumbnails)
-        error = localization_metrics(estimates, case.database, case.drive.lat, case.drive.lon,
-                                     threshold_m)["per_query"]["error_m"]
+        error = case.metrics(config, threshold_m)["per_query"]["error_m"]
         means.append(float(np.mean(np.minimum(np.nan_to_num(float_array(error), nan=cap), cap))))
     return float(np.mean(means)) if means else math.nan
 
