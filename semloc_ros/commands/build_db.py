@@ -39,7 +39,7 @@ from semloc_ros.commands.common import (
     add_views_argument,
 )
 from semloc_ros.core.database import DatabaseError, GeoDatabase
-from semloc_ros.core.map_file import checked_camera_yaw
+from semloc_ros.core.map_file import camera_yaw_mismatch, checked_camera_yaw
 from semloc_ros.core.tiles import DEFAULT_TILE_SIZE_M, MANIFEST, TiledMap, is_tiled_map
 from semloc_ros.core.views import format_views
 from semloc_ros.distributed import (
@@ -310,10 +310,8 @@ def _existing_database(args: argparse.Namespace, pipeline, gps_frame_id: str,
                   f"'{database.gps_frame_id}', these in '{gps_frame_id}' (another antenna: build another map)",
                   file=sys.stderr)
             return 1
-        if camera_yaw_deg != database.camera_yaw_deg:
-            print(f"semloc build-db: cannot append: the map's camera looks {database.camera_yaw_deg:g} degrees from "
-                  f"the vehicle heading, these frames' {camera_yaw_deg:g} (another camera: build another map)",
-                  file=sys.stderr)
+        if mismatch := camera_yaw_mismatch(database.camera_yaw_deg, camera_yaw_deg):
+            print(f"semloc build-db: cannot append: {mismatch}", file=sys.stderr)
             return 1
         print(f"appending to {args.out} ({len(database)} entries, model {database.model_id})")
     elif args.out.exists():
@@ -392,9 +390,8 @@ def _existing_tiled(args: argparse.Namespace, pipeline, camera_yaw_deg: float) -
                 raise DatabaseError(f"the map holds views {format_views(existing.views)}, not --views "
                                     f"{format_views(args.views)} (leave --views out to use the map's)")
             stand_in.views = existing.views
-            if existing.camera_yaw_deg != camera_yaw_deg:
-                raise DatabaseError(f"the map's camera looks {existing.camera_yaw_deg:g} degrees from the vehicle "
-                                    f"heading, these frames' {camera_yaw_deg:g} (another camera: build another map)")
+            if mismatch := camera_yaw_mismatch(existing.camera_yaw_deg, camera_yaw_deg):
+                raise DatabaseError(mismatch)
             args.no_thumbnails = not existing.manifest["thumbnails"]
             print(f"appending to the tiled map {args.out} ({existing.count} entries in {len(existing.keys)} tiles)")
         elif is_tiled_map(args.out):

@@ -181,6 +181,15 @@ def checked_camera_yaw(value: Any) -> float:
     return wrapped + 0.0  # no -0.0
 
 
+def camera_yaw_mismatch(map_yaw_deg: float, frames_yaw_deg: float) -> str | None:
+    """Why frames of a camera at ``frames_yaw_deg`` cannot join a map of one at ``map_yaw_deg``; None when they
+    can (one map holds one camera's views)."""
+    if map_yaw_deg == frames_yaw_deg:
+        return None
+    return (f"the map's camera looks {map_yaw_deg:g} degrees from the vehicle heading, these frames' "
+            f"{frames_yaw_deg:g} (another camera: build another map)")
+
+
 def stored_camera_yaw(header: dict[str, Any], source: Path) -> float:
     """The map camera's yaw in the header; 0 (a forward camera) for files written before maps stored it."""
     try:

@@ -44,7 +44,7 @@ from semloc_ros.core.database import (
 )
 from semloc_ros.core.geodesy import LocalENU, UTMProjection
 from semloc_ros.core.ivfpq import ivfpq_training_rows, untrained_ivfpq, without_precomputed_table
-from semloc_ros.core.map_file import checked_camera_yaw
+from semloc_ros.core.map_file import camera_yaw_mismatch, checked_camera_yaw
 from semloc_ros.core.views import SINGLE_VIEW, check_views, format_views
 
 MANIFEST = "tiles.json"
@@ -247,9 +247,8 @@ class TiledMap:
             raise TiledMapError("the map stores label thumbnails for all entries or for none: add entries alike")
         if tuple(entries.views) != self.views:
             raise TiledMapError(f"the map holds views {format_views(self.views)}, not {format_views(entries.views)}")
-        if entries.camera_yaw_deg != self.camera_yaw_deg:
-            raise TiledMapError(f"the map's camera looks {self.camera_yaw_deg:g} degrees from the vehicle heading, "
-                                f"these entries' {entries.camera_yaw_deg:g}: another camera, another map")
+        if mismatch := camera_yaw_mismatch(self.camera_yaw_deg, entries.camera_yaw_deg):
+            raise TiledMapError(mismatch)
         self.manifest["version"] += 1
         return self._write(entries)
 
