@@ -59,7 +59,8 @@ def test_a_gap_longer_than_the_limit_leaves_the_interval_uncovered():
 def test_non_finite_positions_are_refused_and_leave_the_track_unchanged():
     track = _track([(0.0, 0.0, 0.0), (0.1, 1.0, 0.0)])
     for x, y in ((math.nan, 0.0), (0.0, math.inf)):
-        assert "not finite" in track.add(int(0.2 * S), x, y)
+        notice = track.add(int(0.2 * S), x, y)
+        assert notice.refused and notice.kind == "odometry_not_finite" and "not finite" in notice.text
     assert len(track) == 2 and track.newest_ns == int(0.1 * S)
 
 
@@ -67,7 +68,8 @@ def test_a_stamp_going_backwards_starts_the_track_again():
     track = _track([(5.0, 0.0, 0.0), (5.1, 1.0, 0.0)])
     assert track.add(int(5.1 * S), 7.0, 7.0) is None  # a repeated stamp changes nothing
     assert track.travel(5 * S, int(5.1 * S)) == pytest.approx(1.0)
-    assert "starts again" in track.add(1 * S, 100.0, 0.0)  # a replayed bag
+    notice = track.add(1 * S, 100.0, 0.0)  # a replayed bag
+    assert not notice.refused and notice.kind == "odometry_backwards" and "starts again" in notice.text
     assert len(track) == 1 and track.travel(5 * S, int(5.1 * S)) is None
     assert track.add(int(1.1 * S), 102.0, 0.0) is None
     assert track.travel(1 * S, int(1.1 * S)) == pytest.approx(2.0)

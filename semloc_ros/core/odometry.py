@@ -47,6 +47,15 @@ class OdometryConfig:
         return self
 
 
+@dataclass(frozen=True)
+class TrackNotice:
+    """What happened to a sample that was not simply kept (step 1): ``kind`` names it for diagnostics."""
+
+    kind: str
+    text: str
+    refused: bool  # True: the sample was not kept
+
+
 class OdometryTrack:
     """Recent odometry positions (see the module docstring); answers the path length between two stamps."""
 
@@ -66,16 +75,18 @@ class OdometryTrack:
         self._stamps.clear()
         self._xy.clear()
 
-    def add(self, stamp_ns: int, x: float, y: float) -> str | None:
-        """Keep a sample (step 1); returns None when kept as is, else what happened to it, in words."""
+    def add(self, stamp_ns: int, x: float, y: float) -> TrackNotice | None:
+        """Keep a sample (step 1); None when it was kept (or repeated the newest), else what happened to it."""
         if not (math.isfinite(x) and math.isfinite(y)):
-            return f"odometry position ({x}, {y}) at {stamp_ns} ns is not finite: ignored"
+            return TrackNotice("odometry_not_finite",
+                               f"odometry position ({x}, {y}) at {stamp_ns} ns is not finite: ignored", refused=True)
         newest = self.newest_ns
         if newest is not None and stamp_ns == newest:
             return None  # a repeated sample: nothing new
         outcome = None
         if newest is not None and stamp_ns < newest:
-            outcome = f"odometry stamp {stamp_ns} ns is older than the newest {newest} ns: the track starts again"
+            outcome = TrackNotice("odometry_backwards", f"odometry stamp {stamp_ns} ns is older than the newest "
+                                  f"{newest} ns: the odometry track starts again from it", refused=False)
             self.clear()
         self._stamps.append(int(stamp_ns))
         self._xy.append((float(x), float(y)))

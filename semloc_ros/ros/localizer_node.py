@@ -8,6 +8,10 @@ descriptor whose label image has not arrived is answered without re-ranking (cou
 the estimate (and around the fixes of ``gnss_prior_topic``, when set) are loaded, by a background thread
 (:mod:`semloc_ros.core.tile_cache`, parameters ``tile_*``); markers and path use a fixed ENU frame centred on the
 map's tiles.
+
+With ``use_odometry`` and the sequence filter, nav_msgs/Odometry on ``odom`` gives the filter the distance travelled
+between consecutive descriptors (:mod:`semloc_ros.core.odometry`) instead of ``filter_speed_mps`` x their stamp
+difference; a frame the odometry does not cover falls back to the stamps (counted as ``odometry_uncovered``).
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ import faiss
 import numpy as np
 from geographic_msgs.msg import GeoPoseWithCovarianceStamped
 from geometry_msgs.msg import Point, PoseStamped, Quaternion
+from nav_msgs.msg import Odometry
 from nav_msgs.msg import Path as PathMessage
 from rclpy.node import Node
-from rclpy.qos import QoSProfile
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from semloc_msgs.msg import Descriptor
 from sensor_msgs.msg import Image, NavSatFix, NavSatStatus
 from std_msgs.msg import ColorRGBA, Header
@@ -37,6 +42,7 @@ from semloc_ros.core.estimate import FixStatus, PositionEstimate
 from semloc_ros.core.geodesy import GeoError, LocalENU, UTMProjection
 from semloc_ros.core.image_codec import ImageEncodingError
 from semloc_ros.core.localizer import Localizer, LocalizerConfig
+from semloc_ros.core.odometry import OdometryConfig, OdometryTrack
 from semloc_ros.core.pipeline_id import split_pipeline_id
 from semloc_ros.core.reranking import label_thumbnail
 from semloc_ros.core.settings import Bounds, flat_fields
@@ -58,6 +64,7 @@ from semloc_ros.ros.stage_stats import SequenceMonitor, StageStats
 
 CONFIG_PARAMETERS = tuple(field.name for field in flat_fields(LocalizerConfig))  # the localizer configuration
 TILE_PARAMETERS = tuple(field.name for field in flat_fields(TileCacheConfig))  # tile_<name>: tiled maps
+ODOMETRY_PARAMETERS = tuple(field.name for field in flat_fields(OdometryConfig))  # odometry_<name>: use_odometry
 
 PARAMETERS = (
     ParameterSpec("database_path", "", "GeoDatabase file or tiled map folder (semloc build-db); reloaded when the "
@@ -85,6 +92,10 @@ PARAMETERS = (
       for f in flat_fields(TileCacheConfig)),
     ParameterSpec("gnss_prior_topic", "", "tiled maps: NavSatFix topic whose fixes also choose the tiles to load "
                   "(empty: none)", read_only=True),
+    ParameterSpec("use_odometry", False, "sequence filter: take the travel between descriptors from nav_msgs/Odometry "
+                  "on the topic odom (remap it) instead of filter_speed_mps x their stamp difference", read_only=True),
+    *(ParameterSpec(f"odometry_{f.name}", f.default, f"use_odometry: {f.help}", f.bounds, read_only=True)
+      for f in flat_fields(OdometryConfig)),
     ParameterSpec("label_buffer", 30, "label images (semloc/labels) kept for re-ranking, waiting for their "
                   "descriptor", Bounds(1, 1000), read_only=True),
 )
@@ -198,12 +209,25 @@ class LocalizerNode(Node):
         self.create_subscription(Image, "semloc/labels", self.on_labels, QoSProfile(depth=10))
         if self.params.get("gnss_prior_topic"):
             self.create_subscription(NavSatFix, self.params.get("gnss_prior_topic"), self.on_prior, qos)
+        self.odometry: OdometryTrack | None = None
+        self._previous_stamp_ns: int | None = None  # of the last descriptor answered: the start of the next travel
+        if self.params.get("use_odometry"):
+            self._start_odometry()
 
         self._loaded_path = ""
         self._try_load_database()
         self.wait_for_map_load()  # the first map before spinning: there is none to keep serving meanwhile
         self._retry_timer = self.create_timer(self.params.get("database_retry_period_s"),
                                               self._try_load_database)
+
+    def _start_odometry(self) -> None:
+        """Keep the odometry positions on ``odom`` (best effort: takes reliable and best-effort publishers)."""
+        self.odometry = OdometryTrack(OdometryConfig(**{name: self.params.get(f"odometry_{name}")
+                                                        for name in ODOMETRY_PARAMETERS}))
+        self.create_subscription(Odometry, "odom", self.on_odometry,
+                                 QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT))
+        if not self.config.sequence_filter:
+            self.get_logger().info("use_odometry: odometry is used only while sequence_filter is true")
 
     # --- database and configuration -------------------------------------------------------------
     def _current_config(self) -> LocalizerConfig:
@@ -316,7 +340,32 @@ class LocalizerNode(Node):
         if "map_coordinates" in changed:
             self._path_poses.clear()
 
-    # --- per label image and descriptor -------------------------------------------------------------
+    # --- per odometry message, label image and descriptor -------------------------------------------------------------
+    @guarded
+    def on_odometry(self, message: Odometry) -> None:
+        """An odometry position (x, y in its frame) for the travel between descriptors."""
+        position = message.pose.pose.position
+        notice = self.odometry.add(stamp_to_ns(message.header.stamp), position.x, position.y)
+        if notice is not None:
+            (self.stats.record_error if notice.refused else self.stats.record_warning)(notice.kind, notice.text)
+            self.get_logger().warning(notice.text, throttle_duration_sec=5.0)
+
+    def _odometry_travel(self, stamp_ns: int) -> float | None:
+        """The odometry's travel since the previous descriptor when the filter will predict with it; None: the
+        filter predicts from the stamps (no odometry, the first frame, a reset, or a frame the odometry does not
+        cover, which is counted and logged)."""
+        previous = self._previous_stamp_ns
+        if self.odometry is None or not self.config.sequence_filter or previous is None \
+                or not 0 <= stamp_ns - previous <= self.config.filter.max_gap_s * 1e9:
+            return None
+        travel = self.odometry.travel(previous, stamp_ns)
+        if travel is None:
+            text = (f"odometry does not cover {previous}..{stamp_ns} ns "
+                    f"({self.odometry.coverage_problem(previous, stamp_ns)}): travel predicted from the stamps")
+            self.stats.record_warning("odometry_uncovered", text)
+            self.get_logger().warning(text, throttle_duration_sec=5.0)
+        return travel
+
     @guarded
     def on_labels(self, message: Image) -> None:
         """Keep the label thumbnail of a frame for re-ranking its descriptor (only while re-ranking applies)."""
@@ -364,6 +413,7 @@ class LocalizerNode(Node):
             self._warn_legacy()
         try:
             estimate = self.localizer.localize(descriptor, model_id=message.model_id, stamp_ns=stamp_ns,
+                                               displacement_m=self._odometry_travel(stamp_ns),
                                                thumbnail=self._thumbnail_for(stamp_ns))
         except DescriptorMismatchError as error:
             self._reject("model_mismatch", str(error))
@@ -371,6 +421,7 @@ class LocalizerNode(Node):
         except ValueError as error:
             self._reject("bad_descriptor", str(error))
             return
+        self._previous_stamp_ns = stamp_ns
         header = Header(stamp=message.header.stamp, frame_id=self.fix_frame_id(message.header.frame_id))
         self.fix_publisher.publish(self.navsatfix(estimate, header, self.params.get("unknown_altitude_m")))
         self.geopose_publisher.publish(self.geopose(estimate, header))
