@@ -3,10 +3,12 @@
     ros2 launch semloc_ros semloc.launch.py database:=/path/to/route.semdb image_topic:=/camera/image_raw
     ros2 launch semloc_ros semloc.launch.py database:=route.semdb image_topic:=/cam/image_raw use_compressed:=true \
         model:=my_segmenter.onnx label_mapping:=cityscapes19 map_frame:=semloc_map
+    ros2 launch semloc_ros semloc.launch.py database:=route.semdb use_odometry:=true odom_topic:=/odometry/filtered
 
 Parameters come from config/semloc.yaml (or params_file:=...); the arguments below override it only when given
 (empty = the parameter file's value). With use_compressed the segmentation node subscribes to
-`<image_topic>/compressed` (image_transport's name) unless compressed_topic is given.
+`<image_topic>/compressed` (image_transport's name) unless compressed_topic is given. The localizer's `odom`
+(nav_msgs/Odometry, read with use_odometry and the sequence filter) is remapped to odom_topic.
 The nodes get FASTDDS_DEFAULT_PROFILES_FILE=fastdds_profile (default: the variable's value when set, else
 config/fastdds_large_frames.xml, which lets camera frames over ~0.5 MB through and keeps DDS on loopback; the
 camera driver needs it too, see that file).
@@ -31,6 +33,7 @@ OVERRIDES = {
     "database": ("localizer_node", "database_path", str),
     "fix_frame_id": ("localizer_node", "fix_frame_id", str),
     "map_frame": ("localizer_node", "map_frame", str),
+    "use_odometry": ("localizer_node", "use_odometry", bool),
 }
 
 
@@ -43,10 +46,12 @@ def _as_type(argument: str, value: str, kind: type):
 
 
 def _nodes(context):
-    """The three nodes, with the given launch arguments as parameter overrides and the camera remappings."""
+    """The three nodes, with the given launch arguments as parameter overrides, the camera remappings and the
+    localizer's odometry remapping."""
     value = {name: LaunchConfiguration(name).perform(context) for name in (*OVERRIDES, "image_topic",
-                                                                           "compressed_topic", "namespace",
-                                                                           "use_sim_time", "params_file")}
+                                                                           "compressed_topic", "odom_topic",
+                                                                           "namespace", "use_sim_time",
+                                                                           "params_file")}
     sim_time = value["use_sim_time"].lower() == "true"
     overrides = {node: {"use_sim_time": sim_time}
                  for node in ("segmentation_node", "descriptor_node", "localizer_node")}
@@ -62,7 +67,7 @@ def _nodes(context):
              parameters=[value["params_file"], overrides["segmentation_node"]], **common),
         Node(executable="descriptor_node", name="descriptor_node", remappings=camera_remaps,  # RGB descriptors
              parameters=[value["params_file"], overrides["descriptor_node"]], **common),
-        Node(executable="localizer_node", name="localizer_node",
+        Node(executable="localizer_node", name="localizer_node", remappings=[("odom", value["odom_topic"])],
              parameters=[value["params_file"], overrides["localizer_node"]],
              condition=IfCondition(LaunchConfiguration("localizer")), **common),
     ]
@@ -93,6 +98,10 @@ def generate_launch_description() -> LaunchDescription:
                               description="frame_id of /semloc/fix; not given: the GPS antenna frame the map stores"),
         DeclareLaunchArgument("map_frame", default_value="",
                               description="frame of the markers and the path (not the navigation stack's map)"),
+        DeclareLaunchArgument("use_odometry", default_value="",
+                              description="true: the sequence filter takes the travel between frames from odom_topic"),
+        DeclareLaunchArgument("odom_topic", default_value="odom",
+                              description="nav_msgs/Odometry topic of the localizer (wheel odometry, VIO, an EKF)"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the nodes"),
         DeclareLaunchArgument("use_sim_time", default_value="false",
                               description="use /clock (rosbag replay with --clock)"),

@@ -109,6 +109,14 @@ def test_arguments_override_parameters_and_compressed_topic_follows_image_topic(
         launch(monkeypatch, use_compressed="yes")
 
 
+def test_the_localizer_reads_odometry_from_odom_topic(monkeypatch) -> None:
+    localizer = launch(monkeypatch)["localizer_node"]
+    assert dict(localizer["remappings"]) == {"odom": "odom"} and "use_odometry" not in localizer["parameters"][1]
+    localizer = launch(monkeypatch, use_odometry="true", odom_topic="/odometry/filtered")["localizer_node"]
+    assert dict(localizer["remappings"]) == {"odom": "/odometry/filtered"}
+    assert localizer["parameters"][1]["use_odometry"] is True
+
+
 def test_nodes_get_the_large_frame_profile_unless_the_user_chose_one(monkeypatch) -> None:
     """Fast DDS loses best-effort frames over ~0.5 MB without config/fastdds_large_frames.xml."""
     variable = "FASTDDS_DEFAULT_PROFILES_FILE"
