@@ -57,6 +57,29 @@ def test_runner_command_line_uses_params_file_overlay_and_remaps(tmp_path):
     assert runner.env["ROS_AUTOMATIC_DISCOVERY_RANGE"]
 
 
+def test_run_remaps_the_localizers_odometry_when_asked(monkeypatch):
+    from semloc_ros.commands import run
+
+    started = []
+
+    class Runner:
+        def __init__(self, *args, **kwargs):
+            started.append(kwargs["remaps"])
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc_info):
+            return False
+
+        def wait(self) -> int:
+            return 0
+
+    monkeypatch.setattr(run, "PipelineRunner", Runner)
+    assert run.main(["--odom-topic", "/odometry/filtered", "--set", "localizer_node.use_odometry=true"]) == 0
+    assert run.main([]) == 0
+    assert started[0]["odom"] == "/odometry/filtered" and "odom" not in started[1]
+
 # ------------------------------------------------------------------------------------ bad input: one line
 def _truncated_mcap(tmp_path: Path) -> Path:
     from rosbags.rosbag2 import StoragePlugin

@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-topic", default="/camera/image_raw", help="camera topic")
     parser.add_argument("--compressed", action="store_true",
                         help="subscribe to IMAGE_TOPIC/compressed (sensor_msgs/CompressedImage)")
+    parser.add_argument("--odom-topic", help="nav_msgs/Odometry topic the localizer's odom is remapped to (read with "
+                        "--set localizer_node.use_odometry=true and the sequence filter)")
     parser.add_argument("--no-localizer", action="store_true", help="start only segmentation and descriptor")
     parser.add_argument("--domain-id", type=int, help="ROS_DOMAIN_ID for the nodes")
     return parser
@@ -41,10 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.compressed:
         overrides.setdefault("segmentation_node", {})["use_compressed"] = True
     nodes = NODES[:2] if args.no_localizer else NODES
-    runner = PipelineRunner(args.params_file, overrides,
-                            remaps={"image_raw": args.image_topic,
-                                    "image_raw/compressed": f"{args.image_topic}/compressed"},
-                            nodes=nodes, domain_id=args.domain_id)
+    remaps = {"image_raw": args.image_topic, "image_raw/compressed": f"{args.image_topic}/compressed"}
+    if args.odom_topic:
+        remaps["odom"] = args.odom_topic
+    runner = PipelineRunner(args.params_file, overrides, remaps=remaps, nodes=nodes, domain_id=args.domain_id)
     signal.signal(signal.SIGTERM, _interrupt)
     with runner:
         print(f"[semloc run] started {', '.join(nodes)} (Ctrl-C stops them)")
