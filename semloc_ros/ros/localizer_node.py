@@ -340,7 +340,7 @@ class LocalizerNode(Node):
         if "map_coordinates" in changed:
             self._path_poses.clear()
 
-    # --- per odometry message, label image and descriptor -------------------------------------------------------------
+    # --- per odometry message, label image and descriptor -------------------------------------------
     @guarded
     def on_odometry(self, message: Odometry) -> None:
         """An odometry position (x, y in its frame) for the travel between descriptors."""
