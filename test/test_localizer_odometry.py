@@ -81,9 +81,9 @@ def _spin_until(executor: SingleThreadedExecutor, done, what: str, timeout_s: fl
         executor.spin_once(timeout_sec=0.05)
 
 
-def test_a_stopped_vehicles_odometry_over_dds_keeps_the_filter_still(node):
-    """Odometry and descriptors published over DDS: the filter predicts 0 m of travel where the prior speed
-    predicts 5 m per frame."""
+def test_odometry_over_dds_gives_the_filter_the_travel_between_descriptors(node):
+    """Odometry and descriptors published over DDS, the vehicle standing: the filter predicts 0 m of travel per
+    frame where the prior speed predicts 5 m."""
     feed = rclpy.create_node("odometry_feed")
     odometry = feed.create_publisher(Odometry, "odom", 100)
     descriptors = feed.create_publisher(Descriptor, "semloc/descriptor", 10)
