@@ -10,10 +10,14 @@
 2. Every ``--query-stride``-th frame of every training query drive (as ``semloc evaluate`` queries) runs through
    the filter for each candidate (:func:`semloc_ros.evaluation.calibration.fit_filter_parameters`): the
    smallest mean capped error wins.
-3. Report, per drive of the training maps and of the tuning maps (held out: the figures to decide on), Recall@1
+3. The speed estimate's time constant (:func:`semloc_ros.evaluation.calibration.fit_speed_time_constant`), on
+   every frame of the training drives replayed at the stamp scales ``--stamp-scales`` (slower and faster
+   vehicles; every frame, since a scaled gap of every ``--query-stride``-th frame may exceed
+   ``filter_max_gap_s``).
+4. Report, per drive of the training maps and of the tuning maps (held out: the figures to decide on), Recall@1
    at ``--threshold-m`` of the single frame, of the filter with the chosen values and of the same filter without
    direction (reverse weight 1). ``DIR/results.json``; the table in docs via scripts/results_tables.py.
-4. ``--write-config``: the chosen values replace those in the parameter file. Copy them into the ``setting(...)``
+5. ``--write-config``: the chosen values replace those in the parameter file. Copy them into the ``setting(...)``
    defaults of ``FilterConfig`` (core/sequence_filter.py) too, then run ``python scripts/parameter_table.py``.
 """
 
@@ -28,7 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from semloc_ros.core.localizer import LocalizerConfig  # noqa: E402
-from semloc_ros.evaluation.calibration import FilterDrive, fit_filter_parameters  # noqa: E402
+from semloc_ros.evaluation.calibration import (  # noqa: E402
+    FILTER_STAMP_SCALES,
+    FilterDrive,
+    fit_filter_parameters,
+    fit_speed_time_constant,
+)
 from semloc_ros.evaluation.uncertainty_study import (  # noqa: E402
     Described,
     MapRole,
@@ -39,13 +48,15 @@ from semloc_ros.evaluation.uncertainty_study import (  # noqa: E402
     write_config_values,
 )
 
-FITTED = ("filter_temperature", "filter_kidnap_probability", "filter_reverse_weight")
+FITTED = ("filter_temperature", "filter_kidnap_probability", "filter_reverse_weight", "filter_speed_time_constant_s")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_fit_arguments(parser, ROOT / "config" / "semloc.yaml")
     parser.add_argument("--query-stride", type=int, default=3, help="every Nth query frame (as semloc evaluate)")
+    parser.add_argument("--stamp-scales", type=float, nargs="+", default=list(FILTER_STAMP_SCALES),
+                        help="step 3: the training drives replayed with their stamp differences times these")
     return parser
 
 
@@ -74,7 +85,7 @@ def recall_rows(drives: list[FilterDrive], configs: dict[str, LocalizerConfig], 
 
 
 def run(args: argparse.Namespace) -> dict:
-    """Steps 1-3."""
+    """Steps 1-4."""
     from semloc_ros.models.pipeline import Pipeline
 
     shipped = read_localizer_config(args.config).with_parameters(sequence_filter=True)  # step 1
@@ -83,6 +94,9 @@ def run(args: argparse.Namespace) -> dict:
                           args.database_views)
     training = filter_drives(described, maps, args.query_stride)
     chosen, fit = fit_filter_parameters(training, shipped, args.threshold_m)  # step 2
+    chosen, fit["speed_time_constants"] = fit_speed_time_constant(  # step 3
+        filter_drives(described, maps, 1), chosen, args.threshold_m, args.stamp_scales)
+    fit["stamp_scales"] = list(args.stamp_scales)
     configs = {"chosen": chosen, "undirected": chosen.with_parameters(filter_reverse_weight=1.0)}
     tuning = filter_drives(described, [r for root in args.dataset for r in tuning_maps(root)], args.query_stride)
     rows = [{**row, "method": "training map (fitted on)"} for row in recall_rows(training, configs, args.threshold_m)]
@@ -90,7 +104,7 @@ def run(args: argparse.Namespace) -> dict:
     return {"experiment": "sequence-filter", "dataset": [str(root) for root in args.dataset],
             "database": "each drive's own map", "threshold_m": args.threshold_m, "query_stride": args.query_stride,
             "fit": fit, "chosen": {name: chosen.parameters()[name] for name in FITTED},
-            "columns": ["single", *configs], "rows": rows}  # step 3
+            "columns": ["single", *configs], "rows": rows}  # step 4
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
         write_json_atomic(study, args.out / "results.json")
         print(f"results: {args.out / 'results.json'}")
-    if args.write_config is not None:  # step 4
+    if args.write_config is not None:  # step 5
         write_config_values(args.write_config, study["chosen"])
         print(f"chosen values written to {args.write_config}")
     return 0

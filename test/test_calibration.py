@@ -324,3 +324,21 @@ def test_fit_sequence_filter_reports_recall_per_drive(load_script, capsys, tmp_p
     assert "day_calib" in capsys.readouterr().out
     assert script.main(["--dataset", str(tmp_path)]) == 2  # no splits.json: one line, no traceback
     assert capsys.readouterr().err.startswith("fit_sequence_filter: ")
+
+
+def test_speed_time_constant_is_chosen_on_drives_replayed_at_other_speeds():
+    from semloc_ros.core.localizer import LocalizerConfig
+    from semloc_ros.evaluation.calibration import FilterDrive, at_speed, fit_speed_time_constant
+
+    database, (calibration, calibration_d), _, _ = _route_database_and_drives()
+    case = FilterDrive(database, calibration, calibration_d)
+    slower = at_speed(case, 2.0)
+    gaps = np.diff(slower.drive.stamps_ns)
+    assert np.array_equal(gaps, 2 * np.diff(calibration.stamps_ns))  # the speed halved, the frames kept
+    assert slower.drive.stamps_ns[0] == calibration.stamps_ns[0] and slower.descriptors is calibration_d
+    config = LocalizerConfig().with_parameters(sequence_filter=True, filter_temperature=1.0)
+    fitted, rows = fit_speed_time_constant([case], config, stamp_scales=(1.0, 2.0), time_constants=(0.0, 5.0))
+    assert [row["speed_time_constant_s"] for row in rows] == [0.0, 5.0]
+    best = min(rows, key=lambda row: row["mean_capped_error_m"])
+    assert fitted.filter.speed_time_constant_s == best["speed_time_constant_s"]
+    assert all(math.isfinite(row["mean_capped_error_m"]) for row in rows)

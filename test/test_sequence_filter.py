@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from semloc_ros.core.database import GeoDatabase, PlaceRecord
-from semloc_ros.core.estimate import FixStatus
+from semloc_ros.core.estimate import EstimateSettings, FixStatus
 from semloc_ros.core.geodesy import LocalENU
 from semloc_ros.core.localizer import Localizer, LocalizerConfig
 from semloc_ros.core.sequence_filter import FilterConfig, SequenceFilter, contrast_normalised, neighbour_graph
@@ -114,11 +114,13 @@ def test_neighbour_graph_size_is_linear_in_the_number_of_places():
 
 
 # --------------------------------------------------------------------------------- filter core
-def peaked_and_moved(reverse_weight: float, travel_m: float = 20.0) -> tuple[GeoDatabase, np.ndarray, int]:
+def peaked_and_moved(reverse_weight: float, travel_m: float = 20.0,
+                     **config_values) -> tuple[GeoDatabase, np.ndarray, int]:
     """The belief of a filter peaked at place 200 (heading east), then moved by ``travel_m`` of odometry."""
     database = route_database(smooth_descriptors(np.arange(N_PLACES) * SPACING_M))
-    config = FilterConfig(kidnap_probability=1e-6, exit_probability=0.0, temperature=0.05,
-                          reverse_weight=reverse_weight)
+    values = {"kidnap_probability": 1e-6, "exit_probability": 0.0, "temperature": 0.05,
+              "reverse_weight": reverse_weight, **config_values}
+    config = FilterConfig(**values)
     sequence_filter = SequenceFilter(database, config)
     start = 200
     sequence_filter.update(np.array([1.0, 0.0]), np.array([start, start + 100]))  # peaked at place 200
@@ -135,6 +137,26 @@ def test_displacement_moves_the_belief_ahead_along_the_map_heading():
     _, reversing, _ = peaked_and_moved(reverse_weight=0.1)
     assert 0.85 < reversing[np.abs(ahead - 20.0) <= 2.5 * sigma].sum() < 0.95  # 1 : 0.1 ahead : behind
     assert reversing[np.abs(ahead + 20.0) <= 2.5 * sigma].sum() > 0.05
+
+
+def test_a_short_forward_travel_keeps_its_symmetric_spread():
+    """Step 1: 1 m of travel with a 3 m spread moves the belief's mean 1 m ahead: the spread reaches the places
+    just behind as much as those just ahead (cutting it off behind would move the mean about 3 m)."""
+    database, belief, start = peaked_and_moved(reverse_weight=0.0, travel_m=1.0, evidence_spacing_m=0.0)
+    ahead = database.enu[:, 0] - database.enu[start, 0]
+    assert belief @ ahead == pytest.approx(1.0, abs=0.3)
+    assert belief[(ahead < 0) & (ahead >= -4.0)].sum() > 0.15
+
+
+def test_motion_noise_and_kidnap_mass_are_per_metre_of_travel():
+    """Step 1: a measured standstill holds the belief (no blur, no kidnap mass); 1 m of travel with a 6 m
+    spacing spreads it by a sixth of the position variance."""
+    _, before, start = peaked_and_moved(reverse_weight=0.1, travel_m=0.0, kidnap_probability=0.01)
+    assert before[start] > 0.99
+    database, belief, start = peaked_and_moved(reverse_weight=0.0, travel_m=1.0, evidence_spacing_m=6.0)
+    ahead = database.enu[:, 0] - database.enu[start, 0]
+    spread = math.sqrt(belief @ (ahead - belief @ ahead) ** 2)
+    assert spread == pytest.approx(math.sqrt(9.0 / 6.0 + 0.1**2), abs=0.35)  # not the full 3 m
 
 
 def test_without_direction_the_belief_moves_both_ways_by_the_travelled_distance():
@@ -414,3 +436,59 @@ def test_frames_closer_than_the_evidence_spacing_weigh_less():
         moved, updated = moved_and_updated(travel, spacing)
         expected = moved * likelihood**weight
         assert np.allclose(updated, expected / expected.sum())
+
+
+def _slow_run(time_constant_s: float) -> tuple[np.ndarray, float]:
+    """Queries at 5 m/s (the prior is 10 m/s), one every 0.2 s along the route: signed filtered errors (m) and the
+    filter's final speed."""
+    place_x = np.arange(N_PLACES) * SPACING_M
+    query_x = np.arange(0, 300) * 5.0 * PERIOD_NS / 1e9 + 1.0
+    queries = noisy(smooth_descriptors(query_x), 0.3, seed=5)
+    database = route_database(smooth_descriptors(place_x))
+    localizer = Localizer(database, filter_config(filter_speed_time_constant_s=time_constant_s))
+    stamps = [START_NS + i * PERIOD_NS for i in range(len(query_x))]
+    estimates = localizer.localize_sequence(queries, stamps)
+    signed = np.array([east_of(database, e) - x for e, x in zip(estimates, query_x, strict=True)])
+    return signed, localizer.sequence_filter.speed_mps
+
+
+def test_online_speed_estimate_follows_a_vehicle_slower_than_the_prior():
+    """Step 7: at 5 m/s against a 10 m/s prior the estimate runs ahead of the vehicle; the speed estimate
+    converges to the vehicle's speed and the lead goes."""
+    fixed, fixed_speed = _slow_run(0.0)
+    adapted, adapted_speed = _slow_run(10.0)
+    assert fixed_speed == pytest.approx(10.0)
+    assert adapted_speed == pytest.approx(5.0, abs=1.0)
+    assert np.median(fixed[100:]) > 0.4
+    assert abs(np.median(adapted[100:])) < 0.5 * np.median(fixed[100:])
+
+
+def test_speed_estimate_learns_from_fixes_only_and_a_reset_restores_the_prior():
+    database = route_database(smooth_descriptors(np.arange(N_PLACES) * SPACING_M))
+    sequence = SequenceFilter(database, FilterConfig(exit_probability=0.0, speed_time_constant_s=1.0),
+                              EstimateSettings(min_confidence=0.0))
+    others = np.arange(100, 150)
+
+    def observe(place: int) -> None:
+        sequence.update(np.concatenate([[1.0], np.zeros(len(others))]), np.concatenate([[place], others]))
+        sequence.estimate()
+
+    observe(10)
+    for place in (11, 12, 13):  # 2 m per 0.5 s: 4 m/s against the 10 m/s prior
+        sequence.predict(0.5)
+        observe(place)
+    learned = sequence.speed_mps
+    assert learned < 8.0
+    sequence.predict(None, displacement_m=2.0)  # a measured distance: no speed sample
+    observe(14)
+    assert sequence.speed_mps == learned
+    sequence.reset()
+    assert sequence.speed_mps == pytest.approx(10.0)
+
+    unsure = SequenceFilter(database, FilterConfig(exit_probability=0.0, speed_time_constant_s=1.0),
+                            EstimateSettings(min_confidence=1.1))  # no estimate is a FIX: nothing to learn from
+    sequence = unsure
+    observe(10)
+    sequence.predict(0.5)
+    observe(11)
+    assert sequence.speed_mps == pytest.approx(10.0)

@@ -4,17 +4,30 @@ The state is a belief ``b`` over the N database entries (where the vehicle is no
 
 1. Predict from the elapsed time ``dt`` (or a measured travelled distance ``d``, e.g. from odometry). The
    expected travel is ``t = speed_mps * dt`` with standard deviation
-   ``sigma = sqrt(position_sigma_m**2 + (speed_sigma_mps * dt)**2)``, or ``t = d`` with
-   ``sigma = sqrt(position_sigma_m**2 + (odometry_sigma_fraction * d)**2)``. A place i moves its belief to
-   the places j of its neighbourhood in proportion to ``w_ij exp(-(|p_j - p_i| - t)**2 / (2 sigma**2))``
-   (horizontal ENU distance; rows normalised). The direction: a camera that sees what the map's camera saw
-   travels the way the mapping vehicle did, so ``w_ij = 1`` for a place ahead along place i's database heading
-   (or beside it) and ``w_ij = reverse_weight`` for a place behind it (a reversing vehicle; 1 = no direction,
-   also where the heading is unknown). The neighbourhood graph is precomputed once with a uniform
+   ``sigma = sqrt(w position_sigma_m**2 + (speed_sigma_mps * dt)**2)``, or ``t = d`` with
+   ``sigma = sqrt(w position_sigma_m**2 + (odometry_sigma_fraction * d)**2)``, where
+   ``w = min(1, d / evidence_spacing_m)`` (1 with spacing 0) is the step's share of the travel the values were
+   chosen at: the place-to-place noise and the kidnap mass below are per metre travelled, like the evidence
+   (step 2), so neither grows with the frame rate and a measured standstill (``d = 0``) holds the belief.
+   Without a measured distance ``w = min(1, speed_mps * dt / evidence_spacing_m)``, from the prior speed, not
+   from the speed estimate of step 7: an estimate that fell to 0 at a stop must not silence the evidence that
+   the vehicle moves again. A place i moves its belief to
+   the places j of its neighbourhood at horizontal ENU distance ``d = |p_j - p_i|`` in proportion to
+   ``N(a; t, sigma) + reverse_weight N(a; -t, sigma)`` (rows normalised), where ``a`` is the place's offset
+   along place i's database heading, ``+d`` ahead of it (or beside it), ``-d`` behind it. The direction: a
+   camera that sees what the map's camera saw travels the way the mapping vehicle did (travel ``+t``); a
+   reversing vehicle travels ``-t`` with the weight ``reverse_weight`` (1 = no direction, also where the
+   heading is unknown: every place then counts as ahead). Both travels keep their whole, symmetric spread: the
+   noise of a forward travel shorter than ``sigma`` reaches the places just behind as much as those just
+   ahead, or the belief would creep ahead of the vehicle a little every frame (the more frames per metre, the
+   further). The neighbourhood graph is precomputed once with a uniform
    grid on the ENU coordinates (radius = the largest plausible travel in one step, see
    :func:`graph_radius_m`), so memory and time per step are O(edges) = O(N x places
-   per radius), never N x N. Then ``b = (1 - kidnap_probability) b + kidnap_probability / N``: a small
-   uniform "kidnap" mass lets the filter recover after a teleport, a tunnel or a wrong start.
+   per radius), never N x N. Then ``b = (1 - k) b + k / N`` with ``k = 1 - (1 - kidnap_probability)**w``: a
+   small uniform "kidnap" mass lets the filter recover after a teleport, a tunnel or a wrong start.
+   Without a measured distance, ``speed_mps`` is the prior of an online speed estimate ``v`` (step 7) that
+   replaces it in ``t = v * dt``: a vehicle slower or faster than the prior, or stopped, would otherwise see its
+   belief run ahead or lag behind by the difference, every frame.
 2. Update with the top-K retrieval scores ``s_1 >= ... >= s_K`` at entries ``i_k``, contrast-normalised per
    query: ``z_k = (s_k - mean(s)) / std(s)`` over the K scores (as SeqSLAM normalises its similarity rows), so
    a query whose candidates all look alike (fog) weighs little and the temperature is in standard deviations,
@@ -23,9 +36,9 @@ The state is a belief ``b`` over the N database entries (where the vehicle is no
    floor, ``exp((z_K - z_1) / temperature)``. ``b = b * L / sum(b * L)``. ``temperature``, the kidnap
    probability and ``reverse_weight`` are chosen on training maps (``scripts/fit_sequence_filter.py``), on
    frames about ``evidence_spacing_m`` of travel apart. Consecutive frames closer together repeat each other's
-   errors (a faster camera, a slower or stopped vehicle), so after a step of travel ``t`` the exponents are
-   multiplied by ``w = min(1, t / evidence_spacing_m)``: the evidence per metre stays the one the values were
-   chosen at (``w = 1`` for the first frame, or with ``evidence_spacing_m`` 0).
+   errors (a faster camera, a slower or stopped vehicle), so the exponents are multiplied by the step's ``w``
+   (step 1): the evidence per metre stays the one the values were chosen at (``w = 1`` for the first frame, or
+   with ``evidence_spacing_m`` 0).
 3. Estimate: the mass near each place ``m_i = sum of b_j over |p_j - p_i| <= estimate_radius_m``; the MAP
    place is the one with the largest ``m_i`` (ties: the larger own belief). Position, altitude and covariance
    come from the places within the radius of it weighted by their belief (:mod:`semloc_ros.core.estimate`,
@@ -52,6 +65,16 @@ belief is ``(1 - o) b`` and ``o``), so a drive can leave the mapped area and com
 6. Estimate (step 3 within the places): confidence ``(1 - o) m``; :attr:`SequenceFilter.off_map_probability`
    is ``o``. A fresh or reset filter starts from the stationary ``exit / (exit + entry)``.
 
+Speed (``speed_time_constant_s`` > 0, frames predicted from stamps):
+
+7. After two consecutive FIX estimates ``dt`` apart whose MAP places lie within the graph radius, the estimate's
+   travel along the MAP place's database heading gives a speed sample ``s = (p_t - p_{t-1}) . h / dt``,
+   clipped to ``[0, speed_mps + 3 speed_sigma_mps]``; ``v += min(1, dt / tau) (s - v)`` with
+   ``tau = speed_time_constant_s``. On a right track the estimate moves with the vehicle on average whatever
+   the prediction, so ``v`` follows the vehicle's speed and the lead or lag of a wrong prior fades. Prediction
+   uses ``v`` rounded to ``SPEED_STEP_MPS`` (the transition weights are computed again only when it changes).
+   A reset restores ``v = speed_mps``; a measured ``displacement_m`` does not use ``v``.
+
 :meth:`SequenceFilter.predict` resets the filter (uniform belief) when ``dt > max_gap_s`` or the travel does
 not fit the graph; stamps (backwards jumps, gaps) are turned into ``dt`` by ``Localizer.localize``.
 """
@@ -71,6 +94,7 @@ from semloc_ros.core.settings import FRACTION, NON_NEGATIVE, POSITIVE, Bounds, r
 MAX_FILTER_TOP_K = 10000
 _GRID_CHUNK = 8192  # points per vectorised grid query (bounds the temporary candidate arrays)
 BESIDE_M = 0.5  # a neighbour less than this far behind a place counts as beside it (views of one place: 0 m)
+SPEED_STEP_MPS = 0.1  # step 7: resolution of the speed used in the prediction
 
 
 @dataclass
@@ -106,11 +130,19 @@ class FilterConfig:
                                         NON_NEGATIVE)
     offmap_temperature: float = setting(0.008934, "sequence filter: cosine temperature of the off-map likelihood "
                                         "(fitted on a training map)", POSITIVE)
+    speed_time_constant_s: float = setting(10.0, "sequence filter: time constant of the online speed estimate "
+                                           "that replaces speed_mps without odometry (0 = the prior speed always)",
+                                           NON_NEGATIVE)
 
     def validate(self) -> FilterConfig:
         """Raise ValueError naming the first invalid parameter; returns self."""
         settings.validate(self)
         return self
+
+    @property
+    def max_speed_mps(self) -> float:
+        """The largest speed the motion model allows (step 7's clip; the graph radius covers it)."""
+        return self.speed_mps + 3.0 * self.speed_sigma_mps
 
     @property
     def off_map_prior(self) -> float:
@@ -123,7 +155,7 @@ def graph_radius_m(config: FilterConfig, estimate_radius_m: float) -> float:
 
     At least ``estimate_radius_m``, because the same graph gives the mass near each place.
     """
-    travel = (config.speed_mps + 3.0 * config.speed_sigma_mps) * config.max_gap_s + 3.0 * config.position_sigma_m
+    travel = config.max_speed_mps * config.max_gap_s + 3.0 * config.position_sigma_m
     return max(travel, estimate_radius_m)
 
 
@@ -252,6 +284,9 @@ class SequenceFilter:
         self._map_index = -1
         self._off_map = self._config.off_map_prior
         self._evidence_weight = 1.0  # step 2: w of the next update
+        self._speed = self._config.speed_mps  # step 7: v
+        self._step_dt: float | None = None  # the stamp gap of the last prediction (None: a measured distance)
+        self._last_fix: tuple[float, float] | None = None  # east, north of the last FIX estimate (step 7)
         self.resets = 0
 
     @property
@@ -280,6 +315,11 @@ class SequenceFilter:
         return self._off_map
 
     @property
+    def speed_mps(self) -> float:
+        """The speed the next stamp-based prediction uses (step 7; the prior without speed estimation)."""
+        return round(self._speed / SPEED_STEP_MPS) * SPEED_STEP_MPS
+
+    @property
     def map_index(self) -> int:
         """Database index of the last MAP place (-1 before the first estimate)."""
         return self._map_index
@@ -290,6 +330,8 @@ class SequenceFilter:
         self._map_index = -1
         self._off_map = self._config.off_map_prior
         self._evidence_weight = 1.0
+        self._speed = self._config.speed_mps
+        self._step_dt, self._last_fix = None, None
         self.resets += 1
 
     # ------------------------------------------------------------------ predict
@@ -303,8 +345,9 @@ class SequenceFilter:
         config = self._config
         if displacement_m is not None:
             require("displacement_m", displacement_m, NON_NEGATIVE)
-            travel = float(displacement_m)
-            sigma = math.hypot(config.position_sigma_m, config.odometry_sigma_fraction * travel)
+            travel = weighed = float(displacement_m)
+            spread = config.odometry_sigma_fraction * travel
+            self._step_dt = None
         else:
             if dt_s is None:
                 raise ValueError("dt_s is needed without displacement_m")
@@ -312,22 +355,27 @@ class SequenceFilter:
             if dt_s > config.max_gap_s:
                 self.reset()
                 return False
-            travel = config.speed_mps * float(dt_s)
-            sigma = math.hypot(config.position_sigma_m, config.speed_sigma_mps * float(dt_s))
+            travel = self.speed_mps * float(dt_s)  # step 7: v
+            weighed = config.speed_mps * float(dt_s)  # w from the prior: an estimate that fell to 0 keeps evidence
+            spread = config.speed_sigma_mps * float(dt_s)
+            self._step_dt = float(dt_s)
+        spacing = config.evidence_spacing_m
+        step = min(1.0, weighed / spacing) if spacing > 0.0 else 1.0  # step 2: w, per metre of travel
+        sigma = math.sqrt(step * config.position_sigma_m**2 + spread**2)  # step 1
         if travel + 2.0 * sigma > self._graph.radius_m:
             self.reset()
             return False
         if self._belief is None:
             return True  # uniform stays uniform
-        spacing = config.evidence_spacing_m
-        self._evidence_weight = min(1.0, travel / spacing) if spacing > 0.0 else 1.0  # step 2: w
-        moved = np.bincount(
-            self._graph.targets,
-            weights=self._belief[self._sources] * self._transitions(travel, sigma),
-            minlength=len(self._belief),
-        )
-        kidnap = config.kidnap_probability
-        self._belief = (1.0 - kidnap) * moved / moved.sum() + kidnap / len(moved)
+        self._evidence_weight = step
+        if sigma > 0.0:
+            moved = np.bincount(self._graph.targets, minlength=len(self._belief),
+                                weights=self._belief[self._sources] * self._transitions(travel, sigma))
+            moved /= moved.sum()
+        else:  # a measured standstill: nothing moves
+            moved = self._belief
+        kidnap = -math.expm1(step * math.log1p(-config.kidnap_probability))  # 1 - (1 - k) ** w
+        self._belief = (1.0 - kidnap) * moved + kidnap / len(moved)
         self._exchange_off_map()
         return True
 
@@ -342,9 +390,10 @@ class SequenceFilter:
         """(E,) row-normalised transition probabilities of the graph edges (cached for a repeated step)."""
         key = (round(travel, 6), round(sigma, 6))
         if key != self._transition_key:
-            mismatch = (self._graph.distances.astype(np.float64) - travel) / sigma
-            weights = np.exp(-0.5 * mismatch**2)
-            weights[self._behind] *= self._config.reverse_weight  # step 1: w_ij
+            distances = self._graph.distances.astype(np.float64)
+            along = np.where(self._behind, -distances, distances)  # step 1: a
+            weights = np.exp(-0.5 * ((along - travel) / sigma) ** 2)
+            weights += self._config.reverse_weight * np.exp(-0.5 * ((along + travel) / sigma) ** 2)
             row_sums = np.add.reduceat(weights, self._graph.indptr[:-1])
             empty = row_sums <= 0.0
             if empty.any():  # every neighbour implausible (underflow): such a place keeps its belief
@@ -404,5 +453,25 @@ class SequenceFilter:
         members = self._near.targets[self._near.indptr[seed] : self._near.indptr[seed + 1]].astype(np.int64)
         confidence = float(min(1.0, mass[seed])) * (1.0 - self._off_map)  # step 6
         status = FixStatus.FIX if confidence >= self._estimate.min_confidence else FixStatus.LOW_CONFIDENCE
-        return cluster_estimate(self._frame, self._enu[members], self._database.alt[members], belief[members],
-                                confidence, status, self._estimate, self._database.heading[members])
+        estimate = cluster_estimate(self._frame, self._enu[members], self._database.alt[members], belief[members],
+                                    confidence, status, self._estimate, self._database.heading[members])
+        self._learn_speed(estimate, float(self._database.heading[seed]))
+        return estimate
+
+    def _learn_speed(self, estimate: PositionEstimate, heading: float) -> None:
+        """Step 7: move ``v`` towards the speed sample of this estimate and the last FIX before it."""
+        dt, tau = self._step_dt, self._config.speed_time_constant_s
+        self._step_dt = None  # one sample per prediction
+        if estimate.status is not FixStatus.FIX:
+            self._last_fix = None
+            return
+        position = (estimate.east, estimate.north)
+        last, self._last_fix = self._last_fix, position
+        if last is None or dt is None or not dt > 0.0 or tau <= 0.0 or not math.isfinite(heading):
+            return
+        step = (position[0] - last[0], position[1] - last[1])
+        if math.hypot(*step) > self._graph.radius_m:  # a jump to another stretch, not motion
+            return
+        sample = (step[0] * math.cos(heading) + step[1] * math.sin(heading)) / dt
+        sample = min(max(sample, 0.0), self._config.max_speed_mps)
+        self._speed += min(1.0, dt / tau) * (sample - self._speed)

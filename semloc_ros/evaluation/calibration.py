@@ -9,6 +9,7 @@ map's drives, or the first half of each drive) and reported on the other query d
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,6 +68,8 @@ def fit_filter_temperature(
 FILTER_TEMPERATURES = (0.5, 0.7, 1.0, 1.4, 2.0)  # standard deviations of a query's scores
 FILTER_KIDNAP_PROBABILITIES = (1e-2, 1e-3, 1e-4)
 FILTER_REVERSE_WEIGHTS = (0.0, 0.1, 0.3, 1.0)
+FILTER_STAMP_SCALES = (0.7, 1.0, 1.5)  # training drives replayed faster and slower (stamp differences scaled)
+FILTER_SPEED_TIME_CONSTANTS = (0.0, 10.0, 20.0)
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,32 @@ def fit_filter_parameters(
     fitted = config.with_parameters(filter_reverse_weight=chosen["reverse_weight"])
     return fitted, {"fitted_on": [case.drive.name for case in drives], "capped_error_m": 4.0 * threshold_m,
                     "grid": pairs, "reverse_weights": directions}
+
+
+def at_speed(case: FilterDrive, stamp_scale: float) -> FilterDrive:
+    """``case`` replayed with its stamp differences times ``stamp_scale``: the vehicle's speed divided by it."""
+    first = int(case.drive.frames[0].stamp_ns) if len(case.drive) else 0
+    frames = [dataclasses.replace(frame, stamp_ns=first + round((frame.stamp_ns - first) * stamp_scale))
+              for frame in case.drive.frames]
+    return dataclasses.replace(case, drive=dataclasses.replace(case.drive, frames=frames))
+
+
+def fit_speed_time_constant(
+    drives: Sequence[FilterDrive],
+    config: LocalizerConfig,
+    threshold_m: float = DEFAULT_THRESHOLD_M,
+    stamp_scales: Sequence[float] = FILTER_STAMP_SCALES,
+    time_constants: Sequence[float] = FILTER_SPEED_TIME_CONSTANTS,
+) -> tuple[LocalizerConfig, list[dict[str, float]]]:
+    """``filter_speed_time_constant_s`` chosen on ``drives`` (training maps only) replayed at every stamp scale,
+    by the smallest :func:`filter_capped_error` over all of them (ties: the earlier candidate): the rendered drives
+    all keep one speed, a deployment's vehicle does not. Returns the config with it set and the rows."""
+    replayed = [at_speed(case, scale) for scale in stamp_scales for case in drives]
+    rows = [{"speed_time_constant_s": tau, "mean_capped_error_m": filter_capped_error(
+        replayed, config.with_parameters(filter_speed_time_constant_s=tau).validate(), threshold_m)}
+        for tau in time_constants]
+    chosen = min(rows, key=lambda row: row["mean_capped_error_m"])
+    return config.with_parameters(filter_speed_time_constant_s=chosen["speed_time_constant_s"]), rows
 
 
 def route_distance_m(drive: Drive) -> np.ndarray:

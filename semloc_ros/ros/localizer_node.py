@@ -10,7 +10,7 @@ the estimate (and around the fixes of ``gnss_prior_topic``, when set) are loaded
 map's tiles.
 
 With ``use_odometry`` and the sequence filter, nav_msgs/Odometry on ``odom`` gives the filter the distance travelled
-between consecutive descriptors (:mod:`semloc_ros.core.odometry`) instead of ``filter_speed_mps`` x their stamp
+between consecutive descriptors (:mod:`semloc_ros.core.odometry`) instead of its speed estimate x their stamp
 difference; a frame the odometry does not cover falls back to the stamps (counted as ``odometry_uncovered``).
 """
 
@@ -93,7 +93,8 @@ PARAMETERS = (
     ParameterSpec("gnss_prior_topic", "", "tiled maps: NavSatFix topic whose fixes also choose the tiles to load "
                   "(empty: none)", read_only=True),
     ParameterSpec("use_odometry", False, "sequence filter: take the travel between descriptors from nav_msgs/Odometry "
-                  "on the topic odom (remap it) instead of filter_speed_mps x their stamp difference", read_only=True),
+                  "on the topic odom (remap it) instead of its speed estimate x their stamp difference",
+                  read_only=True),
     *(ParameterSpec(f"odometry_{f.name}", f.default, f"use_odometry: {f.help}", f.bounds, read_only=True)
       for f in flat_fields(OdometryConfig)),
     ParameterSpec("label_buffer", 30, "label images (semloc/labels) kept for re-ranking, waiting for their "
