@@ -109,8 +109,9 @@ class FilterConfig:
                                              "fraction of it", NON_NEGATIVE)
     max_gap_s: float = setting(1.0, "sequence filter: a stamp gap above this (or a stamp going backwards) resets "
                                "the filter", POSITIVE)
-    kidnap_probability: float = setting(0.01, "sequence filter: belief spread uniformly per step (recovery after "
-                                        "a jump; chosen on training maps by scripts/fit_sequence_filter.py)",
+    kidnap_probability: float = setting(0.0001, "sequence filter: belief spread uniformly per evidence spacing "
+                                        "travelled (recovery after a jump; chosen on training maps by "
+                                        "scripts/fit_sequence_filter.py)",
                                         Bounds(0.0, 1.0, low_open=True, high_open=True))
     temperature: float = setting(1.4, "sequence filter: temperature of the observation likelihood, in standard "
                                  "deviations of a query's scores (chosen on training maps by "
@@ -130,7 +131,7 @@ class FilterConfig:
                                         NON_NEGATIVE)
     offmap_temperature: float = setting(0.008934, "sequence filter: cosine temperature of the off-map likelihood "
                                         "(fitted on a training map)", POSITIVE)
-    speed_time_constant_s: float = setting(10.0, "sequence filter: time constant of the online speed estimate "
+    speed_time_constant_s: float = setting(20.0, "sequence filter: time constant of the online speed estimate "
                                            "that replaces speed_mps without odometry (0 = the prior speed always)",
                                            NON_NEGATIVE)
 
