@@ -342,3 +342,25 @@ def test_speed_time_constant_is_chosen_on_drives_replayed_at_other_speeds():
     best = min(rows, key=lambda row: row["mean_capped_error_m"])
     assert fitted.filter.speed_time_constant_s == best["speed_time_constant_s"]
     assert all(math.isfinite(row["mean_capped_error_m"]) for row in rows)
+
+
+def test_filter_fusion_experiment_weighs_the_two_cosines(load_script, capsys, tmp_path):
+    script = load_script("experiment_filter_fusion.py")
+    rng = np.random.default_rng(3)
+    semantic, histogram = rng.standard_normal((4, 8)), rng.standard_normal((4, 5))
+    unit = [rows / np.linalg.norm(rows, axis=1, keepdims=True) for rows in (semantic, histogram)]
+    fused = script.fused(semantic, histogram, 0.25)
+    assert fused.shape == (4, 13)
+    expected = 0.25 * unit[0] @ unit[0][0] + 0.75 * unit[1] @ unit[1][0]
+    assert np.allclose(fused @ fused[0], expected, atol=1e-6)  # the inner product: w cos_sem + (1 - w) cos_hist
+
+    database, _, _, _ = _route_database_and_drives()
+    from semloc_ros.core.database import GeoDatabase
+
+    other = GeoDatabase(5, "histogram")
+    other.add(rng.standard_normal((len(database) - 1, 5)), [database.record(i) for i in range(len(database) - 1)])
+    with pytest.raises(ValueError, match="different places"):
+        script.fused_database(database, other, 0.5)
+    assert script.main(["--dataset", str(tmp_path)]) == 2  # no splits.json: one line, no traceback
+    assert capsys.readouterr().err.startswith("experiment_filter_fusion: ")
+    assert script.main(["--dataset", str(tmp_path), "--write-config", str(tmp_path / "x.yaml")]) == 2
