@@ -2,32 +2,28 @@
 
 The state is a belief ``b`` over the N database entries (where the vehicle is now). Per frame:
 
-1. Predict from the elapsed time ``dt`` (or a measured travelled distance ``d``, e.g. from odometry). The
-   expected travel is ``t = speed_mps * dt`` with standard deviation
-   ``sigma = sqrt(w position_sigma_m**2 + (speed_sigma_mps * dt)**2)``, or ``t = d`` with
-   ``sigma = sqrt(w position_sigma_m**2 + (odometry_sigma_fraction * d)**2)``, where
-   ``w = min(1, d / evidence_spacing_m)`` (1 with spacing 0) is the step's share of the travel the values were
-   chosen at: the place-to-place noise and the kidnap mass below are per metre travelled, like the evidence
-   (step 2), so neither grows with the frame rate and a measured standstill (``d = 0``) holds the belief.
-   Without a measured distance ``w = min(1, speed_mps * dt / evidence_spacing_m)``, from the prior speed, not
-   from the speed estimate of step 7: an estimate that fell to 0 at a stop must not silence the evidence that
-   the vehicle moves again. A place i moves its belief to
-   the places j of its neighbourhood at horizontal ENU distance ``d = |p_j - p_i|`` in proportion to
-   ``N(a; t, sigma) + reverse_weight N(a; -t, sigma)`` (rows normalised), where ``a`` is the place's offset
-   along place i's database heading, ``+d`` ahead of it (or beside it), ``-d`` behind it. The direction: a
-   camera that sees what the map's camera saw travels the way the mapping vehicle did (travel ``+t``); a
-   reversing vehicle travels ``-t`` with the weight ``reverse_weight`` (1 = no direction, also where the
-   heading is unknown: every place then counts as ahead). Both travels keep their whole, symmetric spread: the
-   noise of a forward travel shorter than ``sigma`` reaches the places just behind as much as those just
-   ahead, or the belief would creep ahead of the vehicle a little every frame (the more frames per metre, the
-   further). The neighbourhood graph is precomputed once with a uniform
-   grid on the ENU coordinates (radius = the largest plausible travel in one step, see
-   :func:`graph_radius_m`), so memory and time per step are O(edges) = O(N x places
-   per radius), never N x N. Then ``b = (1 - k) b + k / N`` with ``k = 1 - (1 - kidnap_probability)**w``: a
-   small uniform "kidnap" mass lets the filter recover after a teleport, a tunnel or a wrong start.
-   Without a measured distance, ``speed_mps`` is the prior of an online speed estimate ``v`` (step 7) that
-   replaces it in ``t = v * dt``: a vehicle slower or faster than the prior, or stopped, would otherwise see its
-   belief run ahead or lag behind by the difference, every frame.
+1. Predict from the elapsed time ``dt`` or a measured travelled distance ``m`` (e.g. from odometry).
+
+   a. Travel: ``t = m``, spread ``r = odometry_sigma_fraction * m``; without ``m``, ``t = v * dt`` with the
+      speed estimate ``v`` of step 7 (the prior ``speed_mps`` until it has learnt) and ``r = speed_sigma_mps *
+      dt``. The step's share of the travel the values were chosen at is ``w = min(1, m / evidence_spacing_m)``,
+      or ``min(1, speed_mps * dt / evidence_spacing_m)`` without ``m`` (from the prior speed: an estimate that
+      fell to 0 at a stop must not silence the evidence that the vehicle moves again); ``w = 1`` with spacing 0.
+   b. Noise per metre travelled: ``sigma = sqrt(w position_sigma_m**2 + r**2)``, so the place-to-place noise
+      does not grow with the frame rate and a measured standstill (``m = 0``) holds the belief.
+   c. Motion: a place i moves its belief to the places j of its neighbourhood in proportion to
+      ``N(a; t, sigma) + reverse_weight N(a; -t, sigma)`` (rows normalised), where ``a`` is the offset of j along
+      place i's database heading: ``+|p_j - p_i|`` ahead of it (or beside it), ``-|p_j - p_i|`` behind it
+      (horizontal ENU). A camera that sees what the map's camera saw travels the way the mapping vehicle did
+      (``+t``); a reversing vehicle travels ``-t`` with the weight ``reverse_weight`` (1 = no direction, also
+      where the heading is unknown: every place then counts as ahead). Both travels keep their whole, symmetric
+      spread: the noise of a forward travel shorter than ``sigma`` reaches the places just behind as much as
+      those just ahead, or the belief would creep ahead of the vehicle a little every frame (the more frames
+      per metre, the further). The neighbourhood graph is precomputed once with a uniform grid on the ENU
+      coordinates (radius = the largest plausible travel in one step, see :func:`graph_radius_m`), so memory
+      and time per step are O(edges) = O(N x places per radius), never N x N.
+   d. Kidnap, per metre too: ``b = (1 - k) b + k / N`` with ``k = 1 - (1 - kidnap_probability)**w``: a small
+      uniform mass lets the filter recover after a teleport, a tunnel or a wrong start.
 2. Update with the top-K retrieval scores ``s_1 >= ... >= s_K`` at entries ``i_k``, contrast-normalised per
    query: ``z_k = (s_k - mean(s)) / std(s)`` over the K scores (as SeqSLAM normalises its similarity rows), so
    a query whose candidates all look alike (fog) weighs little and the temperature is in standard deviations,
@@ -37,7 +33,7 @@ The state is a belief ``b`` over the N database entries (where the vehicle is no
    probability and ``reverse_weight`` are chosen on training maps (``scripts/fit_sequence_filter.py``), on
    frames about ``evidence_spacing_m`` of travel apart. Consecutive frames closer together repeat each other's
    errors (a faster camera, a slower or stopped vehicle), so the exponents are multiplied by the step's ``w``
-   (step 1): the evidence per metre stays the one the values were chosen at (``w = 1`` for the first frame, or
+   (step 1a): the evidence per metre stays the one the values were chosen at (``w = 1`` for the first frame, or
    with ``evidence_spacing_m`` 0).
 3. Estimate: the mass near each place ``m_i = sum of b_j over |p_j - p_i| <= estimate_radius_m``; the MAP
    place is the one with the largest ``m_i`` (ties: the larger own belief). Position, altitude and covariance
@@ -276,7 +272,7 @@ class SequenceFilter:
         self._graph = neighbour_graph(enu[:, :2], graph_radius_m(self._config, self._estimate.radius_m))
         self._sources = self._graph.sources()
         self._self_edges = np.flatnonzero(self._graph.targets == self._sources)  # one per place, in place order
-        self._behind = behind(enu[:, :2], database.heading, self._graph, self._sources)  # step 1: where w_ij < 1
+        self._behind = behind(enu[:, :2], database.heading, self._graph, self._sources)  # step 1c: where a < 0
         self._near = self._graph.within(self._estimate.radius_m)
         self._near_sources = self._near.sources()
         self._belief: np.ndarray | None = None
@@ -346,7 +342,7 @@ class SequenceFilter:
         config = self._config
         if displacement_m is not None:
             require("displacement_m", displacement_m, NON_NEGATIVE)
-            travel = weighed = float(displacement_m)
+            travel = weighed = float(displacement_m)  # step 1a
             spread = config.odometry_sigma_fraction * travel
             self._step_dt = None
         else:
@@ -361,8 +357,8 @@ class SequenceFilter:
             spread = config.speed_sigma_mps * float(dt_s)
             self._step_dt = float(dt_s)
         spacing = config.evidence_spacing_m
-        step = min(1.0, weighed / spacing) if spacing > 0.0 else 1.0  # step 2: w, per metre of travel
-        sigma = math.sqrt(step * config.position_sigma_m**2 + spread**2)  # step 1
+        step = min(1.0, weighed / spacing) if spacing > 0.0 else 1.0  # step 1a: w
+        sigma = math.sqrt(step * config.position_sigma_m**2 + spread**2)  # step 1b
         if travel + 2.0 * sigma > self._graph.radius_m:
             self.reset()
             return False
@@ -375,7 +371,7 @@ class SequenceFilter:
             moved /= moved.sum()
         else:  # a measured standstill: nothing moves
             moved = self._belief
-        kidnap = -math.expm1(step * math.log1p(-config.kidnap_probability))  # 1 - (1 - k) ** w
+        kidnap = -math.expm1(step * math.log1p(-config.kidnap_probability))  # step 1d: 1 - (1 - k) ** w
         self._belief = (1.0 - kidnap) * moved + kidnap / len(moved)
         self._exchange_off_map()
         return True
@@ -392,7 +388,7 @@ class SequenceFilter:
         key = (round(travel, 6), round(sigma, 6))
         if key != self._transition_key:
             distances = self._graph.distances.astype(np.float64)
-            along = np.where(self._behind, -distances, distances)  # step 1: a
+            along = np.where(self._behind, -distances, distances)  # step 1c: a
             weights = np.exp(-0.5 * ((along - travel) / sigma) ** 2)
             weights += self._config.reverse_weight * np.exp(-0.5 * ((along + travel) / sigma) ** 2)
             row_sums = np.add.reduceat(weights, self._graph.indptr[:-1])
