@@ -262,7 +262,8 @@ def test_declared_defaults_are_the_shipped_configuration_in_a_running_node(start
     node = start_node(tmp_path / "absent.semdb")
     assert node.config == LocalizerConfig()
     assert (node.config.rerank.top_k, node.config.covariance_cross_scale) == (50, 0.04)
-    assert (node.config.filter.temperature, node.config.filter.kidnap_probability) == (1.4, 0.01)
+    assert (node.config.filter.temperature, node.config.filter.kidnap_probability) == (1.4, 0.0001)
+    assert node.config.filter.speed_time_constant_s == 20.0
     assert node.config.integrity_weights == LocalizerConfig().integrity_weights  # a double array parameter
     assert list(node.get_parameter("integrity_weights").value) == list(LocalizerConfig().integrity_weights)
     assert node.get_parameter("rerank_shift_step").value == 0.025
