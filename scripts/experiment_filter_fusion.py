@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +32,7 @@ from semloc_ros.evaluation.uncertainty_study import (  # noqa: E402
     Described,
     add_fit_arguments,
     read_localizer_config,
+    timed_study,
     training_maps,
 )
 
@@ -106,21 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     from semloc_ros.models import set_torch_threads
 
     set_torch_threads(args.threads)
-    start = time.perf_counter()
-    try:
-        study = run(args)
-    except (OSError, ValueError, KeyError) as error:  # a root without splits.json, shared seeds, ...
-        print(f"experiment_filter_fusion: {error}", file=sys.stderr)
+    study = timed_study("experiment_filter_fusion", lambda: run(args), args.out)
+    if study is None:
         return 2
-    study["seconds"] = round(time.perf_counter() - start)
     for row in study["rows"]:
         if row["drive"].startswith("mean"):
             print(f"{row['method']}: mean single {row['single']:.1f}, filtered {row['filtered']:.1f}")
-    if args.out is not None:
-        from semloc_ros.core.files import write_json_atomic
-
-        write_json_atomic(study, args.out / "results.json")
-        print(f"results: {args.out / 'results.json'}")
     return 0
 
 

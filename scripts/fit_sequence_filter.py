@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +42,7 @@ from semloc_ros.evaluation.uncertainty_study import (  # noqa: E402
     MapRole,
     add_fit_arguments,
     read_localizer_config,
+    timed_study,
     training_maps,
     tuning_maps,
     write_config_values,
@@ -112,19 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     from semloc_ros.models import set_torch_threads
 
     set_torch_threads(args.threads)
-    start = time.perf_counter()
-    try:
-        study = run(args)
-    except (OSError, ValueError, KeyError) as error:  # a root without splits.json, shared seeds, ...
-        print(f"fit_sequence_filter: {error}", file=sys.stderr)
+    study = timed_study("fit_sequence_filter", lambda: run(args), args.out)
+    if study is None:
         return 2
-    study["seconds"] = round(time.perf_counter() - start)
     print("chosen: " + ", ".join(f"{k} {v:g}" for k, v in study["chosen"].items()))
-    if args.out is not None:
-        from semloc_ros.core.files import write_json_atomic
-
-        write_json_atomic(study, args.out / "results.json")
-        print(f"results: {args.out / 'results.json'}")
     if args.write_config is not None:  # step 5
         write_config_values(args.write_config, study["chosen"])
         print(f"chosen values written to {args.write_config}")

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +43,7 @@ from semloc_ros.evaluation.uncertainty_study import (  # noqa: E402
     format_report,
     read_localizer_config,
     run_study,
+    timed_study,
     write_config_values,
 )
 
@@ -70,20 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     from semloc_ros.models.pipeline import Pipeline
 
     set_torch_threads(args.threads)
-    start = time.perf_counter()
     config = read_localizer_config(args.config)
     pipeline = Pipeline.from_method(args.method, device="cpu")
-    try:
-        study = run_study(args, pipeline, config)
-    except (OSError, ValueError, KeyError) as error:  # a root without splits.json, shared seeds, ...
-        print(f"fit_uncertainty: {error}", file=sys.stderr)
+    study = timed_study("fit_uncertainty", lambda: run_study(args, pipeline, config), args.out)
+    if study is None:
         return 2
-    study["seconds"] = round(time.perf_counter() - start)
-    if args.out is not None:
-        from semloc_ros.core.files import write_json_atomic
-
-        write_json_atomic(study, args.out / "results.json")
-        print(f"results: {args.out / 'results.json'}")
     print(format_report(study))
     if args.write_config is not None:
         write_config_values(args.write_config, study["shipped"]["parameters"])

@@ -106,3 +106,20 @@ def test_fit_uncertainty_refuses_to_write_what_a_report_only_run_does_not_fit(tm
     config = tmp_path / "semloc.yaml"
     assert script.main(["--dataset", str(tmp_path), "--report-only", "--write-config", str(config)]) == 2
     assert "--report-only" in capsys.readouterr().err and not config.exists()
+
+
+def test_timed_study_writes_the_results_or_says_why_not(tmp_path, capsys):
+    import json
+
+    from semloc_ros.evaluation.uncertainty_study import timed_study
+
+    study = timed_study("fit_x", lambda: {"rows": [1]}, tmp_path / "out")
+    assert study["rows"] == [1] and study["seconds"] >= 0
+    assert json.loads((tmp_path / "out" / "results.json").read_text()) == study
+
+    def missing() -> dict:
+        raise FileNotFoundError("no splits.json in /data")
+
+    assert timed_study("fit_x", missing, tmp_path / "none") is None
+    assert capsys.readouterr().err == "fit_x: no splits.json in /data\n"
+    assert not (tmp_path / "none").exists()

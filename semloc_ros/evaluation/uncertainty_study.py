@@ -23,7 +23,9 @@ import argparse
 import dataclasses
 import json
 import os
-from collections.abc import Sequence
+import sys
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,6 +197,24 @@ def add_fit_arguments(parser: argparse.ArgumentParser, config: Path) -> None:
     parser.add_argument("--threshold-m", type=float, default=DEFAULT_THRESHOLD_M,
                         help="a fix farther than this is wrong (metres)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+
+
+def timed_study(script: str, run: Callable[[], dict], out: Path | None) -> dict | None:
+    """``run()`` of a fit script, its ``seconds`` and ``out/results.json`` (if ``out``); None after one line on
+    stderr when the datasets do not fit (a root without splits.json, drives of one name in two roots, ...)."""
+    start = time.perf_counter()
+    try:
+        study = run()
+    except (OSError, ValueError, KeyError) as error:
+        print(f"{script}: {error}", file=sys.stderr)
+        return None
+    study["seconds"] = round(time.perf_counter() - start)
+    if out is not None:
+        from semloc_ros.core.files import write_json_atomic
+
+        write_json_atomic(study, out / "results.json")
+        print(f"results: {out / 'results.json'}")
+    return study
 
 
 FILTER_EXIT_PROBABILITY = 0.01  # per step; a drive leaves the map rarely
