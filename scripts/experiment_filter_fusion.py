@@ -75,27 +75,25 @@ def run(args: argparse.Namespace) -> dict:
     configs = {"single": filtered.with_parameters(sequence_filter=False), "filtered": filtered}
     described = {m: Described(Pipeline.from_method(m, device="cpu"), m, args.cache_dir, args.database_views)
                  for m in METHODS}
+    columns = [f"w={weight:g} {mode}" for weight in args.fusion_weights for mode in configs]
     rows = []
     for role in training_maps(args.dataset):
         databases = [described[m].database(role.database) for m in METHODS]
         for query in role.queries:
             frames = [described[m].drive(query).subset(slice(None, None, args.query_stride)) for m in METHODS]
+            row = {"drive": query.name, "method": "training map"}
             for weight in args.fusion_weights:
                 case = FilterDrive(fused_database(*databases, weight), frames[0].drive,
                                    fused(frames[0].descriptors, frames[1].descriptors, weight), frames[0].thumbnails)
-                row = {"drive": query.name, "method": f"fusion w={weight:g}"}
-                row.update({name: case.metrics(config, args.threshold_m)["localization_recall_at_1"]
-                            for name, config in configs.items()})
-                rows.append(row)
-                print(f"{row['drive']} | {row['method']} | single {row['single']:.1f} | "
-                      f"filtered {row['filtered']:.1f}", flush=True)
-    for weight in args.fusion_weights:  # step 3
-        chosen = [r for r in rows if r["method"] == f"fusion w={weight:g}"]
-        rows.append({"drive": "mean of the training drives", "method": f"fusion w={weight:g}",
-                     **{c: float(np.mean([r[c] for r in chosen])) for c in configs}})
+                row.update({f"w={weight:g} {mode}": case.metrics(config, args.threshold_m)["localization_recall_at_1"]
+                            for mode, config in configs.items()})
+            rows.append(row)
+            print(" | ".join([query.name] + [f"{c} {row[c]:.1f}" for c in columns]), flush=True)
+    rows.append({"drive": "mean of the training drives", "method": "training maps",  # step 3
+                 **{c: float(np.mean([r[c] for r in rows])) for c in columns}})
     return {"experiment": "filter-fusion", "dataset": [str(root) for root in args.dataset],
             "database": "each drive's own map", "threshold_m": args.threshold_m, "query_stride": args.query_stride,
-            "columns": list(configs), "rows": rows}
+            "columns": columns, "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,9 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     study = timed_study("experiment_filter_fusion", lambda: run(args), args.out)
     if study is None:
         return 2
-    for row in study["rows"]:
-        if row["drive"].startswith("mean"):
-            print(f"{row['method']}: mean single {row['single']:.1f}, filtered {row['filtered']:.1f}")
+    print("mean: " + ", ".join(f"{c} {v:.1f}" for c, v in study["rows"][-1].items() if c in study["columns"]))
     return 0
 
 
