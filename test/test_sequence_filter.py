@@ -492,3 +492,19 @@ def test_speed_estimate_learns_from_fixes_only_and_a_reset_restores_the_prior():
     sequence.predict(0.5)
     observe(11)
     assert sequence.speed_mps == pytest.approx(10.0)
+
+
+def test_predicted_interval_is_what_the_filter_will_predict_over():
+    """What a measured displacement must cover: the stamps since the previous query, unless the filter will not
+    predict (no filter, no previous query, a stamp going backwards or a gap beyond filter_max_gap_s)."""
+    database = route_database(smooth_descriptors(np.arange(50) * SPACING_M))
+    query = smooth_descriptors(np.array([21.0]))[0].astype(np.float32)
+    assert Localizer(database, LocalizerConfig()).predicted_interval(START_NS) is None  # no filter
+    localizer = Localizer(database, filter_config())
+    assert localizer.predicted_interval(START_NS) is None  # nothing before
+    localizer.localize(query, stamp_ns=START_NS)
+    assert localizer.predicted_interval(START_NS + PERIOD_NS) == (START_NS, START_NS + PERIOD_NS)
+    assert localizer.predicted_interval(START_NS - 1) is None  # backwards: a reset
+    assert localizer.predicted_interval(START_NS + 1_000_000_001) is None  # beyond filter_max_gap_s 1 s: a reset
+    localizer.reset()
+    assert localizer.predicted_interval(START_NS + PERIOD_NS) is None

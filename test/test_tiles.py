@@ -170,6 +170,19 @@ def test_a_drive_across_tile_borders_is_localized_without_a_gap(road, tiled, loc
     assert stats.evictions >= len(tiled.keys) - 3 and stats.searches == 0 and not stats.errors
 
 
+def test_predicted_interval_is_the_loaded_tiles_localizers(road, tiled) -> None:
+    filtered = TiledLocalizer(tiled, UNGATED.with_parameters(sequence_filter=True),
+                              TileCacheConfig(radius_m=300.0, keep_radius_m=450.0))
+    try:
+        assert filtered.predicted_interval(10**9) is None  # no tile loaded yet
+        filtered.set_prior(float(road.lat[0]), float(road.lon[0]))
+        assert filtered.cache.wait_idle()
+        filtered.localize(query(road, 0), stamp_ns=10**9)
+        assert filtered.predicted_interval(10**9 + 10**8) == (10**9, 10**9 + 10**8)
+    finally:
+        filtered.close()
+
+
 def test_cold_start_without_prior_searches_every_tile_and_loads_the_right_one(road, tiled, localizer) -> None:
     row = 233  # 2330 m east: far from the first tiles
     first = localizer.localize(query(road, row))

@@ -419,6 +419,19 @@ class Localizer:
             scores[row, : len(row_scores)], entries[row, : len(row_entries)] = row_scores, row_entries
         return scores, entries
 
+    def predicted_interval(self, stamp_ns: int) -> tuple[int, int] | None:
+        """(previous stamp, ``stamp_ns``): what the sequence filter predicts over when the next query comes at
+        ``stamp_ns``, so the interval a measured displacement (odometry) must cover; None when it will not predict
+        (no filter, a fresh or reset one, no previous stamp, or a gap that resets it)."""
+        previous = self._last_stamp_ns
+        if self._filter is None or not self._filter.initialised or previous is None:
+            return None
+        return (previous, int(stamp_ns)) if self._continues(previous, int(stamp_ns)) else None
+
+    def _continues(self, previous_ns: int, stamp_ns: int) -> bool:
+        """Whether the filter predicts across this stamp difference (backwards or beyond filter_max_gap_s: reset)."""
+        return 0.0 <= (stamp_ns - previous_ns) * 1e-9 <= self._config.filter.max_gap_s
+
     def _advance(self, stamp_ns: int | None, displacement_m: float | None) -> None:
         """Run the filter's prediction for the time/distance since the previous query (or reset it)."""
         if self._filter is None:
@@ -429,10 +442,10 @@ class Localizer:
             return
         dt_s = None
         if self._last_stamp_ns is not None and previous is not None:
-            dt_s = (self._last_stamp_ns - previous) * 1e-9
-            if dt_s < 0 or dt_s > self._config.filter.max_gap_s:
+            if not self._continues(previous, self._last_stamp_ns):
                 self._filter.reset()  # stamps went backwards (a replayed bag) or too long without a query
                 return
+            dt_s = (self._last_stamp_ns - previous) * 1e-9
         if dt_s is None and displacement_m is None:
             self._filter.reset()  # no previous stamp to measure the elapsed time from
             return

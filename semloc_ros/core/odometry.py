@@ -37,7 +37,7 @@ class OdometryConfig:
     """What an :class:`OdometryTrack` keeps and when it answers (the localizer node's ``odometry_*``)."""
 
     max_gap_s: float = setting(0.5, "odometry samples further apart than this leave the interval between them "
-                               "uncovered (that frame falls back to the prior speed)",
+                               "uncovered (that frame falls back to the speed estimate)",
                                Bounds(0.0, 60.0, low_open=True))
     horizon_s: float = setting(10.0, "odometry kept before the newest sample; must exceed the time between "
                                "descriptors", Bounds(0.0, 3600.0, low_open=True))

@@ -259,6 +259,11 @@ class TiledLocalizer:
         self._follow(estimate, vector, snapshot)
         return estimate
 
+    def predicted_interval(self, stamp_ns: int) -> tuple[int, int] | None:
+        """As :meth:`Localizer.predicted_interval`, for the tiles loaded now (None while none is)."""
+        localizer = self.cache.current.localizer
+        return None if localizer is None else localizer.predicted_interval(stamp_ns)
+
     def _follow(self, estimate: PositionEstimate, descriptor: np.ndarray, snapshot: Snapshot) -> None:
         """Steps 1-2: ask the cache for the tiles the next query needs."""
         fixed = estimate.status is FixStatus.FIX

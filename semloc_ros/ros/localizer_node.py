@@ -211,7 +211,6 @@ class LocalizerNode(Node):
         if self.params.get("gnss_prior_topic"):
             self.create_subscription(NavSatFix, self.params.get("gnss_prior_topic"), self.on_prior, qos)
         self.odometry: OdometryTrack | None = None
-        self._previous_stamp_ns: int | None = None  # of the last descriptor answered: the start of the next travel
         if self.params.get("use_odometry"):
             self._start_odometry()
 
@@ -355,14 +354,13 @@ class LocalizerNode(Node):
         """The odometry's travel since the previous descriptor when the filter will predict with it; None: the
         filter predicts from the stamps (no odometry, the first frame, a reset, or a frame the odometry does not
         cover, which is counted and logged)."""
-        previous = self._previous_stamp_ns
-        if self.odometry is None or not self.config.sequence_filter or previous is None \
-                or not 0 <= stamp_ns - previous <= self.config.filter.max_gap_s * 1e9:
+        interval = None if self.odometry is None else self.localizer.predicted_interval(stamp_ns)
+        if interval is None:
             return None
-        travel = self.odometry.travel(previous, stamp_ns)
+        travel = self.odometry.travel(*interval)
         if travel is None:
-            text = (f"odometry does not cover {previous}..{stamp_ns} ns "
-                    f"({self.odometry.coverage_problem(previous, stamp_ns)}): travel predicted from the stamps")
+            text = (f"odometry does not cover {interval[0]}..{interval[1]} ns "
+                    f"({self.odometry.coverage_problem(*interval)}): travel predicted from the stamps")
             self.stats.record_warning("odometry_uncovered", text)
             self.get_logger().warning(text, throttle_duration_sec=5.0)
         return travel
@@ -422,7 +420,6 @@ class LocalizerNode(Node):
         except ValueError as error:
             self._reject("bad_descriptor", str(error))
             return
-        self._previous_stamp_ns = stamp_ns
         header = Header(stamp=message.header.stamp, frame_id=self.fix_frame_id(message.header.frame_id))
         self.fix_publisher.publish(self.navsatfix(estimate, header, self.params.get("unknown_altitude_m")))
         self.geopose_publisher.publish(self.geopose(estimate, header))
