@@ -101,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_config is not None:
         print("experiment_filter_fusion: an experiment writes no parameters (--write-config)", file=sys.stderr)
         return 2
+    if not all(0.0 <= weight <= 1.0 for weight in args.fusion_weights):
+        print(f"experiment_filter_fusion: --fusion-weights must lie in [0, 1], got {args.fusion_weights}",
+              file=sys.stderr)
+        return 2
     from semloc_ros.models import set_torch_threads
 
     set_torch_threads(args.threads)

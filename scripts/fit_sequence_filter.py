@@ -109,6 +109,9 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not all(scale > 0 for scale in args.stamp_scales):  # a stamp scale of 0 or less has no speed
+        print(f"fit_sequence_filter: --stamp-scales must be > 0, got {args.stamp_scales}", file=sys.stderr)
+        return 2
     from semloc_ros.models import set_torch_threads
 
     set_torch_threads(args.threads)

@@ -324,6 +324,8 @@ def test_fit_sequence_filter_reports_recall_per_drive(load_script, capsys, tmp_p
     assert "day_calib" in capsys.readouterr().out
     assert script.main(["--dataset", str(tmp_path)]) == 2  # no splits.json: one line, no traceback
     assert capsys.readouterr().err.startswith("fit_sequence_filter: ")
+    assert script.main(["--dataset", str(tmp_path), "--stamp-scales", "1", "0"]) == 2
+    assert "--stamp-scales must be > 0" in capsys.readouterr().err
 
 
 def test_speed_time_constant_is_chosen_on_drives_replayed_at_other_speeds():
@@ -364,3 +366,5 @@ def test_filter_fusion_experiment_weighs_the_two_cosines(load_script, capsys, tm
     assert script.main(["--dataset", str(tmp_path)]) == 2  # no splits.json: one line, no traceback
     assert capsys.readouterr().err.startswith("experiment_filter_fusion: ")
     assert script.main(["--dataset", str(tmp_path), "--write-config", str(tmp_path / "x.yaml")]) == 2
+    assert script.main(["--dataset", str(tmp_path), "--fusion-weights", "0.5", "1.5"]) == 2
+    assert "--fusion-weights must lie in [0, 1]" in capsys.readouterr().err
