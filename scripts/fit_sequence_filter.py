@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Choose the sequence filter's temperature, kidnap probability and reverse weight on TRAINING maps; report them.
+"""Choose the sequence filter's temperature, kidnap probability, reverse weight, speed time constant and warm-up on
+TRAINING maps; report them.
 
     python scripts/fit_sequence_filter.py --dataset ROOT [--dataset ROOT2 ...] [--out DIR]
                                           [--write-config config/semloc.yaml]
@@ -14,10 +15,13 @@
    every frame of the training drives replayed at the stamp scales ``--stamp-scales`` (slower and faster
    vehicles; every frame, since a scaled gap of every ``--query-stride``-th frame may exceed
    ``filter_max_gap_s``).
-4. Report, per drive of the training maps and of the tuning maps (held out: the figures to decide on), Recall@1
+4. The warm-up (:func:`semloc_ros.evaluation.calibration.fit_filter_warmup`): every frame of the training drives
+   with the values of steps 2-3 and the shipped integrity gate; the fewest wrong STATUS_FIX estimates, a wrong one
+   costing as many right ones as the gate's false-fix rate allows.
+5. Report, per drive of the training maps and of the tuning maps (held out: the figures to decide on), Recall@1
    at ``--threshold-m`` of the single frame, of the filter with the chosen values and of the same filter without
    direction (reverse weight 1). ``DIR/results.json``; the table in docs via scripts/results_tables.py.
-5. ``--write-config``: the chosen values replace those in the parameter file. Copy them into the ``setting(...)``
+6. ``--write-config``: the chosen values replace those in the parameter file. Copy them into the ``setting(...)``
    defaults of ``FilterConfig`` (core/sequence_filter.py) too, then run ``python scripts/parameter_table.py``.
 """
 
@@ -35,6 +39,7 @@ from semloc_ros.evaluation.calibration import (  # noqa: E402
     FILTER_STAMP_SCALES,
     FilterDrive,
     fit_filter_parameters,
+    fit_filter_warmup,
     fit_speed_time_constant,
 )
 from semloc_ros.evaluation.uncertainty_study import (  # noqa: E402
@@ -48,7 +53,8 @@ from semloc_ros.evaluation.uncertainty_study import (  # noqa: E402
     write_config_values,
 )
 
-FITTED = ("filter_temperature", "filter_kidnap_probability", "filter_reverse_weight", "filter_speed_time_constant_s")
+FITTED = ("filter_temperature", "filter_kidnap_probability", "filter_reverse_weight", "filter_speed_time_constant_s",
+          "filter_warmup_m")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +78,7 @@ def filter_drives(described: Described, roles: list[MapRole], stride: int) -> li
 
 
 def recall_rows(drives: list[FilterDrive], configs: dict[str, LocalizerConfig], threshold_m: float) -> list[dict]:
-    """Step 3: Recall@1 (%) per drive of the single frame and of each filter configuration."""
+    """Step 5: Recall@1 (%) per drive of the single frame and of each filter configuration."""
     single = configs["chosen"].with_parameters(sequence_filter=False)  # no filter graph for frame-by-frame runs
     rows = []
     for case in drives:
@@ -85,7 +91,7 @@ def recall_rows(drives: list[FilterDrive], configs: dict[str, LocalizerConfig], 
 
 
 def run(args: argparse.Namespace) -> dict:
-    """Steps 1-4."""
+    """Steps 1-5."""
     from semloc_ros.models.pipeline import Pipeline
 
     shipped = read_localizer_config(args.config).with_parameters(sequence_filter=True)  # step 1
@@ -94,8 +100,10 @@ def run(args: argparse.Namespace) -> dict:
                           args.database_views)
     training = filter_drives(described, maps, args.query_stride)
     chosen, fit = fit_filter_parameters(training, shipped, args.threshold_m)  # step 2
+    every_frame = filter_drives(described, maps, 1)
     chosen, fit["speed_time_constants"] = fit_speed_time_constant(  # step 3
-        filter_drives(described, maps, 1), chosen, args.threshold_m, args.stamp_scales)
+        every_frame, chosen, args.threshold_m, args.stamp_scales)
+    chosen, fit["warmups"] = fit_filter_warmup(every_frame, chosen, args.threshold_m)  # step 4
     fit["stamp_scales"] = list(args.stamp_scales)
     configs = {"chosen": chosen, "undirected": chosen.with_parameters(filter_reverse_weight=1.0)}
     tuning = filter_drives(described, [r for root in args.dataset for r in tuning_maps(root)], args.query_stride)
@@ -104,7 +112,7 @@ def run(args: argparse.Namespace) -> dict:
     return {"experiment": "sequence-filter", "dataset": [str(root) for root in args.dataset],
             "database": "each drive's own map", "threshold_m": args.threshold_m, "query_stride": args.query_stride,
             "fit": fit, "chosen": {name: chosen.parameters()[name] for name in FITTED},
-            "columns": ["single", *configs], "rows": rows}  # step 4
+            "columns": ["single", *configs], "rows": rows}  # step 5
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     if study is None:
         return 2
     print("chosen: " + ", ".join(f"{k} {v:g}" for k, v in study["chosen"].items()))
-    if args.write_config is not None:  # step 5
+    if args.write_config is not None:  # step 6
         write_config_values(args.write_config, study["chosen"])
         print(f"chosen values written to {args.write_config}")
     return 0

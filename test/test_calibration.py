@@ -346,6 +346,25 @@ def test_speed_time_constant_is_chosen_on_drives_replayed_at_other_speeds():
     assert all(math.isfinite(row["mean_capped_error_m"]) for row in rows)
 
 
+def test_warmup_is_chosen_by_the_fix_counts_it_keeps_and_removes():
+    from semloc_ros.core.localizer import LocalizerConfig
+    from semloc_ros.evaluation.calibration import FilterDrive, fit_filter_warmup, fix_counts
+
+    database, (calibration, calibration_d), _, _ = _route_database_and_drives()
+    case = FilterDrive(database, calibration, calibration_d)
+    config = LocalizerConfig().with_parameters(sequence_filter=True, filter_temperature=1.0)
+    right, wrong = fix_counts([case], config, 25.0)
+    assert right > 0 and right + wrong <= len(calibration)
+    beyond_the_drive = 1e6
+    fitted, rows = fit_filter_warmup([case], config, 25.0, false_fix_rate=0.01, warmups_m=(0.0, 20.0, beyond_the_drive))
+    assert [row["warmup_m"] for row in rows] == [0.0, 20.0, beyond_the_drive]
+    assert (rows[0]["right_fixes"], rows[0]["wrong_fixes"]) == (right, wrong)
+    assert rows[1]["right_fixes"] + rows[1]["wrong_fixes"] < right + wrong  # the first 20 m publish no fix
+    assert (rows[2]["right_fixes"], rows[2]["wrong_fixes"]) == (0, 0)
+    assert all(row["cost"] == row["wrong_fixes"] / 0.01 - row["right_fixes"] for row in rows)
+    assert fitted.filter.warmup_m == min(rows, key=lambda row: row["cost"])["warmup_m"]
+
+
 def test_filter_fusion_experiment_weighs_the_two_cosines(load_script, capsys, tmp_path):
     script = load_script("experiment_filter_fusion.py")
     rng = np.random.default_rng(3)

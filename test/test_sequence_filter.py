@@ -508,3 +508,37 @@ def test_predicted_interval_is_what_the_filter_will_predict_over():
     assert localizer.predicted_interval(START_NS + 1_000_000_001) is None  # beyond filter_max_gap_s 1 s: a reset
     localizer.reset()
     assert localizer.predicted_interval(START_NS + PERIOD_NS) is None
+
+
+def test_no_fix_before_the_warmup_travel_and_again_after_a_reset():
+    """Step 8: a confident young belief is not a FIX until warmup_m travelled; a reset starts the warm-up again,
+    a measured standstill does not advance it."""
+    database = route_database(smooth_descriptors(np.arange(N_PLACES) * SPACING_M))
+    sequence = SequenceFilter(database, FilterConfig(exit_probability=0.0, warmup_m=12.0),
+                              EstimateSettings(min_confidence=0.0))
+    others = np.arange(200, 250)
+
+    def status(place: int) -> FixStatus:
+        sequence.update(np.concatenate([[1.0], np.zeros(len(others))]), np.concatenate([[place], others]))
+        return sequence.estimate().status
+
+    statuses = [status(10)]
+    assert sequence.warmup_left_m == pytest.approx(12.0)
+    for place in (12, 14, 16):  # 0.5 s at the 10 m/s prior: 5 m per step
+        sequence.predict(0.5)
+        statuses.append(status(place))
+    assert statuses == [FixStatus.LOW_CONFIDENCE] * 3 + [FixStatus.FIX]
+    assert sequence.warmup_left_m == 0.0
+
+    sequence.reset()
+    assert sequence.warmup_left_m == pytest.approx(12.0)
+    assert status(20) is FixStatus.LOW_CONFIDENCE
+    sequence.predict(None, displacement_m=0.0)  # standing still: no travel, no warm-up
+    assert status(20) is FixStatus.LOW_CONFIDENCE
+    assert sequence.warmup_left_m == pytest.approx(12.0)
+    sequence.predict(None, displacement_m=12.0)
+    assert status(26) is FixStatus.FIX
+
+    without = SequenceFilter(database, FilterConfig(exit_probability=0.0), EstimateSettings(min_confidence=0.0))
+    sequence = without
+    assert status(10) is FixStatus.FIX  # warmup_m 0: the first estimate may be a FIX

@@ -71,6 +71,14 @@ Speed (``speed_time_constant_s`` > 0, frames predicted from stamps):
    uses ``v`` rounded to ``SPEED_STEP_MPS`` (the transition weights are computed again only when it changes).
    A reset restores ``v = speed_mps``; a measured ``displacement_m`` does not use ``v``.
 
+Warm-up (``warmup_m`` > 0):
+
+8. After a (re)start the belief converges from uniform over the whole map, and a stretch that looks like the
+   start of the drive can win it for a while: a young belief is confident before it is right. So no estimate is
+   a FIX until the filter has predicted over ``warmup_m`` of travel since its first observation (the travel
+   ``m`` of step 1a, or ``speed_mps x dt`` from the prior speed without it); :attr:`SequenceFilter.warmup_left_m`
+   says how much is left. ``scripts/fit_sequence_filter.py`` chooses it on training maps.
+
 :meth:`SequenceFilter.predict` resets the filter (uniform belief) when ``dt > max_gap_s`` or the travel does
 not fit the graph; stamps (backwards jumps, gaps) are turned into ``dt`` by ``Localizer.localize``.
 """
@@ -127,6 +135,9 @@ class FilterConfig:
                                         NON_NEGATIVE)
     offmap_temperature: float = setting(0.008934, "sequence filter: cosine temperature of the off-map likelihood "
                                         "(fitted on a training map)", POSITIVE)
+    warmup_m: float = setting(0.0, "sequence filter: travel after a (re)start before an estimate may be a FIX (the "
+                              "belief converging; chosen on training maps by scripts/fit_sequence_filter.py)",
+                              NON_NEGATIVE)
     speed_time_constant_s: float = setting(20.0, "sequence filter: time constant of the online speed estimate "
                                            "that replaces speed_mps without odometry (0 = the prior speed always)",
                                            NON_NEGATIVE)
@@ -284,6 +295,7 @@ class SequenceFilter:
         self._speed = self._config.speed_mps  # step 7: v
         self._step_dt: float | None = None  # the stamp gap of the last prediction (None: a measured distance)
         self._last_fix: tuple[float, float] | None = None  # east, north of the last FIX estimate (step 7)
+        self._travelled_m = 0.0  # step 8: travel predicted over since the first observation
         self.resets = 0
 
     @property
@@ -317,6 +329,11 @@ class SequenceFilter:
         return round(self._speed / SPEED_STEP_MPS) * SPEED_STEP_MPS
 
     @property
+    def warmup_left_m(self) -> float:
+        """Travel still needed before an estimate may be a FIX (step 8; 0 once warmed up)."""
+        return max(0.0, self._config.warmup_m - self._travelled_m)
+
+    @property
     def map_index(self) -> int:
         """Database index of the last MAP place (-1 before the first estimate)."""
         return self._map_index
@@ -329,6 +346,7 @@ class SequenceFilter:
         self._evidence_weight = 1.0
         self._speed = self._config.speed_mps
         self._step_dt, self._last_fix = None, None
+        self._travelled_m = 0.0
         self.resets += 1
 
     # ------------------------------------------------------------------ predict
@@ -365,6 +383,7 @@ class SequenceFilter:
         if self._belief is None:
             return True  # uniform stays uniform
         self._evidence_weight = step
+        self._travelled_m += weighed  # step 8
         if sigma > 0.0:
             moved = np.bincount(self._graph.targets, minlength=len(self._belief),
                                 weights=self._belief[self._sources] * self._transitions(travel, sigma))
@@ -449,7 +468,8 @@ class SequenceFilter:
 
         members = self._near.targets[self._near.indptr[seed] : self._near.indptr[seed + 1]].astype(np.int64)
         confidence = float(min(1.0, mass[seed])) * (1.0 - self._off_map)  # step 6
-        status = FixStatus.FIX if confidence >= self._estimate.min_confidence else FixStatus.LOW_CONFIDENCE
+        confident = confidence >= self._estimate.min_confidence and self.warmup_left_m <= 0.0  # steps 3, 8
+        status = FixStatus.FIX if confident else FixStatus.LOW_CONFIDENCE
         estimate = cluster_estimate(self._frame, self._enu[members], self._database.alt[members], belief[members],
                                     confidence, status, self._estimate, self._database.heading[members])
         self._learn_speed(estimate, float(self._database.heading[seed]))

@@ -29,7 +29,9 @@ from semloc_ros.core.calibration import (
     threshold_at_precision,
 )
 from semloc_ros.core.database import GeoDatabase
+from semloc_ros.core.estimate import FixStatus
 from semloc_ros.core.localizer import Localizer, LocalizerConfig
+from semloc_ros.evaluation.conformal import DEFAULT_FALSE_FIX_RATE
 from semloc_ros.evaluation.metrics import (
     DEFAULT_NEGATIVE_MIN_ROUTE_M,
     DEFAULT_TARGET_PRECISION,
@@ -70,6 +72,7 @@ FILTER_KIDNAP_PROBABILITIES = (1e-2, 1e-3, 1e-4)
 FILTER_REVERSE_WEIGHTS = (0.0, 0.1, 0.3, 1.0)
 FILTER_STAMP_SCALES = (0.7, 1.0, 1.5)  # training drives replayed faster and slower (stamp differences scaled)
 FILTER_SPEED_TIME_CONSTANTS = (0.0, 10.0, 20.0)
+FILTER_WARMUPS_M = (0.0, 25.0, 50.0, 75.0, 100.0, 125.0, 150.0, 200.0, 250.0)
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,38 @@ def fit_speed_time_constant(
         for tau in time_constants]
     chosen = min(rows, key=lambda row: row["mean_capped_error_m"])
     return config.with_parameters(filter_speed_time_constant_s=chosen["speed_time_constant_s"]), rows
+
+
+def fix_counts(drives: Sequence[FilterDrive], config: LocalizerConfig, threshold_m: float) -> tuple[int, int]:
+    """(right, wrong) STATUS_FIX estimates of ``drives`` with ``config``: within ``threshold_m`` of the truth or
+    not."""
+    right = wrong = 0
+    for case in drives:
+        per_query = case.metrics(config, threshold_m)["per_query"]
+        fix = np.array([status == FixStatus.FIX.value for status in per_query["status"]], bool)
+        within = np.nan_to_num(float_array(per_query["error_m"]), nan=np.inf) <= threshold_m
+        right, wrong = right + int(np.sum(fix & within)), wrong + int(np.sum(fix & ~within))
+    return right, wrong
+
+
+def fit_filter_warmup(
+    drives: Sequence[FilterDrive],
+    config: LocalizerConfig,
+    threshold_m: float = DEFAULT_THRESHOLD_M,
+    false_fix_rate: float = DEFAULT_FALSE_FIX_RATE,
+    warmups_m: Sequence[float] = FILTER_WARMUPS_M,
+) -> tuple[LocalizerConfig, list[dict[str, float]]]:
+    """``filter_warmup_m`` chosen on ``drives`` (training maps only, every frame): the smallest
+    ``wrong / false_fix_rate - right`` over the STATUS_FIX estimates (a wrong fix costs as many right ones as the
+    false-fix rate the gate is calibrated for allows; ties: the shorter warm-up). Returns the config with it set
+    and the rows."""
+    rows = []
+    for warmup in warmups_m:
+        right, wrong = fix_counts(drives, config.with_parameters(filter_warmup_m=warmup).validate(), threshold_m)
+        rows.append({"warmup_m": warmup, "right_fixes": right, "wrong_fixes": wrong,
+                     "cost": wrong / false_fix_rate - right})
+    chosen = min(rows, key=lambda row: row["cost"])
+    return config.with_parameters(filter_warmup_m=chosen["warmup_m"]), rows
 
 
 def route_distance_m(drive: Drive) -> np.ndarray:
