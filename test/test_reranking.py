@@ -266,3 +266,30 @@ def test_evaluation_reranks_with_database_and_query_thumbnails() -> None:
                                     localizer_config=LocalizerConfig().with_parameters(rerank_top_k=6))
     assert on["reranked"] is True and on["recall_at_n_all_queries"]["1"] == 100.0
     assert on["localization_recall_at_1"] == 100.0
+
+
+def test_lane_offset_evidence_is_smoothed_over_consecutive_frames() -> None:
+    """Frames whose labels line up badly (a lane aside) widen the cross-track covariance; one well-aligned frame
+    after them narrows it per frame, not with lane_alignment_time_constant_s (a vehicle keeps its lane)."""
+    database, thumbnails = database_with_thumbnails()
+    rng = np.random.default_rng(5)
+    aside = thumbnails[4].copy()
+    noise = rng.random(aside.shape) < 0.4
+    aside[noise] = rng.integers(0, aside.max() + 1, int(noise.sum()))
+    frames = np.stack([aside] * 4 + [thumbnails[4]])
+    query = np.repeat(database.descriptors[4][None], len(frames), 0)
+    stamps = [i * 100_000_000 for i in range(len(frames))]
+    config = LocalizerConfig().with_parameters(rerank_top_k=5, integrity_threshold=0.0, lane_alignment=0.9,
+                                               lane_alignment_width=0.01, position_sigma_cross_m=5.0)
+
+    def cross_variances(time_constant_s: float, stamps_ns) -> list[float]:
+        localizer = Localizer(database, config.with_parameters(lane_alignment_time_constant_s=time_constant_s))
+        estimates = localizer.localize_batch(query, thumbnails=frames, stamps_ns=stamps_ns)
+        assert estimates[0].matches[0].alignment < 0.85 < 0.99 < estimates[-1].matches[0].alignment
+        return [float(e.covariance_enu[0, 0]) for e in estimates]
+
+    per_frame = cross_variances(0.0, stamps)
+    smoothed = cross_variances(10.0, stamps)
+    assert per_frame[0] > 25.0 - 1e-6 and per_frame[-1] < 20.0  # the lane term follows each frame
+    assert smoothed[-1] > 24.0  # 0.1 s of good alignment barely moves the 10 s average
+    assert cross_variances(10.0, None)[-1] == pytest.approx(per_frame[-1])  # independent queries: per frame

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from semloc_ros.core.calibration import covariance_coverage, mahalanobis_squared
-from semloc_ros.core.uncertainty import TrackCovarianceModel, aligned_covariance, along_cross, track_direction
+from semloc_ros.core.uncertainty import (
+    LaneEvidence,
+    TrackCovarianceModel,
+    aligned_covariance,
+    along_cross,
+    smoothed_alignments,
+    track_direction,
+)
 from semloc_ros.evaluation.uncertainty_fit import fit_track_model, model_covariances
 
 
@@ -94,3 +101,49 @@ def test_vectorised_model_covariances_equal_the_localizers():
     expected = [aligned_covariance(b, d if np.isfinite(d).all() else None, model, float(x))
                 for b, d, x in zip(bases, directions, alignments, strict=True)]
     np.testing.assert_allclose(model_covariances(bases, directions, model, alignments), expected, atol=1e-12)
+
+
+def test_lane_evidence_smooths_consecutive_frames_and_restarts_after_a_gap():
+    second = 1_000_000_000
+    evidence = LaneEvidence(time_constant_s=2.0, max_gap_s=1.0)
+    assert evidence.update(0, 0.90) == pytest.approx(0.90)  # the first frame as it is
+    assert evidence.update(second // 2, 0.98) == pytest.approx(0.90 + 0.25 * 0.08)  # dt / tau = 1/4
+    assert evidence.update(second, math.nan) == pytest.approx(0.92)  # not re-ranked: kept
+    assert evidence.update(second + second // 2, 0.0) == pytest.approx(0.92)
+    assert evidence.update(3 * second, 0.97) == pytest.approx(0.97)  # a 1.5 s gap: a new sequence
+    assert evidence.update(2 * second, 0.91) == pytest.approx(0.91)  # backwards: a new sequence
+    assert evidence.update(None, 0.95) == pytest.approx(0.95)  # an independent query
+    evidence.reset()
+    assert evidence.update(0, math.nan) == 0.0  # nothing known yet: the cautious side
+    assert LaneEvidence(0.0, 1.0).update(0, 0.9) == pytest.approx(0.9)
+    stamps = np.arange(6) * (second // 2)
+    values = np.array([0.9, 0.98, np.nan, 0.0, 0.97, 0.93])
+    loop = LaneEvidence(2.0, 1.0)
+    np.testing.assert_allclose(smoothed_alignments(stamps, values, 2.0, 1.0),
+                               [loop.update(int(s), float(v)) for s, v in zip(stamps, values, strict=True)])
+
+
+def test_lane_time_constant_is_chosen_where_one_frame_cannot_tell_the_lane():
+    """A drive a lane aside and one in the mapped lane, with per-frame alignments that overlap: smoothed over
+    a few seconds they separate, and the fit picks a time constant > 0."""
+    from semloc_ros.evaluation.fix_records import FixRecords
+    from semloc_ros.evaluation.uncertainty_fit import fit_lane_time_constant
+
+    rng = np.random.default_rng(6)
+    count = 400
+
+    def drive(name: str, aside: bool) -> FixRecords:
+        cross = (3.5 if aside else 0.0) + 0.3 * rng.standard_normal(count)
+        errors = np.column_stack([rng.standard_normal(count), cross])
+        alignment = rng.normal(0.90 if aside else 0.95, 0.03, count)
+        zeros2 = np.zeros((count, 2))
+        return FixRecords(name, "db", "single", True, np.arange(count) * 200_000_000, zeros2, np.zeros(count),
+                          errors, errors, np.tile(np.eye(2), (count, 1, 1)), np.tile([1.0, 0.0], (count, 1)),
+                          np.ones(count, bool), {"alignment": alignment}, np.arange(count) * 2.0)
+
+    records = [drive("aside", True), drive("mapped", False)]
+    keep = [np.ones(count, bool)] * 2
+    model, record = fit_lane_time_constant(records, keep, max_gap_s=1.0, time_constants_s=(0.0, 4.0))
+    losses = {row["lane_time_constant_s"]: row["joint_loss"] for row in record["lane_time_constants"]}
+    assert set(losses) == {0.0, 4.0} and losses[4.0] < losses[0.0]
+    assert model.lane_time_constant_s == 4.0 and record["joint_loss"] == losses[4.0]

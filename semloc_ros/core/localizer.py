@@ -24,7 +24,8 @@ For one query descriptor:
    the heading-aligned model of :mod:`semloc_ros.core.uncertainty` (along-track and cross-track scales
    ``covariance_along_scale``, ``covariance_cross_scale``, added sigmas ``position_sigma_along_m``,
    ``position_sigma_cross_m``, the latter weighted by the lane-offset probability of the re-ranking alignment,
-   ``lane_alignment`` and ``lane_alignment_width``; the direction from the inliers' database headings), fitted
+   ``lane_alignment`` and ``lane_alignment_width``, smoothed over consecutive frames of the camera with
+   ``lane_alignment_time_constant_s``; the direction from the inliers' database headings), fitted
    on training maps by ``scripts/fit_uncertainty.py`` (scales 1 and sigmas 0 leave the base covariance ``S`` as
    it is; ``S`` is kept in ``base_covariance_en``).
 6b. Cross-track correction (``lateral_gain_m`` != 0, re-ranked queries only): the sideways offset of the query
@@ -89,7 +90,7 @@ from semloc_ros.core.lateral import fit_shear, heading_normal, lateral_offset_m,
 from semloc_ros.core.reranking import RerankConfig, rerank
 from semloc_ros.core.sequence_filter import FilterConfig, SequenceFilter
 from semloc_ros.core.settings import FRACTION, POSITIVE, Bounds, Each, section, setting
-from semloc_ros.core.uncertainty import TrackCovarianceModel, aligned_covariance
+from semloc_ros.core.uncertainty import LaneEvidence, TrackCovarianceModel, aligned_covariance
 
 MAX_TOP_K = 1000
 LATERAL_MATCHES = 5  # step 6b: the median shear of the best agreeing matches
@@ -122,6 +123,9 @@ class LocalizerConfig:
                                     "lane than the map (weights position_sigma_cross_m; fitted)", FRACTION)
     lane_alignment_width: float = setting(0.005, "softness of that lane-offset threshold (fitted)",
                                           Bounds(1e-4, 1.0))
+    lane_alignment_time_constant_s: float = setting(0.0, "time constant smoothing that alignment over consecutive "
+                                                    "frames (a vehicle keeps its lane; fitted); 0 = per frame",
+                                                    Bounds(0.0, 1e4))
     lateral_gain_m: float = setting(0.0, "cross-track correction: metres of sideways offset per pixel-per-row "
                                     "shear of the query's label image against its match's (fitted on training "
                                     "maps by scripts/fit_lateral.py; along the map camera's normal, so a rear "
@@ -164,7 +168,7 @@ class LocalizerConfig:
         fields."""
         return TrackCovarianceModel(self.covariance_along_scale, self.covariance_cross_scale,
                                     self.position_sigma_along_m, self.position_sigma_cross_m, self.lane_alignment,
-                                    self.lane_alignment_width)
+                                    self.lane_alignment_width, self.lane_alignment_time_constant_s)
 
     def integrity_model(self) -> IntegrityModel:
         """The integrity score and gate of the ``integrity_*`` and ``filter_max_gap_s`` parameters."""
@@ -205,6 +209,7 @@ class Localizer:
         self._filter: SequenceFilter | None = None
         self._last_stamp_ns: int | None = None
         self._monitor = IntegrityMonitor(self._config.integrity_model())
+        self._lane = LaneEvidence(self._config.lane_alignment_time_constant_s, self._config.filter.max_gap_s)
         if self._config.sequence_filter:
             self._filter = SequenceFilter(database, self._config.filter, self._config.estimate_settings())
 
@@ -225,6 +230,7 @@ class Localizer:
         """Start a new sequence: the filter forgets its belief and the last stamp (no-op without filter)."""
         self._last_stamp_ns = None
         self._monitor.reset()
+        self._lane.reset()
         if self._filter is not None:
             self._filter.reset()
 
@@ -286,8 +292,10 @@ class Localizer:
         frame, enu = self._database.frame_and_enu()
         estimates = []
         for row in range(len(matrix)):
-            estimate = self._calibrated(self._single(similarities[row], indices[row], thumbnails, row, frame, enu))
-            estimates.append(self._judged(estimate, estimate, None if stamps_ns is None else int(stamps_ns[row])))
+            stamp = None if stamps_ns is None else int(stamps_ns[row])
+            estimate = self._single(similarities[row], indices[row], thumbnails, row, frame, enu)
+            estimate = self._calibrated(estimate, self._lane_alignment(estimate, stamp))
+            estimates.append(self._judged(estimate, estimate, stamp))
         return estimates
 
     def _search_k(self, k: int, thumbnails: np.ndarray | None) -> int:
@@ -389,7 +397,9 @@ class Localizer:
         filter_k = max(config.top_k, config.filter.top_k)
         for row in range(count):
             ranked = self._ranked(similarities[row], indices[row], thumbnails, row)
-            single = self._calibrated(self._single_ranked(ranked, thumbnails, row, frame, enu))
+            single = self._single_ranked(ranked, thumbnails, row, frame, enu)
+            lane = self._lane_alignment(single, None if stamps[row] is None else int(stamps[row]))
+            single = self._calibrated(single, lane)
             self._advance(stamps[row], displacements[row])
             if single.status is not FixStatus.NO_MATCH:  # the likelihood: the scores the single frame ranks with
                 found = indices[row, :filter_k] >= 0
@@ -397,7 +407,7 @@ class Localizer:
                 self._filter.update(*ranked.head(filter_k), best_cosine)
             filtered = _moved(self._filter.estimate(), single.lateral, frame)
             filtered.matches = single.matches
-            filtered = self._calibrated(filtered)
+            filtered = self._calibrated(filtered, lane)
             if single.status is FixStatus.NO_MATCH:
                 filtered.status, filtered.confidence = FixStatus.NO_MATCH, 0.0
             stamp = stamps[row]
@@ -462,15 +472,20 @@ class Localizer:
             raise ValueError("query descriptor contains NaN or infinite values")
         return matrix
 
-    def _calibrated(self, estimate: PositionEstimate) -> PositionEstimate:
+    def _lane_alignment(self, single: PositionEstimate, stamp_ns: int | None) -> float:
+        """Step 6: the alignment of the single frame's best agreeing match, smoothed over consecutive frames."""
+        matches = single.matches
+        return self._lane.update(stamp_ns, agreeing_alignment([m.inlier for m in matches],
+                                                              [m.alignment for m in matches]))
+
+    def _calibrated(self, estimate: PositionEstimate, lane_alignment: float) -> PositionEstimate:
         """Step 6: the estimate with the heading-aligned covariance model applied to east/north."""
         covariance = np.array(estimate.covariance_enu, dtype=np.float64)
         estimate.base_covariance_en = covariance[:2, :2].copy()
         model = self._config.track_model()
         if not model.is_identity and np.isfinite(covariance).all():
-            matches = estimate.matches
-            alignment = agreeing_alignment([m.inlier for m in matches], [m.alignment for m in matches])
-            covariance[:2, :2] = aligned_covariance(estimate.base_covariance_en, estimate.direction, model, alignment)
+            covariance[:2, :2] = aligned_covariance(estimate.base_covariance_en, estimate.direction, model,
+                                                    lane_alignment)
             estimate.covariance_enu = covariance
         return estimate
 

@@ -14,6 +14,11 @@ modelled in the frame of the database heading:
    label image lines up worse with the database's (re-ranking alignment ``a``, :mod:`semloc_ros.core.reranking`).
    The probability that the query is off the mapped lane is ``p = 1 / (1 + exp((a - a_0) / width))``
    (``a_0`` = ``lane_alignment``; without an alignment, ``a`` = 0: ``p`` ~ 1, the cautious side).
+   Lane evidence over time (:class:`LaneEvidence`): a vehicle keeps its lane for many frames while one frame's
+   alignment is noisy (parked cars, a turn), so ``a`` is the alignment smoothed over consecutive frames of one
+   camera, ``a <- a + min(1, dt / tau) (a_t - a)`` with ``tau`` = ``lane_time_constant_s``. The first frame,
+   one after a stamp gap beyond ``max_gap_s`` or going backwards, and ``tau`` = 0 take ``a_t`` as it is; a frame
+   without an alignment (not re-ranked) keeps the smoothed value (0 before any).
 4. a. With a direction: ``v_a = u^T S u``, ``v_c = w^T S w``, ``v_ac = u^T S w``; in the track frame
       ``C = [[k_a v_a + x_a^2, sqrt(k_a k_c) v_ac], [sqrt(k_a k_c) v_ac, k_c v_c + p x_c^2]]`` where ``k_a``,
       ``k_c`` scale the geometry and ``x_a``, ``x_c`` add what the geometry cannot see (``x_c``: the lane
@@ -44,6 +49,7 @@ class TrackCovarianceModel:
     cross_sigma_m: float = 0.0
     lane_alignment: float = 1.0
     lane_alignment_width: float = 0.01
+    lane_time_constant_s: float = 0.0
 
     def validate(self) -> TrackCovarianceModel:
         """Raise ValueError naming the first invalid value; returns self."""
@@ -53,6 +59,7 @@ class TrackCovarianceModel:
         require("cross_sigma_m", self.cross_sigma_m, Bounds(0.0, 1e4))
         require("lane_alignment", self.lane_alignment, Bounds(0.0, 1.0))
         require("lane_alignment_width", self.lane_alignment_width, Bounds(1e-4, 1.0))
+        require("lane_time_constant_s", self.lane_time_constant_s, Bounds(0.0, 1e4))
         return self
 
     @property
@@ -64,6 +71,41 @@ class TrackCovarianceModel:
         a = np.nan_to_num(np.asarray(alignment, dtype=np.float64), nan=0.0)
         p = 1.0 / (1.0 + np.exp(np.clip((a - self.lane_alignment) / self.lane_alignment_width, -700, 700)))
         return float(p) if np.ndim(p) == 0 else p
+
+
+class LaneEvidence:
+    """Step 3's alignment smoothed over the consecutive frames of one camera."""
+
+    def __init__(self, time_constant_s: float, max_gap_s: float) -> None:
+        self._tau, self._max_gap_s = float(time_constant_s), float(max_gap_s)
+        self._value: float | None = None
+        self._stamp_ns: int | None = None
+
+    def reset(self) -> None:
+        self._value, self._stamp_ns = None, None
+
+    def update(self, stamp_ns: int | None, alignment: float) -> float:
+        """The smoothed alignment after a frame at ``stamp_ns`` (None: an independent query) with ``alignment``
+        (NaN or 0: none)."""
+        previous, self._stamp_ns = self._stamp_ns, stamp_ns
+        dt_s = None if previous is None or stamp_ns is None else (int(stamp_ns) - previous) * 1e-9
+        if dt_s is None or not 0.0 <= dt_s <= self._max_gap_s:
+            self._value = None  # a new sequence
+        measured = math.isfinite(alignment) and alignment != 0.0
+        if measured:
+            if self._value is None or self._tau <= 0.0:
+                self._value = float(alignment)
+            else:
+                self._value += min(1.0, dt_s / self._tau) * (float(alignment) - self._value)
+        return self._value if self._value is not None else 0.0
+
+
+def smoothed_alignments(stamps_ns: np.ndarray, alignments: np.ndarray, time_constant_s: float,
+                        max_gap_s: float) -> np.ndarray:
+    """:class:`LaneEvidence` over the frames of one camera in stamp order (for the fits and reports)."""
+    evidence = LaneEvidence(time_constant_s, max_gap_s)
+    return np.array([evidence.update(int(stamp), float(alignment))
+                     for stamp, alignment in zip(stamps_ns, alignments, strict=True)], float)
 
 
 def track_direction(headings: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray | None:

@@ -55,8 +55,8 @@ def drive_report(
         report.update(n_counted=int(counted.sum()), false_fix_rate=_stat(fixes[counted], np.mean),
                       fix_rate_before_gate=_stat(records.fix[counted], np.mean))
         return report
-    covariances = model_covariances(records.base_covariance, records.direction, track_model,
-                                   records.cues["alignment"])
+    alignments = records.lane_alignments(track_model.lane_time_constant_s, integrity.max_gap_s)
+    covariances = model_covariances(records.base_covariance, records.direction, track_model, alignments)
     d2 = mahalanobis_squared(records.error_en[fixes], covariances[fixes])
     errors = records.error_m[fixes]
     correct = correct_mask(records, threshold_m)

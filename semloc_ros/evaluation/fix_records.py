@@ -23,6 +23,7 @@ from semloc_ros.core.database import GeoDatabase
 from semloc_ros.core.estimate import FixStatus
 from semloc_ros.core.integrity import CUES
 from semloc_ros.core.localizer import Localizer, LocalizerConfig
+from semloc_ros.core.uncertainty import smoothed_alignments
 from semloc_ros.evaluation.calibration import route_distance_m
 from semloc_ros.evaluation.described import DescribedDrive
 
@@ -50,6 +51,11 @@ class FixRecords:
 
     def __len__(self) -> int:
         return len(self.stamps_ns)
+
+    def lane_alignments(self, time_constant_s: float, max_gap_s: float) -> np.ndarray:
+        """(N,) the alignment cue smoothed as the localizer smooths it for the lane-offset term
+        (:class:`semloc_ros.core.uncertainty.LaneEvidence`; the frames are one camera's, in stamp order)."""
+        return smoothed_alignments(self.stamps_ns, self.cues["alignment"], time_constant_s, max_gap_s)
 
     @property
     def error_m(self) -> np.ndarray:

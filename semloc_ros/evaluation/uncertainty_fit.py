@@ -16,18 +16,25 @@
    nearer 1): what a navigation filter sees, outliers included. A likelihood fit gives a constant lane offset
    a sigma equal to it, whose 1-sigma coverage is 0; the coverages want it wider.
 
+3. Lane evidence over time: steps 1-2 for every time constant of :data:`LANE_TIME_CONSTANTS_S` smoothing the
+   alignment over consecutive frames (:class:`semloc_ros.core.uncertainty.LaneEvidence`, on every frame of each
+   drive, fix or not); the smallest joint loss of step 2 wins (ties: the shorter).
+
 Only fixes count: the covariance is what a navigation filter weighs a published fix with.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from semloc_ros.core.calibration import COVARIANCE_FIT_SIGMAS, gaussian_2d_coverage, mahalanobis_squared
 from semloc_ros.core.uncertainty import TrackCovarianceModel, along_cross, track_variances
+from semloc_ros.evaluation.fix_records import FixRecords
 
 SCALES = tuple(float(s) for s in np.geomspace(0.01, 100.0, 81))
 EXTRA_SIGMAS_M = tuple(float(x) for x in np.arange(0.0, 10.01, 0.25))
@@ -36,6 +43,7 @@ MIN_GROUP = 30
 TAIL_WEIGHT = 10.0
 LANE_WIDTHS = (0.005, 0.01, 0.02, 0.05)
 LANE_THRESHOLDS = 16
+LANE_TIME_CONSTANTS_S = (0.0, 2.0, 4.0, 8.0)
 
 
 def axis_components(
@@ -163,3 +171,24 @@ def fit_track_model(
               "cross_nll": loss_c, "along_factor": best[2], "cross_factor": best[3], "joint_loss": best[0][0],
               "n_lane_offset": int(offset.sum())}
     return best[1].validate(), record
+
+
+def fit_lane_time_constant(
+    records: Sequence[FixRecords], keep: Sequence[np.ndarray], max_gap_s: float, max_error_m: float = math.inf,
+    time_constants_s: Sequence[float] = LANE_TIME_CONSTANTS_S,
+) -> tuple[TrackCovarianceModel, dict[str, Any]]:
+    """Step 3: the model of steps 1-2 on the frames ``keep`` of each of ``records`` (in-map drives), with the
+    alignment smoothed by the time constant whose joint loss is smallest; the model and its record."""
+    fixes = [r.select(k) for r, k in zip(records, keep, strict=True)]
+    errors, bases, axes = (np.concatenate([getattr(r, name) for r in fixes])
+                           for name in ("error_en", "base_covariance", "direction"))
+    best, losses = None, []
+    for tau in time_constants_s:
+        alignments = np.concatenate([r.lane_alignments(tau, max_gap_s)[k] for r, k in zip(records, keep,
+                                                                                         strict=True)])
+        model, record = fit_track_model(errors, bases, axes, alignments, max_error_m)
+        losses.append({"lane_time_constant_s": tau, "joint_loss": record["joint_loss"]})
+        if best is None or record["joint_loss"] < best[1]["joint_loss"]:
+            best = (dataclasses.replace(model, lane_time_constant_s=float(tau)), record)
+    assert best is not None
+    return best[0].validate(), {**best[1], "lane_time_constants": losses}

@@ -234,7 +234,7 @@ def read_localizer_config(path: Path) -> LocalizerConfig:
 def _fit_mode(described, maps, config, mode, args) -> tuple[dict, dict]:
     """Step 2-3 of the script for one mode: integrity score, gate, covariance model; their records."""
     from semloc_ros.evaluation.integrity_fit import calibrate_gate, fit_integrity_score
-    from semloc_ros.evaluation.uncertainty_fit import fit_track_model
+    from semloc_ros.evaluation.uncertainty_fit import fit_lane_time_constant
 
     learn, calibrate = maps[0], maps[1:]
     learn_records = map_records(described, learn, calibrate, config, mode)
@@ -245,11 +245,9 @@ def _fit_mode(described, maps, config, mode, args) -> tuple[dict, dict]:
                                   args.false_fix_rate, args.delta)
     from semloc_ros.evaluation.fix_quality import published
 
-    fixes = [r.select(published(r, gate)) for r in learn_records + calibration_records if r.in_map]
-    track_model, track_record = fit_track_model(
-        np.concatenate([r.error_en for r in fixes]), np.concatenate([r.base_covariance for r in fixes]),
-        np.concatenate([r.direction for r in fixes]), np.concatenate([r.cues["alignment"] for r in fixes]),
-        max_error_m=args.threshold_m)
+    in_map = [r for r in learn_records + calibration_records if r.in_map]
+    track_model, track_record = fit_lane_time_constant(in_map, [published(r, gate) for r in in_map],
+                                                       config.filter.max_gap_s, max_error_m=args.threshold_m)
     fitted = {"track_model": track_model, "integrity": gate}
     record = {"learning_map": learn.name, "calibration_maps": [m.name for m in calibrate],
               "integrity": dataclasses.asdict(gate), "ltt": dataclasses.asdict(choice),
@@ -344,6 +342,7 @@ def parameters_of(fitted: dict, filter_values: dict) -> dict[str, float | list[f
         "position_sigma_cross_m": round(model.cross_sigma_m, 3),
         "lane_alignment": round(model.lane_alignment, 4),
         "lane_alignment_width": round(model.lane_alignment_width, 4),
+        "lane_alignment_time_constant_s": model.lane_time_constant_s,
         "integrity_weights": [round(float(gate.weights.get(c, 0.0)), 4) for c in CUES],
         "integrity_bias": round(gate.bias, 4),
         "integrity_threshold": round(gate.threshold, 6),
