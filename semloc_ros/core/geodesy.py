@@ -214,6 +214,14 @@ class LocalENU:
             up_array[unknown] += float(self.alt0) - altitude
         return _output(self._inverse(east_array, north_array, up_array), _all_scalar(east, north, up))
 
+    def east_north_from(self, other: LocalENU, east: float, north: float) -> tuple[float, float]:
+        """A horizontal position given in ``other``'s frame (at its origin's altitude), in this frame."""
+        if other == self:
+            return float(east), float(north)
+        lat, lon, alt = other.to_geodetic(east, north)
+        east_here, north_here, _ = self.to_enu(lat, lon, alt)
+        return float(east_here), float(north_here)
+
 
 def geodesic_distance_m(lat1: ArrayLike, lon1: ArrayLike, lat2: ArrayLike, lon2: ArrayLike):
     """Geodesic distance on the WGS84 ellipsoid (Karney's algorithm via ``pyproj.Geod``)."""

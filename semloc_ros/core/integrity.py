@@ -22,7 +22,7 @@ confidence does not reveal it. What does:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -103,6 +103,13 @@ class IntegrityMonitor:
 
     def reset(self) -> None:
         self._previous = None
+
+    def continue_from(self, previous: IntegrityMonitor,
+                      to_frame: Callable[[float, float], tuple[float, float]]) -> None:
+        """Take over ``previous``'s last estimate for step 2, its east/north moved by ``to_frame`` into this
+        monitor's frame (another database's)."""
+        last = previous._previous
+        self._previous = None if last is None else (last[0], *to_frame(last[1], last[2]))
 
     def jump(self, stamp_ns: int | None, east: float, north: float) -> float:
         """Step 2 for an estimate at ``stamp_ns`` (east/north in the database frame); remembers it."""

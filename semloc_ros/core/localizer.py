@@ -55,7 +55,8 @@ by the scores the single frame ranks with (the re-ranking scores of a re-ranked 
 off-map state compares ``filter_offmap_similarity`` with the best cosine. Stamp differences give the
 elapsed time; a stamp going backwards or jumping forward by more than ``filter_max_gap_s`` resets the filter.
 A query whose best similarity is below ``min_similarity`` is NO_MATCH and does not update the belief.
-``localize_batch`` is always single-frame.
+``localize_batch`` is always single-frame. A localizer over a tiled map's new tile set continues the sequence
+of the previous one (:meth:`Localizer.continue_from`, :mod:`semloc_ros.core.tile_cache` step 4).
 
 Re-ranking (``rerank_top_k`` > 0, :mod:`semloc_ros.core.reranking`): when the database stores label thumbnails and
 the query's label thumbnail is given, the first ``rerank_top_k`` retrieved entries are re-ordered by
@@ -233,6 +234,20 @@ class Localizer:
         self._lane.reset()
         if self._filter is not None:
             self._filter.reset()
+
+    def continue_from(self, previous: Localizer, old_indices: np.ndarray, new_indices: np.ndarray) -> None:
+        """Continue ``previous``'s sequence (a tiled map's earlier tiles; its entries ``old_indices`` are this
+        database's ``new_indices``): the last stamp, the integrity monitor and the filter's state
+        (:meth:`SequenceFilter.adopt`), positions moved into this database's ENU frame."""
+        old_frame, new_frame = previous.database.frame_and_enu()[0], self._database.frame_and_enu()[0]
+
+        def to_frame(east: float, north: float) -> tuple[float, float]:
+            return new_frame.east_north_from(old_frame, east, north)
+
+        self._last_stamp_ns = previous._last_stamp_ns
+        self._monitor.continue_from(previous._monitor, to_frame)
+        if self._filter is not None and previous._filter is not None:
+            self._filter.adopt(previous._filter, old_indices, new_indices, to_frame)
 
     def localize(
         self,

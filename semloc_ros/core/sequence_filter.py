@@ -79,6 +79,16 @@ Warm-up (``warmup_m`` > 0):
    ``m`` of step 1a, or ``speed_mps x dt`` from the prior speed without it); :attr:`SequenceFilter.warmup_left_m`
    says how much is left. ``scripts/fit_sequence_filter.py`` chooses it on training maps.
 
+Continuation (:meth:`SequenceFilter.adopt`; a tiled map swaps its set of loaded places as the vehicle moves):
+
+9. A filter over a new set of places takes over a previous filter's state where both share places: the belief of
+   the shared places (mass on the places only the previous set held is dropped, the rest renormalised; places new
+   to the set start at 0 and get a share at the next predict through the kidnap mass of step 1d and the motion
+   of step 1c), the off-map mass, the speed ``v`` (with the last FIX of step 7 moved into the new frame), the
+   warm-up travel of step 8 and the evidence weight of step 2. Nothing shared (no belief mass left, or a filter
+   of other parameters, whose belief is not the one these parameters would have formed): the filter starts
+   afresh, warm-up included, counted as a reset.
+
 :meth:`SequenceFilter.predict` resets the filter (uniform belief) when ``dt > max_gap_s`` or the travel does
 not fit the graph; stamps (backwards jumps, gaps) are turned into ``dt`` by ``Localizer.localize``.
 """
@@ -86,6 +96,7 @@ not fit the graph; stamps (backwards jumps, gaps) are turned into ``dt`` by ``Lo
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -348,6 +359,34 @@ class SequenceFilter:
         self._step_dt, self._last_fix = None, None
         self._travelled_m = 0.0
         self.resets += 1
+
+    def adopt(self, previous: SequenceFilter, old_indices: np.ndarray, new_indices: np.ndarray,
+              to_frame: Callable[[float, float], tuple[float, float]] | None = None) -> bool:
+        """Step 9: continue from ``previous``, whose places ``old_indices`` are this filter's ``new_indices``.
+
+        ``to_frame`` moves ``previous``'s east/north into this filter's frame (None: its last FIX is forgotten).
+        False when nothing was carried over: this filter is then fresh.
+        """
+        old_indices = np.asarray(old_indices, dtype=np.int64).reshape(-1)
+        new_indices = np.asarray(new_indices, dtype=np.int64).reshape(-1)
+        if len(old_indices) != len(new_indices):
+            raise ValueError(f"{len(old_indices)} previous places for {len(new_indices)} places")
+        self.reset()
+        self.resets = previous.resets
+        if previous._belief is None:
+            return False  # nothing observed yet: fresh either way
+        belief = np.zeros(len(self._enu))
+        belief[new_indices] = previous._belief[old_indices]
+        total = belief.sum()
+        if not total > 0.0 or previous._config != self._config or previous._estimate != self._estimate:
+            self.resets += 1  # a restart
+            return False
+        self._belief = belief / total
+        self._off_map, self._speed = previous._off_map, previous._speed
+        self._evidence_weight, self._travelled_m = previous._evidence_weight, previous._travelled_m
+        last = previous._last_fix
+        self._last_fix = None if last is None or to_frame is None else to_frame(*last)
+        return True
 
     # ------------------------------------------------------------------ predict
     def predict(self, dt_s: float | None, displacement_m: float | None = None) -> bool:

@@ -6,11 +6,23 @@
    tile border from loading and evicting the same tile over and over).
 2. Lost: with no tile loaded (cold start) or ``lost_after`` queries in a row without a FIX (kidnap), and no
    prior, the last query is searched in every tile of the map, one tile in memory at a time; the tiles around
-   its best match replace the loaded ones.
+   its best match replace the loaded ones. A query that is not a FIX only because the sequence filter is still
+   warming up (its confidence and integrity would make it one, but the filter has not travelled its
+   ``filter_warmup_m`` yet) does not count as a miss: a warming filter is not lost, and searching would only
+   delay it. Unconfident queries while it warms up still count, so a search that loaded the wrong tiles is
+   noticed as soon as without a warm-up.
 3. Off the query thread: requests go to one background loader thread (the latest request wins). It loads the
    missing tiles, builds a new :class:`TileView` and its :class:`Localizer`, then swaps the snapshot in one
    assignment. A query uses the snapshot it started with, so it is never answered from a half-loaded set: while
    tiles load, queries are answered from the tiles already loaded.
+4. Continue: the first query answered by a new localizer (a new tile set, or a rebuild after a configuration
+   change) first takes over the sequence of the localizer the previous query used
+   (:meth:`Localizer.continue_from`): the last stamp, so the filter predicts across the swap instead of
+   restarting; the integrity monitor's last estimate and the filter's state, positions moved into the new view's
+   ENU frame; the belief place by place over the tiles both sets hold (:meth:`TileView.shared_places`; a rebuild
+   keeps the same view, so every place). The filter restarts only when no belief mass is left on the shared
+   tiles or its parameters changed (sequence_filter step 9). Without this, every tile swap would restart the
+   filter and its warm-up.
 """
 
 from __future__ import annotations
@@ -38,7 +50,8 @@ class TileCacheConfig:
                               POSITIVE)
     keep_radius_m: float = setting(900.0, "loaded tiles farther than this from both are evicted (>= radius_m)",
                                    POSITIVE)
-    lost_after: int = setting(5, "queries in a row without a FIX before every tile is searched", Bounds(1, 10_000))
+    lost_after: int = setting(5, "queries in a row without a FIX before every tile is searched (not counting those "
+                              "withheld only by the sequence filter's warm-up)", Bounds(1, 10_000))
     search_top_k: int = setting(10, "entries retrieved per tile when every tile is searched", Bounds(1, 1000))
 
     def validate(self) -> TileCacheConfig:
@@ -92,7 +105,8 @@ class TileCache:
         self._post(("follow", list(centres)))
 
     def rebuild(self) -> None:
-        """Build the localizer of the loaded tiles again (returns at once; after a configuration change)."""
+        """Build the localizer of the loaded tiles again (returns at once; after a configuration change; the next
+        query continues its sequence, step 4)."""
         self._post(("rebuild", None))
 
     def search_all(self, descriptor: np.ndarray) -> None:
@@ -196,8 +210,17 @@ class TileCache:
         return best[1]
 
 
+def withheld_by_warmup(estimate: PositionEstimate, localizer: Localizer | None) -> bool:
+    """Step 2: whether ``estimate`` is not a FIX only because ``localizer``'s sequence filter is warming up."""
+    sequence = None if localizer is None else localizer.sequence_filter
+    if sequence is None or sequence.warmup_left_m <= 0.0 or estimate.status is not FixStatus.LOW_CONFIDENCE:
+        return False
+    config = localizer.config
+    return estimate.confidence >= config.min_confidence and not estimate.integrity < config.integrity_threshold
+
+
 class TiledLocalizer:
-    """A :class:`Localizer` over the tiles around the vehicle (steps 1-2), same ``localize`` call."""
+    """A :class:`Localizer` over the tiles around the vehicle (steps 1, 2 and 4), same ``localize`` call."""
 
     def __init__(self, tiled_map: TiledMap, config: LocalizerConfig | None = None,
                  cache_config: TileCacheConfig | None = None, centres: list[tuple[float, float]] | None = None) -> None:
@@ -207,6 +230,7 @@ class TiledLocalizer:
         self._config = (config if config is not None else LocalizerConfig()).validate()
         self.cache = TileCache(tiled_map, cache_config or TileCacheConfig(), self._localizer_for)
         self._misses = 0
+        self._last: Localizer | None = None  # step 4: the localizer the previous query used
         self._prior: tuple[float, float] | None = None
         self.centres: list[tuple[float, float]] = list(centres or [])  # the positions whose tiles were asked for last
         if self.centres:
@@ -247,7 +271,7 @@ class TiledLocalizer:
     def localize(self, descriptor: np.ndarray, model_id: str | None = None, stamp_ns: int | None = None,
                  displacement_m: float | None = None, thumbnail: np.ndarray | None = None) -> PositionEstimate:
         """As :meth:`Localizer.localize`, on the tiles loaded now; NO_MATCH while none is."""
-        snapshot = self.cache.current
+        snapshot = self._current()
         vector = np.asarray(descriptor)
         snapshot.view.check_query(vector.shape[-1], model_id)
         if snapshot.localizer is None:
@@ -261,13 +285,26 @@ class TiledLocalizer:
 
     def predicted_interval(self, stamp_ns: int) -> tuple[int, int] | None:
         """As :meth:`Localizer.predicted_interval`, for the tiles loaded now (None while none is)."""
-        localizer = self.cache.current.localizer
+        localizer = self._current().localizer
         return None if localizer is None else localizer.predicted_interval(stamp_ns)
+
+    def _current(self) -> Snapshot:
+        """The snapshot to answer from; a new localizer in it first continues the previous one's sequence (step 4)."""
+        snapshot = self.cache.current
+        localizer = snapshot.localizer
+        if localizer is not None and localizer is not self._last:
+            if self._last is not None:
+                localizer.continue_from(self._last, *self._last.database.shared_places(snapshot.view))
+            self._last = localizer
+        return snapshot
 
     def _follow(self, estimate: PositionEstimate, descriptor: np.ndarray, snapshot: Snapshot) -> None:
         """Steps 1-2: ask the cache for the tiles the next query needs."""
         fixed = estimate.status is FixStatus.FIX
-        self._misses = 0 if fixed else self._misses + 1
+        if fixed:
+            self._misses = 0
+        elif not withheld_by_warmup(estimate, snapshot.localizer):  # step 2: a filter warming up is not lost
+            self._misses += 1
         centres = [(estimate.lat, estimate.lon)] if fixed else []
         if self._prior is not None:
             centres.append(self._prior)

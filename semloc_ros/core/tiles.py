@@ -14,7 +14,8 @@
    the new one.
 4. Reading: :class:`TiledMap` opens the manifest and loads tiles by key; :class:`TileView` presents loaded
    tiles with the search API of a :class:`GeoDatabase` that :class:`semloc_ros.core.localizer.Localizer` needs
-   (search merges the tiles' top-k by their exact similarities).
+   (search merges the tiles' top-k by their exact similarities). A place of a view is its tile and its row in
+   the tile, so two views of partly the same tiles share those places (:meth:`TileView.shared_places`).
 """
 
 from __future__ import annotations
@@ -397,6 +398,17 @@ class TileView:
     def tile_of(self, index: int) -> TileKey:
         """The tile holding entry ``index`` of the view."""
         return self.keys[int(np.searchsorted(self._offsets, index, side="right")) - 1]
+
+    def shared_places(self, other: TileView) -> tuple[np.ndarray, np.ndarray]:
+        """(entries of this view, the same places' entries in ``other``) for the tiles both views hold: a place is
+        its tile and its row in the tile (a tile of another size in ``other`` is another version of it)."""
+        starts = dict(zip(other.tiles, other._offsets[:-1].tolist(), strict=True))
+        mine, theirs = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+        for (key, tile), start in zip(self.tiles.items(), self._offsets[:-1].tolist(), strict=True):
+            if key in other.tiles and len(other.tiles[key]) == len(tile):
+                mine.append(np.arange(start, start + len(tile), dtype=np.int64))
+                theirs.append(np.arange(starts[key], starts[key] + len(tile), dtype=np.int64))
+        return np.concatenate(mine), np.concatenate(theirs)
 
     def check_query(self, dimension: int, model_id: str | None = None) -> None:
         if model_id is not None and model_id != self.model_id:
