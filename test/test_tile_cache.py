@@ -7,11 +7,12 @@ import math
 
 import numpy as np
 import pytest
+from test_reranking import database_with_thumbnails
 from test_tiles import SPACING_M, UNGATED, error_m, query, route_database
 
 from semloc_ros.core.estimate import FixStatus, empty_estimate
 from semloc_ros.core.geodesy import LocalENU, geodesic_distance_m
-from semloc_ros.core.localizer import Localizer
+from semloc_ros.core.localizer import Localizer, LocalizerConfig
 from semloc_ros.core.sequence_filter import FilterConfig, SequenceFilter
 from semloc_ros.core.tile_cache import TileCacheConfig, TiledLocalizer, withheld_by_warmup
 from semloc_ros.core.tiles import TiledMap, TileView
@@ -150,6 +151,31 @@ def test_a_rebuild_continues_unless_the_filter_parameters_changed(road, tiled) -
         assert current_filter(located).warmup_left_m == WARMUP_M and current_filter(located).resets == 1
     finally:
         located.close()
+
+
+def test_a_continued_localizer_keeps_the_smoothed_lane_evidence() -> None:
+    """Four frames a lane aside, then one well aligned: the lane term stays wide on the successor as it would
+    on the same localizer (a fresh one measures the last frame alone)."""
+    database, thumbnails = database_with_thumbnails()
+    rng = np.random.default_rng(5)
+    aside = thumbnails[4].copy()
+    noise = rng.random(aside.shape) < 0.4
+    aside[noise] = rng.integers(0, aside.max() + 1, int(noise.sum()))
+    query_descriptor = database.descriptors[4][None]
+    config = LocalizerConfig().with_parameters(rerank_top_k=5, integrity_threshold=0.0, lane_alignment=0.9,
+                                               lane_alignment_width=0.01, position_sigma_cross_m=5.0,
+                                               lane_alignment_time_constant_s=10.0)
+    previous = Localizer(database, config)
+    previous.localize_batch(np.repeat(query_descriptor, 4, 0), thumbnails=np.stack([aside] * 4),
+                            stamps_ns=[i * 100_000_000 for i in range(4)])
+
+    def last_cross_variance(localizer: Localizer) -> float:
+        (estimate,) = localizer.localize_batch(query_descriptor, thumbnails=thumbnails[4:5], stamps_ns=[400_000_000])
+        return float(estimate.covariance_enu[0, 0])
+
+    successor, everything = Localizer(database, config), np.arange(len(database))
+    successor.continue_from(previous, everything, everything)
+    assert last_cross_variance(successor) > 24.0 > 20.0 > last_cross_variance(Localizer(database, config))
 
 
 def test_a_frame_change_keeps_the_geodetic_position() -> None:

@@ -158,3 +158,16 @@ def empty_estimate() -> PositionEstimate:
         status=FixStatus.NO_MATCH,
         matches=[],
     )
+
+
+def laterally_moved(estimate: PositionEstimate, lateral: LateralCorrection | None,
+                    frame: LocalENU) -> PositionEstimate:
+    """The estimate moved by a cross-track correction (localizer step 6b; None or no position: unchanged)."""
+    if lateral is None or not (math.isfinite(estimate.east) and math.isfinite(estimate.north)):
+        return estimate
+    shift = lateral.shift_en
+    estimate.east += float(shift[0])
+    estimate.north += float(shift[1])
+    estimate.lat, estimate.lon, _ = (float(v) for v in frame.to_geodetic(estimate.east, estimate.north))
+    estimate.lateral = lateral
+    return estimate

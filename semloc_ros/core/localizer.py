@@ -70,6 +70,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
@@ -84,6 +85,7 @@ from semloc_ros.core.estimate import (
     PositionEstimate,
     cluster_estimate,
     empty_estimate,
+    laterally_moved,
 )
 from semloc_ros.core.geodesy import LocalENU
 from semloc_ros.core.integrity import CUES, IntegrityModel, IntegrityMonitor, agreeing_alignment, estimate_cues
@@ -237,15 +239,12 @@ class Localizer:
 
     def continue_from(self, previous: Localizer, old_indices: np.ndarray, new_indices: np.ndarray) -> None:
         """Continue ``previous``'s sequence (a tiled map's earlier tiles; its entries ``old_indices`` are this
-        database's ``new_indices``): the last stamp, the integrity monitor and the filter's state
-        (:meth:`SequenceFilter.adopt`), positions moved into this database's ENU frame."""
-        old_frame, new_frame = previous.database.frame_and_enu()[0], self._database.frame_and_enu()[0]
-
-        def to_frame(east: float, north: float) -> tuple[float, float]:
-            return new_frame.east_north_from(old_frame, east, north)
-
+        database's ``new_indices``): the last stamp, the integrity monitor, the lane evidence and the filter's
+        state (:meth:`SequenceFilter.adopt`), positions moved into this database's ENU frame."""
+        to_frame = partial(self._database.frame_and_enu()[0].east_north_from, previous.database.frame_and_enu()[0])
         self._last_stamp_ns = previous._last_stamp_ns
         self._monitor.continue_from(previous._monitor, to_frame)
+        self._lane.continue_from(previous._lane)
         if self._filter is not None and previous._filter is not None:
             self._filter.adopt(previous._filter, old_indices, new_indices, to_frame)
 
@@ -355,7 +354,7 @@ class Localizer:
             return self._estimate(ranked.scores[:k], ranked.indices[:k], frame, enu)
         estimate = self._estimate(ranked.scores[:k], ranked.indices[:k], frame, enu, ranked.cosines[:k],
                                   ranked.alignment[:k])
-        return _moved(estimate, self._lateral_shift(estimate, thumbnails[row]), frame)
+        return laterally_moved(estimate, self._lateral_shift(estimate, thumbnails[row]), frame)
 
     def _lateral_shift(self, estimate: PositionEstimate, thumbnail: np.ndarray) -> LateralCorrection | None:
         """Step 6b: the cross-track correction of a re-ranked estimate (None: off, or nothing to measure)."""
@@ -420,7 +419,7 @@ class Localizer:
                 found = indices[row, :filter_k] >= 0
                 best_cosine = float(similarities[row, :filter_k][found].max()) if found.any() else None
                 self._filter.update(*ranked.head(filter_k), best_cosine)
-            filtered = _moved(self._filter.estimate(), single.lateral, frame)
+            filtered = laterally_moved(self._filter.estimate(), single.lateral, frame)
             filtered.matches = single.matches
             filtered = self._calibrated(filtered, lane)
             if single.status is FixStatus.NO_MATCH:
@@ -582,18 +581,6 @@ class Localizer:
             return 1.0
         gap = similarities[inliers].max() - similarities[~inliers].max()
         return float(-np.expm1(-max(0.0, gap) / self._config.temperature))
-
-
-def _moved(estimate: PositionEstimate, lateral: LateralCorrection | None, frame: LocalENU) -> PositionEstimate:
-    """The estimate moved by a cross-track correction (step 6b; None or no position: unchanged)."""
-    if lateral is None or not (math.isfinite(estimate.east) and math.isfinite(estimate.north)):
-        return estimate
-    shift = lateral.shift_en
-    estimate.east += float(shift[0])
-    estimate.north += float(shift[1])
-    estimate.lat, estimate.lon, _ = (float(v) for v in frame.to_geodetic(estimate.east, estimate.north))
-    estimate.lateral = lateral
-    return estimate
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

@@ -18,11 +18,11 @@
 4. Continue: the first query answered by a new localizer (a new tile set, or a rebuild after a configuration
    change) first takes over the sequence of the localizer the previous query used
    (:meth:`Localizer.continue_from`): the last stamp, so the filter predicts across the swap instead of
-   restarting; the integrity monitor's last estimate and the filter's state, positions moved into the new view's
-   ENU frame; the belief place by place over the tiles both sets hold (:meth:`TileView.shared_places`; a rebuild
-   keeps the same view, so every place). The filter restarts only when no belief mass is left on the shared
-   tiles or its parameters changed (sequence_filter step 9). Without this, every tile swap would restart the
-   filter and its warm-up.
+   restarting; the integrity monitor's last estimate, the smoothed lane evidence and the filter's state,
+   positions moved into the new view's ENU frame; the belief place by place over the tiles both sets hold
+   (:meth:`TileView.shared_places`; a rebuild keeps the same view, so every place). The filter restarts only
+   when no belief mass is left on the shared tiles or its parameters changed (sequence_filter step 9). Without
+   this, every tile swap would restart the filter and its warm-up.
 """
 
 from __future__ import annotations

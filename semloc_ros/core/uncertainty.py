@@ -84,6 +84,10 @@ class LaneEvidence:
     def reset(self) -> None:
         self._value, self._stamp_ns = None, None
 
+    def continue_from(self, previous: LaneEvidence) -> None:
+        """Take over ``previous``'s smoothed alignment and last stamp (the same camera, another localizer)."""
+        self._value, self._stamp_ns = previous._value, previous._stamp_ns
+
     def update(self, stamp_ns: int | None, alignment: float) -> float:
         """The smoothed alignment after a frame at ``stamp_ns`` (None: an independent query) with ``alignment``
         (NaN or 0: none)."""
