@@ -22,7 +22,7 @@ import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -187,20 +187,26 @@ def guarded(method: Callable[..., None]) -> Callable[..., None]:
 
 
 def run_node(node_class: Callable[[], Node], args: list[str] | None = None) -> int:
-    """Spin one node until Ctrl-C or shutdown; a start-up failure is logged with its reason (exit 1)."""
-    rclpy.init(args=args)
+    """Spin one node until SIGINT, SIGTERM or shutdown; a start-up failure is logged with its reason (exit 1).
+
+    rclpy's own signal handlers are not installed: they raise ``KeyboardInterrupt`` wherever the node happens to be,
+    e.g. inside a callback or a message conversion that turns it into an ordinary error (exit 1, or swallowed by
+    a callback's guard so the node keeps running), and they shut the context down from a second thread while this
+    one tears it down. A signal here only sets a flag (:class:`StopRequest`); the node leaves its spin loop within
+    :data:`STOP_POLL_S`, says so and tears down in this thread. A repeated signal during the teardown acts at once.
+    """
+    stop = init_with_stop_request(args, ros_defaults=False)
     node = None
     code = 0
     try:
         node = node_class()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        spin_until_stopped(node, stop)
     except Exception as error:  # a node that cannot start says why and exits non-zero
         rclpy.logging.get_logger(getattr(node_class, "__name__", "semloc")).fatal(
             f"cannot start: {type(error).__name__}: {error}")
         code = 1
     finally:
+        stop.restore()  # from here a repeated SIGINT/SIGTERM acts at once (default action), even mid-teardown
         # Tearing down the DDS participant can, rarely, hang; a node asked to stop must still stop.
         watchdog = threading.Timer(SHUTDOWN_TIMEOUT_S, _exit_after_hung_shutdown, args=(code,))
         watchdog.daemon = True
@@ -215,6 +221,23 @@ def run_node(node_class: Callable[[], Node], args: list[str] | None = None) -> i
 
 
 SHUTDOWN_TIMEOUT_S = 5.0
+STOP_POLL_S = 0.1  # longest wait for work before the stop flag is looked at again
+
+
+def spin_until_stopped(node: Node, stop: StopRequest) -> None:
+    """Execute the node's callbacks until ``stop`` is set or its context is shut down; log which."""
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    try:
+        while not stop and node.context.ok():
+            executor.spin_once(timeout_sec=STOP_POLL_S)
+    except ExternalShutdownException:  # the context was shut down while waiting
+        pass
+    finally:
+        executor.remove_node(node)
+        executor.shutdown()
+    reason = stop.signal_name or "context shut down"
+    node.get_logger().info(f"{reason}: shutting down")
 
 
 def _exit_after_hung_shutdown(code: int) -> None:
@@ -224,26 +247,41 @@ def _exit_after_hung_shutdown(code: int) -> None:
 
 
 class StopRequest:
-    """Becomes true on SIGINT/SIGTERM, so a command can leave its loop and clean up (e.g. finalise a bag)."""
+    """Becomes true on SIGINT/SIGTERM, so a command or node can leave its loop and clean up (e.g. finalise a bag).
+
+    The handler only sets the flag: no exception is raised inside whatever code the signal interrupts.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
-        signal.signal(signal.SIGINT, self._request)
-        signal.signal(signal.SIGTERM, self._request)
+        self.signal_name = ""
+        self._previous = {signum: signal.signal(signum, self._request) for signum in self.SIGNALS}
 
     def _request(self, signum: int, frame: object) -> None:
         self.requested = True
+        self.signal_name = self.signal_name or signal.Signals(signum).name
+
+    def restore(self) -> None:
+        """Put back the handlers that were there before (a repeated signal then has its usual effect)."""
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
 
     def __bool__(self) -> bool:
         return self.requested
 
 
-def init_with_stop_request() -> StopRequest:
-    """``rclpy.init`` without rclpy's signal handlers; Ctrl-C and SIGTERM set the returned flag instead."""
+def init_with_stop_request(args: list[str] | None = None, ros_defaults: bool = True) -> StopRequest:
+    """``rclpy.init`` without rclpy's signal handlers; SIGINT and SIGTERM set the returned flag instead.
+
+    ``ros_defaults``: first apply semloc's ROS environment defaults (:func:`apply_ros_defaults`) to this process.
+    """
     from rclpy.signals import SignalHandlerOptions
 
-    apply_ros_defaults()  # unless the user chose otherwise: discovery on this machine, the large-frame profile
-    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+    if ros_defaults:
+        apply_ros_defaults()  # unless the user chose otherwise: discovery on this machine, the large-frame profile
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     return StopRequest()
 
 
