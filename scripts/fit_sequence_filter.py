@@ -16,8 +16,8 @@ TRAINING maps; report them.
    vehicles; every frame, since a scaled gap of every ``--query-stride``-th frame may exceed
    ``filter_max_gap_s``).
 4. The warm-up (:func:`semloc_ros.evaluation.calibration.fit_filter_warmup`): every frame of the training drives
-   with the values of steps 2-3 and the shipped integrity gate; the fewest wrong STATUS_FIX estimates, a wrong one
-   costing as many right ones as the gate's false-fix rate allows.
+   with the values of steps 2-3 and the shipped integrity gate; the fewest STATUS_FIX estimates beyond
+   ``--threshold-m``, then the shortest.
 5. Report, per drive of the training maps and of the tuning maps (held out: the figures to decide on), Recall@1
    at ``--threshold-m`` of the single frame, of the filter with the chosen values and of the same filter without
    direction (reverse weight 1). ``DIR/results.json``; the table in docs via scripts/results_tables.py.

@@ -356,13 +356,13 @@ def test_warmup_is_chosen_by_the_fix_counts_it_keeps_and_removes():
     right, wrong = fix_counts([case], config, 25.0)
     assert right > 0 and right + wrong <= len(calibration)
     beyond_the_drive = 1e6
-    fitted, rows = fit_filter_warmup([case], config, 25.0, false_fix_rate=0.01, warmups_m=(0.0, 20.0, beyond_the_drive))
+    fitted, rows = fit_filter_warmup([case], config, 25.0, warmups_m=(0.0, 20.0, beyond_the_drive))
     assert [row["warmup_m"] for row in rows] == [0.0, 20.0, beyond_the_drive]
     assert (rows[0]["right_fixes"], rows[0]["wrong_fixes"]) == (right, wrong)
     assert rows[1]["right_fixes"] + rows[1]["wrong_fixes"] < right + wrong  # the first 20 m publish no fix
     assert (rows[2]["right_fixes"], rows[2]["wrong_fixes"]) == (0, 0)
-    assert all(row["cost"] == row["wrong_fixes"] / 0.01 - row["right_fixes"] for row in rows)
-    assert fitted.filter.warmup_m == min(rows, key=lambda row: row["cost"])["warmup_m"]
+    fewest = min(row["wrong_fixes"] for row in rows)
+    assert fitted.filter.warmup_m == min(row["warmup_m"] for row in rows if row["wrong_fixes"] == fewest)
 
 
 def test_filter_fusion_experiment_weighs_the_two_cosines(load_script, capsys, tmp_path):

@@ -465,7 +465,7 @@ def test_online_speed_estimate_follows_a_vehicle_slower_than_the_prior():
 
 def test_speed_estimate_learns_from_fixes_only_and_a_reset_restores_the_prior():
     database = route_database(smooth_descriptors(np.arange(N_PLACES) * SPACING_M))
-    sequence = SequenceFilter(database, FilterConfig(exit_probability=0.0, speed_time_constant_s=1.0),
+    sequence = SequenceFilter(database, FilterConfig(exit_probability=0.0, speed_time_constant_s=1.0, warmup_m=0.0),
                               EstimateSettings(min_confidence=0.0))
     others = np.arange(100, 150)
 
@@ -539,6 +539,7 @@ def test_no_fix_before_the_warmup_travel_and_again_after_a_reset():
     sequence.predict(None, displacement_m=12.0)
     assert status(26) is FixStatus.FIX
 
-    without = SequenceFilter(database, FilterConfig(exit_probability=0.0), EstimateSettings(min_confidence=0.0))
+    without = SequenceFilter(database, FilterConfig(exit_probability=0.0, warmup_m=0.0),
+                             EstimateSettings(min_confidence=0.0))
     sequence = without
     assert status(10) is FixStatus.FIX  # warmup_m 0: the first estimate may be a FIX

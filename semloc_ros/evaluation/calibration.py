@@ -31,7 +31,6 @@ from semloc_ros.core.calibration import (
 from semloc_ros.core.database import GeoDatabase
 from semloc_ros.core.estimate import FixStatus
 from semloc_ros.core.localizer import Localizer, LocalizerConfig
-from semloc_ros.evaluation.conformal import DEFAULT_FALSE_FIX_RATE
 from semloc_ros.evaluation.metrics import (
     DEFAULT_NEGATIVE_MIN_ROUTE_M,
     DEFAULT_TARGET_PRECISION,
@@ -187,19 +186,17 @@ def fit_filter_warmup(
     drives: Sequence[FilterDrive],
     config: LocalizerConfig,
     threshold_m: float = DEFAULT_THRESHOLD_M,
-    false_fix_rate: float = DEFAULT_FALSE_FIX_RATE,
     warmups_m: Sequence[float] = FILTER_WARMUPS_M,
 ) -> tuple[LocalizerConfig, list[dict[str, float]]]:
-    """``filter_warmup_m`` chosen on ``drives`` (training maps only, every frame): the smallest
-    ``wrong / false_fix_rate - right`` over the STATUS_FIX estimates (a wrong fix costs as many right ones as the
-    false-fix rate the gate is calibrated for allows; ties: the shorter warm-up). Returns the config with it set
-    and the rows."""
+    """``filter_warmup_m`` chosen on ``drives`` (training maps only, every frame): the fewest STATUS_FIX estimates
+    farther than ``threshold_m`` (ties: the shorter warm-up). Not a trade against the right fixes it withholds: a
+    wrong start is a burst of confident wrong fixes (a navigation filter may take the first one as its datum),
+    and no STATUS_FIX beyond the threshold is the target. Returns the config with it set and the rows."""
     rows = []
     for warmup in warmups_m:
         right, wrong = fix_counts(drives, config.with_parameters(filter_warmup_m=warmup).validate(), threshold_m)
-        rows.append({"warmup_m": warmup, "right_fixes": right, "wrong_fixes": wrong,
-                     "cost": wrong / false_fix_rate - right})
-    chosen = min(rows, key=lambda row: row["cost"])
+        rows.append({"warmup_m": warmup, "right_fixes": right, "wrong_fixes": wrong})
+    chosen = min(rows, key=lambda row: (row["wrong_fixes"], row["warmup_m"]))
     return config.with_parameters(filter_warmup_m=chosen["warmup_m"]), rows
 
 
