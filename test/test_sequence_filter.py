@@ -543,3 +543,26 @@ def test_no_fix_before_the_warmup_travel_and_again_after_a_reset():
                              EstimateSettings(min_confidence=0.0))
     sequence = without
     assert status(10) is FixStatus.FIX  # warmup_m 0: the first estimate may be a FIX
+
+
+def test_a_reconfigured_localizer_continues_the_sequence_unless_the_filter_changed():
+    """The node rebuilds its localizer when a parameter changes: min_confidence keeps the belief and the warm-up
+    (it only turns the belief into an estimate), a filter parameter restarts the filter."""
+    place_x = np.arange(N_PLACES) * SPACING_M
+    database = route_database(smooth_descriptors(place_x))
+    query_x = np.arange(0, 30) * SPACING_M + 1.0
+    queries = noisy(smooth_descriptors(query_x), 0.3, seed=5)
+    stamps = [START_NS + i * PERIOD_NS for i in range(len(query_x))]
+    localizer = Localizer(database, filter_config(filter_warmup_m=20.0))
+    first = localizer.localize_sequence(queries[:20], stamps[:20])
+    assert first[-1].status is FixStatus.FIX and first[0].status is FixStatus.LOW_CONFIDENCE
+    belief = localizer.sequence_filter.belief
+
+    stricter = localizer.reconfigured(localizer.config.with_parameters(min_confidence=0.35))
+    np.testing.assert_allclose(stricter.sequence_filter.belief, belief)
+    assert stricter.sequence_filter.warmup_left_m == 0.0 and stricter.sequence_filter.resets == 0
+    assert stricter.localize(queries[20], stamp_ns=stamps[20]).status is FixStatus.FIX
+
+    hotter = stricter.reconfigured(stricter.config.with_parameters(filter_temperature=2.0))
+    assert hotter.sequence_filter.resets == 1 and hotter.sequence_filter.warmup_left_m == 20.0
+    assert hotter.localize(queries[21], stamp_ns=stamps[21]).status is FixStatus.LOW_CONFIDENCE

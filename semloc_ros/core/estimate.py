@@ -171,3 +171,18 @@ def laterally_moved(estimate: PositionEstimate, lateral: LateralCorrection | Non
     estimate.lat, estimate.lon, _ = (float(v) for v in frame.to_geodetic(estimate.east, estimate.north))
     estimate.lateral = lateral
     return estimate
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Weights of the logits (summing to 1)."""
+    exponentials = np.exp(logits - logits.max())
+    return exponentials / exponentials.sum()
+
+
+def consensus(east_north: np.ndarray, weights: np.ndarray, radius_m: float) -> np.ndarray:
+    """Inlier mask: the matches within ``radius_m`` of the seed whose neighbours weigh the most."""
+    differences = east_north[:, np.newaxis, :] - east_north[np.newaxis, :, :]
+    neighbours = np.hypot(differences[..., 0], differences[..., 1]) <= radius_m
+    support = neighbours @ weights
+    seed = int(np.argmax(support))
+    return neighbours[seed]

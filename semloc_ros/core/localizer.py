@@ -84,8 +84,10 @@ from semloc_ros.core.estimate import (
     Match,
     PositionEstimate,
     cluster_estimate,
+    consensus,
     empty_estimate,
     laterally_moved,
+    softmax,
 )
 from semloc_ros.core.geodesy import LocalENU
 from semloc_ros.core.integrity import CUES, IntegrityModel, IntegrityMonitor, agreeing_alignment, estimate_cues
@@ -247,6 +249,14 @@ class Localizer:
         self._lane.continue_from(previous._lane)
         if self._filter is not None and previous._filter is not None:
             self._filter.adopt(previous._filter, old_indices, new_indices, to_frame)
+
+    def reconfigured(self, config: LocalizerConfig) -> Localizer:
+        """A localizer with ``config`` on the same database that continues this one's sequence (a changed filter
+        setting restarts the filter, warm-up included: :meth:`SequenceFilter.adopt`)."""
+        localizer = Localizer(self._database, config)
+        every = np.arange(len(self._database))
+        localizer.continue_from(self, every, every)
+        return localizer
 
     def localize(
         self,
@@ -540,9 +550,9 @@ class Localizer:
         cosines = similarities if cosines is None else np.asarray(cosines, dtype=np.float64)[found]
         alignment = np.full(len(indices), math.nan) if alignment is None else np.asarray(alignment)[found]
 
-        weights = _softmax(similarities / config.temperature)
+        weights = softmax(similarities / config.temperature)
         east_north = enu[indices, :2]
-        inliers = _consensus(east_north, weights, config.consensus_radius_m)
+        inliers = consensus(east_north, weights, config.consensus_radius_m)
 
         share = float(weights[inliers].sum())
         confidence = min(1.0, share * self._margin(similarities, inliers))
@@ -582,16 +592,3 @@ class Localizer:
         gap = similarities[inliers].max() - similarities[~inliers].max()
         return float(-np.expm1(-max(0.0, gap) / self._config.temperature))
 
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    exponentials = np.exp(logits - logits.max())
-    return exponentials / exponentials.sum()
-
-
-def _consensus(east_north: np.ndarray, weights: np.ndarray, radius_m: float) -> np.ndarray:
-    """Inlier mask: the matches within ``radius_m`` of the seed whose neighbours weigh the most."""
-    differences = east_north[:, np.newaxis, :] - east_north[np.newaxis, :, :]
-    neighbours = np.hypot(differences[..., 0], differences[..., 1]) <= radius_m
-    support = neighbours @ weights
-    seed = int(np.argmax(support))
-    return neighbours[seed]

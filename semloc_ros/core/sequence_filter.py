@@ -86,8 +86,9 @@ Continuation (:meth:`SequenceFilter.adopt`; a tiled map swaps its set of loaded 
    to the set start at 0 and get a share at the next predict through the kidnap mass of step 1d and the motion
    of step 1c), the off-map mass, the speed ``v`` (with the last FIX of step 7 moved into the new frame), the
    warm-up travel of step 8 and the evidence weight of step 2. Nothing shared (no belief mass left, or a filter
-   of other parameters, whose belief is not the one these parameters would have formed): the filter starts
-   afresh, warm-up included, counted as a reset.
+   of other parameters or another estimate radius, whose belief is not the one these would have formed): the
+   filter starts afresh, warm-up included, counted as a reset. The other estimate settings (``min_confidence``,
+   the floors) only turn the belief into an estimate, so changing them carries the state.
 
 :meth:`SequenceFilter.predict` resets the filter (uniform belief) when ``dt > max_gap_s`` or the travel does
 not fit the graph; stamps (backwards jumps, gaps) are turned into ``dt`` by ``Localizer.localize``.
@@ -378,7 +379,8 @@ class SequenceFilter:
         belief = np.zeros(len(self._enu))
         belief[new_indices] = previous._belief[old_indices]
         total = belief.sum()
-        if not total > 0.0 or previous._config != self._config or previous._estimate != self._estimate:
+        same_model = previous._config == self._config and previous._estimate.radius_m == self._estimate.radius_m
+        if not total > 0.0 or not same_model:
             self.resets += 1  # a restart
             return False
         self._belief = belief / total

@@ -330,8 +330,8 @@ class LocalizerNode(Node):
             self.config = self._current_config()
             if isinstance(self.localizer, TiledLocalizer):
                 self.localizer.set_config(self.config)
-            elif self.database is not None:
-                self.localizer = Localizer(self.database, self.config)
+            elif self.localizer is not None:  # the sequence continues (the filter restarts if its settings changed)
+                self.localizer = self.localizer.reconfigured(self.config)
             self.get_logger().info(f"localizer configuration updated: {self.config}")
         if "database_path" in changed:
             self._try_load_database()
