@@ -352,7 +352,7 @@ def test_warmup_is_chosen_by_the_fix_counts_it_keeps_and_removes():
 
     database, (calibration, calibration_d), _, _ = _route_database_and_drives()
     case = FilterDrive(database, calibration, calibration_d)
-    config = LocalizerConfig().with_parameters(sequence_filter=True, filter_temperature=1.0)
+    config = LocalizerConfig().with_parameters(sequence_filter=True, filter_temperature=1.0, filter_warmup_m=0.0)
     right, wrong = fix_counts([case], config, 25.0)
     assert right > 0 and right + wrong <= len(calibration)
     beyond_the_drive = 1e6

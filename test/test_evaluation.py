@@ -408,7 +408,7 @@ def test_evaluate_runs_the_shipped_configuration_unless_told_otherwise(tmp_path,
     out = ["--out", str(tmp_path / "ev")]
     shipped = localizer_configuration(parse_arguments(out))
     assert shipped == LocalizerConfig()  # config/semloc.yaml, read like the node reads it
-    assert (shipped.rerank.top_k, shipped.covariance_cross_scale, shipped.filter.temperature) == (50, 0.04, 1.4)
+    assert (shipped.rerank.top_k, shipped.covariance_cross_scale, shipped.filter.temperature) == (50, 0.0399, 1.4)
 
     params = tmp_path / "mine.yaml"
     params.write_text("localizer_node:\n  ros__parameters:\n    top_k: 7\n    covariance_cross_scale: 2\n"

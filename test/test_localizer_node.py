@@ -261,7 +261,7 @@ def test_a_non_finite_float_parameter_at_start_up_stops_the_node_with_the_reason
 def test_declared_defaults_are_the_shipped_configuration_in_a_running_node(start_node, tmp_path):
     node = start_node(tmp_path / "absent.semdb")
     assert node.config == LocalizerConfig()
-    assert (node.config.rerank.top_k, node.config.covariance_cross_scale) == (50, 0.04)
+    assert (node.config.rerank.top_k, node.config.covariance_cross_scale) == (50, 0.0399)
     assert (node.config.filter.temperature, node.config.filter.kidnap_probability) == (1.4, 0.0001)
     assert node.config.filter.speed_time_constant_s == 20.0
     assert node.config.integrity_weights == LocalizerConfig().integrity_weights  # a double array parameter

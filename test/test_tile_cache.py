@@ -19,7 +19,8 @@ from semloc_ros.core.tiles import TiledMap, TileView
 
 PERIOD_NS = 10**9  # one query per place: 10 m in 1 s, the filter's prior speed
 WARMUP_M = 100.0
-FILTERED = UNGATED.with_parameters(sequence_filter=True, filter_warmup_m=WARMUP_M, filter_max_gap_s=2.0)
+FILTERED = UNGATED.with_parameters(sequence_filter=True, filter_warmup_m=WARMUP_M, filter_max_gap_s=2.0,
+                                   filter_offmap_similarity=0.9)  # the test queries' cosines: 0.94-0.97, all mapped
 FOLLOW = TileCacheConfig(radius_m=300.0, keep_radius_m=450.0)
 
 

@@ -115,18 +115,18 @@ class LocalizerConfig:
                                     "(NO_FIX, no position)", Bounds(-1.0, 1.0))
     position_sigma_floor_m: float = setting(3.0, "smallest 1-sigma position uncertainty reported", POSITIVE)
     altitude_sigma_m: float = setting(10.0, "1-sigma altitude uncertainty reported", POSITIVE)
-    covariance_along_scale: float = setting(0.1992, "factor on the along-track (database heading) variance of "
+    covariance_along_scale: float = setting(0.3155, "factor on the along-track (database heading) variance of "
                                             "the agreeing matches' geometry (fitted on training maps by "
                                             "scripts/fit_uncertainty.py)", POSITIVE)
-    covariance_cross_scale: float = setting(0.04, "factor on the cross-track variance of the agreeing matches' "
+    covariance_cross_scale: float = setting(0.0399, "factor on the cross-track variance of the agreeing matches' "
                                             "geometry (fitted)", POSITIVE)
     position_sigma_along_m: float = setting(0.0, "1-sigma along-track error added after the scale, not shrunk by "
                                             "confidence (fitted)", Bounds(0.0, 1e4))
-    position_sigma_cross_m: float = setting(6.5, "1-sigma cross-track error added after the scale: the lane "
+    position_sigma_cross_m: float = setting(4.41, "1-sigma cross-track error added after the scale: the lane "
                                             "offset a query may have (fitted)", Bounds(0.0, 1e4))
-    lane_alignment: float = setting(0.9348, "re-ranking alignment below which a query is probably in another "
+    lane_alignment: float = setting(0.9408, "re-ranking alignment below which a query is probably in another "
                                     "lane than the map (weights position_sigma_cross_m; fitted)", FRACTION)
-    lane_alignment_width: float = setting(0.005, "softness of that lane-offset threshold (fitted)",
+    lane_alignment_width: float = setting(0.01, "softness of that lane-offset threshold (fitted)",
                                           Bounds(1e-4, 1.0))
     lane_alignment_time_constant_s: float = setting(0.0, "time constant smoothing that alignment over consecutive "
                                                     "frames (a vehicle keeps its lane; fitted); 0 = per frame",
@@ -137,12 +137,12 @@ class LocalizerConfig:
                                     "camera's map turns it); 0 = off",
                                     Bounds(-100.0, 100.0))
     integrity_weights: tuple[float, ...] = setting(
-        (46.0278, 3.1036, 33.0208, 4.0434, 0.0, -0.9541), "logistic weights of the integrity cues "
+        (33.735, 3.0199, 33.2268, 4.4728, 0.0, -0.8558), "logistic weights of the integrity cues "
         f"{', '.join(CUES)} (fitted by scripts/fit_uncertainty.py); all 0: no score, no gate",
         Each(len(CUES), Bounds(-1e6, 1e6)))
-    integrity_bias: float = setting(-78.4193, "bias of the integrity score's logistic model (fitted)",
+    integrity_bias: float = setting(-68.917, "bias of the integrity score's logistic model (fitted)",
                                     Bounds(-1e6, 1e6))
-    integrity_threshold: float = setting(0.657461, "a FIX whose integrity score is below this becomes NO_FIX "
+    integrity_threshold: float = setting(0.712863, "a FIX whose integrity score is below this becomes NO_FIX "
                                          "(Learn-then-Test: <= 1 % false fixes at 90 % confidence on a training "
                                          "map)", FRACTION)
     sequence_filter: bool = setting(False, "fuse consecutive descriptors with the discrete Bayes filter over "

@@ -140,12 +140,12 @@ class FilterConfig:
                                       "(off-map state); 0 = no off-map state", FRACTION)
     entry_probability: float = setting(0.1, "sequence filter: chance per step of re-entering the map when off it",
                                        Bounds(0.0, 1.0, low_open=True, high_open=True))
-    offmap_similarity: float = setting(0.9458, "sequence filter: best cosine an unmapped view reaches (off-map "
+    offmap_similarity: float = setting(0.9484, "sequence filter: best cosine an unmapped view reaches (off-map "
                                        "likelihood; fitted by scripts/fit_uncertainty.py)", Bounds(-1.0, 1.0))
     evidence_spacing_m: float = setting(6.0, "sequence filter: travel per fully weighted observation; frames "
                                         "closer together weigh travel / spacing (0 = every frame fully)",
                                         NON_NEGATIVE)
-    offmap_temperature: float = setting(0.008934, "sequence filter: cosine temperature of the off-map likelihood "
+    offmap_temperature: float = setting(0.00631, "sequence filter: cosine temperature of the off-map likelihood "
                                         "(fitted on a training map)", POSITIVE)
     warmup_m: float = setting(125.0, "sequence filter: travel after a (re)start before an estimate may be a FIX (the "
                               "belief converging; chosen on training maps by scripts/fit_sequence_filter.py)",
