@@ -147,7 +147,7 @@ class FilterConfig:
                                         NON_NEGATIVE)
     offmap_temperature: float = setting(0.00631, "sequence filter: cosine temperature of the off-map likelihood "
                                         "(fitted on a training map)", POSITIVE)
-    warmup_m: float = setting(125.0, "sequence filter: travel after a (re)start before an estimate may be a FIX (the "
+    warmup_m: float = setting(0.0, "sequence filter: travel after a (re)start before an estimate may be a FIX (the "
                               "belief converging; chosen on training maps by scripts/fit_sequence_filter.py)",
                               NON_NEGATIVE)
     speed_time_constant_s: float = setting(20.0, "sequence filter: time constant of the online speed estimate "
