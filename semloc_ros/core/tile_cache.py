@@ -21,8 +21,8 @@
    restarting; the integrity monitor's last estimate, the smoothed lane evidence and the filter's state,
    positions moved into the new view's ENU frame; the belief place by place over the tiles both sets hold
    (:meth:`TileView.shared_places`; a rebuild keeps the same view, so every place). The filter restarts only
-   when no belief mass is left on the shared tiles or its parameters changed (sequence_filter step 9). Without
-   this, every tile swap would restart the filter and its warm-up.
+   when no belief mass is left on the shared tiles or its parameters or the estimate radius changed
+   (sequence_filter step 9). Without this, every tile swap would restart the filter and its warm-up.
 """
 
 from __future__ import annotations
