@@ -420,11 +420,12 @@ class Localizer:
         estimates = []
         filter_k = max(config.top_k, config.filter.top_k)
         for row in range(count):
+            stamp = None if stamps[row] is None else int(stamps[row])
             ranked = self._ranked(similarities[row], indices[row], thumbnails, row)
             single = self._single_ranked(ranked, thumbnails, row, frame, enu)
-            lane = self._lane_alignment(single, None if stamps[row] is None else int(stamps[row]))
+            lane = self._lane_alignment(single, stamp)
             single = self._calibrated(single, lane)
-            self._advance(stamps[row], displacements[row])
+            self._advance(stamp, displacements[row])
             if single.status is not FixStatus.NO_MATCH:  # the likelihood: the scores the single frame ranks with
                 found = indices[row, :filter_k] >= 0
                 best_cosine = float(similarities[row, :filter_k][found].max()) if found.any() else None
@@ -434,8 +435,7 @@ class Localizer:
             filtered = self._calibrated(filtered, lane)
             if single.status is FixStatus.NO_MATCH:
                 filtered.status, filtered.confidence = FixStatus.NO_MATCH, 0.0
-            stamp = stamps[row]
-            estimates.append(self._judged(filtered, single, None if stamp is None else int(stamp)))
+            estimates.append(self._judged(filtered, single, stamp))
         return estimates
 
     def filter_observations(self, descriptors: np.ndarray,
