@@ -8,7 +8,7 @@
 #        scripts/render_sim_v2.sh finish                                          (splits.json, classes.json, README.md)
 #
 # env (flags win): SEMLOC_SIM_V2_OUT (default: beside the clone, "$(dirname repo)/semloc-sim-v2"), JOBS (1..2, default
-# 1), SIM_V2_JOBS (job list, default scripts/sim_v2_jobs.txt), SIM_V2_ONLY (regex on job names), SIM_V2_STEPS (cap
+# 1), SIM_V2_JOBS (job list, default scripts/sim_v2_jobs.txt), SIM_V2_ONLY (regex matching whole job names, e.g. "eval\S*"), SIM_V2_STEPS (cap
 # on env steps per drive, for smoke tests: appended as the last --steps), SIMKIT_SRC (default /work/shared/simkit),
 # SEMLOC_PY (python with numpy, pyproj, PIL; default repo .venv), SIMKIT_WORK (kit copy + venv, default OUT/.simkit;
 # e.g. share one venv between a smoke-test root and the real one).
@@ -141,7 +141,7 @@ render_all() {
     local rc=0
     grep -v '^\s*#' "$JOBS_FILE" | grep -v '^\s*$' | awk '{ printf "%s %s %d", $1, $2, 100 + NR - 1; for (i = 3; i <= NF; i++) printf " %s", $i; print "" }' \
         | { if [[ -n "$ONLY" ]]; then grep -E "^($ONLY) " || true; else cat; fi; } \
-        | xargs -P "$JOBS" -L 1 "$0" _job || rc=$?
+        | xargs -r -P "$JOBS" -L 1 "$0" _job || rc=$?
     finish
     log "all jobs finished (xargs rc=$rc); $(ls "$OUT/drives" | grep -vc partial) drives in $OUT/drives"
     return $rc
