@@ -15,12 +15,16 @@ Steps (semloc_ros.evaluation.uncertainty_study: which map plays which role):
    (scripts/fit_sequence_filter.py chooses them on all training maps).
 3. Calibration maps (the other training maps): the Learn-then-Test gate at ``--false-fix-rate`` with
    confidence ``1 - --delta``; then the heading-aligned covariance model on the published fixes of all
-   training maps. Both modes (single-frame, sequence filter) are fitted; the file gets the mode it ships.
+   training maps. Both modes (single-frame, sequence filter) are fitted; the file gets ``--fit-mode``'s values,
+   by default the single-frame fit, for either mode: Learn-then-Test's bound counts the calibration frames as
+   independent draws, which single-frame fixes are nearly and a filter's are not (each carries the previous
+   frames' belief, so the effective sample is far smaller than the frame count and the gate's guarantee would
+   be overstated).
    ``--report-only`` skips steps 2-3: the parameter file's own values are reported (to compare with a fit).
 4. Report, per root, on the evaluation map, the rear pair and the tuning map (held out: the figures to decide
    on) and on out-of-map drives (never fitted on): coverage, share beyond 3 sigma, largest STATUS_FIX error,
    false-fix / kept-fix rates, EKF NEES. ``DIR/results.json``; tables via scripts/results_tables.py.
-5. ``--write-config``: the fitted values of the shipped mode replace those in the parameter file (comments
+5. ``--write-config``: the fitted values of ``--fit-mode`` replace those in the parameter file (comments
    kept). config/semloc.yaml must equal the nodes' declared defaults (test/test_config_consistency.py): copy
    the same values into the ``setting(...)`` defaults of ``LocalizerConfig`` (core/localizer.py) and
    ``FilterConfig`` (core/sequence_filter.py), then run ``python scripts/parameter_table.py``.
@@ -37,6 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from semloc_ros.evaluation.fix_records import MODES  # noqa: E402
 from semloc_ros.evaluation.metrics import DEFAULT_NEGATIVE_MIN_ROUTE_M  # noqa: E402
 from semloc_ros.evaluation.uncertainty_study import (  # noqa: E402
     add_fit_arguments,
@@ -55,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--delta", type=float, default=0.1, help="1 - confidence of the guarantee")
     parser.add_argument("--min-route-m", type=float, default=DEFAULT_NEGATIVE_MIN_ROUTE_M,
                         help="out-of-map frames count beyond this distance along their route")
+    parser.add_argument("--fit-mode", choices=MODES, default="single",
+                        help="whose fit --write-config writes (step 3: single-frame by default, for both modes)")
     parser.add_argument("--no-report", action="store_true", help="fit only")
     parser.add_argument("--report-only", action="store_true",
                         help="fit nothing: report the parameter file's values (--write-config is refused)")

@@ -23,7 +23,8 @@ from semloc_ros.ros.runner import PipelineRunner
 from semloc_ros.ros.stream_client import StreamClient
 
 DATABASE_FRAMES = slice(0, 240, 4)   # 60 places, ~6 m apart
-QUERY_INDICES = (3, 10, 17, 24, 31, 38, 45, 52)
+QUERY_INDICES = tuple(range(3, 13))  # consecutive places, 0.8 s apart: one sequence for the filter
+CONVERGING = 1  # frames the shipped sequence filter answers before its first FIX (from a uniform belief)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def running_pipeline(tmp_path_factory):
     assert all(code == 0 for code in codes.values()), f"nodes did not shut down cleanly: {codes}"
 
 
-def test_every_frame_gets_a_fix_near_the_truth(running_pipeline):
+def test_every_frame_is_answered_and_fixes_near_the_truth_once_the_filter_converged(running_pipeline):
     places, client, runner = running_pipeline
     geoposes, markers = [], []
     client.create_subscription(GeoPoseWithCovarianceStamped, "/semloc/geopose", geoposes.append,
@@ -65,16 +66,18 @@ def test_every_frame_gets_a_fix_near_the_truth(running_pipeline):
     client.create_subscription(MarkerArray, "/semloc/places", markers.append, QoSProfile(depth=50))
     client.spin_for(1.0)
 
-    for index in QUERY_INDICES:  # lockstep: each frame is answered before the next is sent
+    for count, index in enumerate(QUERY_INDICES):  # lockstep: each frame is answered before the next is sent
         frame = places[index]
         stamp_ns = frame.stamp_ns + 12_345  # distinct stamp: the fix must carry the frame's own stamp
         client.publish_frame(frame.load_rgb(), stamp_ns)
         received = client.wait_for_fixes([stamp_ns], timeout_s=30.0)
         assert stamp_ns in received, f"no fix for frame {frame.image_id}; exited={runner.exited()}"
         fix: NavSatFix = received[stamp_ns]
+        assert fix.header.frame_id == "rear_camera"
+        if count < CONVERGING:
+            continue
         error_m = float(geodesic_distance_m(frame.lat, frame.lon, fix.latitude, fix.longitude))
         assert error_m < 5.0, f"frame {frame.image_id}: fix {error_m:.1f} m from the truth"
-        assert fix.header.frame_id == "rear_camera"
         assert fix.status.status == fix.status.STATUS_FIX
         assert fix.position_covariance_type == NavSatFix.COVARIANCE_TYPE_APPROXIMATED
         covariance = np.asarray(fix.position_covariance).reshape(3, 3)

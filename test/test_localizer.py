@@ -20,7 +20,8 @@ DIM = 64
 FRAME = LocalENU(48.137, 11.575)  # altitude 0, as entries without altitude
 
 
-UNCALIBRATED = LocalizerConfig().with_parameters(  # raw covariances, no integrity gate
+SINGLE_FRAME = LocalizerConfig(sequence_filter=False)  # independent queries: each frame on its own
+UNCALIBRATED = SINGLE_FRAME.with_parameters(  # raw covariances, no integrity gate
     covariance_along_scale=1.0, covariance_cross_scale=1.0, position_sigma_along_m=0.0, position_sigma_cross_m=0.0,
     integrity_threshold=0.0)
 
@@ -67,7 +68,7 @@ def softmax(similarities: list[float], temperature: float) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- config
 def test_default_config_is_valid():
-    config = LocalizerConfig()
+    config = SINGLE_FRAME
     assert config.validate() is config
 
 
@@ -109,7 +110,7 @@ def test_config_validation_names_the_parameter(name, value):
 def test_bad_queries_are_refused():
     rng = np.random.default_rng(1)
     database = database_at(rng.uniform(0, 500, (5, 2)), rng.standard_normal((5, DIM)))
-    localizer = Localizer(database)
+    localizer = Localizer(database, SINGLE_FRAME)
     query = random_unit(rng)
     nan_query = query.copy()
     nan_query[2] = np.nan
@@ -129,7 +130,7 @@ def test_bad_queries_are_refused():
 
 def test_empty_database_raises():
     with pytest.raises(DatabaseError):
-        Localizer(GeoDatabase(DIM, MODEL)).localize(np.ones(DIM))
+        Localizer(GeoDatabase(DIM, MODEL), SINGLE_FRAME).localize(np.ones(DIM))
 
 
 # ---------------------------------------------------------------------------------------------- estimates
@@ -156,7 +157,7 @@ def test_far_outliers_are_excluded_from_the_estimate():
     cluster_similarities = [0.95, 0.94, 0.93]
     outliers = np.array([[2000.0, 0.0], [-1500.0, 900.0]])
     outlier_similarities = [0.92, 0.91]
-    config = LocalizerConfig()
+    config = SINGLE_FRAME
     all_similarities = cluster_similarities + outlier_similarities
     with_outliers = database_at(np.vstack([cluster, outliers]), with_similarity(query, all_similarities, rng))
     without_outliers = database_at(cluster, with_similarity(query, cluster_similarities, rng))
@@ -287,7 +288,7 @@ def test_low_similarity_query_is_no_match():
     database = database_at(rng.uniform(0, 300, (20, 2)), stored)
     query = rng.standard_normal(DIM)
     query -= stored.T @ np.linalg.lstsq(stored.T, query, rcond=None)[0]  # orthogonal to every entry
-    localizer = Localizer(database, LocalizerConfig().with_parameters(min_similarity=0.5))
+    localizer = Localizer(database, SINGLE_FRAME.with_parameters(min_similarity=0.5))
 
     estimate = localizer.localize(query)
     assert estimate.status is FixStatus.NO_MATCH
@@ -304,9 +305,9 @@ def test_altitude_is_weighted_mean_of_known_altitudes():
     query = random_unit(rng)
     places = [[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]]
     descriptors = with_similarity(query, [0.9, 0.9, 0.9], rng)
-    estimate = Localizer(database_at(places, descriptors, [500.0, 510.0, math.nan])).localize(query)
+    estimate = Localizer(database_at(places, descriptors, [500.0, 510.0, math.nan]), SINGLE_FRAME).localize(query)
     assert estimate.alt == pytest.approx(505.0, abs=1e-3)
-    assert math.isnan(Localizer(database_at(places, descriptors)).localize(query).alt)
+    assert math.isnan(Localizer(database_at(places, descriptors), SINGLE_FRAME).localize(query).alt)
 
 
 def rbf_descriptors(points: np.ndarray, anchors: np.ndarray, width_m: float) -> np.ndarray:
@@ -342,7 +343,7 @@ def test_synthetic_route_estimates_lie_between_neighbours():
 def test_batch_equals_single_queries():
     rng = np.random.default_rng(8)
     database = database_at(rng.uniform(0, 200, (40, 2)), rng.standard_normal((40, DIM)))
-    localizer = Localizer(database, LocalizerConfig().with_parameters(top_k=5))
+    localizer = Localizer(database, SINGLE_FRAME.with_parameters(top_k=5))
     queries = database.descriptors[:6] + 0.3 * rng.standard_normal((6, DIM)).astype(np.float32)
     batch = localizer.localize_batch(queries)
     for query, from_batch in zip(queries, batch, strict=True):

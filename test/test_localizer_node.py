@@ -125,7 +125,8 @@ def test_mismatched_and_malformed_descriptors_are_rejected(start_node, tmp_path)
 def test_fix_message_carries_stamp_frame_status_and_covariance(start_node, tmp_path):
     path = tmp_path / "db.semdb"
     database = _database(path)
-    node = start_node(path, "integrity_threshold:=0.0")  # the shipped gate is fitted for real descriptors
+    node = start_node(path, "integrity_threshold:=0.0",  # the shipped gate is fitted for real descriptors
+                      "sequence_filter:=false")  # unrelated synthetic queries: single frames
     fixes, geoposes, markers = [], [], []
     node.fix_publisher.publish = fixes.append
     node.geopose_publisher.publish = geoposes.append
@@ -160,7 +161,7 @@ def test_fix_message_carries_stamp_frame_status_and_covariance(start_node, tmp_p
 def test_path_of_fixes_and_utm_marker_coordinates(start_node, tmp_path):
     path = tmp_path / "db.semdb"
     database = _database(path)
-    node = start_node(path, "integrity_threshold:=0.0")
+    node = start_node(path, "integrity_threshold:=0.0", "sequence_filter:=false")
     paths, markers = [], []
     node.path_publisher.publish = paths.append
     node.marker_publisher.publish = markers.append
@@ -208,7 +209,7 @@ def test_label_image_of_the_same_stamp_reranks_the_retrieval(start_node, tmp_pat
     database = GeoDatabase(DIMENSION, "test-model")
     database.add(descriptors, records, label_thumbnail(scenes))
     path = database.save(tmp_path / "thumbs.semdb")
-    node = start_node(path)
+    node = start_node(path, "sequence_filter:=false")
     fixes = []
     node.fix_publisher.publish = fixes.append
     query = _descriptor(database.descriptors[2] + 0.5 * database.descriptors[9])  # the descriptor prefers 2

@@ -189,14 +189,17 @@ def test_database_stores_thumbnails_for_all_entries_or_none(tmp_path) -> None:
         GeoDatabase.load(bad)
 
 
+SINGLE_FRAME = LocalizerConfig(sequence_filter=False)  # independent queries
+
+
 def test_localizer_reranks_with_a_query_thumbnail() -> None:
     database, thumbnails = database_with_thumbnails()
     query = database.descriptors[0] + 0.8 * database.descriptors[4]  # the descriptor prefers place 0
     turned = shift_view(thumbnails[4][None], -0.15)[0]  # ... but the labels are place 4, turned
-    plain = Localizer(database, LocalizerConfig().with_parameters(top_k=3, temperature=0.02))
+    plain = Localizer(database, SINGLE_FRAME.with_parameters(top_k=3, temperature=0.02))
     assert plain.localize(query).matches[0].index == 0
-    reranking = Localizer(database, LocalizerConfig().with_parameters(top_k=3, temperature=0.02, rerank_top_k=5,
-                                                                      rerank_weight=5.0))
+    reranking = Localizer(database, SINGLE_FRAME.with_parameters(top_k=3, temperature=0.02, rerank_top_k=5,
+                                                                   rerank_weight=5.0))
     assert reranking.reranks
     estimate = reranking.localize(query, thumbnail=turned)
     assert estimate.matches[0].index == 4 and estimate.matches[0].alignment == pytest.approx(1.0)
@@ -206,7 +209,7 @@ def test_localizer_reranks_with_a_query_thumbnail() -> None:
     assert reranking.localize(query).matches[0].index == 0  # no thumbnail: the descriptor alone
     with pytest.raises(ValueError, match="thumbnails have shape"):
         reranking.localize(query, thumbnail=turned[:, :40])
-    rejecting = Localizer(database, LocalizerConfig().with_parameters(rerank_top_k=5, min_similarity=0.999))
+    rejecting = Localizer(database, SINGLE_FRAME.with_parameters(rerank_top_k=5, min_similarity=0.999))
     assert rejecting.localize(query, thumbnail=turned).status.value == "no_match"  # the cosine decides
     filtered = Localizer(database, LocalizerConfig().with_parameters(rerank_top_k=5, rerank_weight=5.0,
                                                                      sequence_filter=True))

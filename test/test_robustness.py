@@ -424,7 +424,8 @@ BAD_DESCRIPTORS = {
 def test_localizer_rejects_bad_descriptor_and_keeps_answering(start, database_file, case):
     path, database = database_file
     make, fields, kind = BAD_DESCRIPTORS[case]
-    node = start(LocalizerNode, database_path=str(path), integrity_threshold=0.0)  # synthetic descriptors: no gate
+    node = start(LocalizerNode, database_path=str(path), integrity_threshold=0.0,
+                 sequence_filter=False)  # unrelated synthetic descriptors: no gate, single frames
     fixes = capture(node.fix_publisher)
     node.on_descriptor(descriptor_message(make(database.descriptors[4].copy()), **fields))
     assert not fixes and node.stats.errors[kind] == 1
@@ -437,7 +438,8 @@ def test_localizer_rejects_bad_descriptor_and_keeps_answering(start, database_fi
 def test_localizer_answers_descriptors_at_the_float32_limits(start, database_file):
     """Huge or tiny (but finite, non-zero) values keep their direction: norms are computed in float64."""
     path, database = database_file
-    node = start(LocalizerNode, database_path=str(path), integrity_threshold=0.0)  # synthetic descriptors: no gate
+    node = start(LocalizerNode, database_path=str(path), integrity_threshold=0.0,
+                 sequence_filter=False)  # unrelated synthetic descriptors: no gate, single frames
     fixes = capture(node.fix_publisher)
     node.on_descriptor(descriptor_message(_huge(database.descriptors[6])))
     node.on_descriptor(descriptor_message(database.descriptors[9] * np.float32(1e-30), stamp_ns=8_000_000_000))
@@ -448,7 +450,8 @@ def test_localizer_answers_descriptors_at_the_float32_limits(start, database_fil
 
 def test_localizer_counts_out_of_order_and_duplicate_stamps_and_still_answers(start, database_file):
     path, database = database_file
-    node = start(LocalizerNode, database_path=str(path), integrity_threshold=0.0)  # synthetic descriptors: no gate
+    node = start(LocalizerNode, database_path=str(path), integrity_threshold=0.0,
+                 sequence_filter=False)  # unrelated synthetic descriptors: no gate, single frames
     fixes = capture(node.fix_publisher)
     for stamp_s in (10, 10, 9, 11):
         node.on_descriptor(descriptor_message(database.descriptors[3], stamp_ns=stamp_s * 1_000_000_000))
@@ -475,7 +478,8 @@ def test_sequence_filter_survives_out_of_order_duplicate_and_zero_stamps(start, 
 
 def test_localizer_rejects_invalid_parameter_updates_and_keeps_its_configuration(start, database_file):
     path, _ = database_file
-    node = start(LocalizerNode, database_path=str(path), integrity_threshold=0.0)  # synthetic descriptors: no gate
+    node = start(LocalizerNode, database_path=str(path), integrity_threshold=0.0,
+                 sequence_filter=False)  # unrelated synthetic descriptors: no gate, single frames
     for name, value, reason in (("top_k", 0, "top_k"), ("top_k", 5000, "top_k"),
                                 ("temperature", -1.0, "temperature"), ("temperature", math.nan, "temperature"),
                                 ("consensus_radius_m", math.inf, "consensus_radius_m"),
@@ -543,7 +547,8 @@ def test_localizer_waits_on_a_bad_database_file_then_loads_the_good_one(start, t
     marker = tmp_path / "payload-executed"
     make, reason = BAD_DATABASE_FILES[case]
     make(path, marker)
-    node = start(LocalizerNode, database_path=str(path), integrity_threshold=0.0)  # synthetic descriptors: no gate
+    node = start(LocalizerNode, database_path=str(path), integrity_threshold=0.0,
+                 sequence_filter=False)  # unrelated synthetic descriptors: no gate, single frames
     fixes = capture(node.fix_publisher)
     assert node.localizer is None
     assert level(node) == DiagnosticStatus.ERROR and reason in status_text(node), status_text(node)
@@ -563,7 +568,8 @@ def test_localizer_waits_on_a_bad_database_file_then_loads_the_good_one(start, t
 
 def test_localizer_keeps_its_database_when_the_file_is_replaced_by_a_bad_one(start, database_file, tmp_path):
     path, database = database_file
-    node = start(LocalizerNode, database_path=str(path), integrity_threshold=0.0)  # synthetic descriptors: no gate
+    node = start(LocalizerNode, database_path=str(path), integrity_threshold=0.0,
+                 sequence_filter=False)  # unrelated synthetic descriptors: no gate, single frames
     fixes = capture(node.fix_publisher)
     corrupt = tmp_path / "corrupt.tmp"
     corrupt.write_bytes(b"PK\x03\x04 half a zip")
@@ -588,7 +594,8 @@ def test_localizer_keeps_its_database_when_the_file_is_replaced_by_a_bad_one(sta
 
 def test_localizer_refuses_a_reloaded_map_of_another_pipeline_and_keeps_its_own(start, database_file, tmp_path):
     path, database = database_file
-    node = start(LocalizerNode, database_path=str(path), integrity_threshold=0.0)  # synthetic descriptors: no gate
+    node = start(LocalizerNode, database_path=str(path), integrity_threshold=0.0,
+                 sequence_filter=False)  # unrelated synthetic descriptors: no gate, single frames
     fixes = capture(node.fix_publisher)
     node.on_descriptor(descriptor_message(database.descriptors[3]))  # the pipeline in use: MODEL_ID, 8-d
     other = tmp_path / "other-model.semdb"
@@ -608,7 +615,8 @@ def test_localizer_refuses_a_reloaded_map_of_another_pipeline_and_keeps_its_own(
 
 def test_localizer_answers_from_the_old_map_while_a_new_one_loads(start, database_file, tmp_path, monkeypatch):
     path, database = database_file
-    node = start(LocalizerNode, database_path=str(path), integrity_threshold=0.0)  # synthetic descriptors: no gate
+    node = start(LocalizerNode, database_path=str(path), integrity_threshold=0.0,
+                 sequence_filter=False)  # unrelated synthetic descriptors: no gate, single frames
     fixes = capture(node.fix_publisher)
     gate, threads = threading.Event(), []
     real_load = localizer_node.load_map
@@ -636,7 +644,8 @@ def test_localizer_without_a_map_reads_a_bad_file_again_only_when_it_changes(sta
     reads = []
     real_load = GeoDatabase.load
     monkeypatch.setattr(GeoDatabase, "load", classmethod(lambda cls, *a, **k: reads.append(a) or real_load(*a, **k)))
-    node = start(LocalizerNode, database_path=str(path), integrity_threshold=0.0)  # synthetic descriptors: no gate
+    node = start(LocalizerNode, database_path=str(path), integrity_threshold=0.0,
+                 sequence_filter=False)  # unrelated synthetic descriptors: no gate, single frames
     assert node.localizer is None and len(reads) == 1 and level(node) == DiagnosticStatus.ERROR
     for _ in range(3):
         reload_map(node)  # the retry timer
@@ -648,7 +657,8 @@ def test_localizer_without_a_map_reads_a_bad_file_again_only_when_it_changes(sta
 
 def test_localizer_refuses_a_compressed_map_bomb_without_inflating_it(start, database_file, tmp_path):
     path, _ = database_file
-    node = start(LocalizerNode, database_path=str(path), integrity_threshold=0.0)  # synthetic descriptors: no gate
+    node = start(LocalizerNode, database_path=str(path), integrity_threshold=0.0,
+                 sequence_filter=False)  # unrelated synthetic descriptors: no gate, single frames
     with np.load(path) as archive:
         arrays = {name: archive[name] for name in archive.files}
     header = json.loads(arrays["header"].tobytes())
@@ -670,7 +680,8 @@ def test_localizer_refuses_a_compressed_map_bomb_without_inflating_it(start, dat
 def test_localizer_reports_a_database_of_another_descriptor_dimension(start, tmp_path):
     path = tmp_path / "wide.semdb"
     places_database(dimension=64, model_id="wide-model").save(path)
-    node = start(LocalizerNode, database_path=str(path), integrity_threshold=0.0)  # synthetic descriptors: no gate
+    node = start(LocalizerNode, database_path=str(path), integrity_threshold=0.0,
+                 sequence_filter=False)  # unrelated synthetic descriptors: no gate, single frames
     node.on_descriptor(descriptor_message(np.ones(DIMENSION), model_id="wide-model"))
     assert node.stats.errors["model_mismatch"] == 1 and "dimension 8 does not match" in status_text(node)
 
@@ -717,7 +728,8 @@ def test_unknown_altitude_gives_a_fix_with_uninformative_altitude(start, tmp_pat
     path = tmp_path / "noalt.semdb"
     database = places_database(alt=math.nan)
     database.save(path)
-    node = start(LocalizerNode, database_path=str(path), integrity_threshold=0.0)  # synthetic descriptors: no gate
+    node = start(LocalizerNode, database_path=str(path), integrity_threshold=0.0,
+                 sequence_filter=False)  # unrelated synthetic descriptors: no gate, single frames
     fixes, geoposes = capture(node.fix_publisher), capture(node.geopose_publisher)
     paths, markers = capture(node.path_publisher), capture(node.marker_publisher)
     node.on_descriptor(descriptor_message(database.descriptors[7]))
@@ -735,7 +747,8 @@ def test_partly_known_altitude_averages_the_known_ones(start, tmp_path):
     path = tmp_path / "somealt.semdb"
     database = places_database(alt=[math.nan if i % 2 else 100.0 + i for i in range(20)])
     database.save(path)
-    node = start(LocalizerNode, database_path=str(path), integrity_threshold=0.0)  # synthetic descriptors: no gate
+    node = start(LocalizerNode, database_path=str(path), integrity_threshold=0.0,
+                 sequence_filter=False)  # unrelated synthetic descriptors: no gate, single frames
     fixes = capture(node.fix_publisher)
     node.on_descriptor(descriptor_message(database.descriptors[8]))
     assert math.isfinite(fixes[0].altitude) and 100.0 <= fixes[0].altitude <= 120.0
@@ -754,7 +767,8 @@ def test_database_across_a_utm_zone_boundary(start, tmp_path, boundary_lon):
     assert np.allclose(consecutive, truth, atol=1e-3)  # ENU is continuous across the boundary
     assert 6.8 < truth[0] < 7.0
 
-    node = start(LocalizerNode, database_path=str(path), top_k=3, consensus_radius_m=10.0)
+    node = start(LocalizerNode, database_path=str(path), top_k=3, consensus_radius_m=10.0,
+                 sequence_filter=False)
     fixes, markers = capture(node.fix_publisher), capture(node.marker_publisher)
     for index in (4, 5, 6):  # west of, on and east of the boundary
         node.on_descriptor(descriptor_message(database.descriptors[index], stamp_ns=(10 + index) * 10**9))
@@ -776,7 +790,8 @@ def test_database_across_the_antimeridian_localizes_in_enu(start, tmp_path):
     wrapped.add(np.random.default_rng(0).normal(size=(11, DIMENSION)),
                 [PlaceRecord(lat=-16.8, lon=float(lon)) for lon in lons])
     wrapped.save(path)
-    node = start(LocalizerNode, database_path=str(path), top_k=3, consensus_radius_m=15.0)
+    node = start(LocalizerNode, database_path=str(path), top_k=3, consensus_radius_m=15.0,
+                 sequence_filter=False)
     fixes = capture(node.fix_publisher)
     for index in (4, 5, 6):
         node.on_descriptor(descriptor_message(wrapped.descriptors[index], stamp_ns=(10 + index) * 10**9))
@@ -788,7 +803,7 @@ def test_polar_database_without_a_utm_zone_still_localizes(start, tmp_path):
     path = tmp_path / "polar.semdb"
     database = places_database(lat0=85.0)
     database.save(path)
-    node = start(LocalizerNode, database_path=str(path), map_coordinates="utm")
+    node = start(LocalizerNode, database_path=str(path), map_coordinates="utm", sequence_filter=False)
     fixes, markers = capture(node.fix_publisher), capture(node.marker_publisher)
     node.on_descriptor(descriptor_message(database.descriptors[3]))
     assert fixes[0].latitude == pytest.approx(database.lat[3], abs=1e-6)
@@ -1075,7 +1090,8 @@ def test_one_absurd_stamp_warns_once_and_diagnostics_recover(start, database_fil
 
 def test_diagnostics_level_follows_errors_warnings_and_fatal(start, database_file):
     path, _ = database_file
-    node = start(LocalizerNode, database_path=str(path), integrity_threshold=0.0)  # synthetic descriptors: no gate
+    node = start(LocalizerNode, database_path=str(path), integrity_threshold=0.0,
+                 sequence_filter=False)  # unrelated synthetic descriptors: no gate, single frames
     stats = StageStats()
     diagnostics = StageDiagnostics(node, stats, period_s=60.0, warn_window_s=0.2)
     assert diagnostics.status().level == DiagnosticStatus.OK

@@ -101,7 +101,8 @@ def pipe(tmp_path_factory):
     runner = PipelineRunner(
         overrides={"segmentation_node": {"model": SEGMENTER, "device": "cpu", "threads": 1},
                    "descriptor_node": {"model": DESCRIPTOR, "device": "cpu", "threads": 1},
-                   "localizer_node": {"database_path": str(database_path), "database_retry_period_s": 0.5}},
+                   "localizer_node": {"database_path": str(database_path), "database_retry_period_s": 0.5,
+                                      "sequence_filter": False}},  # frames picked out of a drive: single frames
         remaps={"image_raw": "/camera/image_raw"}, domain_id=domain_id, log_dir=log_dir)
     assert runner.env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
     rclpy.init(domain_id=domain_id)

@@ -304,7 +304,7 @@ def test_disabled_filter_keeps_the_single_frame_path():
     place_x = np.arange(60) * SPACING_M
     database = route_database(smooth_descriptors(place_x))
     queries = noisy(smooth_descriptors(place_x + 1.0), 0.3, seed=6)
-    localizer = Localizer(database, LocalizerConfig())
+    localizer = Localizer(database, LocalizerConfig(sequence_filter=False))
     assert localizer.sequence_filter is None
     batch = localizer.localize_batch(queries)
     for i in range(5):
@@ -499,7 +499,7 @@ def test_predicted_interval_is_what_the_filter_will_predict_over():
     predict (no filter, no previous query, a stamp going backwards or a gap beyond filter_max_gap_s)."""
     database = route_database(smooth_descriptors(np.arange(50) * SPACING_M))
     query = smooth_descriptors(np.array([21.0]))[0].astype(np.float32)
-    assert Localizer(database, LocalizerConfig()).predicted_interval(START_NS) is None  # no filter
+    assert Localizer(database, LocalizerConfig(sequence_filter=False)).predicted_interval(START_NS) is None
     localizer = Localizer(database, filter_config())
     assert localizer.predicted_interval(START_NS) is None  # nothing before
     localizer.localize(query, stamp_ns=START_NS)

@@ -36,7 +36,8 @@ def node(road):
     rclpy.init(args=["--ros-args", "-p", f"database_path:={road[1].folder}", "-p", "tile_radius_m:=300.0",
                      "-p", "tile_keep_radius_m:=400.0", "-p", "min_similarity:=0.8", "-p",
                      "gnss_prior_topic:=/gps/fix", "-p", "rerank_top_k:=0",
-                     "-p", "integrity_threshold:=0.0"])  # the shipped gate is fitted for re-ranked real descriptors
+                     "-p", "integrity_threshold:=0.0",  # the shipped gate is fitted for re-ranked real descriptors
+                     "-p", "sequence_filter:=false"])  # tile switching of single frames (the filter's: test_tiles)
     started = LocalizerNode()
     yield started
     started.destroy_node()

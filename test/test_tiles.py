@@ -21,7 +21,7 @@ ORIGIN = LocalENU(48.137, 11.575)
 SPACING_M = 10.0
 DIMENSION = 32
 
-UNGATED = LocalizerConfig(min_similarity=0.8, integrity_threshold=0.0)
+UNGATED = LocalizerConfig(min_similarity=0.8, integrity_threshold=0.0, sequence_filter=False)  # single frames
 
 
 def route_database(east_m: np.ndarray, seed: int = 0, first_id: int = 0) -> GeoDatabase:

@@ -165,7 +165,7 @@ def vehicle_probe(folder: str, queries: str, radius_m: float) -> None:
     with np.load(queries) as route:
         descriptors, lat, lon = route["descriptors"], route["lat"], route["lon"]
     tiled = TiledMap.open(folder)
-    config = LocalizerConfig(min_similarity=0.8)
+    config = LocalizerConfig(min_similarity=0.8, sequence_filter=False)  # tile search of unstamped queries
     located = TiledLocalizer(tiled, config, TileCacheConfig(radius_m=radius_m, keep_radius_m=1.5 * radius_m))
     located.set_prior(float(lat[0]), float(lon[0]))
     located.cache.wait_idle(600)

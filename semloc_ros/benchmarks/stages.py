@@ -93,7 +93,8 @@ def load_models(args: argparse.Namespace) -> StageModels:
     unfolded.fold_norms = False
     contiguous = copy.copy(semantic)  # "before": weights in the default (contiguous) memory format
     contiguous.net = copy.deepcopy(semantic.net).to(memory_format=torch.contiguous_format)
-    localizer = Localizer(database, LocalizerConfig(rerank=RerankConfig(top_k=RERANK_TOP_K)))
+    # the single-frame stages (frames out of order); the sequence filter is timed by `semloc benchmark e2e`
+    localizer = Localizer(database, LocalizerConfig(sequence_filter=False, rerank=RerankConfig(top_k=RERANK_TOP_K)))
     return StageModels(segmenter, semantic, database, localizer, vgg, vgg_half, unfolded, fp32, int8, contiguous)
 
 

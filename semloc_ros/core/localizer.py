@@ -145,8 +145,8 @@ class LocalizerConfig:
     integrity_threshold: float = setting(0.712863, "a FIX whose integrity score is below this becomes NO_FIX "
                                          "(Learn-then-Test: <= 1 % false fixes at 90 % confidence on a training "
                                          "map)", FRACTION)
-    sequence_filter: bool = setting(False, "fuse consecutive descriptors with the discrete Bayes filter over "
-                                    "database places")
+    sequence_filter: bool = setting(True, "fuse consecutive descriptors of one camera with the discrete Bayes "
+                                    "filter over database places (false: each frame on its own)")
     filter: FilterConfig = field(default_factory=FilterConfig, metadata=section("the sequence filter"))
     rerank: RerankConfig = field(default_factory=RerankConfig, metadata=section("label re-ranking"))
 

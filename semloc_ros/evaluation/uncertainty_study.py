@@ -219,7 +219,6 @@ def timed_study(script: str, run: Callable[[], dict], out: Path | None) -> dict 
 
 FILTER_EXIT_PROBABILITY = 0.01  # per step; a drive leaves the map rarely
 FILTER_ENTRY_PROBABILITY = 0.1
-MODES_OF = {False: "single", True: "filtered"}
 
 
 def read_localizer_config(path: Path) -> LocalizerConfig:
@@ -285,7 +284,7 @@ def _fit_offmap_temperature(described, learn: MapRole, config: LocalizerConfig) 
 
 
 def run_study(args, pipeline, config: LocalizerConfig) -> dict:
-    """Steps 2-4 of scripts/fit_uncertainty.py for both modes; the shipped mode's parameters. With
+    """Steps 2-4 of scripts/fit_uncertainty.py for both modes; the parameters of ``args.fit_mode``'s fit. With
     ``args.report_only`` nothing is fitted: the parameter file's values are reported as they are."""
     described = Described(pipeline, args.method, args.cache_dir, args.database_views)
     maps = training_maps(args.dataset)
@@ -325,8 +324,8 @@ def run_study(args, pipeline, config: LocalizerConfig) -> dict:
         record["report"] = [] if args.no_report else _report_mode(
             described, maps, reported, config, mode, fitted, args)
         study["modes"][mode] = {**record, "parameters": parameters_of(fitted, study["filter"])}
-    shipped = MODES_OF[bool(config.sequence_filter)]
-    study["shipped"] = {"mode": shipped, "parameters": study["modes"][shipped]["parameters"]}
+    study["shipped"] = {"mode": "filtered" if config.sequence_filter else "single",  # the mode the file runs
+                        "fit": args.fit_mode, "parameters": study["modes"][args.fit_mode]["parameters"]}
     return study
 
 
