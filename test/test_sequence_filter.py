@@ -113,6 +113,48 @@ def test_neighbour_graph_size_is_linear_in_the_number_of_places():
     assert elapsed < 5.0
 
 
+def dense_motion(east_north: np.ndarray, headings: np.ndarray, travel: float, sigma: float, reverse: float,
+                 radius_m: float) -> np.ndarray:
+    """Step 1c written out for every pair of entries (N x N rows, normalised): the reference of the filter."""
+    offsets = east_north[None, :, :] - east_north[:, None, :]
+    distance = np.hypot(offsets[..., 0], offsets[..., 1])
+    along = offsets[..., 0] * np.cos(headings)[:, None] + offsets[..., 1] * np.sin(headings)[:, None]
+    signed = np.where(np.nan_to_num(along, nan=0.0) < -0.5, -distance, distance)
+    weights = np.exp(-0.5 * ((signed - travel) / sigma) ** 2)
+    weights += reverse * np.exp(-0.5 * ((signed + travel) / sigma) ** 2)
+    weights[distance > radius_m] = 0.0
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+def test_views_of_one_place_move_and_weigh_as_every_entry_would():
+    """Step 1c runs over the distinct places; the belief it gives equals moving every entry (a dense reference),
+    with views listed out of order and a place of unknown heading; step 3's mass counts every entry."""
+    rng = np.random.default_rng(3)
+    order = rng.permutation(36)
+    east = (np.repeat(np.arange(12) * 3.0, 3))[order]  # 12 places x 3 views, 33 m of route
+    headings = np.repeat(np.where(np.arange(12) == 5, np.nan, 0.0), 3)[order]
+    lat, lon, _ = FRAME.to_geodetic(east, np.zeros_like(east))
+    database = GeoDatabase(DIM, MODEL)
+    database.add(noisy(smooth_descriptors(east), 0.1, seed=1),
+                 [PlaceRecord(float(a), float(o), 60.0, float(h), i, f"{i}")
+                  for i, (a, o, h) in enumerate(zip(lat, lon, headings, strict=True))])
+    config = FilterConfig(exit_probability=0.0, kidnap_probability=0.001)
+    sequence = SequenceFilter(database, config, EstimateSettings(radius_m=10.0, min_confidence=0.0))
+    assert sequence.graph.n_places == 12
+    sequence.update(rng.uniform(0.5, 1.0, 36), np.arange(36))
+    before = sequence.belief
+    assert sequence.predict(0.2)
+    step = 10.0 * 0.2 / config.evidence_spacing_m  # step 1a: w from the prior speed
+    sigma = math.sqrt(step * config.position_sigma_m**2 + (config.speed_sigma_mps * 0.2) ** 2)
+    moved = before @ dense_motion(database.enu[:, :2], headings, 2.0, sigma, config.reverse_weight, 34.0)
+    kidnap = 1.0 - (1.0 - config.kidnap_probability) ** step
+    np.testing.assert_allclose(sequence.belief, (1.0 - kidnap) * moved / moved.sum() + kidnap / 36,
+                               rtol=1e-6)  # the graph keeps distances in float32
+
+    near = np.abs(east[:, None] - east[None, :]) <= 10.0
+    assert sequence.estimate().confidence == pytest.approx((near @ sequence.belief).max(), rel=1e-6)
+
+
 # --------------------------------------------------------------------------------- filter core
 def peaked_and_moved(reverse_weight: float, travel_m: float = 20.0,
                      **config_values) -> tuple[GeoDatabase, np.ndarray, int]:

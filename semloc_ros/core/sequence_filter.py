@@ -21,7 +21,11 @@ The state is a belief ``b`` over the N database entries (where the vehicle is no
       those just ahead, or the belief would creep ahead of the vehicle a little every frame (the more frames
       per metre, the further). The neighbourhood graph is precomputed once with a uniform grid on the ENU
       coordinates (radius = the largest plausible travel in one step, see :func:`graph_radius_m`), so memory
-      and time per step are O(edges) = O(N x places per radius), never N x N.
+      and time per step are O(edges) = O(P x places per radius), never N x N. It joins the P distinct places,
+      not the N entries: the views of one place (entries of one position and heading, :func:`co_located`)
+      have equal rows, so the place moves their summed belief with each neighbour weighted by its number of
+      entries and shares what arrives equally among its entries, exactly what moving every entry would give,
+      with (N / P)**2 fewer edges (49x fewer for a map of 7 views).
    d. Kidnap, per metre too: ``b = (1 - k) b + k / N`` with ``k = 1 - (1 - kidnap_probability)**w``: a small
       uniform mass lets the filter recover after a teleport, a tunnel or a wrong start.
 2. Update with the top-K retrieval scores ``s_1 >= ... >= s_K`` at entries ``i_k``, contrast-normalised per
@@ -35,14 +39,14 @@ The state is a belief ``b`` over the N database entries (where the vehicle is no
    errors (a faster camera, a slower or stopped vehicle), so the exponents are multiplied by the step's ``w``
    (step 1a): the evidence per metre stays the one the values were chosen at (``w = 1`` for the first frame, or
    with ``evidence_spacing_m`` 0).
-3. Estimate: the mass near each place ``m_i = sum of b_j over |p_j - p_i| <= estimate_radius_m``; the MAP
-   place is the one with the largest ``m_i`` (ties: the larger own belief). Position, altitude and covariance
-   come from the places within the radius of it weighted by their belief (:mod:`semloc_ros.core.estimate`,
-   with ``c = m``, as in :mod:`semloc_ros.core.localizer`); confidence = ``m`` (the posterior probability of
-   being within the radius of the estimate); status FIX when ``m >= min_confidence``, LOW_CONFIDENCE
-   otherwise. ``estimate_radius_m``, the floors and ``min_confidence`` are the localizer's
-   (:class:`~semloc_ros.core.estimate.EstimateSettings`). The track direction comes from their database
-   headings (:func:`semloc_ros.core.uncertainty.track_direction`).
+3. Estimate: the mass near each entry ``m_i = sum of b_j over |p_j - p_i| <= estimate_radius_m`` (summed over
+   the distinct places of step 1c); the MAP place is the one with the largest ``m_i`` (ties: the larger own
+   belief). Position, altitude and covariance come from the places within the radius of it weighted by their
+   belief (:mod:`semloc_ros.core.estimate`, with ``c = m``, as in :mod:`semloc_ros.core.localizer`);
+   confidence = ``m`` (the posterior probability of being within the radius of the estimate); status FIX when
+   ``m >= min_confidence``, LOW_CONFIDENCE otherwise. ``estimate_radius_m``, the floors and ``min_confidence``
+   are the localizer's (:class:`~semloc_ros.core.estimate.EstimateSettings`). The track direction comes from
+   their database headings (:func:`semloc_ros.core.uncertainty.track_direction`).
 
 Off-map state (``exit_probability`` > 0): one more hypothesis, "not in the map", with mass ``o`` beside the
 place belief ``b`` (the belief given that the vehicle is on the map, normalised over the places; the joint
@@ -274,6 +278,15 @@ def behind(east_north: np.ndarray, headings: np.ndarray, graph: PlaceGraph, sour
     return np.nan_to_num(along, nan=0.0) < -BESIDE_M
 
 
+def co_located(east_north: np.ndarray, headings: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Step 1c: the distinct places of the entries (one position and heading; an unknown heading is one value):
+    (N,) place of each entry, (P,) entries per place, (P, 2) positions and (P,) headings of the places."""
+    headings = np.asarray(headings, dtype=np.float64).reshape(-1)
+    key = np.column_stack([east_north, np.nan_to_num(headings, nan=np.inf)])
+    _, first, place_of, views = np.unique(key, axis=0, return_index=True, return_inverse=True, return_counts=True)
+    return place_of.reshape(-1), views, east_north[first], headings[first]
+
+
 def contrast_normalised(scores: np.ndarray) -> np.ndarray:
     """Step 2: ``(s - mean(s)) / std(s)`` of one query's scores (all zero when they do not differ)."""
     spread = scores.std()
@@ -292,12 +305,12 @@ class SequenceFilter:
         self._estimate = estimate if estimate is not None else EstimateSettings()
         self._frame, enu = database.frame_and_enu()
         self._enu = enu
-        self._graph = neighbour_graph(enu[:, :2], graph_radius_m(self._config, self._estimate.radius_m))
+        self._place_of, self._views, places, headings = co_located(enu[:, :2], database.heading)  # step 1c
+        self._graph = neighbour_graph(places, graph_radius_m(self._config, self._estimate.radius_m))
         self._sources = self._graph.sources()
         self._self_edges = np.flatnonzero(self._graph.targets == self._sources)  # one per place, in place order
-        self._behind = behind(enu[:, :2], database.heading, self._graph, self._sources)  # step 1c: where a < 0
+        self._behind = behind(places, headings, self._graph, self._sources)  # step 1c: where a < 0
         self._near = self._graph.within(self._estimate.radius_m)
-        self._near_sources = self._near.sources()
         self._belief: np.ndarray | None = None
         self._transition_key: tuple[float, float] | None = None
         self._transition_weights = np.zeros(0)
@@ -316,6 +329,7 @@ class SequenceFilter:
 
     @property
     def graph(self) -> PlaceGraph:
+        """The neighbourhood graph of the distinct places (step 1c)."""
         return self._graph
 
     @property
@@ -425,9 +439,11 @@ class SequenceFilter:
             return True  # uniform stays uniform
         self._evidence_weight = step
         self._travelled_m += weighed  # step 8
-        if sigma > 0.0:
-            moved = np.bincount(self._graph.targets, minlength=len(self._belief),
-                                weights=self._belief[self._sources] * self._transitions(travel, sigma))
+        if sigma > 0.0:  # step 1c over the distinct places, shared equally by their entries
+            mass = np.bincount(self._place_of, weights=self._belief, minlength=len(self._views))
+            arrived = np.bincount(self._graph.targets, minlength=len(self._views),
+                                  weights=mass[self._sources] * self._transitions(travel, sigma))
+            moved = (arrived / self._views)[self._place_of]
             moved /= moved.sum()
         else:  # a measured standstill: nothing moves
             moved = self._belief
@@ -451,6 +467,7 @@ class SequenceFilter:
             along = np.where(self._behind, -distances, distances)  # step 1c: a
             weights = np.exp(-0.5 * ((along - travel) / sigma) ** 2)
             weights += self._config.reverse_weight * np.exp(-0.5 * ((along + travel) / sigma) ** 2)
+            weights *= self._views[self._graph.targets]  # a place receives for each of its entries
             row_sums = np.add.reduceat(weights, self._graph.indptr[:-1])
             empty = row_sums <= 0.0
             if empty.any():  # every neighbour implausible (underflow): such a place keeps its belief
@@ -501,13 +518,15 @@ class SequenceFilter:
     def estimate(self) -> PositionEstimate:
         """MAP place and the posterior-weighted position, covariance, confidence and status near it (step 3)."""
         belief = self.belief
-        mass = np.add.reduceat(belief[self._near.targets], self._near.indptr[:-1])
+        place_mass = np.bincount(self._place_of, weights=belief, minlength=len(self._views))
+        mass = np.add.reduceat(place_mass[self._near.targets], self._near.indptr[:-1])[self._place_of]
         best_mass = mass.max()
         candidates = np.flatnonzero(mass >= best_mass * (1.0 - 1e-12))
         seed = int(candidates[np.argmax(belief[candidates])])
         self._map_index = seed
 
-        members = self._near.targets[self._near.indptr[seed] : self._near.indptr[seed + 1]].astype(np.int64)
+        place, near = self._place_of[seed], self._near
+        members = np.flatnonzero(np.isin(self._place_of, near.targets[near.indptr[place] : near.indptr[place + 1]]))
         confidence = float(min(1.0, mass[seed])) * (1.0 - self._off_map)  # step 6
         confident = confidence >= self._estimate.min_confidence and self.warmup_left_m <= 0.0  # steps 3, 8
         status = FixStatus.FIX if confident else FixStatus.LOW_CONFIDENCE
