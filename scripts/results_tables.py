@@ -207,10 +207,8 @@ def uncertainty_tables(study: dict[str, Any]) -> str:
     """scripts/fit_uncertainty.py: per mode, the evaluation drives' fix quality and the out-of-map false fixes."""
     out = []
     for mode, entry in study["modes"].items():
-        if study.get("report_only"):  # the mode the parameter file runs
-            shipped = " (shipped)" if study["shipped"]["mode"] == mode else ""
-        else:  # the fit whose values the file got (older studies: the mode's own)
-            shipped = " (values shipped)" if study["shipped"].get("fit", study["shipped"]["mode"]) == mode else ""
+        fit = study["shipped"].get("fit", study["shipped"]["mode"])  # older studies: the mode they shipped
+        shipped = " (values shipped)" if fit == mode and not study.get("report_only") else ""
         if study.get("report_only"):
             out.append(f"**{mode}{shipped}**: the parameter file's values, gate {entry['integrity']['threshold']:.4g} "
                        "(reported, not fitted)\n")
