@@ -407,7 +407,8 @@ class Localizer:
             raise ValueError(f"{count} descriptors need {count} stamps and displacements")
         for stamp, displacement in zip(stamps, displacements, strict=True):
             if stamp is None and displacement is None:
-                raise ValueError("the sequence filter needs stamp_ns or displacement_m for every query")
+                raise ValueError("the sequence filter needs stamp_ns or displacement_m for every query "
+                                 "(independent queries: sequence_filter=False)")
             if stamp is not None and (isinstance(stamp, bool) or not isinstance(stamp, int | np.integer)):
                 raise TypeError(f"stamp_ns must be an integer (nanoseconds), got {stamp!r}")
         if count == 0:
