@@ -3,18 +3,16 @@ across tile swaps, and a filter warming up is not lost."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 from test_reranking import database_with_thumbnails
 from test_tiles import SPACING_M, UNGATED, error_m, query, route_database
 
-from semloc_ros.core.estimate import FixStatus, empty_estimate
+from semloc_ros.core.estimate import FixStatus
 from semloc_ros.core.geodesy import LocalENU, geodesic_distance_m
 from semloc_ros.core.localizer import Localizer, LocalizerConfig
 from semloc_ros.core.sequence_filter import FilterConfig, SequenceFilter
-from semloc_ros.core.tile_cache import TileCacheConfig, TiledLocalizer, withheld_by_warmup
+from semloc_ros.core.tile_cache import TileCacheConfig, TiledLocalizer
 from semloc_ros.core.tiles import TiledMap, TileView
 
 PERIOD_NS = 10**9  # one query per place: 10 m in 1 s, the filter's prior speed
@@ -197,7 +195,7 @@ def test_a_warming_filter_does_not_search_the_map_a_lost_one_does(road, tiled) -
     try:
         estimates = drive(warming, road, range(0, 20))
         assert all(e.status is FixStatus.LOW_CONFIDENCE for e in estimates)
-        assert sum(withheld_by_warmup(e, warming.cache.current.localizer) for e in estimates) >= 15
+        assert sum(e.warming_up for e in estimates) >= 15
         assert warming.cache.stats.searches == 0  # 20 queries without a FIX, lost_after 2
     finally:
         warming.close()
@@ -215,17 +213,20 @@ def test_a_warming_filter_does_not_search_the_map_a_lost_one_does(road, tiled) -
         located.close()
 
 
-def test_only_an_estimate_withheld_by_the_warmup_is_not_a_miss(road) -> None:
-    localizer = Localizer(road, FILTERED.with_parameters(integrity_threshold=0.5))
-    estimate = empty_estimate()
-    estimate.status, estimate.confidence = FixStatus.LOW_CONFIDENCE, 0.9
-    assert withheld_by_warmup(estimate, localizer)
-    estimate.integrity = 0.4  # the integrity gate would refuse it anyway
-    assert not withheld_by_warmup(estimate, localizer)
-    estimate.integrity, estimate.confidence = math.nan, 0.1  # not confident: a miss
-    assert not withheld_by_warmup(estimate, localizer)
-    estimate.confidence, estimate.status = 0.9, FixStatus.NO_MATCH
-    assert not withheld_by_warmup(estimate, localizer)
-    estimate.status = FixStatus.LOW_CONFIDENCE
-    assert not withheld_by_warmup(estimate, Localizer(road, FILTERED.with_parameters(filter_warmup_m=0.0)))
-    assert not withheld_by_warmup(estimate, Localizer(road, UNGATED)) and not withheld_by_warmup(estimate, None)
+def test_only_an_estimate_withheld_by_the_warmup_is_marked_warming_up(road) -> None:
+    """Sequence filter step 8 marks the confident estimates it withholds; the integrity gate clears the mark of
+    one it would refuse; a filter that has warmed up marks nothing."""
+
+    def localized(config: LocalizerConfig) -> list:
+        localizer = Localizer(road, config)
+        return [localizer.localize(query(road, row, seed=1 + row), stamp_ns=row * PERIOD_NS) for row in range(8)]
+
+    warming = localized(FILTERED.with_parameters(filter_warmup_m=1e6))
+    assert all(e.status is FixStatus.LOW_CONFIDENCE for e in warming)
+    assert [e.warming_up for e in warming] == [e.confidence >= FILTERED.min_confidence for e in warming]
+    assert sum(e.warming_up for e in warming) >= 5
+    refusing = localized(FILTERED.with_parameters(filter_warmup_m=1e6, integrity_weights=(1.0, 0, 0, 0, 0, 0),
+                                                  integrity_bias=-10.0, integrity_threshold=0.5))
+    assert not any(e.warming_up for e in refusing)
+    warmed = localized(FILTERED.with_parameters(filter_warmup_m=0.0))
+    assert not any(e.warming_up for e in warmed) and warmed[-1].status is FixStatus.FIX

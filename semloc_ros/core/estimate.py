@@ -84,6 +84,7 @@ class PositionEstimate:
     cues: dict[str, float] = field(default_factory=dict)  # integrity cues (localizer step 8)
     integrity: float = math.nan
     lateral: LateralCorrection | None = None  # the cross-track correction applied (localizer step 6b)
+    warming_up: bool = False  # not a FIX only because the sequence filter warms up (sequence_filter step 8)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,8 @@ For one query descriptor:
 8. Integrity (:mod:`semloc_ros.core.integrity`): the cues of the estimate (best cosine, confidence, re-ranking
    alignment, agreeing share, off-map mass, and the jump from the previous estimate when the queries come
    with stamps) give a score ``integrity``; a FIX whose score is below ``integrity_threshold`` (calibrated
-   by Learn-then-Test for a false-fix rate) becomes LOW_CONFIDENCE. The weights are ``integrity_weights`` in
+   by Learn-then-Test for a false-fix rate) becomes LOW_CONFIDENCE, and one the sequence filter withholds
+   only for its warm-up (``warming_up``) loses that mark. The weights are ``integrity_weights`` in
    the order of :data:`semloc_ros.core.integrity.CUES` (all 0: no score, the gate off). The score is fitted
    with the cues of its configuration: when it weighs the re-ranking alignment, an estimate without one
    (re-ranking off, an RGB method, a map without thumbnails) is not scored or gated, since a cue is missing.
@@ -435,7 +436,7 @@ class Localizer:
             filtered.matches = single.matches
             filtered = self._calibrated(filtered, lane)
             if single.status is FixStatus.NO_MATCH:
-                filtered.status, filtered.confidence = FixStatus.NO_MATCH, 0.0
+                filtered.status, filtered.confidence, filtered.warming_up = FixStatus.NO_MATCH, 0.0, False
             estimates.append(self._judged(filtered, single, stamp))
         return estimates
 
@@ -527,8 +528,9 @@ class Localizer:
         reranked = any(math.isfinite(m.alignment) for m in matches)
         if model.weights and (reranked or not model.weights.get("alignment")):  # a score needs all its cues
             estimate.integrity = float(model.score(cues))
-            if estimate.status is FixStatus.FIX and not self._monitor.passes(estimate.integrity):
-                estimate.status = FixStatus.LOW_CONFIDENCE
+            if not self._monitor.passes(estimate.integrity):  # a FIX, or one withheld by the filter's warm-up
+                estimate.warming_up = False
+                estimate.status = FixStatus.LOW_CONFIDENCE if estimate.status is FixStatus.FIX else estimate.status
         return estimate
 
     def _estimate(

@@ -528,10 +528,12 @@ class SequenceFilter:
         place, near = self._place_of[seed], self._near
         members = np.flatnonzero(np.isin(self._place_of, near.targets[near.indptr[place] : near.indptr[place + 1]]))
         confidence = float(min(1.0, mass[seed])) * (1.0 - self._off_map)  # step 6
-        confident = confidence >= self._estimate.min_confidence and self.warmup_left_m <= 0.0  # steps 3, 8
-        status = FixStatus.FIX if confident else FixStatus.LOW_CONFIDENCE
+        confident = confidence >= self._estimate.min_confidence  # step 3
+        warming = confident and self.warmup_left_m > 0.0  # step 8
+        status = FixStatus.FIX if confident and not warming else FixStatus.LOW_CONFIDENCE
         estimate = cluster_estimate(self._frame, self._enu[members], self._database.alt[members], belief[members],
                                     confidence, status, self._estimate, self._database.heading[members])
+        estimate.warming_up = warming
         self._learn_speed(estimate, float(self._database.heading[seed]))
         return estimate
 

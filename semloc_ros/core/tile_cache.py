@@ -210,15 +210,6 @@ class TileCache:
         return best[1]
 
 
-def withheld_by_warmup(estimate: PositionEstimate, localizer: Localizer | None) -> bool:
-    """Step 2: whether ``estimate`` is not a FIX only because ``localizer``'s sequence filter is warming up."""
-    sequence = None if localizer is None else localizer.sequence_filter
-    if sequence is None or sequence.warmup_left_m <= 0.0 or estimate.status is not FixStatus.LOW_CONFIDENCE:
-        return False
-    config = localizer.config
-    return estimate.confidence >= config.min_confidence and not estimate.integrity < config.integrity_threshold
-
-
 class TiledLocalizer:
     """A :class:`Localizer` over the tiles around the vehicle (steps 1, 2 and 4), same ``localize`` call."""
 
@@ -303,7 +294,7 @@ class TiledLocalizer:
         fixed = estimate.status is FixStatus.FIX
         if fixed:
             self._misses = 0
-        elif not withheld_by_warmup(estimate, snapshot.localizer):  # step 2: a filter warming up is not lost
+        elif not estimate.warming_up:  # step 2: a filter warming up is not lost
             self._misses += 1
         centres = [(estimate.lat, estimate.lon)] if fixed else []
         if self._prior is not None:
