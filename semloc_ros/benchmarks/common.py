@@ -139,18 +139,18 @@ def drive_database(dataset: Path, drive: str, pipeline, cache: Path, index_type:
     return database
 
 
-def thumbnail_database(dataset: Path, drive: str, pipeline, cache: Path) -> Path:
-    """The map of ``drive`` as ``semloc build-db`` makes it with ``pipeline`` (descriptors and label thumbnails, so
-    a localizer re-ranks as configured), cached per segmenter and descriptor."""
+def thumbnail_database(dataset: Path, drive: str, pipeline, cache: Path, views: tuple[float, ...] = (0.0,)) -> Path:
+    """The map of ``drive`` as ``semloc build-db --views`` makes it with ``pipeline`` (descriptors and label
+    thumbnails, so a localizer re-ranks as configured), cached per segmenter, descriptor and views."""
     from semloc_ros.io.datasets import load_semloc_sim_drive
     from semloc_ros.mapping import build_database
 
-    models = f"{pipeline.segmenter.model_id}|{pipeline.model_id}"
+    models = f"{pipeline.segmenter.model_id}|{pipeline.model_id}" + ("" if views == (0.0,) else f"|{views}")
     digest = hashlib.sha1(models.encode("utf-8")).hexdigest()[:12]
     path = cache / f"e2e_{drive}_{digest}_thumbnails.semdb"
     if not path.is_file():
         cache.mkdir(parents=True, exist_ok=True)
-        build_database(pipeline, load_semloc_sim_drive(dataset, drive)).save(path)
+        build_database(pipeline, load_semloc_sim_drive(dataset, drive), views=views).save(path)
     return path
 
 

@@ -25,6 +25,7 @@ from semloc_ros.benchmarks.common import (
     thumbnail_database,
     write_json,
 )
+from semloc_ros.core.views import RECOMMENDED_VIEWS
 
 
 def parse_assignments(text: str) -> dict[str, dict[str, Any]]:
@@ -50,12 +51,12 @@ def merge_overrides(*layers: dict[str, dict[str, Any]]) -> dict[str, dict[str, A
 
 
 def e2e_database(args: argparse.Namespace) -> Path:
-    """The map the e2e nodes load: ``--database``, else the benchmark's database drive mapped with the shipped
-    models (with label thumbnails, so the localizer re-ranks as configured)."""
+    """The map the e2e nodes load: ``--database``, else the benchmark's database drive mapped as recommended: the
+    shipped models, label thumbnails (the localizer re-ranks as configured) and the recommended views."""
     if args.database is not None:
         return args.database
     return thumbnail_database(args.dataset, splits(args.dataset)["database"], semantic_pipeline(args.device),
-                              args.cache)
+                              args.cache, RECOMMENDED_VIEWS)
 
 
 def run_e2e(args: argparse.Namespace) -> int:
