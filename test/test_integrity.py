@@ -40,5 +40,6 @@ def test_logistic_fit_separates_and_the_gate_uses_the_threshold():
     assert np.mean(scores[right] > 0.5) > 0.85 and np.mean(scores[~right] < 0.5) > 0.85
     monitor = IntegrityMonitor(model)
     assert monitor.passes(0.95) and not monitor.passes(0.5)
+    assert monitor.passes(float("nan"))  # no score (a cue missing): not gated
     with pytest.raises(ValueError, match="unknown cue"):
         IntegrityModel({"colour": 1.0}).validate()

@@ -16,9 +16,11 @@ from semloc_ros.core.labels import (
     LabelMapping,
     LabelSet,
     colorize,
+    landmark_share,
     load_mapping,
     overlay,
 )
+from semloc_ros.core.reranking import featureless
 
 PACKAGED_JSON = Path(__file__).resolve().parents[1] / "semloc_ros" / "data" / "labels" / "semloc_sim.json"
 DATASET_JSON = Path("/work/shared/datasets/semloc-sim-v1/classes.json")
@@ -225,3 +227,20 @@ def test_load_mapping_unknown_name_or_missing_file(tmp_path):
         load_mapping("ade20k")
     with pytest.raises(FileNotFoundError):
         load_mapping(tmp_path / "missing.json")
+
+
+def test_landmark_share_counts_static_structure_only():
+    road, sky, building, car, tree = (SEMLOC_SIM.id_of(n) for n in ("ROAD", "SKY", "BUILDING", "CAR", "VEGETATION"))
+    image = np.full((10, 10), road, np.uint8)
+    image[:4] = sky
+    assert landmark_share(image) == 0.0 and featureless(image, 0.01)
+    image[0, :5] = car  # traffic is no landmark
+    assert landmark_share(image) == 0.0
+    image[1, :3] = building
+    image[2, :2] = tree
+    assert landmark_share(image) == pytest.approx(0.05)
+    assert not featureless(image, 0.05) and featureless(image, 0.06)
+    assert not featureless(np.full((10, 10), road, np.uint8), 0.0)  # 0: the rule is off
+    assert not featureless(None, 0.5)  # no label image: nothing to judge
+    with pytest.raises(ValueError, match="HxW"):
+        landmark_share(np.zeros(5, np.uint8))

@@ -216,6 +216,27 @@ def test_localizer_reranks_with_a_query_thumbnail() -> None:
     assert filtered.localize(query, stamp_ns=0, thumbnail=turned).matches[0].index == 4
 
 
+def test_a_view_without_landmarks_is_no_fix_with_min_landmark_share() -> None:
+    """Road and sky alone match any map's empty stretch: with ``min_landmark_share`` such a view's FIX becomes
+    LOW_CONFIDENCE, single-frame and filtered, while a view with buildings and trees stays a FIX."""
+    database, thumbnails = database_with_thumbnails()
+    empty = np.where(thumbnails[2] == ROAD, ROAD, SKY).astype(np.uint8)
+    query = database.descriptors[2]
+    for filtered in (False, True):
+        base = LocalizerConfig().with_parameters(rerank_top_k=5, sequence_filter=filtered, integrity_threshold=0.0,
+                                                 filter_exit_probability=0.0, filter_speed_mps=0.0)
+        for share, views, expected in ((0.0, empty, "fix"), (0.01, empty, "low_confidence"),
+                                       (0.01, thumbnails[2], "fix")):
+            localizer = Localizer(database, base.with_parameters(min_landmark_share=share))
+            estimates = localizer.localize_sequence(np.repeat(query[None], 3, 0), [i * 10**8 for i in range(3)],
+                                                    thumbnails=np.repeat(views[None], 3, 0)) if filtered else \
+                localizer.localize_batch(query[None], thumbnails=views[None])
+            assert estimates[-1].status.value == expected, (filtered, share)
+            assert estimates[-1].east == pytest.approx(database.enu[2, 0], abs=1.0)  # the estimate stays
+        unjudged = Localizer(database, base.with_parameters(min_landmark_share=0.5))
+        assert unjudged.localize(query, stamp_ns=0).status.value == "fix"  # no label image: nothing to judge
+
+
 def test_sequence_filter_weighs_the_re_ranking_scores() -> None:
     """The descriptor prefers place 0 on every frame, the labels place 4: the filter follows the labels, as the
     single frame does (it used to weigh the cosines and stayed at place 0)."""

@@ -130,5 +130,5 @@ class IntegrityMonitor:
         return float(self._model.score({**cues, "jump": self.jump(stamp_ns, east, north)}))
 
     def passes(self, score: float) -> bool:
-        """Step 4."""
-        return score >= self._model.threshold
+        """Step 4 (an estimate without a score, NaN, is not gated)."""
+        return not score < self._model.threshold

@@ -120,6 +120,19 @@ def dynamic_class_ids() -> list[int]:
     return sorted(SEMLOC_SIM.id_of(name) for name in DYNAMIC_CLASSES)
 
 
+LANDMARK_CLASSES: tuple[str, ...] = ("BUILDING", "FENCE", "POLE", "TRAFFIC_LIGHT", "TRAFFIC_SIGN", "VEGETATION")
+"""Static structure beside the road: what tells one place from another. Road, lane lines, crosswalks, sidewalks,
+terrain and sky look alike on every map; a view of nothing else matches another map's empty stretch as well as
+its own place."""
+
+
+def landmark_share(labels: np.ndarray) -> float:
+    """The share of the pixels of a label image (or thumbnail) in :data:`LANDMARK_CLASSES` (0 for an empty one)."""
+    labels = _check_labels(labels)
+    ids = [SEMLOC_SIM.id_of(name) for name in LANDMARK_CLASSES]
+    return float(np.isin(labels, ids).mean()) if labels.size else 0.0
+
+
 def _check_labels(labels: np.ndarray) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 2:

@@ -35,6 +35,7 @@ For one query descriptor:
    corrected fixes). The sequence filter's estimate moves by the same vector.
 7. Status: ``NO_MATCH`` if the best similarity is below ``min_similarity`` (then ``confidence`` is 0),
    ``LOW_CONFIDENCE`` if ``c < min_confidence``, otherwise ``FIX``.
+7b. A re-ranked FIX whose label thumbnail is :func:`~semloc_ros.core.reranking.featureless` is LOW_CONFIDENCE (as 8).
 8. Integrity (:mod:`semloc_ros.core.integrity`): the cues of the estimate (best cosine, confidence, re-ranking
    alignment, agreeing share, off-map mass, and the jump from the previous estimate when the queries come
    with stamps) give a score ``integrity``; a FIX whose score is below ``integrity_threshold`` (calibrated
@@ -93,7 +94,7 @@ from semloc_ros.core.estimate import (
 from semloc_ros.core.geodesy import LocalENU
 from semloc_ros.core.integrity import CUES, IntegrityModel, IntegrityMonitor, agreeing_alignment, estimate_cues
 from semloc_ros.core.lateral import fit_shear, heading_normal, lateral_offset_m, view_shift_px
-from semloc_ros.core.reranking import RerankConfig, rerank
+from semloc_ros.core.reranking import RerankConfig, featureless, rerank
 from semloc_ros.core.sequence_filter import FilterConfig, SequenceFilter
 from semloc_ros.core.settings import FRACTION, POSITIVE, Bounds, Each, section, setting
 from semloc_ros.core.uncertainty import LaneEvidence, TrackCovarianceModel, aligned_covariance
@@ -114,6 +115,7 @@ class LocalizerConfig:
     min_confidence: float = setting(0.3, "below this confidence the fix status is NO_FIX", FRACTION)
     min_similarity: float = setting(0.0, "best similarity (a cosine) below this means 'not in the database' "
                                     "(NO_FIX, no position)", Bounds(-1.0, 1.0))
+    min_landmark_share: float = setting(0.0, "landmark pixel share a re-ranked FIX needs (step 7b; 0 = off)", FRACTION)
     position_sigma_floor_m: float = setting(3.0, "smallest 1-sigma position uncertainty reported", POSITIVE)
     altitude_sigma_m: float = setting(10.0, "1-sigma altitude uncertainty reported", POSITIVE)
     covariance_along_scale: float = setting(0.3155, "factor on the along-track (database heading) variance of "
@@ -320,7 +322,7 @@ class Localizer:
             stamp = None if stamps_ns is None else int(stamps_ns[row])
             estimate = self._single(similarities[row], indices[row], thumbnails, row, frame, enu)
             estimate = self._calibrated(estimate, self._lane_alignment(estimate, stamp))
-            estimates.append(self._judged(estimate, estimate, stamp))
+            estimates.append(self._judged(estimate, estimate, stamp, None if thumbnails is None else thumbnails[row]))
         return estimates
 
     def _search_k(self, k: int, thumbnails: np.ndarray | None) -> int:
@@ -437,7 +439,7 @@ class Localizer:
             filtered = self._calibrated(filtered, lane)
             if single.status is FixStatus.NO_MATCH:
                 filtered.status, filtered.confidence, filtered.warming_up = FixStatus.NO_MATCH, 0.0, False
-            estimates.append(self._judged(filtered, single, stamp))
+            estimates.append(self._judged(filtered, single, stamp, None if thumbnails is None else thumbnails[row]))
         return estimates
 
     def filter_observations(self, descriptors: np.ndarray,
@@ -515,8 +517,9 @@ class Localizer:
             estimate.covariance_enu = covariance
         return estimate
 
-    def _judged(self, estimate: PositionEstimate, single: PositionEstimate, stamp_ns: int | None) -> PositionEstimate:
-        """Step 8: the integrity cues and score of ``estimate`` (matches from ``single``), and the gate."""
+    def _judged(self, estimate: PositionEstimate, single: PositionEstimate, stamp_ns: int | None,
+                thumbnail: np.ndarray | None = None) -> PositionEstimate:
+        """Step 8: the integrity cues and score of ``estimate`` (matches from ``single``), the gate; step 7b."""
         matches = single.matches
         off_map = self._filter.off_map_probability if self._filter is not None else 0.0
         cues = estimate_cues([m.similarity for m in matches], [m.inlier for m in matches],
@@ -528,9 +531,9 @@ class Localizer:
         reranked = any(math.isfinite(m.alignment) for m in matches)
         if model.weights and (reranked or not model.weights.get("alignment")):  # a score needs all its cues
             estimate.integrity = float(model.score(cues))
-            if not self._monitor.passes(estimate.integrity):  # a FIX, or one withheld by the filter's warm-up
-                estimate.warming_up = False
-                estimate.status = FixStatus.LOW_CONFIDENCE if estimate.status is FixStatus.FIX else estimate.status
+        if not self._monitor.passes(estimate.integrity) or featureless(thumbnail, self._config.min_landmark_share):
+            estimate.warming_up = False  # a FIX, or one withheld by the filter's warm-up (step 8's gate, step 7b)
+            estimate.status = FixStatus.LOW_CONFIDENCE if estimate.status is FixStatus.FIX else estimate.status
         return estimate
 
     def _estimate(

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from semloc_ros.core import settings
-from semloc_ros.core.labels import IGNORED_ID, dynamic_class_ids
+from semloc_ros.core.labels import IGNORED_ID, dynamic_class_ids, landmark_share
 from semloc_ros.core.settings import NON_NEGATIVE, Bounds, setting
 from semloc_ros.core.views import shifted_columns
 
@@ -79,6 +79,14 @@ class RerankConfig:
 def ignored_ids() -> np.ndarray:
     """Class ids left out of the alignment: the dynamic classes and :data:`IGNORED_ID`."""
     return np.array([*dynamic_class_ids(), IGNORED_ID], dtype=np.int64)
+
+
+def featureless(thumbnail: np.ndarray | None, minimum: float) -> bool:
+    """Whether a query's label thumbnail has a :func:`~semloc_ros.core.labels.landmark_share` below ``minimum``
+    (the localizer's ``min_landmark_share``, its step 7b): a view of road, terrain and sky alone, whose best
+    match may be any empty stretch of the map, or of another map. Never without a thumbnail, or with ``minimum``
+    0."""
+    return minimum > 0.0 and thumbnail is not None and landmark_share(thumbnail) < minimum
 
 
 def label_thumbnail(labels: np.ndarray, shape: tuple[int, int] = THUMBNAIL_SHAPE) -> np.ndarray:
