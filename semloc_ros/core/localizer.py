@@ -73,7 +73,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import NamedTuple
 
 import numpy as np
 
@@ -94,7 +93,7 @@ from semloc_ros.core.estimate import (
 from semloc_ros.core.geodesy import LocalENU
 from semloc_ros.core.integrity import CUES, IntegrityModel, IntegrityMonitor, agreeing_alignment, estimate_cues
 from semloc_ros.core.lateral import fit_shear, heading_normal, lateral_offset_m, view_shift_px
-from semloc_ros.core.reranking import RerankConfig, featureless, rerank
+from semloc_ros.core.reranking import Ranked, RerankConfig, featureless, rerank
 from semloc_ros.core.sequence_filter import FilterConfig, SequenceFilter
 from semloc_ros.core.settings import FRACTION, POSITIVE, Bounds, Each, section, setting
 from semloc_ros.core.uncertainty import LaneEvidence, TrackCovarianceModel, aligned_covariance
@@ -190,22 +189,6 @@ class LocalizerConfig:
         The filter parameters are checked even when the filter is off, so a bad value never waits."""
         settings.validate(self)
         return self
-
-
-class Ranked(NamedTuple):
-    """One query's retrieved entries in ranking order: re-ranking scores with the entries' cosines and label
-    agreements, or (not re-ranked) the cosines themselves with ``cosines`` and ``alignment`` None."""
-
-    scores: np.ndarray
-    indices: np.ndarray
-    cosines: np.ndarray | None
-    alignment: np.ndarray | None
-
-    def head(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The first ``k`` scores and entries, on one scale: of a re-ranked query only the re-ranked ones."""
-        if self.alignment is not None:
-            k = min(k, int(np.isfinite(self.alignment[:k]).sum()))  # re-ranked entries come first
-        return self.scores[:k], self.indices[:k]
 
 
 class Localizer:

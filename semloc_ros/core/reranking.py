@@ -37,6 +37,7 @@ Cost for 50 candidates at 60x80 on one CPU core: about 10x less than the loop ov
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -79,6 +80,22 @@ class RerankConfig:
 def ignored_ids() -> np.ndarray:
     """Class ids left out of the alignment: the dynamic classes and :data:`IGNORED_ID`."""
     return np.array([*dynamic_class_ids(), IGNORED_ID], dtype=np.int64)
+
+
+class Ranked(NamedTuple):
+    """One query's retrieved entries in ranking order: re-ranking scores with the entries' cosines and label
+    agreements, or (not re-ranked) the cosines themselves with ``cosines`` and ``alignment`` None."""
+
+    scores: np.ndarray
+    indices: np.ndarray
+    cosines: np.ndarray | None
+    alignment: np.ndarray | None
+
+    def head(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The first ``k`` scores and entries, on one scale: of a re-ranked query only the re-ranked ones."""
+        if self.alignment is not None:
+            k = min(k, int(np.isfinite(self.alignment[:k]).sum()))  # re-ranked entries come first
+        return self.scores[:k], self.indices[:k]
 
 
 def featureless(thumbnail: np.ndarray | None, minimum: float) -> bool:
