@@ -10,7 +10,9 @@ Steps (semloc_ros.evaluation.uncertainty_study: which map plays which role):
    Training maps: the ``train`` drives of every ``--dataset`` root, grouped by map seed and camera (seeds and
    drive names distinct across roots); evaluation maps, rear sets and tuning maps are never fitted on.
 2. Learning map (the first training map of the first root): the off-map similarity and the off-map
-   likelihood's cosine temperature, the integrity score (logistic regression of a right fix on its cues). The
+   likelihood's cosine temperature, the landmark rule (``min_landmark_share``, localizer step 7b: the value that
+   keeps the most right fixes less out-of-map fixes, on its drives in the map and against the other training
+   maps), the integrity score (logistic regression of a right fix on its cues). The
    filter's temperature, kidnap probability and reverse weight are the parameter file's
    (scripts/fit_sequence_filter.py chooses them on all training maps).
 3. Calibration maps (the other training maps): the Learn-then-Test gate at ``--false-fix-rate`` with

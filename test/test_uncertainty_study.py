@@ -101,6 +101,29 @@ def test_offmap_similarity_separates_right_in_map_frames_from_out_of_map_frames(
     assert 0.94 < fit_offmap_similarity([inside, outside], 25.0, 200.0) < 0.96
 
 
+def test_the_landmark_rule_is_chosen_where_featureless_fixes_are_out_of_map_and_off_where_they_are_right():
+    from semloc_ros.evaluation.fix_records import FixRecords
+    from semloc_ros.evaluation.uncertainty_study import fit_min_landmark_share
+
+    def records(shares: np.ndarray, in_map: bool) -> FixRecords:
+        n = len(shares)
+        zeros2 = np.zeros((n, 2))
+        return FixRecords("d", "db", "single", in_map, np.arange(n), zeros2, np.zeros(n), zeros2, zeros2,
+                          np.zeros((n, 2, 2)), zeros2, np.ones(n, bool), {}, np.full(n, 1000.0), shares)
+
+    rng = np.random.default_rng(1)
+    landmarks = rng.uniform(0.05, 0.5, 400)
+    right = records(np.concatenate([landmarks, np.full(4, 0.003)]), True)  # a few right fixes of empty views
+    empty_ends = records(np.concatenate([np.full(40, 0.001), np.zeros(20)]), False)  # look-alike empty ends
+    share, scores = fit_min_landmark_share([right, empty_ends], 25.0, 200.0)
+    assert share == 0.0025 and scores["0.0025"] > scores["0.0"] and scores["0.0025"] > scores["0.005"]
+    assert right.featureless_withheld(0.0025).fix.sum() == 404
+    assert empty_ends.featureless_withheld(0.0025).fix.sum() == 0
+    assert right.featureless_withheld(0.005).fix.sum() == 400
+    distinct = records(landmarks[:100], False)  # out-of-map views with landmarks: the rule cannot help
+    assert fit_min_landmark_share([right, distinct], 25.0, 200.0)[0] == 0.0
+
+
 def test_fit_uncertainty_refuses_to_write_what_a_report_only_run_does_not_fit(tmp_path, capsys, load_script):
     script = load_script("fit_uncertainty.py")
     config = tmp_path / "semloc.yaml"

@@ -6,8 +6,9 @@ For each frame, in stamp order, single-frame or through the sequence filter (``m
    where the frame has no true place in this database, or without an estimate);
 2. its base covariance (the localizer's geometry before the covariance model) and the track direction of the
    places behind it (the inliers' database headings single-frame, the filter's places filtered);
-3. its status under the configuration's ``min_confidence`` (before the integrity gate) and the integrity cues
-   (:mod:`semloc_ros.core.integrity`), the consecutive-fix ``jump`` included;
+3. its status under the configuration's ``min_confidence`` (before the integrity gate and the landmark rule) and
+   the integrity cues (:mod:`semloc_ros.core.integrity`), the consecutive-fix ``jump`` included, and the landmark
+   share of the query's label thumbnail (:func:`semloc_ros.core.labels.landmark_share`, localizer step 7b);
 4. the route distance from the drive's start (out-of-map frames near the start of a map lie on the road every
    map shares, :data:`semloc_ros.evaluation.metrics.DEFAULT_NEGATIVE_MIN_ROUTE_M`).
 """
@@ -22,6 +23,7 @@ import numpy as np
 from semloc_ros.core.database import GeoDatabase
 from semloc_ros.core.estimate import FixStatus
 from semloc_ros.core.integrity import CUES
+from semloc_ros.core.labels import landmark_share
 from semloc_ros.core.localizer import Localizer, LocalizerConfig
 from semloc_ros.core.uncertainty import smoothed_alignments
 from semloc_ros.evaluation.calibration import route_distance_m
@@ -48,6 +50,7 @@ class FixRecords:
     fix: np.ndarray  # (N,) status FIX under the configuration
     cues: dict[str, np.ndarray]
     route_m: np.ndarray
+    landmark_share: np.ndarray | None = None  # (N,) of the query's label thumbnail (localizer step 7b); None: none
 
     def __len__(self) -> int:
         return len(self.stamps_ns)
@@ -69,15 +72,25 @@ class FixRecords:
                                                             "error_en",
                                                             "base_covariance", "direction", "fix", "route_m")},
             cues={name: values[keep] for name, values in self.cues.items()},
+            landmark_share=None if self.landmark_share is None else self.landmark_share[keep],
         )
+
+    def featureless_withheld(self, min_landmark_share: float) -> FixRecords:
+        """The records with the localizer's step 7b applied: a FIX of a query thumbnail with a landmark share below
+        ``min_landmark_share`` is not one (the records themselves are taken before it, :func:`records_config`)."""
+        if min_landmark_share <= 0.0 or self.landmark_share is None:
+            return self
+        return dataclasses.replace(self, fix=self.fix & ~(self.landmark_share < min_landmark_share))
 
 
 def records_config(config: LocalizerConfig, mode: str) -> LocalizerConfig:
-    """``config`` without the covariance model and the integrity gate, in ``mode``: what the fits start from."""
+    """``config`` without the covariance model, the integrity gate and the landmark rule (localizer step 7b), in
+    ``mode``: what the fits start from."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     return config.with_parameters(covariance_along_scale=1.0, covariance_cross_scale=1.0,
                                   position_sigma_along_m=0.0, position_sigma_cross_m=0.0, integrity_threshold=0.0,
+                                  min_landmark_share=0.0,
                                   sequence_filter=mode == "filtered").validate()
 
 
@@ -120,6 +133,8 @@ def fix_records(
         fix=np.array([e.status is FixStatus.FIX for e in estimates], bool),
         cues={name: np.array([e.cues.get(name, 0.0) for e in estimates], float) for name in CUES},
         route_m=route_distance_m(drive),
+        landmark_share=None if described.thumbnails is None else np.array(
+            [landmark_share(thumbnail) for thumbnail in described.thumbnails], float),
     )
 
 

@@ -129,6 +129,7 @@ class Described:
             pipeline, method, Path(cache_dir), tuple(views), progress)
         self._databases: dict[str, GeoDatabase] = {}
         self._records: dict[tuple[str, str, str], FixRecords] = {}
+        self.min_landmark_share = 0.0  # localizer step 7b, applied to the records handed out
 
     def drive(self, drive: Drive) -> DescribedDrive:
         return describe_cached(self.pipeline, drive, self.cache_dir, self.method, progress=self.progress)
@@ -136,12 +137,13 @@ class Described:
     def records(self, database_drive: Drive, drive: Drive, config: LocalizerConfig, mode: str,
                 in_map: bool) -> FixRecords:
         """:func:`fix_records` of ``drive`` against ``database_drive``'s database (kept: one config per run; drives
-        are told apart by their folder, since two roots may hold drives of one name)."""
+        are told apart by their folder, since two roots may hold drives of one name), with the landmark rule of
+        :attr:`min_landmark_share`."""
         key = (database_drive.source, drive.source, mode)
         if key not in self._records:
             self._records[key] = fix_records(self.database(database_drive), self.drive(drive), config, mode, in_map,
                                              database_drive.name)
-        return self._records[key]
+        return self._records[key].featureless_withheld(self.min_landmark_share)
 
     def database(self, drive: Drive) -> GeoDatabase:
         if drive.source not in self._databases:
@@ -170,6 +172,26 @@ def fit_offmap_similarity(records: Sequence[FixRecords], threshold_m: float, min
     candidates = np.unique(np.concatenate([inside, outside]))
     youden = [np.mean(inside >= c) - np.mean(outside >= c) for c in candidates]
     return float(candidates[int(np.argmax(youden))])
+
+
+LANDMARK_SHARES = (0.0, 0.0025, 0.005, 0.01, 0.02)  # min_landmark_share candidates (localizer step 7b)
+
+
+def fit_min_landmark_share(records: Sequence[FixRecords], threshold_m: float,
+                           min_route_m: float) -> tuple[float, dict[str, float]]:
+    """The :data:`LANDMARK_SHARES` value whose rule keeps the most right fixes of the in-map frames less the fixes
+    of the out-of-map frames (shares of the frames, Youden as :func:`fit_offmap_similarity`; ties: the smaller),
+    and that difference per value."""
+    def fixes(frames: list[FixRecords], share: float) -> int:
+        return sum(int(r.featureless_withheld(share).fix.sum()) for r in frames)
+
+    right = [r.select(correct_mask(r, threshold_m)) for r in records if r.in_map]
+    outside = [r.select(r.route_m > min_route_m) for r in records if not r.in_map]
+    in_frames = max(1, sum(len(r) for r in records if r.in_map))
+    out_frames = max(1, sum(len(r) for r in outside))
+    scores = {share: fixes(right, share) / in_frames - fixes(outside, share) / out_frames for share in LANDMARK_SHARES}
+    best = max(LANDMARK_SHARES, key=lambda share: (round(scores[share], 12), -share))
+    return best, {str(share): round(score, 6) for share, score in scores.items()}
 
 
 # ------------------------------------------------------------------------------------------ fit and report
@@ -283,6 +305,21 @@ def _fit_offmap_temperature(described, learn: MapRole, config: LocalizerConfig) 
     return config.with_parameters(filter_offmap_temperature=temperature), {"fitted_on": first.drive.name}
 
 
+def _fit_learning_map(described: Described, maps: list[MapRole], config: LocalizerConfig,
+                      args) -> tuple[LocalizerConfig, dict]:
+    """Step 2 of scripts/fit_uncertainty.py: the off-map likelihood and the landmark rule (localizer step 7b) on
+    the learning map's single-frame records (in the map and against the other training maps)."""
+    config, filter_fit = _fit_offmap_temperature(described, maps[0], config)
+    records = map_records(described, maps[0], maps[1:], config, "single")
+    landmarks, shares = fit_min_landmark_share(records, args.threshold_m, args.min_route_m)
+    config = config.with_parameters(filter_exit_probability=FILTER_EXIT_PROBABILITY,
+                                    filter_entry_probability=FILTER_ENTRY_PROBABILITY,
+                                    filter_offmap_similarity=fit_offmap_similarity(records, args.threshold_m,
+                                                                                   args.min_route_m),
+                                    min_landmark_share=landmarks)
+    return config, {**filter_fit, "landmark_shares": shares}
+
+
 def run_study(args, pipeline, config: LocalizerConfig) -> dict:
     """Steps 2-4 of scripts/fit_uncertainty.py for both modes; the parameters of ``args.fit_mode``'s fit. With
     ``args.report_only`` nothing is fitted: the parameter file's values are reported as they are."""
@@ -290,22 +327,17 @@ def run_study(args, pipeline, config: LocalizerConfig) -> dict:
     maps = training_maps(args.dataset)
     reported = [role for root in args.dataset for role in held_out_maps(root)]
     check_distinct_drives([*maps, *reported])
-    learn = maps[0]
-    filter_fit = {"fitted_on": None}
-    if not args.report_only:
-        config, filter_fit = _fit_offmap_temperature(described, learn, config)
-        offmap = fit_offmap_similarity(map_records(described, learn, maps[1:], config, "single"),
-                                       args.threshold_m, args.min_route_m)
-        config = config.with_parameters(filter_exit_probability=FILTER_EXIT_PROBABILITY,
-                                        filter_entry_probability=FILTER_ENTRY_PROBABILITY,
-                                        filter_offmap_similarity=offmap)
+    config, step2 = (config, {"fitted_on": None, "landmark_shares": {}}) if args.report_only else _fit_learning_map(
+        described, maps, config, args)
+    described.min_landmark_share = config.min_landmark_share
     study: dict = {"dataset": [str(root) for root in args.dataset], "threshold_m": args.threshold_m,
                    "min_route_m": args.min_route_m, "false_fix_rate": args.false_fix_rate, "delta": args.delta,
                    "views": list(args.database_views), "lateral_gain_m": config.lateral_gain_m,
+                   "min_landmark_share": config.min_landmark_share, "landmark_shares": step2["landmark_shares"],
                    "report_only": bool(args.report_only),
                    "maps": {m.name: {"database": m.database.name, "queries": [q.name for q in m.queries]}
                             for m in [*maps, *reported]},
-                   "filter": {"fitted_on": filter_fit["fitted_on"], "temperature": config.filter.temperature,
+                   "filter": {"fitted_on": step2["fitted_on"], "temperature": config.filter.temperature,
                               "kidnap_probability": config.filter.kidnap_probability,
                               "reverse_weight": config.filter.reverse_weight,
                               "offmap_similarity": config.filter.offmap_similarity,
@@ -323,13 +355,14 @@ def run_study(args, pipeline, config: LocalizerConfig) -> dict:
             fitted, record = _fit_mode(described, maps, config, mode, args)
         record["report"] = [] if args.no_report else _report_mode(
             described, maps, reported, config, mode, fitted, args)
-        study["modes"][mode] = {**record, "parameters": parameters_of(fitted, study["filter"])}
+        study["modes"][mode] = {**record, "parameters": parameters_of(fitted, study["filter"],
+                                                                       config.min_landmark_share)}
     study["shipped"] = {"mode": "filtered" if config.sequence_filter else "single",  # the mode the file runs
                         "fit": args.fit_mode, "parameters": study["modes"][args.fit_mode]["parameters"]}
     return study
 
 
-def parameters_of(fitted: dict, filter_values: dict) -> dict[str, float | list[float]]:
+def parameters_of(fitted: dict, filter_values: dict, min_landmark_share: float) -> dict[str, float | list[float]]:
     """The localizer_node parameters of a fitted mode (flat names, as in config/semloc.yaml)."""
     from semloc_ros.core.integrity import CUES
 
@@ -349,6 +382,7 @@ def parameters_of(fitted: dict, filter_values: dict) -> dict[str, float | list[f
         "filter_entry_probability": filter_values["entry_probability"],
         "filter_offmap_similarity": round(filter_values["offmap_similarity"], 4),
         "filter_offmap_temperature": round(filter_values["offmap_temperature"], 6),
+        "min_landmark_share": min_landmark_share,
     }
 
 
