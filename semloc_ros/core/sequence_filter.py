@@ -12,16 +12,20 @@ The state is a belief ``b`` over the N database entries (where the vehicle is no
    b. Noise per metre travelled: ``sigma = sqrt(w position_sigma_m**2 + r**2)``, so the place-to-place noise
       does not grow with the frame rate and a measured standstill (``m = 0``) holds the belief.
    c. Motion: a place i moves its belief to the places j of its neighbourhood in proportion to
-      ``N(a; t, sigma) + reverse_weight N(a; -t, sigma)`` (rows normalised), where ``a`` is the offset of j along
+      ``N(a; t, sigma) + r N(a; -t, sigma)`` (rows normalised), where ``a`` is the offset of j along
       place i's database heading: ``+|p_j - p_i|`` ahead of it (or beside it), ``-|p_j - p_i|`` behind it
       (horizontal ENU). A camera that sees what the map's camera saw travels the way the mapping vehicle did
-      (``+t``); a reversing vehicle travels ``-t`` with the weight ``reverse_weight`` (1 = no direction, also
-      where the heading is unknown: every place then counts as ahead). Both travels keep their whole, symmetric
-      spread: the noise of a forward travel shorter than ``sigma`` reaches the places just behind as much as
-      those just ahead, or the belief would creep ahead of the vehicle a little every frame (the more frames
-      per metre, the further). The neighbourhood graph is precomputed once with a uniform grid on the ENU
-      coordinates (radius = the largest plausible travel in one step, see :func:`graph_radius_m`), so memory
-      and time per step are O(edges) = O(P x places per radius), never N x N. It joins the P distinct places,
+      (``+t``); a reversing vehicle travels ``-t`` with the weight ``r = 1 - (1 - reverse_weight)**w``, per metre
+      like the noise and the kidnap mass (1 = no direction, also where the heading is unknown: every place then
+      counts as ahead). A step much shorter than ``sigma`` puts its reverse branch within the noise of the
+      forward one, where no evidence tells them apart, so each such step would keep ``(1 - r) / (1 + r)`` of
+      its travel: at the full weight the belief would fall behind the vehicle, the further the more frames per
+      metre; per metre, a frame at the evidence spacing weighs as the values were chosen. Both travels keep
+      their whole, symmetric spread: the noise of a forward travel shorter than ``sigma`` reaches the places just
+      behind as much as those just ahead, or the belief would creep ahead of the vehicle a little every frame
+      (the more frames per metre, the further). The neighbourhood graph is precomputed once with a uniform grid
+      on the ENU coordinates (radius = the largest plausible travel in one step, see :func:`graph_radius_m`), so
+      memory and time per step are O(edges) = O(P x places per radius), never N x N. It joins the P distinct places,
       not the N entries: the views of one place (entries of one position and heading, :func:`co_located`)
       have equal rows, so the place moves their summed belief with each neighbour weighted by its number of
       entries and shares what arrives equally among its entries, exactly what moving every entry would give,
@@ -442,7 +446,7 @@ class SequenceFilter:
         if sigma > 0.0:  # step 1c over the distinct places, shared equally by their entries
             mass = np.bincount(self._place_of, weights=self._belief, minlength=len(self._views))
             arrived = np.bincount(self._graph.targets, minlength=len(self._views),
-                                  weights=mass[self._sources] * self._transitions(travel, sigma))
+                                  weights=mass[self._sources] * self._transitions(travel, sigma, step))
             moved = (arrived / self._views)[self._place_of]
             moved /= moved.sum()
         else:  # a measured standstill: nothing moves
@@ -459,14 +463,15 @@ class SequenceFilter:
             return
         self._off_map = self._off_map * (1.0 - entry_p) + (1.0 - self._off_map) * exit_p
 
-    def _transitions(self, travel: float, sigma: float) -> np.ndarray:
+    def _transitions(self, travel: float, sigma: float, step: float) -> np.ndarray:
         """(E,) row-normalised transition probabilities of the graph edges (cached for a repeated step)."""
-        key = (round(travel, 6), round(sigma, 6))
+        key = (round(travel, 6), round(sigma, 6), round(step, 6))
         if key != self._transition_key:
             distances = self._graph.distances.astype(np.float64)
             along = np.where(self._behind, -distances, distances)  # step 1c: a
             weights = np.exp(-0.5 * ((along - travel) / sigma) ** 2)
-            weights += self._config.reverse_weight * np.exp(-0.5 * ((along + travel) / sigma) ** 2)
+            reverse = 1.0 - (1.0 - self._config.reverse_weight) ** step  # step 1c: r, per metre
+            weights += reverse * np.exp(-0.5 * ((along + travel) / sigma) ** 2)
             weights *= self._views[self._graph.targets]  # a place receives for each of its entries
             row_sums = np.add.reduceat(weights, self._graph.indptr[:-1])
             empty = row_sums <= 0.0
