@@ -8,8 +8,9 @@
 #        scripts/render_sim_v2.sh finish                                          (splits.json, classes.json, README.md)
 #
 # env (flags win): SEMLOC_SIM_V2_OUT (default: beside the clone, "$(dirname repo)/semloc-sim-v2"), JOBS (1..2, default
-# 1), SIM_V2_JOBS (job list, default scripts/sim_v2_jobs.txt), SIM_V2_ONLY (regex matching whole job names, e.g. "eval\S*"), SIM_V2_STEPS (cap
-# on env steps per drive, for smoke tests: appended as the last --steps), SIMKIT_SRC (default /work/shared/simkit),
+# 1), SIM_V2_JOBS (job list, default scripts/sim_v2_jobs.txt), SIM_V2_ONLY (regex matching whole job names, e.g.
+# "(train|tune)\S*"), SIM_V2_STEPS (cap on env steps per drive, for smoke tests: appended as the last --steps),
+# SIMKIT_SRC (default /work/shared/simkit),
 # SEMLOC_PY (python with numpy, pyproj, PIL; default repo .venv), SIMKIT_WORK (kit copy + venv, default OUT/.simkit;
 # e.g. share one venv between a smoke-test root and the real one).
 #
