@@ -129,7 +129,6 @@ class Described:
             pipeline, method, Path(cache_dir), tuple(views), progress)
         self._databases: dict[str, GeoDatabase] = {}
         self._records: dict[tuple[str, str, str], FixRecords] = {}
-        self.min_landmark_share = 0.0  # localizer step 7b, applied to the records handed out
 
     def drive(self, drive: Drive) -> DescribedDrive:
         return describe_cached(self.pipeline, drive, self.cache_dir, self.method, progress=self.progress)
@@ -138,12 +137,12 @@ class Described:
                 in_map: bool) -> FixRecords:
         """:func:`fix_records` of ``drive`` against ``database_drive``'s database (kept: one config per run; drives
         are told apart by their folder, since two roots may hold drives of one name), with the landmark rule of
-        :attr:`min_landmark_share`."""
+        ``config`` (localizer step 7b)."""
         key = (database_drive.source, drive.source, mode)
         if key not in self._records:
             self._records[key] = fix_records(self.database(database_drive), self.drive(drive), config, mode, in_map,
                                              database_drive.name)
-        return self._records[key].featureless_withheld(self.min_landmark_share)
+        return self._records[key].featureless_withheld(config.min_landmark_share)
 
     def database(self, drive: Drive) -> GeoDatabase:
         if drive.source not in self._databases:
@@ -310,7 +309,7 @@ def _fit_learning_map(described: Described, maps: list[MapRole], config: Localiz
     """Step 2 of scripts/fit_uncertainty.py: the off-map likelihood and the landmark rule (localizer step 7b) on
     the learning map's single-frame records (in the map and against the other training maps)."""
     config, filter_fit = _fit_offmap_temperature(described, maps[0], config)
-    records = map_records(described, maps[0], maps[1:], config, "single")
+    records = map_records(described, maps[0], maps[1:], config.with_parameters(min_landmark_share=0.0), "single")
     landmarks, shares = fit_min_landmark_share(records, args.threshold_m, args.min_route_m)
     config = config.with_parameters(filter_exit_probability=FILTER_EXIT_PROBABILITY,
                                     filter_entry_probability=FILTER_ENTRY_PROBABILITY,
@@ -329,7 +328,6 @@ def run_study(args, pipeline, config: LocalizerConfig) -> dict:
     check_distinct_drives([*maps, *reported])
     config, step2 = (config, {"fitted_on": None, "landmark_shares": {}}) if args.report_only else _fit_learning_map(
         described, maps, config, args)
-    described.min_landmark_share = config.min_landmark_share
     study: dict = {"dataset": [str(root) for root in args.dataset], "threshold_m": args.threshold_m,
                    "min_route_m": args.min_route_m, "false_fix_rate": args.false_fix_rate, "delta": args.delta,
                    "views": list(args.database_views), "lateral_gain_m": config.lateral_gain_m,
